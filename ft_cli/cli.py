@@ -1,0 +1,157 @@
+"""The `ft` command: `ft train [overrides]` (a Hydra app) and `ft recipes`.
+
+Torch is imported only once a training job starts, so listing recipes and
+showing configs stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from ft_cli.errors import FtError
+
+USAGE = """\
+usage: ft COMMAND [ARGS]
+
+commands:
+  train [OVERRIDES]   train from the composed config (a Hydra app: -m, --cfg job,
+                      --info, --help, hydra.run.dir=DIR all work)
+  recipes             list the recipes (+recipe=NAME) and what each is for
+
+examples:
+  ft train +recipe=demo
+  ft train +recipe=minilm_mrpc data.path=../shared/data/glue/MRPC optimizer.lr=3e-5
+  ft train -m +recipe=demo optimizer.lr=1e-5,5e-5
+"""
+
+
+@dataclass
+class _Sweep:
+    """Failures of multirun jobs: each job fails alone, the sweep goes on."""
+
+    failures: list[str] = field(default_factory=list)
+
+
+_sweep = _Sweep()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        sys.exit(0 if args else 2)
+    command, rest = args[0], args[1:]
+    if command == "recipes":
+        _list_recipes()
+        sys.exit(0)
+    if command == "train":
+        sys.exit(run_train(rest))
+    _fail(f"unknown command '{command}'; valid commands: train, recipes (see ft --help)")
+    sys.exit(2)
+
+
+def _fail(message: str) -> None:
+    print(f"ft: error: {message}", file=sys.stderr)
+
+
+def _list_recipes() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ft_cli import compose
+
+    table = Table(title="ft recipes (use with: ft train +recipe=NAME)")
+    table.add_column("recipe", style="bold cyan", no_wrap=True)
+    table.add_column("purpose")
+    for path in compose.recipe_files():
+        table.add_row(path.stem, compose.recipe_purpose(path))
+    Console().print(table)
+
+
+def run_train(overrides: list[str]) -> int:
+    """Run `ft train`; returns the process exit code."""
+    import hydra
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ft_cli import compose, paths
+
+    # Let errors reach us instead of Hydra's multi-line report; we print one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    _sweep.failures.clear()
+    try:
+        compose.register()
+        compose.check_overrides([a for a in overrides if not a.startswith("-")])
+        app = hydra.main(
+            config_path=str(paths.config_dir()), config_name="config", version_base="1.3"
+        )(_train_job)
+        saved_argv = sys.argv
+        sys.argv = ["ft", *overrides]
+        try:
+            app()
+        finally:
+            sys.argv = saved_argv
+    except FtError as err:
+        _fail(str(err))
+        return 2
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+    except SystemExit as err:
+        return int(err.code or 0) if not isinstance(err.code, str) else 2
+    except (OmegaConfBaseException, Exception) as err:
+        if not _is_hydra_error(err):
+            raise
+        _fail(str(compose.explain_error(err)))
+        return 2
+    if _sweep.failures:
+        _fail(f"{len(_sweep.failures)} job(s) failed: " + "; ".join(_sweep.failures))
+        return 1
+    return 0
+
+
+def _is_hydra_error(err: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(err, (HydraException, OmegaConfBaseException))
+
+
+def _train_job(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from ft_cli import compose
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = cfg.output_dir or hydra_cfg.runtime.output_dir
+    try:
+        spec = compose.to_spec(cfg)
+        from ft_cli.engine import train
+
+        result = train(spec, run_dir=run_dir, overrides=list(hydra_cfg.overrides.task))
+    except Exception as err:
+        if not multirun:
+            raise
+        # One job's failure must not end the sweep: report it and go on.
+        line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
+        _fail(f"{job}: {line}")
+        _sweep.failures.append(f"{job}: {line}")
+        _write_failure(run_dir, err)
+        return None
+    return result.metric
+
+
+def _write_failure(run_dir: str, err: BaseException) -> None:
+    import json
+    import traceback
+    from pathlib import Path
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    detail = "".join(traceback.format_exception(err))
+    (Path(run_dir) / "error.txt").write_text(detail)
+    status = {"status": "failed", "error": str(err).splitlines()[0] if str(err) else repr(err)}
+    (Path(run_dir) / "metrics.json").write_text(json.dumps(status, indent=2) + "\n")

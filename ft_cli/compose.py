@@ -1,0 +1,148 @@
+"""Compose configs/ + recipes/ + overrides into a validated `RunSpec`.
+
+Also turns Hydra's and OmegaConf's composition errors into one line that names
+the key or option and what would fix it. No torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from ft_cli import paths, schema
+from ft_cli.errors import FtError, closest
+
+RECIPE_GROUP = "recipe"
+_registered = False
+
+
+def register() -> None:
+    """Register the root schema and every recipe in Hydra's ConfigStore (once)."""
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    schema.register_configs()
+    for path in recipe_files():
+        node = OmegaConf.load(path)
+        store.store(group=RECIPE_GROUP, name=path.stem, node=node, package="_global_")
+    _registered = True
+
+
+def recipe_files() -> list[Path]:
+    return sorted(paths.recipes_dir().glob("*.yaml"))
+
+
+def recipe_purpose(path: Path) -> str:
+    """The recipe's one-line purpose: its `# Purpose:` comment."""
+    for line in path.read_text().splitlines():
+        match = re.match(r"#\s*Purpose:\s*(.*)", line)
+        if match:
+            return match.group(1).strip()
+    return ""
+
+
+def group_options(group: str) -> list[str]:
+    if group == RECIPE_GROUP:
+        return [p.stem for p in recipe_files()]
+    return sorted(p.stem for p in (paths.config_dir() / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Catch unknown group options and keys early, with the valid choices named.
+
+    Sweep values (`a,b`) are checked one by one; anything this cannot judge is
+    left to Hydra.
+    """
+    for token in overrides:
+        if token.startswith("hydra.") or token.startswith("hydra/") or "=" not in token:
+            continue
+        key, _, value = token.partition("=")
+        key = key.lstrip("+~")
+        if key in (*schema.GROUPS, RECIPE_GROUP):
+            options = group_options(key)
+            for choice in _sweep_values(value):
+                if choice not in options:
+                    raise FtError(
+                        f"unknown {key} option '{choice}' in '{token}'{closest(choice, options)};"
+                        f" valid options: {', '.join(options)}"
+                    )
+        elif "." in key:
+            _check_key(key, token)
+
+
+def _sweep_values(value: str) -> list[str]:
+    value = re.sub(r"^(choice|range|glob)\((.*)\)$", r"\2", value)
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _check_key(dotted: str, token: str) -> None:
+    node: type = schema.RunSpec
+    walked: list[str] = []
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node):
+            return  # a list element or a free-form value: Hydra judges it
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            where = ".".join(walked) or "the config"
+            names = ", ".join(fields)
+            raise FtError(
+                f"unknown key '{dotted}' in '{token}'{closest(part, fields)}; keys in {where}: {names}"
+            )
+        walked.append(part)
+        node = _field_type(node, part)
+
+
+def _field_type(cls: type, name: str) -> type:
+    import typing
+
+    hint = typing.get_type_hints(cls)[name]
+    return hint if isinstance(hint, type) else object
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose and validate in-process (tests, `ft recipes`-style checks)."""
+    from hydra import compose, initialize_config_dir
+
+    register()
+    check_overrides(overrides)
+    try:
+        with initialize_config_dir(str(paths.config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    except Exception as err:
+        raise explain_error(err) from err
+    return cfg
+
+
+def to_spec(cfg: DictConfig) -> schema.RunSpec:
+    """Turn a composed config into the typed RunSpec; missing values fail by key."""
+    try:
+        spec = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", "?")
+        raise FtError(f"{key} is required but not set; add {key}=VALUE to the command") from err
+    except OmegaConfBaseException as err:
+        raise explain_error(err) from err
+    assert isinstance(spec, schema.RunSpec)
+    return spec
+
+
+def explain_error(err: BaseException) -> FtError:
+    """One readable line for a Hydra/OmegaConf composition error."""
+    if isinstance(err, FtError):
+        return err
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        key = cause.full_key
+        message = str(getattr(cause, "msg", "") or str(cause)).splitlines()[0]
+        if "not in struct" in message or "Key '" in message and "not in" in message:
+            return FtError(f"unknown key '{key}': {message}")
+        return FtError(f"{key}: {message}")
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return FtError(text)

@@ -1,0 +1,325 @@
+"""Load, check, label and tokenize the data; batch it with dynamic padding.
+
+Tokenization happens once, up front, into plain lists; batches are padded only
+to their own longest row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ft_cli import hub, paths
+from ft_cli.errors import FtError, closest
+from ft_cli.schema import DataConfig, DataFormat, TaskConfig, TaskKind
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class RawData:
+    """The untokenized splits (a `datasets.Dataset` each) and where they came from."""
+
+    splits: dict[str, Any]
+    source: dict[str, str]
+    label_names: list[str] | None = None  # from a hub ClassLabel feature
+
+
+@dataclass
+class EncodedSplit(torch.utils.data.Dataset):
+    """One tokenized split held in memory."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: list[int] | list[float]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> int:
+        return index  # the collator gathers rows by index
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+@dataclass
+class PreparedData:
+    train: EncodedSplit
+    validation: EncodedSplit | None
+    test: EncodedSplit | None
+    labels: list[str] | None  # class names in id order (classification)
+    source: dict[str, str]
+
+
+def load_raw(cfg: DataConfig) -> RawData:
+    if cfg.format == DataFormat.hub:
+        return _load_hub(cfg)
+    return _load_files(cfg)
+
+
+def _load_hub(cfg: DataConfig) -> RawData:
+    import datasets
+
+    if not cfg.hub_path:
+        raise FtError("data.hub_path is required for data.format=hub (e.g. nyu-mll/glue)")
+    name = f"{cfg.hub_path}/{cfg.hub_name}" if cfg.hub_name else cfg.hub_path
+    reachable = hub.hub_reachable()
+    previous = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = previous or not reachable  # unreachable: cache only
+    try:
+        dataset = datasets.load_dataset(cfg.hub_path, cfg.hub_name)
+    except Exception as err:
+        if not reachable:
+            raise hub.unreachable_error(
+                "data.hub_path",
+                name,
+                "use local files instead (data=glue_mrpc_local data.path=DIR, or data=csv/tsv/"
+                "json/parquet with data.files.train=FILE)",
+            ) from err
+        raise FtError(f"data.hub_path: cannot load '{name}': {str(err).splitlines()[0]}") from err
+    finally:
+        datasets.config.HF_HUB_OFFLINE = previous
+    splits = {s: dataset[s] for s in SPLITS if s in dataset}
+    feature = splits["train"].features.get(cfg.label_column) if "train" in splits else None
+    label_names = list(feature.names) if hasattr(feature, "names") else None
+    return RawData(splits, {s: f"hub {name} [{s}]" for s in splits}, label_names)
+
+
+def _load_files(cfg: DataConfig) -> RawData:
+    import datasets
+
+    files: dict[str, str] = {}
+    for split in SPLITS:
+        value = getattr(cfg.files, split)
+        if value is None:
+            continue
+        path = paths.resolve_path(value, f"data.files.{split}", base=cfg.path)
+        if not Path(path).is_file():
+            raise FtError(
+                f"data.files.{split}: file '{path}' does not exist; set data.files.{split}"
+                + (" or data.path" if cfg.path is not None else "")
+                + " to an existing file"
+            )
+        files[split] = path
+    if "train" not in files:
+        raise FtError("data.files.train is required: set data.files.train=FILE")
+    builder, options = _builder(cfg.format)
+    splits = {}
+    for split, path in files.items():
+        try:
+            loaded = datasets.load_dataset(builder, data_files={split: path}, **options)
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise FtError(f"data.files.{split}: cannot read '{path}' as {cfg.format.value}: {first}")
+        splits[split] = loaded[split]
+    return RawData(splits, files)
+
+
+def _builder(fmt: DataFormat) -> tuple[str, dict[str, Any]]:
+    # utf-8-sig drops a byte-order mark (GLUE's train.tsv starts with one).
+    if fmt == DataFormat.csv:
+        return "csv", {"encoding": "utf-8-sig"}
+    if fmt == DataFormat.tsv:
+        return "csv", {"encoding": "utf-8-sig", "sep": "\t"}
+    if fmt == DataFormat.glue_tsv:
+        # GLUE's TSVs hold unbalanced double quotes: quoting must be off (3 = QUOTE_NONE).
+        return "csv", {"encoding": "utf-8-sig", "sep": "\t", "quoting": 3}
+    return fmt.value, {}
+
+
+def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> PreparedData:
+    """Check columns and labels, carve a validation split if needed, and tokenize."""
+    raw = load_raw(cfg)
+    splits = dict(raw.splits)
+    for split, dataset in splits.items():
+        _check_columns(cfg, dataset, split, raw.source[split])
+    if "train" not in splits:
+        raise FtError("data: no train split found; set data.files.train (or a hub dataset with one)")
+    if "validation" not in splits and cfg.validation_fraction > 0:
+        if len(splits["train"]) < 2:
+            raise FtError("data.files.train has fewer than 2 rows: too few to carve a validation split")
+        parts = splits["train"].train_test_split(test_size=cfg.validation_fraction, seed=seed)
+        splits["train"], splits["validation"] = parts["train"], parts["test"]
+        raw.source["validation"] = f"{cfg.validation_fraction:.0%} of train (seed {seed})"
+    limits = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples}
+    limits["test"] = cfg.max_eval_samples
+    for split, limit in limits.items():
+        if split in splits and limit is not None:
+            splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
+    for split, dataset in splits.items():
+        if len(dataset) == 0:
+            raise FtError(
+                f"data: the {split} split is empty ({raw.source.get(split, split)}); check the file"
+                " or max_train_samples / max_eval_samples"
+            )
+    labels = _label_names(task, cfg, splits["train"], raw.label_names)
+    encoded = {s: _encode(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
+    return PreparedData(
+        train=encoded["train"],
+        validation=encoded.get("validation"),
+        test=encoded.get("test"),
+        labels=labels,
+        source=raw.source,
+    )
+
+
+def _check_columns(cfg: DataConfig, dataset: Any, split: str, source: str) -> None:
+    columns = list(dataset.column_names)
+    wanted = {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column}
+    if cfg.text_pair_column is not None:
+        wanted["data.text_pair_column"] = cfg.text_pair_column
+    for key, column in wanted.items():
+        if column not in columns:
+            if split == "test" and key == "data.label_column":
+                continue  # an unlabelled test file is fine
+            raise FtError(
+                f"{key}: column '{column}' is not in the {split} data ({source}){closest(column, columns)};"
+                f" its columns are: {', '.join(columns)}"
+            )
+
+
+def _label_names(
+    task: TaskConfig, cfg: DataConfig, train: Any, hub_names: list[str] | None
+) -> list[str] | None:
+    if task.kind == TaskKind.regression:
+        return None
+    if task.labels:
+        return [str(label) for label in task.labels]
+    if hub_names:
+        return hub_names
+    values = {v for v in train[cfg.label_column] if v is not None}
+    if all(isinstance(v, (int, bool)) for v in values):
+        return [str(v) for v in sorted(values)]
+    return sorted(str(v) for v in values)
+
+
+def _encode(
+    cfg: DataConfig,
+    task: TaskConfig,
+    tokenizer: Any,
+    dataset: Any,
+    labels: list[str] | None,
+    split: str,
+) -> EncodedSplit:
+    texts = [t if t is not None else "" for t in dataset[cfg.text_column]]
+    pairs = None
+    if cfg.text_pair_column is not None:
+        pairs = [t if t is not None else "" for t in dataset[cfg.text_pair_column]]
+    encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
+    if cfg.label_column in dataset.column_names:
+        targets = _targets(dataset[cfg.label_column], task, labels, split, cfg.label_column)
+    else:
+        targets = [-1] * len(texts)  # unlabelled test rows: predictions only
+    return EncodedSplit(
+        input_ids=encoded["input_ids"],
+        token_type_ids=encoded.get("token_type_ids"),
+        labels=targets,
+    )
+
+
+def _targets(
+    values: list[Any], task: TaskConfig, labels: list[str] | None, split: str, column: str
+) -> list[int] | list[float]:
+    if task.kind == TaskKind.regression:
+        out: list[float] = []
+        for row, value in enumerate(values):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if math.isnan(number):
+                raise FtError(
+                    f"data.label_column: value {value!r} in column '{column}' of the {split} split"
+                    f" (row {row}) is not a number; task=regression needs float labels"
+                )
+            out.append(number)
+        return out
+    assert labels is not None
+    ids = {name: i for i, name in enumerate(labels)}
+    result: list[int] = []
+    for row, value in enumerate(values):
+        label_id = ids.get(str(value))
+        if label_id is None:
+            raise FtError(
+                f"data.label_column: label {value!r} in column '{column}' of the {split} split"
+                f" (row {row}) is not in the label set [{', '.join(labels)}]; fix the data or"
+                " list every class in task.labels"
+            )
+        result.append(label_id)
+    return result
+
+
+class Collator:
+    """Pads a list of row indices of one split into a batch of tensors."""
+
+    def __init__(self, split: EncodedSplit, pad_id: int, regression: bool) -> None:
+        self.split = split
+        self.pad_id = pad_id
+        self.label_dtype = torch.float32 if regression else torch.long
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = [self.split.input_ids[i] for i in indices]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, row in enumerate(rows):
+            input_ids[j, : len(row)] = torch.tensor(row)
+            attention[j, : len(row)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention}
+        if self.split.token_type_ids is not None:
+            types = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(indices):
+                row_types = self.split.token_type_ids[i]
+                types[j, : len(row_types)] = torch.tensor(row_types)
+            batch["token_type_ids"] = types
+        batch["labels"] = torch.tensor([self.split.labels[i] for i in indices], dtype=self.label_dtype)
+        return batch
+
+
+class ShuffledBatches:
+    """Training batches of indices, reshuffled each epoch from (seed, epoch).
+
+    Deriving the order from the epoch number alone makes any epoch's order
+    reproducible without replaying earlier ones.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        for start in range(0, self.size, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+
+def length_sorted_batches(split: EncodedSplit, batch_size: int) -> list[list[int]]:
+    """Evaluation batches of similar lengths: little padding, same metrics."""
+    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def train_loader(split: EncodedSplit, batch_size: int, seed: int, pad_id: int, regression: bool):
+    sampler = ShuffledBatches(len(split), batch_size, seed)
+    collate = Collator(split, pad_id, regression)
+    loader = torch.utils.data.DataLoader(split, batch_sampler=sampler, collate_fn=collate)
+    return loader, sampler
+
+
+def eval_loader(split: EncodedSplit, batch_size: int, pad_id: int, regression: bool):
+    batches = length_sorted_batches(split, batch_size)
+    collate = Collator(split, pad_id, regression)
+    return torch.utils.data.DataLoader(split, batch_sampler=batches, collate_fn=collate)

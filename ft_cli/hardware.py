@@ -1,0 +1,54 @@
+"""The seam between the loop and the hardware: device, autocast, grad scaler.
+
+Set up once before the loop so that the loop itself has no precision branches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from ft_cli.errors import FtError
+from ft_cli.schema import Device, HardwareConfig, Precision
+
+_DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
+
+
+@dataclass
+class Hardware:
+    device: torch.device
+    precision: Precision
+    reason: str  # why this device/precision, for the console and run summary
+    scaler: torch.amp.GradScaler
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == Precision.fp32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+
+def setup_hardware(cfg: HardwareConfig) -> Hardware:
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    cuda = torch.cuda.is_available()
+    if cfg.device == Device.cuda and not cuda:
+        raise FtError("hardware.device=cuda but no CUDA GPU is visible; use hardware=cpu or auto")
+    device = torch.device("cuda" if cfg.device != Device.cpu and cuda else "cpu")
+    precision, reason = cfg.precision, f"hardware.precision={cfg.precision.value}"
+    if precision == Precision.auto:
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+            precision = Precision.bf16 if native else Precision.fp16
+            reason = "auto: bf16 on this GPU" if native else "auto: fp16 (no native bf16 on GPU)"
+        else:
+            precision, reason = Precision.fp32, "auto: fp32 on CPU"
+    if precision == Precision.fp16 and device.type != "cuda":
+        raise FtError(
+            "hardware.precision=fp16 needs a CUDA GPU (none in use); use hardware.precision=bf16"
+            " or fp32 on CPU"
+        )
+    # A GradScaler only for fp16: bf16 has fp32's range and needs no loss scaling.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == Precision.fp16)
+    return Hardware(device, precision, reason, scaler)

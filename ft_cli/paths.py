@@ -1,0 +1,42 @@
+"""Where ft finds its configs, recipes and packaged assets, installed or from a checkout."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ft_cli.errors import FtError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PKG_PREFIX = "pkg:"
+
+
+def _shipped(name: str) -> Path:
+    # A wheel carries configs/ and recipes/ inside the package; a source checkout
+    # (editable install) has them at the repository root.
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / name
+
+
+def config_dir() -> Path:
+    return _shipped("configs")
+
+
+def recipes_dir() -> Path:
+    return _shipped("recipes")
+
+
+def resolve_path(value: str, key: str, base: str | Path | None = None) -> str:
+    """Turn `pkg:PACKAGE/sub/path` into a file path; other values pass through.
+
+    Relative plain paths are joined to `base` when given.
+    """
+    if value.startswith(PKG_PREFIX):
+        package, _, rest = value[len(PKG_PREFIX) :].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise FtError(f"{key}: package '{package}' in '{value}' is not installed; pip install it")
+        return str(Path(spec.origin).parent / rest)
+    if base is not None and not Path(value).is_absolute():
+        return str(Path(base) / value)
+    return value

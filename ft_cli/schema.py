@@ -1,0 +1,217 @@
+"""Typed run spec: one dataclass per config group, composed into `RunSpec`.
+
+Every group option YAML in configs/ is merged into these schemas, so an unknown
+key, a wrong type or a `+new.key` fails at compose time with the full key name.
+Imports no torch: `ft recipes` and config checks stay cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from omegaconf import MISSING
+
+GROUPS = ("model", "data", "task", "strategy", "optimizer", "schedule", "hardware")
+
+
+def _help(default: object, text: str) -> object:
+    return field(default=default, metadata={"help": text})
+
+
+class ModelInit(str, Enum):
+    pretrained = "pretrained"
+    scratch = "scratch"
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _help(
+        MISSING, "Hub id, local folder, or pkg:PACKAGE/FOLDER inside an installed package."
+    )
+    revision: str | None = _help(None, "Hub revision (branch, tag or commit); null = main.")
+    trust_remote_code: bool = _help(False, "Allow model code from the hub; off unless you say so.")
+    init: ModelInit = _help(
+        ModelInit.pretrained, "pretrained: load weights; scratch: fresh weights from the config."
+    )
+
+
+class DataFormat(str, Enum):
+    hub = "hub"
+    glue_tsv = "glue_tsv"
+    csv = "csv"
+    tsv = "tsv"
+    json = "json"
+    parquet = "parquet"
+
+
+@dataclass
+class DataFiles:
+    train: str | None = _help(None, "Training file (relative to data.path when set).")
+    validation: str | None = _help(None, "Validation file; null = carve from train.")
+    test: str | None = _help(None, "Test file; optional, evaluated once at the end.")
+
+
+@dataclass
+class DataConfig:
+    format: DataFormat = _help(MISSING, "hub, glue_tsv, csv, tsv, json (json or jsonl), parquet.")
+    hub_path: str | None = _help(None, "Hub dataset id (format=hub), e.g. nyu-mll/glue.")
+    hub_name: str | None = _help(None, "Hub dataset config name (format=hub), e.g. mrpc.")
+    path: str | None = _help(None, "Folder the data.files names are relative to.")
+    files: DataFiles = field(default_factory=DataFiles)
+    text_column: str = _help("text", "Column with the (first) text.")
+    text_pair_column: str | None = _help(None, "Column with the second text of a pair, if any.")
+    label_column: str = _help("label", "Column with the label (class name, id, or float).")
+    max_length: int = _help(128, "Longest tokenized input; longer ones are truncated.")
+    validation_fraction: float = _help(
+        0.1, "Share of train held out for validation when there is no validation split."
+    )
+    max_train_samples: int | None = _help(None, "Use only the first N training rows.")
+    max_eval_samples: int | None = _help(None, "Use only the first N validation/test rows.")
+
+
+class TaskKind(str, Enum):
+    classification = "classification"
+    regression = "regression"
+
+
+@dataclass
+class TaskConfig:
+    kind: TaskKind = _help(MISSING, "classification or regression.")
+    labels: list[str] | None = _help(
+        None, "Class names in id order; null = the sorted labels found in train."
+    )
+
+
+class StrategyKind(str, Enum):
+    full = "full"
+    freeze_backbone = "freeze_backbone"
+    freeze_layers = "freeze_layers"
+
+
+@dataclass
+class StrategyConfig:
+    kind: StrategyKind = _help(StrategyKind.full, "full, freeze_backbone or freeze_layers.")
+    frozen_layers: int = _help(0, "freeze_layers: how many bottom encoder layers to freeze.")
+    freeze_embeddings: bool = _help(True, "freeze_layers: freeze the embeddings too.")
+
+
+class OptimizerName(str, Enum):
+    adamw = "adamw"
+    adam = "adam"
+    sgd = "sgd"
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = _help(OptimizerName.adamw, "adamw, adam or sgd.")
+    lr: float = _help(2e-5, "Peak learning rate.")
+    weight_decay: float = _help(
+        0.0, "Weight decay (adamw: decoupled; never on biases and LayerNorm)."
+    )
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = _help(1e-8, "Adam epsilon.")
+    momentum: float = _help(0.0, "sgd momentum.")
+    nesterov: bool = _help(False, "sgd Nesterov momentum.")
+
+
+class ScheduleName(str, Enum):
+    linear = "linear"
+    cosine = "cosine"
+    constant = "constant"
+    exponential = "exponential"
+
+
+@dataclass
+class ScheduleConfig:
+    name: ScheduleName = _help(ScheduleName.linear, "linear, cosine, constant, exponential.")
+    warmup_ratio: float = _help(0.0, "Warmup as a share of the total optimizer steps.")
+    warmup_steps: int = _help(0, "Warmup in optimizer steps; wins over warmup_ratio when > 0.")
+    gamma: float = _help(0.999, "exponential: lr multiplier per step after warmup.")
+    min_lr_ratio: float = _help(0.0, "cosine: floor as a share of the peak lr.")
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+@dataclass
+class HardwareConfig:
+    device: Device = _help(Device.auto, "auto (CUDA if present, else CPU), cpu or cuda.")
+    precision: Precision = _help(
+        Precision.fp32, "fp32, bf16, fp16 (CUDA only) or auto (bf16 where native, else fp32)."
+    )
+    num_threads: int | None = _help(None, "CPU threads for torch; null = torch's default.")
+
+
+class Mode(str, Enum):
+    min = "min"
+    max = "max"
+
+
+class Export(str, Enum):
+    best = "best"
+    last = "last"
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = _help(False, "Stop when the monitored metric stops improving.")
+    metric: str | None = _help(
+        None, "Monitored eval metric; null = the task's (accuracy / pearson)."
+    )
+    mode: Mode | None = _help(None, "min or max; null = min for loss/mse, else max.")
+    patience: int = _help(3, "Evaluations without improvement before stopping.")
+    min_delta: float = _help(0.0, "Smallest change that counts as an improvement.")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _help(3, "Passes over the training data.")
+    max_steps: int | None = _help(None, "Stop after this many optimizer steps (wins over epochs).")
+    batch_size: int = _help(32, "Training examples per micro-batch.")
+    eval_batch_size: int = _help(64, "Examples per evaluation batch.")
+    grad_accum: int = _help(1, "Micro-batches per optimizer step.")
+    max_grad_norm: float | None = _help(1.0, "Clip the gradient norm to this; null = no clipping.")
+    eval_every: int | None = _help(None, "Evaluate every N optimizer steps; null = each epoch end.")
+    log_every: int = _help(10, "Log train loss/lr every N optimizer steps.")
+    seed: int = _help(42, "Seed for python, numpy and torch.")
+    keep_checkpoints: int = _help(2, "Newest checkpoints kept (the best is always kept too).")
+    export: Export = _help(Export.best, "Which weights model/ gets: best (by the metric) or last.")
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class RunSpec:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str | None = _help(None, "Run dir; null = the Hydra run dir.")
+
+
+TASK_METRICS = {
+    TaskKind.classification: ("accuracy", "f1", "mcc", "loss"),
+    TaskKind.regression: ("pearson", "spearman", "mse", "loss"),
+}
+LOWER_IS_BETTER = ("loss", "mse")
+
+
+def register_configs() -> None:
+    """Put the root schema into Hydra's ConfigStore (called by the CLI, not at import)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="ft_schema", node=RunSpec)
