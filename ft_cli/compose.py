@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from ft_cli import paths, schema
 from ft_cli.errors import FtError, closest
@@ -122,14 +122,16 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def to_spec(cfg: DictConfig) -> schema.RunSpec:
     """Turn a composed config into the typed RunSpec; missing values fail by key."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        raise FtError(f"{key} is required but not set; add {key}=VALUE to the command")
     try:
         spec = OmegaConf.to_object(cfg)
-    except MissingMandatoryValue as err:
-        key = getattr(err, "full_key", "?")
-        raise FtError(f"{key} is required but not set; add {key}=VALUE to the command") from err
     except OmegaConfBaseException as err:
         raise explain_error(err) from err
     assert isinstance(spec, schema.RunSpec)
+    schema.check_spec(spec)
     return spec
 
 

@@ -23,7 +23,7 @@ class RunConsole:
         self.started = time.perf_counter()
 
     def info(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, soft_wrap=True)
 
     def start(self) -> None:
         self.started = time.perf_counter()
@@ -52,7 +52,8 @@ class RunConsole:
             eta = elapsed / max(step, 1) * (self.total - step)
             self.console.print(
                 f"step {step}/{self.total} {_format_logs(epoch, logs)}"
-                f" elapsed {elapsed:.0f}s eta {eta:.0f}s"
+                f" elapsed {elapsed:.0f}s eta {eta:.0f}s",
+                soft_wrap=True,
             )
 
     def metrics_table(self, title: str, metrics: dict[str, float], best: str | None = None) -> None:

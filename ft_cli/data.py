@@ -116,7 +116,9 @@ def _load_files(cfg: DataConfig) -> RawData:
             loaded = datasets.load_dataset(builder, data_files={split: path}, **options)
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise FtError(f"data.files.{split}: cannot read '{path}' as {cfg.format.value}: {first}")
+            raise FtError(
+                f"data.files.{split}: cannot read '{path}' as {cfg.format.value}: {first}"
+            )
         splits[split] = loaded[split]
     return RawData(splits, files)
 
@@ -140,10 +142,14 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
     for split, dataset in splits.items():
         _check_columns(cfg, dataset, split, raw.source[split])
     if "train" not in splits:
-        raise FtError("data: no train split found; set data.files.train (or a hub dataset with one)")
+        raise FtError(
+            "data: no train split found; set data.files.train (or a hub dataset with one)"
+        )
     if "validation" not in splits and cfg.validation_fraction > 0:
         if len(splits["train"]) < 2:
-            raise FtError("data.files.train has fewer than 2 rows: too few to carve a validation split")
+            raise FtError(
+                "data.files.train has fewer than 2 rows: too few to carve a validation split"
+            )
         parts = splits["train"].train_test_split(test_size=cfg.validation_fraction, seed=seed)
         splits["train"], splits["validation"] = parts["train"], parts["test"]
         raw.source["validation"] = f"{cfg.validation_fraction:.0%} of train (seed {seed})"
@@ -278,7 +284,9 @@ class Collator:
                 row_types = self.split.token_type_ids[i]
                 types[j, : len(row_types)] = torch.tensor(row_types)
             batch["token_type_ids"] = types
-        batch["labels"] = torch.tensor([self.split.labels[i] for i in indices], dtype=self.label_dtype)
+        batch["labels"] = torch.tensor(
+            [self.split.labels[i] for i in indices], dtype=self.label_dtype
+        )
         return batch
 
 

@@ -37,6 +37,7 @@ class RunResult:
     steps: int = 0
     stopped_early: bool = False
     run_dir: Path = Path(".")
+    model: Any = field(default=None, repr=False)  # the trained model, for in-process use
 
 
 def seed_everything(seed: int) -> None:
@@ -120,7 +121,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     )
     val_loader = None
     if prepared.validation is not None:
-        val_loader = data.eval_loader(prepared.validation, spec.train.eval_batch_size, pad_id, regression)
+        val_loader = data.eval_loader(
+            prepared.validation, spec.train.eval_batch_size, pad_id, regression
+        )
     accum = spec.train.grad_accum
     batches_per_epoch = len(loader)
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
@@ -183,7 +186,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         if improved:
             best_checkpoint, best_metrics = saved, {**last_metrics, "step": step}
         checkpoint.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints, best_checkpoint)
-        title = f"eval at step {step} (epoch {step / steps_per_epoch:.2f})"
+        title = f"eval: step {step}, epoch {step / steps_per_epoch:.2f}"
         ui.metrics_table(title, last_metrics, metric_name)
         return spec.train.early_stopping.enabled and stopper.should_stop
 
@@ -268,7 +271,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
 
     test_metrics: dict[str, float] = {}
     if prepared.test is not None and all(label != -1 for label in prepared.test.labels):
-        test_loader = data.eval_loader(prepared.test, spec.train.eval_batch_size, pad_id, regression)
+        test_loader = data.eval_loader(
+            prepared.test, spec.train.eval_batch_size, pad_id, regression
+        )
         test_metrics = evaluate(net, test_loader, hw, task, num_labels)
         tracker.scalars("test", test_metrics, step)
 
@@ -323,4 +328,5 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         steps=step,
         stopped_early=stopped_early,
         run_dir=run_dir,
+        model=net,
     )

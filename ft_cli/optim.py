@@ -34,9 +34,13 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optim
     groups = parameter_groups(model, cfg.weight_decay)
     # foreach: one kernel per group instead of one per tensor.
     if cfg.name == OptimizerName.adamw:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True)
+        return torch.optim.AdamW(
+            groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True
+        )
     if cfg.name == OptimizerName.adam:
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True)
+        return torch.optim.Adam(
+            groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True
+        )
     return torch.optim.SGD(
         groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True
     )

@@ -35,7 +35,9 @@ def resolve_path(value: str, key: str, base: str | Path | None = None) -> str:
         package, _, rest = value[len(PKG_PREFIX) :].partition("/")
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
-            raise FtError(f"{key}: package '{package}' in '{value}' is not installed; pip install it")
+            raise FtError(
+                f"{key}: package '{package}' in '{value}' is not installed; pip install it"
+            )
         return str(Path(spec.origin).parent / rest)
     if base is not None and not Path(value).is_absolute():
         return str(Path(base) / value)

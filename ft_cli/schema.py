@@ -215,3 +215,24 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="ft_schema", node=RunSpec)
+
+
+def check_spec(spec: RunSpec) -> None:
+    """Cross-field rules a schema cannot express; raises FtError naming the key."""
+    from ft_cli.errors import FtError
+
+    data = spec.data
+    if data.format == DataFormat.hub and not data.hub_path:
+        raise FtError(
+            "data.hub_path is required for data.format=hub; e.g. data.hub_path=nyu-mll/glue"
+        )
+    if data.format == DataFormat.glue_tsv and data.path is None:
+        raise FtError(
+            "data.path is required for GLUE TSV data; set data.path=FOLDER (the folder with"
+            " train.tsv and dev.tsv)"
+        )
+    if data.format not in (DataFormat.hub, DataFormat.glue_tsv) and data.files.train is None:
+        raise FtError(
+            f"data.files.train is required for data.format={data.format.value};"
+            " set data.files.train=FILE"
+        )

@@ -1,0 +1,65 @@
+"""Shared helpers: compose a spec in-process and train the tiny model on small data."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach for the hub: fail fast instead of retrying for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
+
+# Small and fast: the tiny BERT, short inputs, a few steps.
+TINY = [
+    "model=tiny_bert",
+    "data.max_length=32",
+    "data.max_train_samples=96",
+    "data.max_eval_samples=48",
+    "train.batch_size=16",
+    "train.eval_batch_size=32",
+    "train.log_every=1",
+]
+
+
+def compose_spec(overrides: list[str]):
+    from ft_cli import compose
+
+    return compose.to_spec(compose.compose_config(overrides))
+
+
+def run_train(tmp_path: Path, overrides: list[str]):
+    from ft_cli.engine import train
+
+    spec = compose_spec([*TINY, *overrides])
+    return train(spec, run_dir=tmp_path / "run", overrides=overrides)
+
+
+def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def tiny_pretrained(tmp_path: Path) -> Path:
+    """A tiny BERT saved in the save_pretrained layout, to fine-tune 'pretrained' weights."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from ft_cli.paths import resolve_path
+
+    source = resolve_path("pkg:ft_cli/assets/tiny_bert", "model")
+    torch.manual_seed(0)
+    model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+    target = tmp_path / "tiny_pretrained"
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    return target

@@ -1,0 +1,288 @@
+"""End-to-end training of the tiny BERT in-process: outputs, reload, strategies, stopping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_train, write_csv
+from safetensors.torch import load_file
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
+    result = run_train(
+        tmp_path,
+        ["optimizer.lr=3e-3", "train.epochs=8", "data.max_train_samples=512", "train.log_every=4"],
+    )
+    run = result.run_dir
+    losses = [v for _, v in scalars(run, "train/loss")]
+    assert len(losses) == result.steps // 4 == 8 * 32 // 4
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first - 0.1, (first, last)
+    assert result.metric > 0.7  # validation accuracy, chance is 0.5
+    for tag in ("train/lr", "train/grad_norm", "train/samples_per_s", "eval/accuracy", "eval/f1"):
+        assert scalars(run, tag), tag
+    assert (run / "config.yaml").read_text().count("lr: 0.003") == 1
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert record["steps"] == 256
+    assert record["epochs"] == 8.0
+    assert set(record["best"]) >= {"accuracy", "f1", "mcc", "loss", "step"}
+    assert record["monitor"] == {"metric": "accuracy", "mode": "max", "best": result.metric}
+    assert record["train_samples_per_s"] > 0
+    assert record["labels"] == ["negative", "positive"]
+    # Retention: the newest 2 plus the best, each with safetensors weights.
+    checkpoints = sorted((run / "checkpoints").glob("step-*"))
+    assert 2 <= len(checkpoints) <= 3
+    for ckpt in checkpoints:
+        assert load_file(ckpt / "model.safetensors")
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        assert {"optimizer", "scheduler", "scaler", "rng", "trainer"} <= set(state)
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_export_reloads_with_the_same_logits(tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result = run_train(tmp_path, ["train.epochs=1", "train.export=last"])
+    model_dir = result.run_dir / "model"
+    reloaded = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    assert reloaded.config.id2label == {0: "negative", 1: "positive"}
+    assert reloaded.config.label2id == {"negative": 0, "positive": 1}
+    batch = tokenizer(
+        ["the kettle is great.", "this lamp was never sturdy."], padding=True, return_tensors="pt"
+    )
+    result.model.eval()
+    reloaded.eval()
+    with torch.no_grad():
+        expected = result.model(**batch).logits
+        actual = reloaded(**batch).logits
+    assert torch.equal(expected, actual)
+    assert not (model_dir / "pytorch_model.bin").exists()
+    assert (model_dir / "model.safetensors").exists()
+
+
+def test_best_checkpoint_is_exported(tmp_path: Path) -> None:
+    result = run_train(tmp_path, ["optimizer.lr=3e-3", "train.epochs=3", "train.eval_every=2"])
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    best_step = record["best"]["step"]
+    assert record["exported_from"] == f"best checkpoint step-{best_step:08d}"
+    exported = load_file(result.run_dir / "model" / "model.safetensors")
+    best = load_file(result.run_dir / "checkpoints" / f"step-{best_step:08d}" / "model.safetensors")
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, best[name]), name
+
+
+@pytest.mark.parametrize(
+    ("strategy", "frozen_prefixes", "trained_prefixes"),
+    [
+        (
+            ["strategy=freeze_backbone"],
+            ["bert.embeddings.", "bert.encoder."],
+            ["classifier.", "bert.pooler."],
+        ),
+        (
+            ["strategy=freeze_layers", "strategy.frozen_layers=1"],
+            ["bert.embeddings.", "bert.encoder.layer.0."],
+            ["bert.encoder.layer.1.", "classifier."],
+        ),
+        (
+            [
+                "strategy=freeze_layers",
+                "strategy.frozen_layers=1",
+                "strategy.freeze_embeddings=false",
+            ],
+            ["bert.encoder.layer.0."],
+            ["bert.embeddings.", "bert.encoder.layer.1."],
+        ),
+    ],
+)
+def test_frozen_parameters_stay_bit_identical(
+    tmp_path: Path, tiny_pretrained: Path, strategy, frozen_prefixes, trained_prefixes
+) -> None:
+    overrides = [
+        f"model.name_or_path={tiny_pretrained}",
+        "model.init=pretrained",
+        "optimizer.lr=1e-2",
+        "train.epochs=1",
+        "train.export=last",
+        *strategy,
+    ]
+    result = run_train(tmp_path, overrides)
+    before = {f"bert.{k}": v for k, v in load_file(tiny_pretrained / "model.safetensors").items()}
+    after = load_file(result.run_dir / "model" / "model.safetensors")
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["frozen_parameters"] > 0
+    checked_frozen = checked_trained = 0
+    for name, tensor in after.items():
+        if any(name.startswith(p) for p in frozen_prefixes):
+            assert torch.equal(tensor, before[name]), f"{name} changed but is frozen"
+            checked_frozen += 1
+        elif any(name.startswith(p) for p in trained_prefixes) and name in before:
+            if tensor.ndim == 2:
+                assert not torch.equal(tensor, before[name]), f"{name} did not train"
+                checked_trained += 1
+    assert checked_frozen > 0 and checked_trained > 0
+
+
+def test_frozen_modules_stay_in_eval_mode() -> None:
+    from ft_cli import strategy as strategies
+    from ft_cli.model import build_model
+    from ft_cli.schema import ModelConfig, StrategyConfig, StrategyKind, TaskKind
+
+    model = build_model(
+        ModelConfig(name_or_path="pkg:ft_cli/assets/tiny_bert", init="scratch"),
+        TaskKind.classification,
+        ["a", "b"],
+    )
+    applied = strategies.apply_strategy(
+        model, StrategyConfig(kind=StrategyKind.freeze_layers, frozen_layers=1)
+    )
+    applied.train_mode(model)
+    assert not model.bert.embeddings.training
+    assert not model.bert.encoder.layer[0].training
+    assert model.bert.encoder.layer[1].training
+    assert model.classifier.training
+
+
+def test_early_stopping_stops_at_the_expected_evaluation(tmp_path: Path) -> None:
+    # lr = 0: the metric never moves, so patience 2 stops at the third evaluation.
+    result = run_train(
+        tmp_path,
+        [
+            "optimizer.lr=0",
+            "train.epochs=5",
+            "train.eval_every=1",
+            "train.early_stopping.enabled=true",
+            "train.early_stopping.patience=2",
+        ],
+    )
+    assert result.stopped_early
+    assert result.steps == 3
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["status"] == "stopped_early"
+    assert record["best"]["step"] == 1
+    assert [s for s, _ in scalars(result.run_dir, "eval/accuracy")] == [1, 2, 3]
+
+
+def test_early_stopping_on_loss_uses_min_mode(tmp_path: Path) -> None:
+    result = run_train(
+        tmp_path,
+        ["optimizer.lr=3e-3", "train.epochs=2", "train.early_stopping.metric=loss"],
+    )
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["monitor"]["mode"] == "min"
+    assert result.metric == pytest.approx(min(v for _, v in scalars(result.run_dir, "eval/loss")))
+
+
+def test_max_steps_and_grad_accum_count_optimizer_steps(tmp_path: Path) -> None:
+    result = run_train(tmp_path, ["train.max_steps=5", "train.grad_accum=2", "train.batch_size=8"])
+    assert result.steps == 5
+    assert [s for s, _ in scalars(result.run_dir, "train/loss")] == [1, 2, 3, 4, 5]
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["train_samples"] == 5 * 2 * 8
+
+
+def test_validation_is_carved_from_train_when_missing(tmp_path: Path) -> None:
+    rows = [
+        {"text": f"sample {i} is {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(60)
+    ]
+    train_file = write_csv(tmp_path / "train.csv", rows)
+    result = run_train(
+        tmp_path,
+        [
+            "data=csv",
+            f"data.files.train={train_file}",
+            "data.validation_fraction=0.25",
+            "train.epochs=1",
+        ],
+    )
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["train_samples"] == 45
+    assert record["labels"] == ["0", "1"]
+    assert record["final"]
+
+
+def test_multiclass_string_labels_and_sentence_pairs_from_jsonl(tmp_path: Path) -> None:
+    classes = ["cat", "dog", "fish"]
+    rows = [
+        {"a": f"first {i}", "b": f"second {classes[i % 3]}", "y": classes[i % 3]} for i in range(48)
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = run_train(
+        tmp_path,
+        [
+            "data=json",
+            f"data.files.train={path}",
+            f"data.files.validation={path}",
+            "data.text_column=a",
+            "data.text_pair_column=b",
+            "data.label_column=y",
+            "optimizer.lr=5e-3",
+            "train.epochs=3",
+        ],
+    )
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["labels"] == classes
+    assert result.model.config.num_labels == 3
+    assert set(record["final"]) == {"accuracy", "f1", "mcc", "loss"}
+
+
+def test_regression_from_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"the kettle is {'great ' * (i % 4)}good" for i in range(64)]
+    table = pa.table({"sentence": texts, "score": [float(i % 4) for i in range(64)]})
+    path = tmp_path / "train.parquet"
+    pq.write_table(table, path)
+    result = run_train(
+        tmp_path,
+        [
+            "data=parquet",
+            f"data.files.train={path}",
+            f"data.files.validation={path}",
+            "data.text_column=sentence",
+            "data.label_column=score",
+            "task=regression",
+            "optimizer.lr=5e-3",
+            "train.epochs=2",
+        ],
+    )
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert set(record["final"]) == {"pearson", "spearman", "mse", "loss"}
+    assert record["monitor"]["metric"] == "pearson"
+    assert result.model.config.num_labels == 1
+
+
+def test_test_split_is_evaluated_on_the_exported_model(tmp_path: Path) -> None:
+    rows = [
+        {"text": f"row {i} {'good' if i % 2 else 'bad'}", "label": "yes" if i % 2 else "no"}
+        for i in range(40)
+    ]
+    path = write_csv(tmp_path / "d.tsv", rows, delimiter="\t")
+    result = run_train(
+        tmp_path,
+        [
+            "data=tsv",
+            f"data.files.train={path}",
+            f"data.files.validation={path}",
+            f"data.files.test={path}",
+            "train.epochs=1",
+            "train.export=last",
+        ],
+    )
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["test"]["accuracy"] == pytest.approx(record["final"]["accuracy"])
