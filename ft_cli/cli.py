@@ -28,13 +28,19 @@ examples:
 
 
 @dataclass
-class _Sweep:
-    """Failures of multirun jobs: each job fails alone, the sweep goes on."""
+class _JobOutcomes:
+    """What jobs reported back to the CLI.
 
+    A single run's user error is kept here (not raised through Hydra, which
+    would print extra lines); multirun failures are collected so that each job
+    fails alone and the sweep goes on.
+    """
+
+    error: FtError | None = None
     failures: list[str] = field(default_factory=list)
 
 
-_sweep = _Sweep()
+_outcomes = _JobOutcomes()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +85,8 @@ def run_train(overrides: list[str]) -> int:
 
     # Let errors reach us instead of Hydra's multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    _sweep.failures.clear()
+    _outcomes.error = None
+    _outcomes.failures.clear()
     try:
         compose.register()
         compose.check_overrides([a for a in overrides if not a.startswith("-")])
@@ -105,8 +112,11 @@ def run_train(overrides: list[str]) -> int:
             raise
         _fail(str(compose.explain_error(err)))
         return 2
-    if _sweep.failures:
-        _fail(f"{len(_sweep.failures)} job(s) failed: " + "; ".join(_sweep.failures))
+    if _outcomes.error is not None:
+        _fail(str(_outcomes.error))
+        return 2
+    if _outcomes.failures:
+        _fail(f"{len(_outcomes.failures)} job(s) failed: " + "; ".join(_outcomes.failures))
         return 1
     return 0
 
@@ -133,16 +143,23 @@ def _train_job(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
 
         result = train(spec, run_dir=run_dir, overrides=list(hydra_cfg.overrides.task))
     except Exception as err:
-        if not multirun:
-            raise
-        # One job's failure must not end the sweep: report it and go on.
-        line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
-        _fail(f"{job}: {line}")
-        _sweep.failures.append(f"{job}: {line}")
-        _write_failure(run_dir, err)
-        return None
+        if multirun:
+            _record_failure(hydra_cfg, run_dir, err)
+            return None
+        if isinstance(err, FtError):
+            _outcomes.error = err
+            return None
+        raise
     return result.metric
+
+
+def _record_failure(hydra_cfg, run_dir: str, err: Exception) -> None:  # noqa: ANN001
+    """Report one failed sweep job on one line and in its run dir; the sweep goes on."""
+    line = str(err).splitlines()[0] if str(err) else type(err).__name__
+    job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
+    _fail(f"{job}: {line}")
+    _outcomes.failures.append(f"{job}: {line}")
+    _write_failure(run_dir, err)
 
 
 def _write_failure(run_dir: str, err: BaseException) -> None:

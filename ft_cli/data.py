@@ -115,12 +115,30 @@ def _load_files(cfg: DataConfig) -> RawData:
         try:
             loaded = datasets.load_dataset(builder, data_files={split: path}, **options)
         except Exception as err:
+            if _has_no_rows(Path(path), cfg.format):
+                raise FtError(_empty_split(split, path)) from err
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise FtError(
                 f"data.files.{split}: cannot read '{path}' as {cfg.format.value}: {first}"
-            )
+            ) from err
         splits[split] = loaded[split]
     return RawData(splits, files)
+
+
+def _has_no_rows(path: Path, fmt: DataFormat) -> bool:
+    if fmt == DataFormat.parquet:
+        return False
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        lines = [line for _, line in zip(range(3), handle) if line.strip()]
+    header_lines = 0 if fmt == DataFormat.json else 1
+    return len(lines) <= header_lines
+
+
+def _empty_split(split: str, source: str) -> str:
+    return (
+        f"data: the {split} split is empty ({source}); check the file"
+        " or max_train_samples / max_eval_samples"
+    )
 
 
 def _builder(fmt: DataFormat) -> tuple[str, dict[str, Any]]:
@@ -160,10 +178,7 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
             splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
     for split, dataset in splits.items():
         if len(dataset) == 0:
-            raise FtError(
-                f"data: the {split} split is empty ({raw.source.get(split, split)}); check the file"
-                " or max_train_samples / max_eval_samples"
-            )
+            raise FtError(_empty_split(split, raw.source.get(split, split)))
     labels = _label_names(task, cfg, splits["train"], raw.label_names)
     encoded = {s: _encode(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
     return PreparedData(

@@ -109,7 +109,9 @@ class OptimizerConfig:
     weight_decay: float = _help(
         0.0, "Weight decay (adamw: decoupled; never on biases and LayerNorm)."
     )
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(
+        default_factory=lambda: [0.9, 0.999], metadata={"help": "Adam/AdamW betas."}
+    )
     eps: float = _help(1e-8, "Adam epsilon.")
     momentum: float = _help(0.0, "sgd momentum.")
     nesterov: bool = _help(False, "sgd Nesterov momentum.")
