@@ -128,7 +128,7 @@ def _is_hydra_error(err: BaseException) -> bool:
     return isinstance(err, (HydraException, OmegaConfBaseException))
 
 
-def _train_job(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
+def _train_job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -153,7 +153,7 @@ def _train_job(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
     return result.metric
 
 
-def _record_failure(hydra_cfg, run_dir: str, err: Exception) -> None:  # noqa: ANN001
+def _record_failure(hydra_cfg, run_dir: str, err: Exception) -> None:
     """Report one failed sweep job on one line and in its run dir; the sweep goes on."""
     line = str(err).splitlines()[0] if str(err) else type(err).__name__
     job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"

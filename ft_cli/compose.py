@@ -91,9 +91,9 @@ def _check_key(dotted: str, token: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(node)}
         if part not in fields:
             where = ".".join(walked) or "the config"
-            names = ", ".join(fields)
+            hint = closest(part, fields)
             raise FtError(
-                f"unknown key '{dotted}' in '{token}'{closest(part, fields)}; keys in {where}: {names}"
+                f"unknown key '{dotted}' in '{token}'{hint}; keys in {where}: {', '.join(fields)}"
             )
         walked.append(part)
         node = _field_type(node, part)
@@ -143,7 +143,7 @@ def explain_error(err: BaseException) -> FtError:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key = cause.full_key
         message = str(getattr(cause, "msg", "") or str(cause)).splitlines()[0]
-        if "not in struct" in message or "Key '" in message and "not in" in message:
+        if "not in struct" in message or ("Key '" in message and "not in" in message):
             return FtError(f"unknown key '{key}': {message}")
         return FtError(f"{key}: {message}")
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())

@@ -6,6 +6,7 @@ to their own longest row.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def _has_no_rows(path: Path, fmt: DataFormat) -> bool:
     if fmt == DataFormat.parquet:
         return False
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        lines = [line for _, line in zip(range(3), handle) if line.strip()]
+        lines = [line for line in itertools.islice(handle, 3) if line.strip()]
     header_lines = 0 if fmt == DataFormat.json else 1
     return len(lines) <= header_lines
 
@@ -199,8 +200,9 @@ def _check_columns(cfg: DataConfig, dataset: Any, split: str, source: str) -> No
         if column not in columns:
             if split == "test" and key == "data.label_column":
                 continue  # an unlabelled test file is fine
+            hint = closest(column, columns)
             raise FtError(
-                f"{key}: column '{column}' is not in the {split} data ({source}){closest(column, columns)};"
+                f"{key}: column '{column}' is not in the {split} data ({source}){hint};"
                 f" its columns are: {', '.join(columns)}"
             )
 

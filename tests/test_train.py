@@ -129,10 +129,13 @@ def test_frozen_parameters_stay_bit_identical(
         if any(name.startswith(p) for p in frozen_prefixes):
             assert torch.equal(tensor, before[name]), f"{name} changed but is frozen"
             checked_frozen += 1
-        elif any(name.startswith(p) for p in trained_prefixes) and name in before:
-            if tensor.ndim == 2:
-                assert not torch.equal(tensor, before[name]), f"{name} did not train"
-                checked_trained += 1
+        elif (
+            any(name.startswith(p) for p in trained_prefixes)
+            and name in before
+            and tensor.ndim == 2
+        ):
+            assert not torch.equal(tensor, before[name]), f"{name} did not train"
+            checked_trained += 1
     assert checked_frozen > 0 and checked_trained > 0
 
 

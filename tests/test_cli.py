@@ -1,0 +1,97 @@
+"""The real `ft` command in subprocesses: multirun, the README's commands, Hydra flags."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, TINY
+
+FT = [sys.executable, "-m", "ft_cli"]
+
+
+def ft(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*FT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_multirun_gives_one_dir_per_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = ft(
+        "train", "-m", *TINY, "train.max_steps=2", "optimizer.lr=1e-5,5e-5",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    lrs = []
+    for job in jobs:
+        record = json.loads((job / "metrics.json").read_text())
+        assert record["status"] == "completed"
+        assert (job / "model" / "model.safetensors").exists()
+        lrs.append(re.search(r"^  lr: (.*)$", (job / "config.yaml").read_text(), re.M).group(1))
+    assert lrs == ["1.0e-05", "5.0e-05"]
+    assert "\x1b[" not in result.stdout  # not a terminal: plain lines, no control characters
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = ft(
+        "train", "-m", *TINY, "train.max_steps=2", "data.text_column=nope,text",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    failed = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("data.text_column: column 'nope' is not in the train data")
+    assert (sweep / "0" / "error.txt").exists()
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "completed"
+    assert "1 job(s) failed: job 0 (" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_single_run_user_error_is_one_line(tmp_path: Path) -> None:
+    result = ft("train", *TINY, "data=csv", f"data.files.train={tmp_path / 'x.csv'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith("ft: error: data.files.train: file ")
+
+
+def test_hydra_run_dir_and_outputs(tmp_path: Path) -> None:
+    run = tmp_path / "my_run"
+    result = ft("train", *TINY, "train.max_steps=3", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("config.yaml", "metrics.json", "model/config.json", "model/tokenizer_config.json"):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert "run summary" in result.stdout
+    assert "step 3/3" in result.stdout
+
+
+def test_hydra_help_and_info(tmp_path: Path) -> None:
+    help_text = ft("train", "--help", cwd=tmp_path)
+    assert help_text.returncode == 0
+    assert "model: bert_base_uncased, minilm_l6, tiny_bert" in help_text.stdout
+    info = ft("train", "--info", "config", cwd=tmp_path)
+    assert info.returncode == 0
+    assert "Config search path" in info.stdout
+
+
+def test_readme_commands(tmp_path: Path) -> None:
+    """The README's quick-start lines install and run what this test runs."""
+    readme = (REPO / "README.md").read_text()
+    demo_line = "pip install -e . && ft train +recipe=demo"
+    test_line = "pip install -e '.[dev]' && python -m pytest -q"
+    assert demo_line in readme and test_line in readme
+    assert "python -m pytest -q" in (REPO / ".ci" / "run").read_text()
+    recipes = ft("recipes", cwd=tmp_path)
+    assert recipes.returncode == 0 and "demo" in recipes.stdout
+    # The demo itself, shortened: the packaged MiniLM on the shipped data.
+    run = tmp_path / "demo"
+    result = ft("train", "+recipe=demo", "train.max_steps=4", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["steps"] == 4
+    assert record["labels"] == ["negative", "positive"]
