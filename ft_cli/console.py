@@ -57,7 +57,8 @@ class RunConsole:
             )
 
     def metrics_table(self, title: str, metrics: dict[str, float], best: str | None = None) -> None:
-        table = Table(title=title)
+        self.console.print(f"[bold]{title}[/]", soft_wrap=True)
+        table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")
         for name, value in metrics.items():

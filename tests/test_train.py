@@ -19,6 +19,22 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
+def hparams_of(run_dir: Path) -> dict:
+    """The hyperparameters a run recorded for TensorBoard's HPARAMS tab."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    values = {}
+    for name, value in info.hparams.items():
+        kind = value.WhichOneof("kind")
+        values[name] = getattr(value, kind)
+    return values
+
+
 def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
     result = run_train(
         tmp_path,
@@ -33,6 +49,7 @@ def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
     for tag in ("train/lr", "train/grad_norm", "train/samples_per_s", "eval/accuracy", "eval/f1"):
         assert scalars(run, tag), tag
     assert (run / "config.yaml").read_text().count("lr: 0.003") == 1
+    assert hparams_of(run)["optimizer.lr"] == pytest.approx(3e-3)
     record = json.loads((run / "metrics.json").read_text())
     assert record["status"] == "completed"
     assert record["steps"] == 256
@@ -289,3 +306,14 @@ def test_test_split_is_evaluated_on_the_exported_model(tmp_path: Path) -> None:
     )
     record = json.loads((result.run_dir / "metrics.json").read_text())
     assert record["test"]["accuracy"] == pytest.approx(record["final"]["accuracy"])
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path: Path) -> None:
+    result = run_train(tmp_path, ["hardware.precision=bf16", "optimizer.lr=3e-3", "train.epochs=2"])
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["precision"] == "bf16"
+    assert record["device"] == "cpu"
+    losses = [v for _, v in scalars(result.run_dir, "train/loss")]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    # fp32 master weights: autocast never changes the parameters' dtype.
+    assert {p.dtype for p in result.model.parameters()} == {torch.float32}
