@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from rich.console import Console
@@ -13,9 +12,9 @@ from rich.table import Table
 class RunConsole:
     """Progress and tables for one run; no control characters when not on a terminal."""
 
-    def __init__(self, total_steps: int, log_every: int) -> None:
-        self.live = sys.stdout.isatty()
-        self.console = Console(highlight=False)
+    def __init__(self, total_steps: int, log_every: int, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False)
+        self.live = self.console.is_terminal
         self.total = total_steps
         self.log_every = log_every
         self.progress: Progress | None = None
@@ -30,7 +29,7 @@ class RunConsole:
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]train"),
-                BarColumn(),
+                BarColumn(bar_width=24),
                 TextColumn("{task.completed}/{task.total} steps"),
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
