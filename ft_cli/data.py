@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,75 +275,3 @@ def _targets(
             )
         result.append(label_id)
     return result
-
-
-class Collator:
-    """Pads a list of row indices of one split into a batch of tensors."""
-
-    def __init__(self, split: EncodedSplit, pad_id: int, regression: bool) -> None:
-        self.split = split
-        self.pad_id = pad_id
-        self.label_dtype = torch.float32 if regression else torch.long
-
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        rows = [self.split.input_ids[i] for i in indices]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, row in enumerate(rows):
-            input_ids[j, : len(row)] = torch.tensor(row)
-            attention[j, : len(row)] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention}
-        if self.split.token_type_ids is not None:
-            types = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, i in enumerate(indices):
-                row_types = self.split.token_type_ids[i]
-                types[j, : len(row_types)] = torch.tensor(row_types)
-            batch["token_type_ids"] = types
-        batch["labels"] = torch.tensor(
-            [self.split.labels[i] for i in indices], dtype=self.label_dtype
-        )
-        return batch
-
-
-class ShuffledBatches:
-    """Training batches of indices, reshuffled each epoch from (seed, epoch).
-
-    Deriving the order from the epoch number alone makes any epoch's order
-    reproducible without replaying earlier ones.
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int) -> None:
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.size / self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        for start in range(0, self.size, self.batch_size):
-            yield order[start : start + self.batch_size]
-
-
-def length_sorted_batches(split: EncodedSplit, batch_size: int) -> list[list[int]]:
-    """Evaluation batches of similar lengths: little padding, same metrics."""
-    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
-    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-
-
-def train_loader(split: EncodedSplit, batch_size: int, seed: int, pad_id: int, regression: bool):
-    sampler = ShuffledBatches(len(split), batch_size, seed)
-    collate = Collator(split, pad_id, regression)
-    loader = torch.utils.data.DataLoader(split, batch_sampler=sampler, collate_fn=collate)
-    return loader, sampler
-
-
-def eval_loader(split: EncodedSplit, batch_size: int, pad_id: int, regression: bool):
-    batches = length_sorted_batches(split, batch_size)
-    collate = Collator(split, pad_id, regression)
-    return torch.utils.data.DataLoader(split, batch_sampler=batches, collate_fn=collate)

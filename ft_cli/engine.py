@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from ft_cli import checkpoint, data, metrics, model, optim, strategy, tracking
+from ft_cli import batching, checkpoint, data, metrics, model, optim, strategy, tracking
 from ft_cli.console import RunConsole
 from ft_cli.errors import FtError
 from ft_cli.hardware import Hardware, setup_hardware
@@ -116,12 +116,17 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
 
     regression = task == TaskKind.regression
     pad_id = tokenizer.pad_token_id or 0
-    loader, sampler = data.train_loader(
-        prepared.train, spec.train.batch_size, spec.train.seed, pad_id, regression
+    loader, sampler = batching.train_loader(
+        prepared.train,
+        spec.train.batch_size,
+        spec.train.seed,
+        pad_id,
+        regression,
+        spec.train.group_by_length,
     )
     val_loader = None
     if prepared.validation is not None:
-        val_loader = data.eval_loader(
+        val_loader = batching.eval_loader(
             prepared.validation, spec.train.eval_batch_size, pad_id, regression
         )
     accum = spec.train.grad_accum
@@ -156,6 +161,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     last_metrics: dict[str, float] = {}
     stopped_early = False
     samples_seen = 0
+    real_tokens = padded_tokens = 0  # non-pad and all tokens fed to the model
     eval_seconds = 0.0  # evaluation and checkpoint time, kept out of the throughput
     running_loss = torch.zeros((), device=hw.device)
     running_batches = 0
@@ -197,6 +203,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         for index, batch in enumerate(loader):
+            mask = batch["attention_mask"]  # still on the CPU: counting costs no device sync
+            real_tokens += int(mask.sum())
+            padded_tokens += mask.numel()
             batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
             labels = batch.pop("labels")
             # Accumulation groups start at each epoch's first batch; the last
@@ -271,7 +280,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
 
     test_metrics: dict[str, float] = {}
     if prepared.test is not None and all(label != -1 for label in prepared.test.labels):
-        test_loader = data.eval_loader(
+        test_loader = batching.eval_loader(
             prepared.test, spec.train.eval_batch_size, pad_id, regression
         )
         test_metrics = evaluate(net, test_loader, hw, task, num_labels)
@@ -289,6 +298,8 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         "epochs": round(step / steps_per_epoch, 4),
         "train_samples": samples_seen,
         "train_samples_per_s": samples_seen / max(train_seconds, 1e-9),
+        "train_tokens_per_s": real_tokens / max(train_seconds, 1e-9),
+        "padding_fraction": 1 - real_tokens / max(padded_tokens, 1),
         "train_seconds": train_seconds,
         "wall_seconds": wall,
         "trainable_parameters": trainable,
@@ -308,7 +319,12 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     rows = [
         ("status", record["status"]),
         ("steps", f"{step} ({record['epochs']} epochs)"),
-        ("throughput", f"{record['train_samples_per_s']:.1f} train samples/s"),
+        (
+            "throughput",
+            f"{record['train_samples_per_s']:.1f} samples/s,"
+            f" {record['train_tokens_per_s']:.0f} tokens/s,"
+            f" {record['padding_fraction']:.1%} padding",
+        ),
         ("wall time", f"{wall:.1f}s"),
     ]
     if best_value is not None:

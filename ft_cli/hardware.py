@@ -6,6 +6,7 @@ Set up once before the loop so that the loop itself has no precision branches.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,36 @@ class Hardware:
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
 
+def cpu_bf16_is_faster() -> tuple[bool, str]:
+    """Whether bf16 matmuls beat fp32 on this CPU, and why: native support, then a probe.
+
+    Without native bf16 (AVX512-BF16 or AMX) torch emulates it, several times
+    slower than fp32; with it, a short timed probe decides.
+    """
+    native = (
+        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+    if not native:
+        return False, "no native bf16 on this CPU"
+    fp32, bf16 = (_matmul_seconds(dtype) for dtype in (torch.float32, torch.bfloat16))
+    if bf16 < 0.8 * fp32:
+        return True, f"bf16 matmul {fp32 / bf16:.1f}x faster than fp32 here"
+    return False, f"bf16 matmul not faster than fp32 here ({fp32 / bf16:.1f}x)"
+
+
+def _matmul_seconds(dtype: torch.dtype, size: tuple[int, int, int] = (1024, 384, 1536)) -> float:
+    a = torch.randn(size[0], size[1], dtype=dtype)
+    b = torch.randn(size[1], size[2], dtype=dtype)
+    a @ b  # warm-up: first calls pick and JIT kernels
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def setup_hardware(cfg: HardwareConfig) -> Hardware:
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
@@ -43,7 +74,9 @@ def setup_hardware(cfg: HardwareConfig) -> Hardware:
             precision = Precision.bf16 if native else Precision.fp16
             reason = "auto: bf16 on this GPU" if native else "auto: fp16 (no native bf16 on GPU)"
         else:
-            precision, reason = Precision.fp32, "auto: fp32 on CPU"
+            faster, why = cpu_bf16_is_faster()
+            precision = Precision.bf16 if faster else Precision.fp32
+            reason = f"auto: {precision.value}, {why}"
     if precision == Precision.fp16 and device.type != "cuda":
         raise FtError(
             "hardware.precision=fp16 needs a CUDA GPU (none in use); use hardware.precision=bf16"

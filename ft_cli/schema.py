@@ -183,6 +183,9 @@ class TrainConfig:
     batch_size: int = _help(32, "Training examples per micro-batch.")
     eval_batch_size: int = _help(64, "Examples per evaluation batch.")
     grad_accum: int = _help(1, "Micro-batches per optimizer step.")
+    group_by_length: bool = _help(
+        True, "Batch rows of similar length together (shuffled groups): far less padding."
+    )
     max_grad_norm: float | None = _help(1.0, "Clip the gradient norm to this; null = no clipping.")
     eval_every: int | None = _help(None, "Evaluate every N optimizer steps; null = each epoch end.")
     log_every: int = _help(10, "Log train loss/lr every N optimizer steps.")

@@ -317,3 +317,14 @@ def test_bf16_autocast_on_cpu_trains(tmp_path: Path) -> None:
     assert all(torch.isfinite(torch.tensor(losses)))
     # fp32 master weights: autocast never changes the parameters' dtype.
     assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+
+
+def test_length_grouping_cuts_padding(tmp_path: Path) -> None:
+    common = ["train.epochs=1", "data.max_train_samples=512", "optimizer.lr=0"]
+    grouped = run_train(tmp_path / "grouped", [*common, "train.group_by_length=true"])
+    plain = run_train(tmp_path / "plain", [*common, "train.group_by_length=false"])
+    padding = {
+        name: json.loads((r.run_dir / "metrics.json").read_text())["padding_fraction"]
+        for name, r in (("grouped", grouped), ("plain", plain))
+    }
+    assert padding["grouped"] < 0.1 < padding["plain"], padding

@@ -1,0 +1,121 @@
+"""Batches for training and evaluation: index order, then dynamic padding.
+
+Training order is a pure function of (seed, epoch), so any epoch can be
+rebuilt without replaying the ones before it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from ft_cli.data import EncodedSplit
+
+
+class Collator:
+    """Pads a list of row indices of one split into a batch of tensors."""
+
+    def __init__(self, split: EncodedSplit, pad_id: int, regression: bool) -> None:
+        self.split = split
+        self.pad_id = pad_id
+        self.label_dtype = torch.float32 if regression else torch.long
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = [self.split.input_ids[i] for i in indices]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, row in enumerate(rows):
+            input_ids[j, : len(row)] = torch.tensor(row)
+            attention[j, : len(row)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention}
+        if self.split.token_type_ids is not None:
+            types = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(indices):
+                row_types = self.split.token_type_ids[i]
+                types[j, : len(row_types)] = torch.tensor(row_types)
+            batch["token_type_ids"] = types
+        batch["labels"] = torch.tensor(
+            [self.split.labels[i] for i in indices], dtype=self.label_dtype
+        )
+        return batch
+
+
+class ShuffledBatches:
+    """Training batches of indices, reshuffled each epoch from (seed, epoch).
+
+    Deriving the order from the epoch number alone makes any epoch's order
+    reproducible without replaying earlier ones. With `lengths`, batches are
+    grouped by length: the shuffled order is cut into pools of
+    `POOL_BATCHES` batches, each pool is sorted by length and cut into
+    batches, and the batches are shuffled again. Every example still comes
+    once per epoch, but a batch holds rows of similar length, so dynamic
+    padding adds few pad tokens.
+    """
+
+    POOL_BATCHES = 64
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, lengths: list[int] | None = None
+    ) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.lengths = lengths
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.lengths is None:
+            return _chunks(order, self.batch_size)
+        pool = self.batch_size * self.POOL_BATCHES
+        batches: list[list[int]] = []
+        for start in range(0, self.size, pool):
+            members = sorted(order[start : start + pool], key=self.lengths.__getitem__)
+            batches += _chunks(members, self.batch_size)
+        # The short last batch goes anywhere, like the others.
+        shuffle = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in shuffle]
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[s : s + size] for s in range(0, len(items), size)]
+
+
+def length_sorted_batches(split: EncodedSplit, batch_size: int) -> list[list[int]]:
+    """Evaluation batches of similar lengths: little padding, same metrics."""
+    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+    return _chunks(order, batch_size)
+
+
+def train_loader(
+    split: EncodedSplit,
+    batch_size: int,
+    seed: int,
+    pad_id: int,
+    regression: bool,
+    group_by_length: bool,
+) -> tuple[torch.utils.data.DataLoader, ShuffledBatches]:
+    lengths = split.lengths() if group_by_length else None
+    sampler = ShuffledBatches(len(split), batch_size, seed, lengths)
+    collate = Collator(split, pad_id, regression)
+    loader = torch.utils.data.DataLoader(split, batch_sampler=sampler, collate_fn=collate)
+    return loader, sampler
+
+
+def eval_loader(
+    split: EncodedSplit, batch_size: int, pad_id: int, regression: bool
+) -> torch.utils.data.DataLoader:
+    batches = length_sorted_batches(split, batch_size)
+    collate = Collator(split, pad_id, regression)
+    return torch.utils.data.DataLoader(split, batch_sampler=batches, collate_fn=collate)
