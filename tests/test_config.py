@@ -199,3 +199,10 @@ def test_mrpc_folder_layout_matches_glue_mrpc_local() -> None:
         assert (MRPC / name).is_file()
     with pytest.raises(FtError):
         compose_spec(["data=glue_mrpc_local", "data.nope=1"])
+
+
+def test_readme_config_reference_matches_the_schema() -> None:
+    from ft_cli.reference import reference
+
+    readme = (compose.paths.PACKAGE_DIR.parent / "README.md").read_text()
+    assert reference() in readme, "README is stale: paste `python -m ft_cli.reference` into it"

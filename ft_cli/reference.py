@@ -1,0 +1,54 @@
+"""Print the config reference tables of the README from the schema's help texts.
+
+python -m ft_cli.reference
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterator
+from enum import Enum
+
+from omegaconf import MISSING
+
+from ft_cli import schema
+
+
+def _show(value: object) -> str:
+    if isinstance(value, Enum):
+        return value.value
+    if value is MISSING:
+        return "(required)"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _rows(cls: type, prefix: str) -> Iterator[str]:
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        kind = hints[item.name]
+        if dataclasses.is_dataclass(kind):
+            yield from _rows(kind, f"{prefix}{item.name}.")
+            continue
+        default = (
+            item.default if item.default is not dataclasses.MISSING else item.default_factory()
+        )
+        help_text = item.metadata.get("help", "")
+        yield f"| `{prefix}{item.name}` | `{_show(default)}` | {help_text} |"
+
+
+def reference() -> str:
+    parts = []
+    hints = typing.get_type_hints(schema.RunSpec)
+    for group in (*schema.GROUPS, "train"):
+        parts.append(f"#### `{group}`\n\n| key | schema default | meaning |\n| --- | --- | --- |")
+        parts.append("\n".join(_rows(hints[group], f"{group}.")))
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
