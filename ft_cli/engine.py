@@ -91,6 +91,8 @@ def evaluate(
 
 def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None) -> RunResult:
     """Run one training job as the spec says; writes everything under `run_dir`."""
+    started = time.perf_counter()
+    first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_loop_settings(spec)
@@ -230,6 +232,8 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
+            if first_step_seconds is None:
+                first_step_seconds = time.perf_counter() - started
 
             logs = None
             if step % spec.train.log_every == 0 or step == total_steps:
@@ -286,7 +290,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         test_metrics = evaluate(net, test_loader, hw, task, num_labels)
         tracker.scalars("test", test_metrics, step)
 
-    wall = time.perf_counter() - ui.started
+    wall = time.perf_counter() - started
     best_value = stopper.best if val_loader is not None else None
     record = {
         "status": "stopped_early" if stopped_early else "completed",
@@ -301,6 +305,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         "train_tokens_per_s": real_tokens / max(train_seconds, 1e-9),
         "padding_fraction": 1 - real_tokens / max(padded_tokens, 1),
         "train_seconds": train_seconds,
+        "time_to_first_step_s": first_step_seconds,
         "wall_seconds": wall,
         "trainable_parameters": trainable,
         "frozen_parameters": frozen,
