@@ -114,6 +114,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     seed_everything(spec.train.seed)  # the head's init does not depend on the data size
     net = model.build_model(spec.model, task, prepared.labels).to(hw.device)
     applied = strategy.apply_strategy(net, spec.strategy)
+    # The compiled wrapper shares its parameters with `net`, which is what gets
+    # checkpointed and exported.
+    forward = torch.compile(net, dynamic=True) if spec.hardware.compile else net
     trainable, frozen = strategy.parameter_counts(net)
 
     regression = task == TaskKind.regression
@@ -187,7 +190,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         """Evaluate, track the best, checkpoint; True when early stopping says stop."""
         nonlocal best_checkpoint, best_metrics, last_metrics
         assert val_loader is not None
-        last_metrics = evaluate(net, val_loader, hw, task, num_labels)
+        last_metrics = evaluate(forward, val_loader, hw, task, num_labels)
         tracker.scalars("eval", last_metrics, step)
         improved = stopper.update(last_metrics[metric_name])
         saved = save(step)
@@ -215,7 +218,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             group_start = index - index % accum
             group_size = min(accum, batches_per_epoch - group_start)
             with hw.autocast():
-                logits = net(**batch).logits
+                logits = forward(**batch).logits
             loss = metrics.task_loss(task, logits, labels)
             hw.scaler.scale(loss / group_size).backward()
             running_loss += loss.detach()  # stays on the device: no sync per step
@@ -311,6 +314,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         "frozen_parameters": frozen,
         "device": hw.device.type,
         "precision": hw.precision.value,
+        "compiled": spec.hardware.compile,
         "exported_from": exported_from,
         "labels": prepared.labels,
     }

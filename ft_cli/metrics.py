@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torchmetrics
 from torch.nn import functional as F
 
 from ft_cli.errors import FtError
@@ -23,6 +22,10 @@ class EvalMetrics:
     """Accumulates predictions over an evaluation pass and computes the task's metrics."""
 
     def __init__(self, task: TaskKind, num_labels: int) -> None:
+        # Imported here, at the first evaluation: torchmetrics takes about 2 s
+        # to import, which would otherwise delay the first training step.
+        import torchmetrics
+
         self.task = task
         if task == TaskKind.regression:
             # Spearman keeps every prediction until compute(): fine for an eval split.

@@ -153,6 +153,9 @@ class HardwareConfig:
         Precision.fp32, "fp32, bf16, fp16 (CUDA only) or auto (bf16 where native, else fp32)."
     )
     num_threads: int | None = _help(None, "CPU threads for torch; null = torch's default.")
+    compile: bool = _help(
+        False, "torch.compile the model (dynamic shapes); the first step includes compile time."
+    )
 
 
 class Mode(str, Enum):

@@ -328,3 +328,18 @@ def test_length_grouping_cuts_padding(tmp_path: Path) -> None:
         for name, r in (("grouped", grouped), ("plain", plain))
     }
     assert padding["grouped"] < 0.1 < padding["plain"], padding
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_exports(tmp_path: Path) -> None:
+    result = run_train(
+        tmp_path, ["hardware.compile=true", "train.max_steps=3", "train.export=last"]
+    )
+    record = json.loads((result.run_dir / "metrics.json").read_text())
+    assert record["compiled"] is True
+    assert all(torch.isfinite(torch.tensor([v for _, v in scalars(result.run_dir, "train/loss")])))
+    # The export holds the trained weights under their plain names (no compile wrapper prefix).
+    exported = load_file(result.run_dir / "model" / "model.safetensors")
+    assert not any(name.startswith("_orig_mod") for name in exported)
+    state = result.model.state_dict()
+    assert all(torch.equal(exported[name], state[name]) for name in exported)
