@@ -63,15 +63,18 @@ class ShuffledBatches:
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.lengths = lengths
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch; iteration begins at batch `start` (a resumed epoch)."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
+        """Batches in a whole epoch."""
         return math.ceil(self.size / self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        return iter(self.batches()[self.start :])
 
     def batches(self) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -109,7 +112,11 @@ def train_loader(
     lengths = split.lengths() if group_by_length else None
     sampler = ShuffledBatches(len(split), batch_size, seed, lengths)
     collate = Collator(split, pad_id, regression)
-    loader = torch.utils.data.DataLoader(split, batch_sampler=sampler, collate_fn=collate)
+    # A private generator: otherwise each new iterator draws its seed from the
+    # global RNG, and a resumed epoch would shift the dropout masks.
+    loader = torch.utils.data.DataLoader(
+        split, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator()
+    )
     return loader, sampler
 
 
@@ -118,4 +125,6 @@ def eval_loader(
 ) -> torch.utils.data.DataLoader:
     batches = length_sorted_batches(split, batch_size)
     collate = Collator(split, pad_id, regression)
-    return torch.utils.data.DataLoader(split, batch_sampler=batches, collate_fn=collate)
+    return torch.utils.data.DataLoader(
+        split, batch_sampler=batches, collate_fn=collate, generator=torch.Generator()
+    )

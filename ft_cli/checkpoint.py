@@ -1,12 +1,17 @@
-"""Checkpoints: safetensors weights plus optimizer/scheduler/scaler/trainer state.
+"""Crash-safe checkpoints: safetensors weights plus optimizer/scheduler/scaler/loop state.
 
-Each checkpoint is written to a temporary folder and renamed into place, so a
-crash mid-write never leaves a half checkpoint under a real name. Retention
-deletes old checkpoints only after the new one is in place and never the best.
+A checkpoint is written into a temporary folder beside its final place, every
+file is fsynced, a manifest (sizes and SHA-256 of every file, and the step) is
+written last, and only then is the folder renamed into place. A folder without
+a manifest that matches its files is not a checkpoint: resume skips it.
+Retention deletes old checkpoints only after the new one is committed and
+never the best. Nothing is unpickled on load beyond `weights_only=True`.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import random
@@ -18,9 +23,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from ft_cli.errors import FtError
+
 WEIGHTS = "model.safetensors"
 STATE = "trainer_state.pt"
 INFO = "checkpoint.json"
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
 
 
 def checkpoint_name(step: int) -> str:
@@ -28,19 +37,68 @@ def checkpoint_name(step: int) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    # numpy's state goes in as plain lists/ints so torch.load(weights_only=True) reads it.
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    """Every RNG the loop draws from, in types that `weights_only=True` loads."""
+    version, python_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "python_gauss": random.getstate()[2],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
     }  # fmt: skip
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    np_state = state["numpy"]
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (np_state["kind"], keys, np_state["pos"], np_state["has_gauss"], np_state["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def estimated_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    moments = sum(
+        v.numel() * v.element_size()
+        for state in optimizer.state.values()
+        for v in state.values()
+        if isinstance(v, torch.Tensor)
+    )
+    return weights + moments + (1 << 20)
+
+
+def check_disk_space(root: Path, needed: int) -> None:
+    free = shutil.disk_usage(root).free
+    if free < needed * 1.1:
+        raise FtError(
+            f"not enough disk space for a checkpoint in {root}: about {needed / 2**20:.0f} MiB"
+            f" needed, {free / 2**20:.0f} MiB free; free some space (the previous checkpoint is"
+            " kept) or set output_dir / hydra.run.dir to a larger disk"
+        )
 
 
 def save_checkpoint(
@@ -50,42 +108,100 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     scaler: torch.amp.GradScaler,
-    trainer: dict[str, Any],
+    loop: dict[str, Any],
 ) -> Path:
-    """Write checkpoint `step` under `root`; returns its folder."""
+    """Commit checkpoint `step` under `root` atomically; returns its folder."""
     root.mkdir(parents=True, exist_ok=True)
+    check_disk_space(root, estimated_bytes(model, optimizer))
     final = root / checkpoint_name(step)
-    tmp = root / f".tmp-{checkpoint_name(step)}"
+    tmp = root / f"{TMP_PREFIX}{checkpoint_name(step)}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, str(tmp / WEIGHTS))
-    torch.save(
-        {
+    try:
+        save_model(model, str(tmp / WEIGHTS))
+        state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": rng_state(),
-            "trainer": trainer,
-        },
-        tmp / STATE,
-    )
-    (tmp / INFO).write_text(json.dumps({"step": step, **_jsonable(trainer)}, indent=2) + "\n")
-    for path in tmp.iterdir():
-        with open(path, "rb") as handle:
+            "loop": loop,
+        }
+        torch.save(state, tmp / STATE)
+        (tmp / INFO).write_text(json.dumps(_jsonable(loop), indent=2) + "\n")
+        files = {}
+        for path in sorted(tmp.iterdir()):
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        manifest = tmp / MANIFEST
+        manifest.write_text(json.dumps({"step": step, "files": files}, indent=2) + "\n")
+        with open(manifest, "rb") as handle:
             os.fsync(handle.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+        if final.exists():
+            _delete(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise FtError(
+                f"the disk filled up while writing checkpoint {final.name} in {root}; the previous"
+                " checkpoint is intact: free some space and resume with resume=auto"
+            ) from err
+        raise
     return final
 
 
-def _jsonable(trainer: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in trainer.items() if isinstance(v, (int, float, str, bool, type(None)))}
+def _jsonable(loop: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in loop.items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def is_valid(checkpoint: Path) -> tuple[bool, str]:
+    """Whether a checkpoint folder is complete and unchanged, and if not, why."""
+    manifest = checkpoint / MANIFEST
+    if not manifest.is_file():
+        return False, "no manifest (an interrupted write?)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError) as err:
+        return False, f"unreadable manifest ({err})"
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file() or path.stat().st_size != expected["bytes"]:
+            return False, f"{name} is missing or has the wrong size"
+        if _sha256(path) != expected["sha256"]:
+            return False, f"{name} does not match its hash"
+    return True, ""
+
+
+def clean_leftovers(root: Path) -> list[Path]:
+    """Remove temporary folders of interrupted writes; returns what was removed."""
+    removed = [p for p in root.glob(f"{TMP_PREFIX}*") if p.is_dir()]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def newest_valid(root: Path, warn: Any = print) -> Path | None:
+    """The newest committed checkpoint that passes its manifest; warns about the rest."""
+    for path in sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True):
+        ok, why = is_valid(path)
+        if ok:
+            return path
+        warn(f"skipping checkpoint {path}: {why}")
+    return None
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
     """The non-weight state of a checkpoint, loaded without unpickling arbitrary objects."""
-    return torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler's refusal, a truncated file, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FtError(
+            f"resume: cannot load {checkpoint / STATE} safely ({first}); it is not a checkpoint"
+            " ft wrote, or it was tampered with"
+        ) from err
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Path) -> None:
@@ -98,4 +214,11 @@ def prune_checkpoints(root: Path, keep: int, protect: Path | None) -> None:
     doomed = checkpoints[: max(0, len(checkpoints) - keep)]
     for path in doomed:
         if protect is None or path.resolve() != protect.resolve():
-            shutil.rmtree(path)
+            _delete(path)
+
+
+def _delete(path: Path) -> None:
+    """Rename out of the step-* namespace first, so a kill mid-delete leaves no half checkpoint."""
+    doomed = path.with_name(f"{TMP_PREFIX}deleting-{path.name}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ft_cli.errors import FtError
+from ft_cli.guards import RunInterrupted
 
 USAGE = """\
 usage: ft COMMAND [ARGS]
@@ -102,6 +103,9 @@ def run_train(overrides: list[str]) -> int:
     except FtError as err:
         _fail(str(err))
         return 2
+    except RunInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130

@@ -12,10 +12,11 @@ from rich.table import Table
 class RunConsole:
     """Progress and tables for one run; no control characters when not on a terminal."""
 
-    def __init__(self, total_steps: int, log_every: int, console: Console | None = None) -> None:
+    def __init__(self, log_every: int, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False)
         self.live = self.console.is_terminal
-        self.total = total_steps
+        self.total = 0
+        self.first_step = 0
         self.log_every = log_every
         self.progress: Progress | None = None
         self.task = None
@@ -24,8 +25,16 @@ class RunConsole:
     def info(self, message: str) -> None:
         self.console.print(message, soft_wrap=True)
 
-    def start(self) -> None:
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+    def set_total(self, total_steps: int) -> None:
+        self.total = total_steps
+
+    def start(self, step: int = 0) -> None:
+        """Start the clock and bar at `step` (non-zero when resuming)."""
         self.started = time.perf_counter()
+        self.first_step = step
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]train"),
@@ -38,7 +47,7 @@ class RunConsole:
                 console=self.console,
             )
             self.progress.start()
-            self.task = self.progress.add_task("train", total=self.total, status="")
+            self.task = self.progress.add_task("train", total=self.total, completed=step, status="")
 
     def step(self, step: int, epoch: float, logs: dict[str, float] | None) -> None:
         """Advance to `step`; `logs` (loss, lr, samples/s) are given on log steps only."""
@@ -48,7 +57,7 @@ class RunConsole:
             self.progress.update(self.task, completed=step, **fields)
         elif logs:
             elapsed = time.perf_counter() - self.started
-            eta = elapsed / max(step, 1) * (self.total - step)
+            eta = elapsed / max(step - self.first_step, 1) * (self.total - step)
             self.console.print(
                 f"step {step}/{self.total} {_format_logs(epoch, logs)}"
                 f" elapsed {elapsed:.0f}s eta {eta:.0f}s",

@@ -1,9 +1,10 @@
 """The one training engine: `train(spec) -> RunResult`.
 
 Read top to bottom: seed, hardware, data, model and strategy, optimizer and
-schedule, then one loop: forward under autocast, backward through the scaler,
-at the accumulation boundary unscale/clip/step/schedule, then log, evaluate,
-early-stop check, checkpoint. Ends with the export of the best (or last) model.
+schedule, resume, then one loop: forward under autocast, backward through the
+scaler, at the accumulation boundary unscale/clip/step/schedule, then log,
+evaluate, early-stop check, checkpoint, interrupt check. Ends with the export
+of the best (or last) model.
 """
 
 from __future__ import annotations
@@ -19,11 +20,23 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from ft_cli import batching, checkpoint, data, metrics, model, optim, strategy, tracking
+from ft_cli import (
+    batching,
+    checkpoint,
+    data,
+    guards,
+    metrics,
+    model,
+    optim,
+    resume,
+    strategy,
+    tracking,
+)
 from ft_cli.console import RunConsole
 from ft_cli.errors import FtError
 from ft_cli.hardware import Hardware, setup_hardware
-from ft_cli.schema import Export, RunSpec, TaskKind
+from ft_cli.loop_state import LoopState
+from ft_cli.schema import Export, NonFinite, RunSpec, TaskKind
 
 
 @dataclass
@@ -53,19 +66,19 @@ def check_loop_settings(spec: RunSpec) -> None:
         "train.eval_batch_size": t.eval_batch_size,
         "train.grad_accum": t.grad_accum,
         "train.log_every": t.log_every,
+        "train.keep_checkpoints": t.keep_checkpoints,
         "data.max_length": spec.data.max_length,
     }
-    if t.max_steps is None:
-        positive["train.epochs"] = t.epochs
-    else:
-        positive["train.max_steps"] = t.max_steps
-    if t.eval_every is not None:
-        positive["train.eval_every"] = t.eval_every
+    optional = {
+        "train.epochs": t.epochs if t.max_steps is None else None,
+        "train.max_steps": t.max_steps,
+        "train.eval_every": t.eval_every,
+        "train.save_every": t.save_every,
+    }
+    positive.update({k: v for k, v in optional.items() if v is not None})
     for key, value in positive.items():
         if value < 1:
             raise FtError(f"{key}={value} must be at least 1")
-    if t.keep_checkpoints < 1:
-        raise FtError(f"train.keep_checkpoints={t.keep_checkpoints} must be at least 1")
     if not 0 <= spec.data.validation_fraction < 1:
         raise FtError(f"data.validation_fraction={spec.data.validation_fraction} must be in [0, 1)")
 
@@ -89,17 +102,29 @@ def evaluate(
     return scores.compute()
 
 
+def _resume_point(spec: RunSpec, run_dir: Path, ui: RunConsole) -> tuple[Path | None, Path]:
+    """(checkpoint to resume from or None, the run dir to write to)."""
+    if spec.resume is None:
+        return None, run_dir
+    found = resume.find_checkpoint(spec.resume, run_dir, ui.warn)
+    if found is None:
+        ui.info(f"resume=auto: no checkpoint in {run_dir / 'checkpoints'}; starting fresh")
+        return None, run_dir
+    return found, resume.run_dir_of(found)
+
+
 def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None) -> RunResult:
     """Run one training job as the spec says; writes everything under `run_dir`."""
     started = time.perf_counter()
     first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     check_loop_settings(spec)
     task = spec.task.kind
     metric_name, mode = metrics.monitored(task, spec.train.early_stopping)
-    header = f"# ft train {' '.join(overrides or [])}\n"
-    (run_dir / "config.yaml").write_text(header + OmegaConf.to_yaml(OmegaConf.structured(spec)))
+    ui = RunConsole(log_every=spec.train.log_every)
+    resume_from, run_dir = _resume_point(spec, Path(run_dir), ui)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_yaml = OmegaConf.to_yaml(OmegaConf.structured(spec))
+    (run_dir / "config.yaml").write_text(f"# ft train {' '.join(overrides or [])}\n{spec_yaml}")
 
     seed_everything(spec.train.seed)
     hw = setup_hardware(spec.hardware)
@@ -135,7 +160,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             prepared.validation, spec.train.eval_batch_size, pad_id, regression
         )
     accum = spec.train.grad_accum
-    batches_per_epoch = len(loader)
+    batches_per_epoch = len(sampler)
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
     total_steps = spec.train.max_steps or steps_per_epoch * spec.train.epochs
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -147,10 +172,25 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     stopper = metrics.EarlyStopping(
         mode, spec.train.early_stopping.patience, spec.train.early_stopping.min_delta
     )
-    tracker = tracking.Tracker(run_dir)
-    ui = RunConsole(total_steps, spec.train.log_every)
-    ckpt_root = run_dir / "checkpoints"
+    loop = LoopState(config_yaml=spec_yaml, data_hash=resume.data_hash(prepared.train))
+    restored_rng = None
+    if resume_from is not None:
+        saved = checkpoint.load_state(resume_from)
+        previous = LoopState.from_dict(saved["loop"])
+        changes = resume.config_changes(previous.config_yaml, spec_yaml)
+        resume.check_drift(changes, previous.data_hash, loop.data_hash, spec.resume_force, ui.warn)
+        checkpoint.load_weights(net, resume_from)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        hw.scaler.load_state_dict(saved["scaler"])
+        loop = dataclass_replace(previous, config_yaml=spec_yaml, data_hash=loop.data_hash)
+        stopper.best, stopper.bad_evals = loop.best_value, loop.bad_evals
+        restored_rng = saved["rng"]
+        ui.info(f"resuming from {resume_from} (step {loop.step}, epoch {loop.epoch})")
 
+    ckpt_root = run_dir / "checkpoints"
+    tracker = tracking.Tracker(run_dir, purge_step=loop.step + 1 if resume_from else None)
+    ui.set_total(total_steps)
     ui.info(
         f"[bold]ft[/] {spec.model.name_or_path} | train {len(prepared.train)} rows,"
         f" validation {len(prepared.validation) if prepared.validation else 0} |"
@@ -158,117 +198,155 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         f" {trainable:,} trainable / {frozen:,} frozen parameters ({spec.strategy.kind.value})"
     )
     ui.info(f"{epochs} epoch(s), {total_steps} optimizer steps, run dir {run_dir}")
-    tracker.text("config", "```\n" + OmegaConf.to_yaml(OmegaConf.structured(spec)) + "\n```")
+    tracker.text("config", "```\n" + spec_yaml + "\n```")
 
-    step = 0
-    best_checkpoint: Path | None = None
-    best_metrics: dict[str, float] = {}
-    last_metrics: dict[str, float] = {}
     stopped_early = False
-    samples_seen = 0
-    real_tokens = padded_tokens = 0  # non-pad and all tokens fed to the model
     eval_seconds = 0.0  # evaluation and checkpoint time, kept out of the throughput
-    running_loss = torch.zeros((), device=hw.device)
-    running_batches = 0
+    # The loss stays on the device between log steps: no host sync per step.
+    running_loss = torch.tensor(loop.running_loss, device=hw.device)
     log_samples, log_clock = 0, time.perf_counter()
-    epoch = 0
+    last_saved: Path | None = None
 
-    def save(at_step: int) -> Path:
-        trainer_state = {
-            "step": at_step,
-            "epoch": epoch,
-            "best_value": stopper.best,
-            "bad_evals": stopper.bad_evals,
-            "best_checkpoint": best_checkpoint.name if best_checkpoint else None,
-        }
-        saved = checkpoint.save_checkpoint(
-            ckpt_root, at_step, net, optimizer, scheduler, hw.scaler, trainer_state
+    def save() -> Path:
+        nonlocal last_saved
+        loop.running_loss = float(running_loss)
+        loop.best_value, loop.bad_evals = stopper.best, stopper.bad_evals
+        last_saved = checkpoint.save_checkpoint(
+            ckpt_root, loop.step, net, optimizer, scheduler, hw.scaler, loop.to_dict()
         )
-        return saved
+        best = ckpt_root / loop.best_checkpoint if loop.best_checkpoint else None
+        checkpoint.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints, best)
+        return last_saved
+
+    def save_once() -> None:
+        if last_saved is None or last_saved.name != checkpoint.checkpoint_name(loop.step):
+            save()
 
     def run_evaluation() -> bool:
         """Evaluate, track the best, checkpoint; True when early stopping says stop."""
-        nonlocal best_checkpoint, best_metrics, last_metrics
         assert val_loader is not None
-        last_metrics = evaluate(forward, val_loader, hw, task, num_labels)
-        tracker.scalars("eval", last_metrics, step)
-        improved = stopper.update(last_metrics[metric_name])
-        saved = save(step)
-        if improved:
-            best_checkpoint, best_metrics = saved, {**last_metrics, "step": step}
-        checkpoint.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints, best_checkpoint)
-        title = f"eval: step {step}, epoch {step / steps_per_epoch:.2f}"
-        ui.metrics_table(title, last_metrics, metric_name)
+        loop.last_metrics = evaluate(forward, val_loader, hw, task, num_labels)
+        tracker.scalars("eval", loop.last_metrics, loop.step)
+        if stopper.update(loop.last_metrics[metric_name]):
+            loop.best_checkpoint = checkpoint.checkpoint_name(loop.step)
+            loop.best_metrics = {**loop.last_metrics, "step": loop.step}
+        save()
+        title = f"eval: step {loop.step}, epoch {loop.step / steps_per_epoch:.2f}"
+        ui.metrics_table(title, loop.last_metrics, metric_name)
         return spec.train.early_stopping.enabled and stopper.should_stop
 
-    ui.start()
+    if restored_rng is not None:
+        # Last, after everything that draws random numbers while setting up.
+        checkpoint.restore_rng(restored_rng)
+    interrupt = guards.InterruptGuard()
+    ui.start(loop.step)
     loop_clock = time.perf_counter()
     applied.train_mode(net)
     optimizer.zero_grad(set_to_none=True)
-    for epoch in range(epochs):
-        sampler.set_epoch(epoch)
-        for index, batch in enumerate(loader):
-            mask = batch["attention_mask"]  # still on the CPU: counting costs no device sync
-            real_tokens += int(mask.sum())
-            padded_tokens += mask.numel()
-            batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            # Accumulation groups start at each epoch's first batch; the last
-            # group of an epoch may be short, so scale by its real size.
-            group_start = index - index % accum
-            group_size = min(accum, batches_per_epoch - group_start)
-            with hw.autocast():
-                logits = forward(**batch).logits
-            loss = metrics.task_loss(task, logits, labels)
-            hw.scaler.scale(loss / group_size).backward()
-            running_loss += loss.detach()  # stays on the device: no sync per step
-            running_batches += 1
-            samples_seen += len(labels)
-            log_samples += len(labels)
-            if index - group_start + 1 < group_size:
-                continue
+    with interrupt:
+        for epoch in range(loop.epoch, epochs):
+            first = loop.next_batch if epoch == loop.epoch else 0
+            sampler.set_epoch(epoch, start=first)  # skipped batches are never collated
+            group_loss = torch.zeros((), device=hw.device)
+            for index, batch in enumerate(loader, start=first):
+                mask = batch["attention_mask"]  # still on the CPU: counting costs no sync
+                loop.real_tokens += int(mask.sum())
+                loop.padded_tokens += mask.numel()
+                batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
+                labels = batch.pop("labels")
+                # Accumulation groups start at each epoch's first batch; the last
+                # group of an epoch may be short, so scale by its real size.
+                group_start = index - index % accum
+                group_size = min(accum, batches_per_epoch - group_start)
+                try:
+                    with hw.autocast():
+                        logits = forward(**batch).logits
+                    loss = metrics.task_loss(task, logits, labels)
+                    hw.scaler.scale(loss / group_size).backward()
+                except torch.OutOfMemoryError as err:
+                    seq = mask.shape[1]
+                    oom = guards.oom_error(spec.train.batch_size, seq, hw.precision.value)
+                    raise oom from err
+                group_loss += loss.detach()
+                loop.running_batches += 1
+                loop.samples_seen += len(labels)
+                log_samples += len(labels)
+                if index - group_start + 1 < group_size:
+                    continue
 
-            hw.scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            hw.scaler.step(optimizer)
-            hw.scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            if first_step_seconds is None:
-                first_step_seconds = time.perf_counter() - started
+                hw.scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                skipped = False
+                if not hw.scaler.is_enabled() and not torch.isfinite(grad_norm):
+                    # One scalar sync per step; fp16's GradScaler does this check itself.
+                    if spec.train.on_nonfinite == NonFinite.stop:
+                        value = float(group_loss / group_size)
+                        epoch_at = (loop.step + 1) / steps_per_epoch
+                        last = str(last_saved) if last_saved else None
+                        raise guards.nonfinite_error(loop.step + 1, epoch_at, value, last)
+                    skipped = True
+                    loop.skipped_steps += 1
+                    optimizer.zero_grad(set_to_none=True)
+                scale = hw.scaler.get_scale() if hw.scaler.is_enabled() else None
+                if not skipped:
+                    hw.scaler.step(optimizer)
+                    hw.scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                if scale is not None and hw.scaler.get_scale() < scale:
+                    loop.skipped_steps += 1  # the scaler found inf/nan and skipped the step
+                scheduler.step()
+                if skipped:
+                    loop.running_batches -= group_size  # keep the logged loss finite
+                else:
+                    running_loss += group_loss
+                group_loss = torch.zeros((), device=hw.device)
+                loop.step += 1
+                loop.epoch, loop.next_batch = epoch, index + 1
+                if loop.next_batch == batches_per_epoch:
+                    loop.epoch, loop.next_batch = epoch + 1, 0
+                if first_step_seconds is None:
+                    first_step_seconds = time.perf_counter() - started
 
-            logs = None
-            if step % spec.train.log_every == 0 or step == total_steps:
-                now = time.perf_counter()
-                logs = {
-                    "loss": running_loss.item() / running_batches,  # the one sync per log step
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "samples_per_s": log_samples / max(now - log_clock, 1e-9),
-                    "epoch": step / steps_per_epoch,
-                }
-                tracker.scalars("train", logs, step)
-                running_loss.zero_()
-                running_batches, log_samples, log_clock = 0, 0, now
-            ui.step(step, step / steps_per_epoch, logs)
+                logs = None
+                if loop.step % spec.train.log_every == 0 or loop.step == total_steps:
+                    now = time.perf_counter()
+                    logs = {
+                        "loss": running_loss.item() / max(loop.running_batches, 1),  # the sync
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "samples_per_s": log_samples / max(now - log_clock, 1e-9),
+                        "epoch": loop.step / steps_per_epoch,
+                        "skipped_steps": float(loop.skipped_steps),
+                    }
+                    tracker.scalars("train", logs, loop.step)
+                    running_loss.zero_()
+                    loop.running_batches, log_samples, log_clock = 0, 0, now
+                ui.step(loop.step, loop.step / steps_per_epoch, logs)
 
-            epoch_end = index == batches_per_epoch - 1
-            last = step >= total_steps
-            every = spec.train.eval_every
-            due = (every is not None and step % every == 0) or (every is None and epoch_end)
-            pause = time.perf_counter()
-            if val_loader is not None and (due or last):
-                stopped_early = run_evaluation()
-            elif val_loader is None and (epoch_end or last):
-                save(step)
-                checkpoint.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints, None)
-            eval_seconds += time.perf_counter() - pause
-            log_clock += time.perf_counter() - pause
-            if stopped_early or last:
+                epoch_end = index == batches_per_epoch - 1
+                last = loop.step >= total_steps
+                every = spec.train.eval_every
+                due = (every is not None and loop.step % every == 0) or (
+                    every is None and epoch_end
+                )
+                pause = time.perf_counter()
+                if val_loader is not None and (due or last):
+                    stopped_early = run_evaluation()
+                elif val_loader is None and (epoch_end or last):
+                    save()
+                if spec.train.save_every and loop.step % spec.train.save_every == 0:
+                    save_once()
+                if interrupt.requested is not None:
+                    save_once()
+                    ui.stop()
+                    tracker.close()
+                    raise _interrupted(interrupt.requested, loop, last_saved, run_dir, overrides)
+                eval_seconds += time.perf_counter() - pause
+                log_clock += time.perf_counter() - pause
+                if stopped_early or last:
+                    break
+            if stopped_early or loop.step >= total_steps:
                 break
-        if stopped_early or step >= total_steps:
-            break
     train_seconds = time.perf_counter() - loop_clock - eval_seconds
     ui.stop()
     if stopped_early:
@@ -279,9 +357,10 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
 
     export_dir = run_dir / "model"
     exported_from = "last step"
-    if spec.train.export == Export.best and best_checkpoint is not None:
-        checkpoint.load_weights(net, best_checkpoint)
-        exported_from = f"best checkpoint {best_checkpoint.name}"
+    best_dir = ckpt_root / loop.best_checkpoint if loop.best_checkpoint else None
+    if spec.train.export == Export.best and best_dir is not None and best_dir.is_dir():
+        checkpoint.load_weights(net, best_dir)
+        exported_from = f"best checkpoint {best_dir.name}"
     net.save_pretrained(export_dir)
     tokenizer.save_pretrained(export_dir)
 
@@ -291,25 +370,27 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             prepared.test, spec.train.eval_batch_size, pad_id, regression
         )
         test_metrics = evaluate(net, test_loader, hw, task, num_labels)
-        tracker.scalars("test", test_metrics, step)
+        tracker.scalars("test", test_metrics, loop.step)
 
     wall = time.perf_counter() - started
     best_value = stopper.best if val_loader is not None else None
     record = {
         "status": "stopped_early" if stopped_early else "completed",
         "monitor": {"metric": metric_name, "mode": mode.value, "best": best_value},
-        "best": best_metrics,
-        "final": last_metrics,
+        "best": loop.best_metrics,
+        "final": loop.last_metrics,
         "test": test_metrics,
-        "steps": step,
-        "epochs": round(step / steps_per_epoch, 4),
-        "train_samples": samples_seen,
-        "train_samples_per_s": samples_seen / max(train_seconds, 1e-9),
-        "train_tokens_per_s": real_tokens / max(train_seconds, 1e-9),
-        "padding_fraction": 1 - real_tokens / max(padded_tokens, 1),
+        "steps": loop.step,
+        "epochs": round(loop.step / steps_per_epoch, 4),
+        "skipped_steps": loop.skipped_steps,
+        "train_samples": loop.samples_seen,
+        "train_samples_per_s": loop.samples_seen / max(train_seconds, 1e-9),
+        "train_tokens_per_s": loop.real_tokens / max(train_seconds, 1e-9),
+        "padding_fraction": 1 - loop.real_tokens / max(loop.padded_tokens, 1),
         "train_seconds": train_seconds,
         "time_to_first_step_s": first_step_seconds,
         "wall_seconds": wall,
+        "resumed_from": str(resume_from) if resume_from else None,
         "trainable_parameters": trainable,
         "frozen_parameters": frozen,
         "device": hw.device.type,
@@ -319,39 +400,71 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         "labels": prepared.labels,
     }
     metrics_path = tracking.write_metrics(run_dir, record)
-    results = {f"best_{k}": v for k, v in best_metrics.items() if k != "step"}
-    tracker.hparams(tracking.flat_hparams(spec), results or {"steps": float(step)})
+    best = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}
+    tracker.hparams(tracking.flat_hparams(spec), best or {"steps": float(loop.step)})
     tracker.close()
 
     if test_metrics:
         ui.metrics_table("test", test_metrics)
+    ui.summary(_summary_rows(record, metric_name, export_dir, metrics_path, ckpt_root, run_dir))
+    return RunResult(
+        metric_name=metric_name,
+        metric=best_value,
+        best=loop.best_metrics,
+        final=loop.last_metrics,
+        steps=loop.step,
+        stopped_early=stopped_early,
+        run_dir=run_dir,
+        model=net,
+    )
+
+
+def dataclass_replace(state: LoopState, **changes: Any) -> LoopState:
+    values = state.to_dict()
+    values.update(changes)
+    return LoopState.from_dict(values)
+
+
+def _interrupted(
+    signum: int, loop: LoopState, saved: Path | None, run_dir: Path, overrides: list[str] | None
+) -> guards.RunInterrupted:
+    kept = [o for o in overrides or [] if not o.startswith(("resume=", "hydra.run.dir="))]
+    command = " ".join(["ft train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
+    tracking.write_metrics(
+        run_dir,
+        {"status": "interrupted", "steps": loop.step, "checkpoint": str(saved) if saved else None},
+    )
+    return guards.RunInterrupted(
+        signum, f"interrupted at step {loop.step}; checkpoint {saved}; resume with: {command}"
+    )
+
+
+def _summary_rows(
+    record: dict[str, Any],
+    metric_name: str,
+    export_dir: Path,
+    metrics_path: Path,
+    ckpt_root: Path,
+    run_dir: Path,
+) -> list[tuple[str, str]]:
     rows = [
         ("status", record["status"]),
-        ("steps", f"{step} ({record['epochs']} epochs)"),
+        ("steps", f"{record['steps']} ({record['epochs']} epochs)"),
         (
             "throughput",
             f"{record['train_samples_per_s']:.1f} samples/s,"
             f" {record['train_tokens_per_s']:.0f} tokens/s,"
             f" {record['padding_fraction']:.1%} padding",
         ),
-        ("wall time", f"{wall:.1f}s"),
+        ("wall time", f"{record['wall_seconds']:.1f}s"),
     ]
-    if best_value is not None:
-        rows.append((f"best {metric_name}", f"{best_value:.4f} (step {best_metrics.get('step')})"))
+    best = record["monitor"]["best"]
+    if best is not None:
+        rows.append((f"best {metric_name}", f"{best:.4f} (step {record['best'].get('step')})"))
     rows += [
-        ("model", f"{export_dir} ({exported_from})"),
+        ("model", f"{export_dir} ({record['exported_from']})"),
         ("metrics", str(metrics_path)),
         ("checkpoints", str(ckpt_root)),
         ("tensorboard", f"tensorboard --logdir {run_dir / 'tensorboard'}"),
     ]
-    ui.summary(rows)
-    return RunResult(
-        metric_name=metric_name,
-        metric=best_value,
-        best=best_metrics,
-        final=last_metrics,
-        steps=step,
-        stopped_early=stopped_early,
-        run_dir=run_dir,
-        model=net,
-    )
+    return rows

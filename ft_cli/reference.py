@@ -41,12 +41,18 @@ def _rows(cls: type, prefix: str) -> Iterator[str]:
         yield f"| `{prefix}{item.name}` | `{_show(default)}` | {help_text} |"
 
 
+HEADER = "| key | schema default | meaning |\n| --- | --- | --- |"
+
+
 def reference() -> str:
-    parts = []
     hints = typing.get_type_hints(schema.RunSpec)
+    parts = []
     for group in (*schema.GROUPS, "train"):
-        parts.append(f"#### `{group}`\n\n| key | schema default | meaning |\n| --- | --- | --- |")
-        parts.append("\n".join(_rows(hints[group], f"{group}.")))
+        rows = "\n".join(_rows(hints[group], f"{group}."))
+        parts.append(f"#### `{group}`\n\n{HEADER}\n{rows}")
+    # Top-level keys are the rows whose key has no group prefix.
+    top = [row for row in _rows(schema.RunSpec, "") if "." not in row.split("`")[1]]
+    parts.append("#### top level\n\n" + HEADER + "\n" + "\n".join(top))
     return "\n\n".join(parts) + "\n"
 
 

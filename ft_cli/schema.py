@@ -163,6 +163,11 @@ class Mode(str, Enum):
     max = "max"
 
 
+class NonFinite(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
 class Export(str, Enum):
     best = "best"
     last = "last"
@@ -195,6 +200,12 @@ class TrainConfig:
     seed: int = _help(42, "Seed for python, numpy and torch.")
     keep_checkpoints: int = _help(2, "Newest checkpoints kept (the best is always kept too).")
     export: Export = _help(Export.best, "Which weights model/ gets: best (by the metric) or last.")
+    save_every: int | None = _help(
+        None, "Also checkpoint every N optimizer steps; null = at evaluations (epoch ends)."
+    )
+    on_nonfinite: NonFinite = _help(
+        NonFinite.stop, "A non-finite loss: stop (keep the last good checkpoint) or skip the step."
+    )
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -209,6 +220,10 @@ class RunSpec:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str | None = _help(None, "Run dir; null = the Hydra run dir.")
+    resume: str | None = _help(
+        None, "auto: the newest valid checkpoint of the run dir; or a checkpoint / run dir path."
+    )
+    resume_force: bool = _help(False, "Resume even though the model, task or data changed.")
 
 
 TASK_METRICS = {

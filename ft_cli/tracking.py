@@ -30,10 +30,11 @@ def flat_hparams(spec: Any) -> dict[str, float | int | str | bool]:
 class Tracker:
     """Writes TensorBoard event files under `run_dir/tensorboard`."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        """`purge_step`: a resumed run drops the events logged after its checkpoint."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         for name, value in values.items():

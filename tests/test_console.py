@@ -12,7 +12,8 @@ LOGS = {"loss": 0.5, "lr": 1e-4, "samples_per_s": 12.5}
 
 
 def drive(console: Console) -> RunConsole:
-    ui = RunConsole(total_steps=4, log_every=2, console=console)
+    ui = RunConsole(log_every=2, console=console)
+    ui.set_total(4)
     ui.start()
     for step in range(1, 5):
         ui.step(step, step / 4, LOGS if step % 2 == 0 else None)

@@ -64,7 +64,8 @@ def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
     for ckpt in checkpoints:
         assert load_file(ckpt / "model.safetensors")
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-        assert {"optimizer", "scheduler", "scaler", "rng", "trainer"} <= set(state)
+        assert {"optimizer", "scheduler", "scaler", "rng", "loop"} <= set(state)
+        assert (ckpt / "manifest.json").exists()
     assert not list((run / "checkpoints").glob(".tmp-*"))
 
 
