@@ -90,7 +90,8 @@ def run_train(overrides: list[str]) -> int:
     _outcomes.failures.clear()
     try:
         compose.register()
-        compose.check_overrides([a for a in overrides if not a.startswith("-")])
+        # Flags and their values (--cfg job, --info defaults) are Hydra's to judge.
+        compose.check_overrides([a for a in overrides if "=" in a and not a.startswith("-")])
         app = hydra.main(
             config_path=str(paths.config_dir()), config_name="config", version_base="1.3"
         )(_train_job)

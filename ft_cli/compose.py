@@ -60,7 +60,17 @@ def check_overrides(overrides: list[str]) -> None:
     Sweep values (`a,b`) are checked one by one; anything this cannot judge is
     left to Hydra.
     """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
     for token in overrides:
+        try:
+            parser.parse_overrides([token])
+        except Exception as err:
+            detail = " ".join(str(err).split()).split(" See https://")[0]
+            raise FtError(
+                f"cannot parse '{token}': {detail}; write key=value, group=option or +key=value"
+            ) from err
         if token.startswith("hydra.") or token.startswith("hydra/") or "=" not in token:
             continue
         key, _, value = token.partition("=")
@@ -122,11 +132,11 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def to_spec(cfg: DictConfig) -> schema.RunSpec:
     """Turn a composed config into the typed RunSpec; missing values fail by key."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        key = missing[0]
-        raise FtError(f"{key} is required but not set; add {key}=VALUE to the command")
     try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            key = missing[0]
+            raise FtError(f"{key} is required but not set; add {key}=VALUE to the command")
         spec = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         raise explain_error(err) from err

@@ -1,0 +1,76 @@
+"""Property: any override either composes to a valid spec or fails with one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ft_cli import compose, schema
+from ft_cli.engine import check_loop_settings
+from ft_cli.errors import FtError
+from ft_cli.metrics import monitored
+
+
+def _keys(cls: type, prefix: str = "") -> list[str]:
+    out = []
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[item.name]):
+            out += _keys(hints[item.name], f"{prefix}{item.name}.")
+        else:
+            out.append(f"{prefix}{item.name}")
+    return out
+
+
+VALID_KEYS = _keys(schema.RunSpec)
+GROUPS = [*schema.GROUPS, "recipe"]
+words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12)
+values = st.one_of(
+    st.integers(-5, 10**6).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.booleans().map(lambda b: str(b).lower()),
+    st.sampled_from(
+        ["null", "[]", "[1,2]", "{a: 1}", "abc", "'x y'", "${oops}", "1e-5", "-1", "0"]
+    ),
+    words,
+)
+key_override = st.builds(
+    lambda k, v: f"{k}={v}",
+    st.one_of(st.sampled_from(VALID_KEYS), words.map(lambda w: f"train.{w}"), words),
+    values,
+)
+append_override = st.builds(
+    lambda k, v: f"+{k}={v}", st.one_of(st.sampled_from(VALID_KEYS), words), values
+)
+group_override = st.builds(
+    lambda g, o, plus: f"{'+' if plus else ''}{g}={o}",
+    st.sampled_from(GROUPS),
+    st.one_of(
+        st.sampled_from(
+            ["demo", "tiny_bert", "csv", "freeze_layers", "sgd", "cosine", "cpu", "regression"]
+        ),
+        words,
+    ),
+    st.booleans(),
+)
+overrides = st.lists(
+    st.one_of(key_override, append_override, group_override), min_size=1, max_size=3
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(overrides)
+def test_overrides_compose_or_fail_with_one_line(tokens: list[str]) -> None:
+    try:
+        spec = compose.to_spec(compose.compose_config(tokens))
+        check_loop_settings(spec)
+        monitored(spec.task.kind, spec.train.early_stopping)
+    except FtError as err:
+        message = str(err)
+        assert message and "\n" not in message, (tokens, message)
+        assert "Traceback" not in message
+        return
+    assert isinstance(spec, schema.RunSpec)
