@@ -249,6 +249,8 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             sampler.set_epoch(epoch, start=first)  # skipped batches are never collated
             group_loss = torch.zeros((), device=hw.device)
             for index, batch in enumerate(loader, start=first):
+                if loop.step >= total_steps:  # resumed from the final checkpoint
+                    break
                 mask = batch["attention_mask"]  # still on the CPU: counting costs no sync
                 loop.real_tokens += int(mask.sum())
                 loop.padded_tokens += mask.numel()

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import TINY
 from safetensors.torch import load_file
@@ -41,16 +42,17 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, err
 
 
-def test_kill_9_then_resume_auto_is_bit_identical(tmp_path: Path) -> None:
-    reference = start(tmp_path / "reference", [])
+@pytest.mark.parametrize("extra", [[], ["train.grad_accum=2", "train.batch_size=8"]])
+def test_kill_9_then_resume_auto_is_bit_identical(tmp_path: Path, extra: list[str]) -> None:
+    reference = start(tmp_path / "reference", extra)
     code, err = finish(reference)
     assert code == 0, err
     killed_at = random.Random().randint(10, 300)
-    victim = start(tmp_path / "run", [])
+    victim = start(tmp_path / "run", extra)
     wait_for_step(victim, killed_at)
     victim.kill()  # SIGKILL: no handler runs, no checkpoint is written now
     victim.wait()
-    resumed = start(tmp_path / "run", ["resume=auto"])
+    resumed = start(tmp_path / "run", [*extra, "resume=auto"])
     code, err = finish(resumed)
     assert code == 0, err
     a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
@@ -107,3 +109,14 @@ def test_a_committed_checkpoint_survives_kill_9_mid_write(tmp_path: Path) -> Non
         assert checkpoint.is_valid(path)[0], path
     state = checkpoint.load_state(committed[-1])
     assert torch.is_tensor(state["rng"]["torch"])
+
+
+def test_a_second_sigint_aborts_at_once(tmp_path: Path) -> None:
+    process = start(tmp_path / "run", ["train.save_every=1"])
+    wait_for_step(process, 20)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    code, err = finish(process)
+    assert code == 130, err
+    for path in (tmp_path / "run" / "checkpoints").glob("step-*"):
+        assert checkpoint.is_valid(path)[0], path

@@ -262,3 +262,10 @@ def test_out_of_memory_names_the_knobs(tmp_path: Path, monkeypatch) -> None:
 def test_spec_keys_for_resume_compose() -> None:
     spec = compose_spec([*TINY, "resume=auto", "resume_force=true", "train.on_nonfinite=skip"])
     assert (spec.resume, spec.resume_force, spec.train.on_nonfinite.value) == ("auto", True, "skip")
+
+
+def test_resuming_a_finished_run_trains_no_further(tmp_path: Path) -> None:
+    done = run_train(tmp_path, [*BASE, "train.max_steps=5"])
+    again = run_train(tmp_path, [*BASE, "train.max_steps=5", "resume=auto"])
+    assert again.steps == done.steps == 5
+    assert max_delta(final_weights(done.run_dir), final_weights(again.run_dir)) == 0.0
