@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -110,8 +111,6 @@ def _check_key(dotted: str, token: str) -> None:
 
 
 def _field_type(cls: type, name: str) -> type:
-    import typing
-
     hint = typing.get_type_hints(cls)[name]
     return hint if isinstance(hint, type) else object
 

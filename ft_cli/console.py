@@ -12,12 +12,11 @@ from rich.table import Table
 class RunConsole:
     """Progress and tables for one run; no control characters when not on a terminal."""
 
-    def __init__(self, log_every: int, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False)
         self.live = self.console.is_terminal
         self.total = 0
         self.first_step = 0
-        self.log_every = log_every
         self.progress: Progress | None = None
         self.task = None
         self.started = time.perf_counter()

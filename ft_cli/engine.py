@@ -121,7 +121,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     check_loop_settings(spec)
     task = spec.task.kind
     metric_name, mode = metrics.monitored(task, spec.train.early_stopping)
-    ui = RunConsole(log_every=spec.train.log_every)
+    ui = RunConsole()
     resume_from, run_dir = _resume_point(spec, Path(run_dir), ui)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_yaml = OmegaConf.to_yaml(OmegaConf.structured(spec))

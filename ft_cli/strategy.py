@@ -35,12 +35,9 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     )
 
 
-def backbone_parts(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
-    """(embeddings + encoder, head-side parts inside the backbone such as the pooler)."""
-    backbone = model.base_model
-    head_side = [m for name, m in backbone.named_children() if name == "pooler" and m is not None]
-    body = [m for name, m in backbone.named_children() if name != "pooler"]
-    return body, head_side
+def backbone_body(model: nn.Module) -> list[nn.Module]:
+    """Embeddings and encoder: the backbone without head-side parts such as the pooler."""
+    return [m for name, m in model.base_model.named_children() if name != "pooler"]
 
 
 def apply_strategy(model: nn.Module, cfg: StrategyConfig) -> AppliedStrategy:
@@ -49,7 +46,7 @@ def apply_strategy(model: nn.Module, cfg: StrategyConfig) -> AppliedStrategy:
         param.requires_grad_(True)
     frozen: list[nn.Module] = []
     if cfg.kind == StrategyKind.freeze_backbone:
-        frozen, _ = backbone_parts(model)
+        frozen = backbone_body(model)
     elif cfg.kind == StrategyKind.freeze_layers:
         layers = encoder_layers(model)
         if not 0 <= cfg.frozen_layers <= len(layers):

@@ -12,7 +12,7 @@ LOGS = {"loss": 0.5, "lr": 1e-4, "samples_per_s": 12.5}
 
 
 def drive(console: Console) -> RunConsole:
-    ui = RunConsole(log_every=2, console=console)
+    ui = RunConsole(console=console)
     ui.set_total(4)
     ui.start()
     for step in range(1, 5):
