@@ -49,21 +49,14 @@ def test_wheel_ships_configs_and_recipes(tmp_path: Path) -> None:
         f" assert ft_cli.__file__.startswith({str(installed)!r}), ft_cli.__file__;"
         " main(sys.argv[1:])"
     )
-    recipes = subprocess.run(
-        [sys.executable, "-c", probe, "recipes"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+
+    def ft_installed(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", probe, *args]
+        return subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True)
+
+    recipes = ft_installed("recipes")
     assert recipes.returncode == 0, recipes.stderr
     assert "minilm_mrpc" in recipes.stdout
-    composed = subprocess.run(
-        [sys.executable, "-c", probe, "train", "+recipe=demo", "--cfg", "job"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    composed = ft_installed("train", "+recipe=demo", "--cfg", "job")
     assert composed.returncode == 0, composed.stderr
     assert "train.csv" in composed.stdout
