@@ -173,19 +173,10 @@ def run_ft(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- HF side
 
 
-def run_hf(args: argparse.Namespace) -> dict:
+def hf_model(args: argparse.Namespace, auto_class: type, **config: object) -> tuple:
+    """(tokenizer, model) for the HF side: quiet, seeded, pretrained unless --tiny."""
     import datasets
-    import torch
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import AutoConfig, AutoTokenizer, set_seed
     from transformers.utils import logging
 
     logging.set_verbosity_error()
@@ -194,11 +185,42 @@ def run_hf(args: argparse.Namespace) -> dict:
     set_seed(42)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if args.tiny:
-        model = AutoModelForSequenceClassification.from_config(
-            AutoConfig.from_pretrained(path, num_labels=2)
-        )
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+        return tokenizer, auto_class.from_config(AutoConfig.from_pretrained(path, **config))
+    return tokenizer, auto_class.from_pretrained(path, **config)
+
+
+def hf_training_args(args: argparse.Namespace, out: str, **job: object) -> object:
+    """The Trainer's settings both benchmarks share, plus the job's own."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=out,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        weight_decay=0.01,
+        lr_scheduler_type="linear",
+        save_strategy="no",
+        logging_steps=50,
+        seed=42,
+        use_cpu=True,
+        bf16=args.precision == "bf16",
+        report_to="none",
+        disable_tqdm=True,
+        **job,
+    )
+
+
+def run_hf(args: argparse.Namespace) -> dict:
+    import datasets
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+    )
+
+    tokenizer, model = hf_model(args, AutoModelForSequenceClassification, num_labels=2)
 
     def encode(split: str, limit: int | None) -> datasets.Dataset:
         first, second, labels = read_split(args.data / split, limit)
@@ -248,24 +270,14 @@ def run_hf(args: argparse.Namespace) -> dict:
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total = args.max_steps or steps_per_epoch * args.epochs
     with tempfile.TemporaryDirectory() as out:
-        training_args = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=args.batch_size,
+        training_args = hf_training_args(
+            args,
+            out,
             per_device_eval_batch_size=64,
-            learning_rate=args.lr,
-            weight_decay=0.01,
             num_train_epochs=args.epochs,
             max_steps=args.max_steps or -1,
             warmup_steps=math.ceil(0.1 * total),
-            lr_scheduler_type="linear",
             eval_strategy="epoch",
-            save_strategy="no",
-            logging_steps=50,
-            seed=42,
-            use_cpu=True,
-            bf16=args.precision == "bf16",
-            report_to="none",
-            disable_tqdm=True,
             train_sampling_strategy="group_by_length" if args.hf_group_by_length else "random",
         )
         clock = Clock()
@@ -300,10 +312,11 @@ def run_hf(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- the parent
 
 
-def run_side(side: str, argv: list[str]) -> dict:
+def run_side(side: str, argv: list[str], script: str = __file__) -> dict:
+    """Run one side of `script` in a fresh process; its result dict."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, __file__, *argv, "--side", side, "--out", str(out)]
+        command = [sys.executable, script, *argv, "--side", side, "--out", str(out)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         done = subprocess.run(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -313,12 +326,24 @@ def run_side(side: str, argv: list[str]) -> dict:
         return json.loads(out.read_text())
 
 
-def child_main(args: argparse.Namespace) -> None:
+def child_main(args: argparse.Namespace, sides: dict) -> None:
+    """One side, in its own process: run it and write its result with the peak RSS."""
     import resource
 
-    result = run_ft(args) if args.side == "ft" else run_hf(args)
+    result = sides[args.side](args)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.write_text(json.dumps(result))
+
+
+def alternate(repeats: int, script: str = __file__) -> dict[str, list[dict]]:
+    """Each side `repeats` times, alternating ft, HF, ft, HF, ..."""
+    argv = [a for a in sys.argv[1:] if a not in ("--side", "--out")]
+    runs: dict[str, list[dict]] = {"ft": [], "hf": []}
+    for repeat in range(repeats):
+        for side in ("ft", "hf"):
+            print(f"[{repeat + 1}/{repeats}] running {side} ...", flush=True)
+            runs[side].append(run_side(side, argv, script))
+    return runs
 
 
 def summarise(runs: list[dict], flops: float, real_tokens: float, peaks: dict[str, float]) -> dict:
@@ -349,18 +374,13 @@ def summarise(runs: list[dict], flops: float, real_tokens: float, peaks: dict[st
 def main() -> None:
     args = parse_args()
     if args.side:
-        child_main(args)
+        child_main(args, {"ft": run_ft, "hf": run_hf})
         return
     if not (args.data / "train.tsv").is_file():
         sys.exit(f"no MRPC TSVs in {args.data}: pass --data FOLDER (train.tsv, dev.tsv)")
-    argv = [a for a in sys.argv[1:] if a not in ("--side", "--out")]
     peaks = {name: matmul_peak(name) for name in ("fp32", "bf16")}
     flops, real_tokens = flops_per_sample(args)
-    runs: dict[str, list[dict]] = {"ft": [], "hf": []}
-    for repeat in range(args.repeats):
-        for side in ("ft", "hf"):
-            print(f"[{repeat + 1}/{args.repeats}] running {side} ...", flush=True)
-            runs[side].append(run_side(side, argv))
+    runs = alternate(args.repeats)
     table = {side: summarise(r, flops, real_tokens, peaks) for side, r in runs.items()}
     print_table(args, table, peaks, runs)
     if args.json:
@@ -389,9 +409,6 @@ def cpu_name() -> str:
 
 
 def print_table(args: argparse.Namespace, table: dict, peaks: dict, runs: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     job = "tiny BERT" if args.tiny else "MiniLM-L6"
     steps = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
     title = (
@@ -400,6 +417,18 @@ def print_table(args: argparse.Namespace, table: dict, peaks: dict, runs: dict) 
         f" hf={runs['hf'][0]['precision']},"
         f" HF length grouping {'on' if args.hf_group_by_length else 'off'}"
     )
+    footer = (
+        f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s;"
+        f" medians of {args.repeats} alternating run(s) per side"
+    )
+    print_ratio_table(title, table, footer)
+
+
+def print_ratio_table(title: str, table: dict, footer: str) -> None:
+    """Rows of metrics, ft and HF side by side with their ratio; date and machine below."""
+    from rich.console import Console
+    from rich.table import Table
+
     out = Table(title=title, title_justify="left")
     for column in ("metric", "ft", "HF Trainer", "ft / HF"):
         out.add_column(column, justify="right" if column != "metric" else "left")
@@ -413,11 +442,7 @@ def print_table(args: argparse.Namespace, table: dict, peaks: dict, runs: dict) 
         out.add_row(metric, f"{value:.3f}", f"{reference:.3f}", f"{ratio:.2f}x")
     console = Console(width=140)
     console.print(out)
-    console.print(
-        f"{time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores;"
-        f" matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s;"
-        f" medians of {args.repeats} alternating run(s) per side"
-    )
+    console.print(f"{time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores; {footer}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ rebuilt without replaying the ones before it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -101,17 +101,18 @@ def length_sorted_batches(split: EncodedSplit, batch_size: int) -> list[list[int
     return _chunks(order, batch_size)
 
 
+Collate = Callable[[list[int]], dict[str, torch.Tensor]]
+
+
 def train_loader(
     split: EncodedSplit,
     batch_size: int,
     seed: int,
-    pad_id: int,
-    regression: bool,
+    collate: Collate,
     group_by_length: bool,
 ) -> tuple[torch.utils.data.DataLoader, ShuffledBatches]:
     lengths = split.lengths() if group_by_length else None
     sampler = ShuffledBatches(len(split), batch_size, seed, lengths)
-    collate = Collator(split, pad_id, regression)
     # A private generator: otherwise each new iterator draws its seed from the
     # global RNG, and a resumed epoch would shift the dropout masks.
     loader = torch.utils.data.DataLoader(
@@ -121,10 +122,9 @@ def train_loader(
 
 
 def eval_loader(
-    split: EncodedSplit, batch_size: int, pad_id: int, regression: bool
+    split: EncodedSplit, batch_size: int, collate: Collate
 ) -> torch.utils.data.DataLoader:
     batches = length_sorted_batches(split, batch_size)
-    collate = Collator(split, pad_id, regression)
     return torch.utils.data.DataLoader(
         split, batch_sampler=batches, collate_fn=collate, generator=torch.Generator()
     )

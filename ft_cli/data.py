@@ -37,6 +37,8 @@ class EncodedSplit(torch.utils.data.Dataset):
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: list[int] | list[float]
+    # mlm whole-word masking: True where a token continues the word before it.
+    word_continues: list[list[bool]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -109,7 +111,7 @@ def _load_files(cfg: DataConfig) -> RawData:
         files[split] = path
     if "train" not in files:
         raise FtError("data.files.train is required: set data.files.train=FILE")
-    builder, options = _builder(cfg.format)
+    builder, options = _builder(cfg)
     splits = {}
     for split, path in files.items():
         try:
@@ -130,7 +132,7 @@ def _has_no_rows(path: Path, fmt: DataFormat) -> bool:
         return False
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         lines = [line for line in itertools.islice(handle, 3) if line.strip()]
-    header_lines = 0 if fmt == DataFormat.json else 1
+    header_lines = 0 if fmt in (DataFormat.json, DataFormat.text) else 1
     return len(lines) <= header_lines
 
 
@@ -141,8 +143,11 @@ def _empty_split(split: str, source: str) -> str:
     )
 
 
-def _builder(fmt: DataFormat) -> tuple[str, dict[str, Any]]:
+def _builder(cfg: DataConfig) -> tuple[str, dict[str, Any]]:
     # utf-8-sig drops a byte-order mark (GLUE's train.tsv starts with one).
+    fmt = cfg.format
+    if fmt == DataFormat.text:
+        return "text", {"sample_by": cfg.text_documents.value, "encoding": "utf-8-sig"}
     if fmt == DataFormat.csv:
         return "csv", {"encoding": "utf-8-sig"}
     if fmt == DataFormat.tsv:
@@ -158,7 +163,7 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
     raw = load_raw(cfg)
     splits = dict(raw.splits)
     for split, dataset in splits.items():
-        _check_columns(cfg, dataset, split, raw.source[split])
+        _check_columns(cfg, task, dataset, split, raw.source[split])
     if "train" not in splits:
         raise FtError(
             "data: no train split found; set data.files.train (or a hub dataset with one)"
@@ -179,6 +184,13 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
     for split, dataset in splits.items():
         if len(dataset) == 0:
             raise FtError(_empty_split(split, raw.source.get(split, split)))
+    if task.kind == TaskKind.mlm:
+        from ft_cli import corpus  # builds on EncodedSplit, defined in this module
+
+        encoded = {s: corpus.encode_corpus(cfg, task, tokenizer, ds, s) for s, ds in splits.items()}
+        return PreparedData(
+            encoded["train"], encoded.get("validation"), encoded.get("test"), None, raw.source
+        )
     labels = _label_names(task, cfg, splits["train"], raw.label_names)
     encoded = {s: _encode(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
     return PreparedData(
@@ -190,9 +202,13 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
     )
 
 
-def _check_columns(cfg: DataConfig, dataset: Any, split: str, source: str) -> None:
+def _check_columns(
+    cfg: DataConfig, task: TaskConfig, dataset: Any, split: str, source: str
+) -> None:
     columns = list(dataset.column_names)
-    wanted = {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column}
+    wanted = {"data.text_column": cfg.text_column}
+    if task.kind != TaskKind.mlm:
+        wanted["data.label_column"] = cfg.label_column
     if cfg.text_pair_column is not None:
         wanted["data.text_pair_column"] = cfg.text_pair_column
     for key, column in wanted.items():

@@ -37,6 +37,7 @@ from ft_cli.console import RunConsole
 from ft_cli.errors import FtError
 from ft_cli.hardware import Hardware, setup_hardware
 from ft_cli.loop_state import LoopState
+from ft_cli.objective import Objective, build_objective
 from ft_cli.schema import Export, NonFinite, RunSpec, TaskKind
 
 
@@ -85,20 +86,15 @@ def check_loop_settings(spec: RunSpec) -> None:
 
 
 def evaluate(
-    net: torch.nn.Module,
-    loader: Any,
-    hw: Hardware,
-    task: TaskKind,
-    num_labels: int,
+    net: torch.nn.Module, objective: Objective, loader: Any, hw: Hardware
 ) -> dict[str, float]:
     was_training = net.training
     net.eval()
-    scores = metrics.EvalMetrics(task, num_labels)
+    scores = objective.new_metrics()
     with torch.no_grad(), hw.autocast():
         for batch in loader:
             batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            scores.update(net(**batch).logits, labels)
+            scores.update(*objective.outputs(batch))
     net.train(was_training)
     return scores.compute()
 
@@ -138,27 +134,21 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             f" ({', '.join(prepared.labels or [])}); classification needs at least 2"
         )
     seed_everything(spec.train.seed)  # the head's init does not depend on the data size
-    net = model.build_model(spec.model, task, prepared.labels).to(hw.device)
+    net = model.build_model(spec.model, task, prepared.labels, len(tokenizer)).to(hw.device)
     applied = strategy.apply_strategy(net, spec.strategy)
-    # The compiled wrapper shares its parameters with `net`, which is what gets
-    # checkpointed and exported.
-    forward = torch.compile(net, dynamic=True) if spec.hardware.compile else net
+    objective = build_objective(net, spec.task, tokenizer, num_labels, spec.hardware.compile)
     trainable, frozen = strategy.parameter_counts(net)
 
-    regression = task == TaskKind.regression
-    pad_id = tokenizer.pad_token_id or 0
+    seed = spec.train.seed
+    collate = objective.collator(prepared.train, seed)
     loader, sampler = batching.train_loader(
-        prepared.train,
-        spec.train.batch_size,
-        spec.train.seed,
-        pad_id,
-        regression,
-        spec.train.group_by_length,
+        prepared.train, spec.train.batch_size, seed, collate, spec.train.group_by_length
     )
     val_loader = None
     if prepared.validation is not None:
+        val_collate = objective.collator(prepared.validation, seed)
         val_loader = batching.eval_loader(
-            prepared.validation, spec.train.eval_batch_size, pad_id, regression
+            prepared.validation, spec.train.eval_batch_size, val_collate
         )
     accum = spec.train.grad_accum
     batches_per_epoch = len(sampler)
@@ -193,7 +183,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     tracker = tracking.Tracker(run_dir, purge_step=loop.step + 1 if resume_from else None)
     ui.set_total(total_steps)
     ui.info(
-        f"[bold]ft[/] {spec.model.name_or_path} | train {len(prepared.train)} rows,"
+        f"[bold]ft[/] {model.resolved_name(spec.model)} | train {len(prepared.train)} rows,"
         f" validation {len(prepared.validation) if prepared.validation else 0} |"
         f" {hw.device.type} {hw.precision.value} ({hw.reason}) |"
         f" {trainable:,} trainable / {frozen:,} frozen parameters ({spec.strategy.kind.value})"
@@ -226,7 +216,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     def run_evaluation() -> bool:
         """Evaluate, track the best, checkpoint; True when early stopping says stop."""
         assert val_loader is not None
-        loop.last_metrics = evaluate(forward, val_loader, hw, task, num_labels)
+        loop.last_metrics = evaluate(net, objective, val_loader, hw)
         tracker.scalars("eval", loop.last_metrics, loop.step)
         if stopper.update(loop.last_metrics[metric_name]):
             loop.best_checkpoint = checkpoint.checkpoint_name(loop.step)
@@ -248,6 +238,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         for epoch in range(loop.epoch, epochs):
             first = loop.next_batch if epoch == loop.epoch else 0
             sampler.set_epoch(epoch, start=first)  # skipped batches are never collated
+            objective.set_epoch(collate, epoch)
             group_loss = torch.zeros((), device=hw.device)
             for index, batch in enumerate(loader, start=first):
                 if loop.step >= total_steps:  # resumed from the final checkpoint
@@ -256,15 +247,15 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
                 loop.real_tokens += int(mask.sum())
                 loop.padded_tokens += mask.numel()
                 batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
-                labels = batch.pop("labels")
+                rows = len(batch["input_ids"])
                 # Accumulation groups start at each epoch's first batch; the last
                 # group of an epoch may be short, so scale by its real size.
                 group_start = index - index % accum
                 group_size = min(accum, batches_per_epoch - group_start)
                 try:
                     with hw.autocast():
-                        logits = forward(**batch).logits
-                    loss = metrics.task_loss(task, logits, labels)
+                        predictions, targets = objective.outputs(batch)
+                    loss = objective.loss(predictions, targets)
                     hw.scaler.scale(loss / group_size).backward()
                 except torch.OutOfMemoryError as err:
                     seq = mask.shape[1]
@@ -272,8 +263,8 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
                     raise oom from err
                 group_loss += loss.detach()
                 loop.running_batches += 1
-                loop.samples_seen += len(labels)
-                log_samples += len(labels)
+                loop.samples_seen += rows
+                log_samples += rows
                 if index - group_start + 1 < group_size:
                     continue
 
@@ -369,10 +360,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
 
     test_metrics: dict[str, float] = {}
     if prepared.test is not None and all(label != -1 for label in prepared.test.labels):
-        test_loader = batching.eval_loader(
-            prepared.test, spec.train.eval_batch_size, pad_id, regression
-        )
-        test_metrics = evaluate(net, test_loader, hw, task, num_labels)
+        test_collate = objective.collator(prepared.test, seed)
+        test_loader = batching.eval_loader(prepared.test, spec.train.eval_batch_size, test_collate)
+        test_metrics = evaluate(net, objective, test_loader, hw)
         tracker.scalars("test", test_metrics, loop.step)
 
     wall = time.perf_counter() - started

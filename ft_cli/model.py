@@ -23,7 +23,21 @@ def _quiet_transformers() -> None:
 
 
 def resolved_name(cfg: ModelConfig) -> str:
+    if cfg.from_run is not None:
+        return str(run_export(cfg.from_run))
     return paths.resolve_path(cfg.name_or_path, "model.name_or_path")
+
+
+def run_export(run: str) -> Path:
+    """The model/ export of an earlier run (or the export folder itself)."""
+    path = Path(paths.resolve_path(run, "model.from_run"))
+    export = path if (path / "config.json").is_file() else path / "model"
+    if not (export / "config.json").is_file():
+        raise FtError(
+            f"model.from_run: '{path}' holds no exported model (model/config.json); point it at"
+            " the run dir of a finished ft run"
+        )
+    return export
 
 
 def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, **kwargs: Any) -> T:
@@ -58,19 +72,28 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     return _load(cfg, AutoTokenizer.from_pretrained, "tokenizer")
 
 
-def build_model(cfg: ModelConfig, task: TaskKind, labels: list[str] | None) -> Any:
-    """A sequence-classification model with the right head for the task.
+def build_model(cfg: ModelConfig, task: TaskKind, labels: list[str] | None, vocab_size: int) -> Any:
+    """The task model: a sequence classifier/regressor, or a masked LM.
 
     Args:
         cfg: the model config.
-        task: classification (one logit per label) or regression (one output).
+        task: classification (one logit per label), regression (one output) or mlm.
         labels: class names in id order (classification only).
+        vocab_size: the tokenizer's size; a scratch model's embeddings match it.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+    )
 
     _quiet_transformers()
-    if task == TaskKind.regression:
-        head: dict[str, Any] = {"num_labels": 1, "problem_type": "regression"}
+    head: dict[str, Any]
+    if task == TaskKind.mlm:
+        head, auto = {}, AutoModelForMaskedLM
+    elif task == TaskKind.regression:
+        head = {"num_labels": 1, "problem_type": "regression"}
+        auto = AutoModelForSequenceClassification
     else:
         assert labels is not None
         head = {
@@ -79,9 +102,31 @@ def build_model(cfg: ModelConfig, task: TaskKind, labels: list[str] | None) -> A
             "label2id": {name: i for i, name in enumerate(labels)},
             "problem_type": "single_label_classification",
         }
+        auto = AutoModelForSequenceClassification
+    scratch = cfg.init == ModelInit.scratch and cfg.from_run is None
+    if scratch:
+        head.update(scratch_sizes(cfg), vocab_size=vocab_size)
     config = _load(cfg, AutoConfig.from_pretrained, "model config", **head)
-    if cfg.init == ModelInit.scratch:
-        return AutoModelForSequenceClassification.from_config(
-            config, trust_remote_code=cfg.trust_remote_code
-        )
-    return _load(cfg, AutoModelForSequenceClassification.from_pretrained, "model", config=config)
+    if scratch:
+        heads = getattr(config, "num_attention_heads", 1)
+        if config.hidden_size % heads:
+            raise FtError(
+                f"model.hidden_size={config.hidden_size} must be a multiple of the attention"
+                f" heads ({heads}); set model.heads"
+            )
+        return auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    return _load(cfg, auto.from_pretrained, "model", config=config)
+
+
+def scratch_sizes(cfg: ModelConfig) -> dict[str, int]:
+    """Config overrides for a fresh model, in the names transformers configs share."""
+    names = {
+        "layers": "num_hidden_layers",
+        "hidden_size": "hidden_size",
+        "heads": "num_attention_heads",
+        "intermediate_size": "intermediate_size",
+    }
+    sizes = {names[k]: getattr(cfg, k) for k in names if getattr(cfg, k) is not None}
+    if cfg.hidden_size is not None and cfg.intermediate_size is None:
+        sizes["intermediate_size"] = 4 * cfg.hidden_size  # keep the usual BERT ratio
+    return sizes

@@ -34,6 +34,20 @@ class ModelConfig:
     init: ModelInit = _help(
         ModelInit.pretrained, "pretrained: load weights; scratch: fresh weights from the config."
     )
+    from_run: str | None = _help(
+        None,
+        "Start from the trained model/ of an earlier ft run (RUN_DIR); wins over name_or_path"
+        " and init.",
+    )
+    layers: int | None = _help(None, "scratch: encoder layers; null = the config's.")
+    hidden_size: int | None = _help(None, "scratch: hidden size; null = the config's.")
+    heads: int | None = _help(None, "scratch: attention heads; null = the config's.")
+    intermediate_size: int | None = _help(
+        None, "scratch: feed-forward size; null = the config's, or 4 x hidden_size when set."
+    )
+
+
+SCRATCH_SIZES = ("layers", "hidden_size", "heads", "intermediate_size")
 
 
 class DataFormat(str, Enum):
@@ -43,6 +57,12 @@ class DataFormat(str, Enum):
     tsv = "tsv"
     json = "json"
     parquet = "parquet"
+    text = "text"
+
+
+class TextDocuments(str, Enum):
+    line = "line"
+    paragraph = "paragraph"
 
 
 @dataclass
@@ -54,7 +74,9 @@ class DataFiles:
 
 @dataclass
 class DataConfig:
-    format: DataFormat = _help(MISSING, "hub, glue_tsv, csv, tsv, json (json or jsonl), parquet.")
+    format: DataFormat = _help(
+        MISSING, "hub, glue_tsv, csv, tsv, json (json or jsonl), parquet, text (.txt; task=mlm)."
+    )
     hub_path: str | None = _help(None, "Hub dataset id (format=hub), e.g. nyu-mll/glue.")
     hub_name: str | None = _help(None, "Hub dataset config name (format=hub), e.g. mrpc.")
     path: str | None = _help(None, "Folder the data.files names are relative to.")
@@ -62,6 +84,9 @@ class DataConfig:
     text_column: str = _help("text", "Column with the (first) text.")
     text_pair_column: str | None = _help(None, "Column with the second text of a pair, if any.")
     label_column: str = _help("label", "Column with the label (class name, id, or float).")
+    text_documents: TextDocuments = _help(
+        TextDocuments.line, "format=text: a document per line, or per blank-line paragraph."
+    )
     max_length: int = _help(128, "Longest tokenized input; longer ones are truncated.")
     validation_fraction: float = _help(
         0.1, "Share of train held out for validation when there is no validation split."
@@ -73,13 +98,29 @@ class DataConfig:
 class TaskKind(str, Enum):
     classification = "classification"
     regression = "regression"
+    mlm = "mlm"
+
+
+class Packing(str, Enum):
+    group_texts = "group_texts"
+    line_by_line = "line_by_line"
 
 
 @dataclass
 class TaskConfig:
-    kind: TaskKind = _help(MISSING, "classification or regression.")
+    kind: TaskKind = _help(MISSING, "classification, regression or mlm (masked-LM pretraining).")
     labels: list[str] | None = _help(
         None, "Class names in id order; null = the sorted labels found in train."
+    )
+    mlm_probability: float = _help(0.15, "mlm: share of (non-special) tokens to predict.")
+    mask_replace_prob: float = _help(0.8, "mlm: of the predicted tokens, share shown as [MASK].")
+    random_replace_prob: float = _help(
+        0.1, "mlm: of the predicted tokens, share shown as a random token (the rest: unchanged)."
+    )
+    whole_word_mask: bool = _help(False, "mlm: mask all pieces of a word together.")
+    packing: Packing = _help(
+        Packing.group_texts,
+        "mlm: group_texts (concatenate, cut into max_length blocks) or line_by_line.",
     )
 
 
@@ -177,7 +218,7 @@ class Export(str, Enum):
 class EarlyStoppingConfig:
     enabled: bool = _help(False, "Stop when the monitored metric stops improving.")
     metric: str | None = _help(
-        None, "Monitored eval metric; null = the task's (accuracy / pearson)."
+        None, "Monitored eval metric; null = the task's (accuracy / pearson / mlm: loss)."
     )
     mode: Mode | None = _help(None, "min or max; null = min for loss/mse, else max.")
     patience: int = _help(3, "Evaluations without improvement before stopping.")
@@ -229,8 +270,9 @@ class RunSpec:
 TASK_METRICS = {
     TaskKind.classification: ("accuracy", "f1", "mcc", "loss"),
     TaskKind.regression: ("pearson", "spearman", "mse", "loss"),
+    TaskKind.mlm: ("loss", "perplexity", "accuracy"),
 }
-LOWER_IS_BETTER = ("loss", "mse")
+LOWER_IS_BETTER = ("loss", "mse", "perplexity")
 
 
 def register_configs() -> None:
@@ -258,4 +300,64 @@ def check_spec(spec: RunSpec) -> None:
         raise FtError(
             f"data.files.train is required for data.format={data.format.value};"
             " set data.files.train=FILE"
+        )
+    _check_task(spec)
+    _check_model(spec.model)
+
+
+def _check_task(spec: RunSpec) -> None:
+    from ft_cli.errors import FtError
+
+    task, data = spec.task, spec.data
+    if data.format == DataFormat.text and task.kind != TaskKind.mlm:
+        raise FtError(
+            "data.format=text holds no labels; use task=mlm to pretrain on it, or a csv/json/"
+            "parquet file with a label column"
+        )
+    if task.kind != TaskKind.mlm:
+        return
+    rates = {
+        "task.mlm_probability": task.mlm_probability,
+        "task.mask_replace_prob": task.mask_replace_prob,
+        "task.random_replace_prob": task.random_replace_prob,
+    }
+    for key, value in rates.items():
+        if not 0 <= value <= 1:
+            raise FtError(f"{key}={value} must be in [0, 1]")
+    if task.mlm_probability == 0:
+        raise FtError("task.mlm_probability=0 masks nothing: use a share such as 0.15")
+    if task.mask_replace_prob + task.random_replace_prob > 1:
+        raise FtError(
+            f"task.mask_replace_prob + task.random_replace_prob ="
+            f" {task.mask_replace_prob + task.random_replace_prob:g} must be at most 1"
+        )
+    if task.packing == Packing.group_texts and data.max_length < 3:
+        raise FtError(
+            f"data.max_length={data.max_length} is too short for task.packing=group_texts"
+            " (a block needs its special tokens and at least one token)"
+        )
+
+
+def _check_model(model: ModelConfig) -> None:
+    from ft_cli.errors import FtError
+
+    sizes = {key: getattr(model, key) for key in SCRATCH_SIZES}
+    given = [key for key, value in sizes.items() if value is not None]
+    if given and model.from_run is not None:
+        raise FtError(
+            f"model.{given[0]} sets a size of a fresh model, but model.from_run loads trained"
+            " weights; drop one of them"
+        )
+    if given and model.init != ModelInit.scratch:
+        raise FtError(
+            f"model.{given[0]} sets a size of a fresh model: add model.init=scratch, or drop it"
+            " to keep the pretrained sizes"
+        )
+    for key in given:
+        if sizes[key] < 1:
+            raise FtError(f"model.{key}={sizes[key]} must be at least 1")
+    hidden, heads = model.hidden_size, model.heads
+    if hidden is not None and heads is not None and hidden % heads:
+        raise FtError(
+            f"model.hidden_size={model.hidden_size} must be a multiple of model.heads={model.heads}"
         )

@@ -20,13 +20,14 @@ from ft_cli.schema import (
     TaskKind,
 )
 
-RECIPE_OVERRIDES = {"minilm_mrpc": ["data.path=/some/dir"]}
+RECIPE_OVERRIDES = {name: ["data.path=/some/dir"] for name in ("minilm_mrpc", "minilm_mlm")}
 
 
 @pytest.mark.parametrize("recipe", compose.group_options("recipe"))
 def test_every_recipe_composes_and_validates(recipe: str) -> None:
     spec = compose_spec([f"+recipe={recipe}", *RECIPE_OVERRIDES.get(recipe, [])])
-    assert spec.task.kind == TaskKind.classification
+    kind = TaskKind.mlm if recipe.endswith("_mlm") else TaskKind.classification
+    assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False
     assert compose.recipe_purpose(compose.paths.recipes_dir() / f"{recipe}.yaml")
 
@@ -63,6 +64,8 @@ def test_every_group_option_composes(group: str, check) -> None:
         extra = {"glue_mrpc_local": ["data.path=d"]}.get(option, [])
         if option in ("csv", "tsv", "json", "parquet"):
             extra = ["data.files.train=f"]
+        if option == "text":
+            extra = ["data.files.train=f.txt", "task=mlm"]
         spec = compose_spec([f"{group}={option}", *extra])
         assert check(spec, option), (group, option)
 

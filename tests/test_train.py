@@ -166,6 +166,7 @@ def test_frozen_modules_stay_in_eval_mode() -> None:
         ModelConfig(name_or_path="pkg:ft_cli/assets/tiny_bert", init="scratch"),
         TaskKind.classification,
         ["a", "b"],
+        vocab_size=176,
     )
     applied = strategies.apply_strategy(
         model, StrategyConfig(kind=StrategyKind.freeze_layers, frozen_layers=1)
