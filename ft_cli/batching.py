@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from ft_cli.data import EncodedSplit
+from ft_cli.encoded import EncodedSplit
 
 
 class Collator:

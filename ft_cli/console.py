@@ -73,6 +73,15 @@ class RunConsole:
             table.add_row(name + marker, f"{value:.4f}")
         self.console.print(table)
 
+    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        """A titled table; every column after the first is right-aligned."""
+        table = Table(title=title, title_justify="left")
+        for index, column in enumerate(columns):
+            table.add_column(column, justify="left" if index == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        self.console.print(table)
+
     def summary(self, rows: list[tuple[str, str]]) -> None:
         table = Table(title="run summary", show_header=False)
         table.add_column("what", style="bold")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ft_cli.data import EncodedSplit
+from ft_cli import token_cache
+from ft_cli.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.schema import DataConfig, Packing, TaskConfig
 
@@ -63,18 +64,22 @@ def encode_corpus(
             " boundaries; set task.whole_word_mask=false"
         )
     words = task.whole_word_mask
-    if task.packing == Packing.line_by_line:
-        encoded = tokenizer(texts, truncation=True, max_length=cfg.max_length)
-        rows = encoded["input_ids"]
-        flags = [word_continues(encoded, i) for i in range(len(rows))] if words else None
-    else:
-        rows, flags = _group_texts(texts, tokenizer, cfg.max_length, split, words)
-    return EncodedSplit(
-        input_ids=rows,
-        token_type_ids=None,
-        labels=[0] * len(rows),  # the masked tokens are the targets, drawn per batch
-        word_continues=flags,
+
+    def tokenize() -> EncodedSplit:
+        if task.packing == Packing.line_by_line:
+            encoded = tokenizer(texts, truncation=True, max_length=cfg.max_length)
+            rows = encoded["input_ids"]
+            flags = [word_continues(encoded, i) for i in range(len(rows))] if words else None
+        else:
+            rows, flags = _group_texts(texts, tokenizer, cfg.max_length, split, words)
+        return EncodedSplit(rows, token_type_ids=None, labels=[], word_continues=flags)
+
+    settings = f"mlm|{task.packing.value}|{cfg.max_length}|{words}"
+    encoded = token_cache.cached(
+        token_cache.cache_key(tokenizer, [texts], settings), cfg.cache, tokenize
     )
+    encoded.labels = [0] * len(encoded)  # the masked tokens are the targets, drawn per batch
+    return encoded
 
 
 def _group_texts(

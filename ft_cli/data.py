@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ft_cli import hub, paths
+from ft_cli import corpus, hub, paths, token_cache
+from ft_cli.encoded import EncodedSplit
 from ft_cli.errors import FtError, closest
 from ft_cli.schema import DataConfig, DataFormat, TaskConfig, TaskKind
 
@@ -28,26 +27,6 @@ class RawData:
     splits: dict[str, Any]
     source: dict[str, str]
     label_names: list[str] | None = None  # from a hub ClassLabel feature
-
-
-@dataclass
-class EncodedSplit(torch.utils.data.Dataset):
-    """One tokenized split held in memory."""
-
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]] | None
-    labels: list[int] | list[float]
-    # mlm whole-word masking: True where a token continues the word before it.
-    word_continues: list[list[bool]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __getitem__(self, index: int) -> int:
-        return index  # the collator gathers rows by index
-
-    def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
 
 
 @dataclass
@@ -185,8 +164,6 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
         if len(dataset) == 0:
             raise FtError(_empty_split(split, raw.source.get(split, split)))
     if task.kind == TaskKind.mlm:
-        from ft_cli import corpus  # builds on EncodedSplit, defined in this module
-
         encoded = {s: corpus.encode_corpus(cfg, task, tokenizer, ds, s) for s, ds in splits.items()}
         return PreparedData(
             encoded["train"], encoded.get("validation"), encoded.get("test"), None, raw.source
@@ -249,16 +226,18 @@ def _encode(
     pairs = None
     if cfg.text_pair_column is not None:
         pairs = [t if t is not None else "" for t in dataset[cfg.text_pair_column]]
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
+
+    def tokenize() -> EncodedSplit:
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
+        return EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), labels=[])
+
+    key = token_cache.cache_key(tokenizer, [texts, pairs or []], f"rows|{cfg.max_length}")
+    encoded = token_cache.cached(key, cfg.cache, tokenize)
     if cfg.label_column in dataset.column_names:
-        targets = _targets(dataset[cfg.label_column], task, labels, split, cfg.label_column)
+        encoded.labels = _targets(dataset[cfg.label_column], task, labels, split, cfg.label_column)
     else:
-        targets = [-1] * len(texts)  # unlabelled test rows: predictions only
-    return EncodedSplit(
-        input_ids=encoded["input_ids"],
-        token_type_ids=encoded.get("token_type_ids"),
-        labels=targets,
-    )
+        encoded.labels = [-1] * len(texts)  # unlabelled test rows: predictions only
+    return encoded
 
 
 def _targets(

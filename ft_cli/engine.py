@@ -10,6 +10,7 @@ of the best (or last) model.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import time
@@ -25,12 +26,16 @@ from ft_cli import (
     batching,
     checkpoint,
     data,
+    distill,
     guards,
+    lora,
     metrics,
     model,
     optim,
+    regularize,
     resume,
     strategy,
+    strategy_report,
     tracking,
 )
 from ft_cli.console import RunConsole
@@ -38,7 +43,7 @@ from ft_cli.errors import FtError
 from ft_cli.hardware import Hardware, setup_hardware
 from ft_cli.loop_state import LoopState
 from ft_cli.objective import Objective, build_objective
-from ft_cli.schema import Export, NonFinite, RunSpec, TaskKind
+from ft_cli.schema import Export, NonFinite, RunSpec, StrategyKind, TaskKind
 
 
 @dataclass
@@ -134,9 +139,15 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             f" ({', '.join(prepared.labels or [])}); classification needs at least 2"
         )
     seed_everything(spec.train.seed)  # the head's init does not depend on the data size
-    net = model.build_model(spec.model, task, prepared.labels, len(tokenizer)).to(hw.device)
-    applied = strategy.apply_strategy(net, spec.strategy)
-    objective = build_objective(net, spec.task, tokenizer, num_labels, spec.hardware.compile)
+    plan = spec.strategy
+    net, new_names = model.load_model(
+        spec.model, task, prepared.labels, len(tokenizer), plan.dropout
+    )
+    if plan.kind == StrategyKind.lora:
+        net = lora.apply_lora(net, plan.lora)
+    net = net.to(hw.device)
+    applied = strategy.apply_strategy(net, plan)
+    objective = _objective(spec, net, tokenizer, prepared.labels, num_labels, hw)
     trainable, frozen = strategy.parameter_counts(net)
 
     seed = spec.train.seed
@@ -156,9 +167,17 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     total_steps = spec.train.max_steps or steps_per_epoch * spec.train.epochs
     epochs = math.ceil(total_steps / steps_per_epoch)
 
-    optimizer = optim.build_optimizer(net, spec.optimizer)
-    scheduler = optim.build_scheduler(optimizer, spec.schedule, total_steps)
-    params = [p for p in net.parameters() if p.requires_grad]
+    gradual = plan.kind == StrategyKind.gradual_unfreeze
+    optimizer = optim.build_optimizer(net, spec.optimizer, plan.lr_decay, include_frozen=gradual)
+    unfreeze_at = strategy.unfreeze_steps(applied, steps_per_epoch, total_steps)
+    scheduler = optim.build_scheduler(
+        optimizer, spec.schedule, total_steps, unfreeze_at, plan.rewarm_steps
+    )
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    penalty = regularize.Penalty(net, plan, new_names)
+    plan_record = strategy_report.strategy_record(
+        plan.kind.value, net, optimizer, applied, unfreeze_at
+    )
     max_norm = spec.train.max_grad_norm if spec.train.max_grad_norm is not None else math.inf
     stopper = metrics.EarlyStopping(
         mode, spec.train.early_stopping.patience, spec.train.early_stopping.min_delta
@@ -190,6 +209,14 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     )
     ui.info(f"{epochs} epoch(s), {total_steps} optimizer steps, run dir {run_dir}")
     tracker.text("config", "```\n" + spec_yaml + "\n```")
+    strategy_report.write(run_dir, plan_record)
+    tracker.text("strategy", "```\n" + json.dumps(plan_record, indent=2) + "\n```")
+    ui.table(
+        f"strategy {plan.kind.value}"
+        + (f" (unfreezing at steps {unfreeze_at})" if gradual else ""),
+        ["layer group", "trainable", "frozen", "lr"],
+        strategy_report.table_rows(plan_record),
+    )
 
     stopped_early = False
     eval_seconds = 0.0  # evaluation and checkpoint time, kept out of the throughput
@@ -217,6 +244,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         """Evaluate, track the best, checkpoint; True when early stopping says stop."""
         assert val_loader is not None
         loop.last_metrics = evaluate(net, objective, val_loader, hw)
+        applied.train_mode(net)  # evaluation left every module in train mode
         tracker.scalars("eval", loop.last_metrics, loop.step)
         if stopper.update(loop.last_metrics[metric_name]):
             loop.best_checkpoint = checkpoint.checkpoint_name(loop.step)
@@ -241,6 +269,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             objective.set_epoch(collate, epoch)
             group_loss = torch.zeros((), device=hw.device)
             for index, batch in enumerate(loader, start=first):
+                if index % accum == 0 and applied.update(net, loop.step, epoch):
+                    trainable, _ = strategy.parameter_counts(net)
+                    ui.info(f"gradual unfreezing: step {loop.step}, {trainable:,} trainable")
                 if loop.step >= total_steps:  # resumed from the final checkpoint
                     break
                 mask = batch["attention_mask"]  # still on the CPU: counting costs no sync
@@ -256,7 +287,8 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
                     with hw.autocast():
                         predictions, targets = objective.outputs(batch)
                     loss = objective.loss(predictions, targets)
-                    hw.scaler.scale(loss / group_size).backward()
+                    objective_value = loss + penalty() if penalty.active else loss
+                    hw.scaler.scale(objective_value / group_size).backward()
                 except torch.OutOfMemoryError as err:
                     seq = mask.shape[1]
                     oom = guards.oom_error(spec.train.batch_size, seq, hw.precision.value)
@@ -355,6 +387,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     if spec.train.export == Export.best and best_dir is not None and best_dir.is_dir():
         checkpoint.load_weights(net, best_dir)
         exported_from = f"best checkpoint {best_dir.name}"
+    if plan.kind == StrategyKind.lora:
+        net = lora.merged(net, run_dir / "adapter" if plan.lora.keep_adapter else None)
+        objective = _objective(spec, net, tokenizer, prepared.labels, num_labels, hw)
     net.save_pretrained(export_dir)
     tokenizer.save_pretrained(export_dir)
 
@@ -409,6 +444,25 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         stopped_early=stopped_early,
         run_dir=run_dir,
         model=net,
+    )
+
+
+def _objective(
+    spec: RunSpec,
+    net: torch.nn.Module,
+    tokenizer: Any,
+    labels: list[str] | None,
+    num_labels: int,
+    hw: Hardware,
+) -> Objective:
+    plan = spec.strategy
+    if plan.kind == StrategyKind.distill:
+        pad_id = tokenizer.pad_token_id or 0
+        return distill.build(
+            net, plan, spec.task.kind, labels, pad_id, hw.device, spec.hardware.compile
+        )
+    return build_objective(
+        net, spec.task, tokenizer, num_labels, spec.hardware.compile, plan.label_smoothing
     )
 
 

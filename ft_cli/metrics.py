@@ -11,11 +11,13 @@ from ft_cli.errors import FtError
 from ft_cli.schema import LOWER_IS_BETTER, TASK_METRICS, EarlyStoppingConfig, Mode, TaskKind
 
 
-def task_loss(task: TaskKind, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def task_loss(
+    task: TaskKind, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     # Computed in fp32: the logits may come out of autocast in bf16/fp16.
     if task == TaskKind.regression:
         return F.mse_loss(logits.float().squeeze(-1), labels.float())
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
 class EvalMetrics:

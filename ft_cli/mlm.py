@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ft_cli.batching import Collator
-from ft_cli.data import EncodedSplit
+from ft_cli.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.schema import TaskConfig
 

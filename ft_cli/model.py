@@ -72,14 +72,42 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     return _load(cfg, AutoTokenizer.from_pretrained, "tokenizer")
 
 
+def load_config(cfg: ModelConfig) -> Any:
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    return _load(cfg, AutoConfig.from_pretrained, "model config")
+
+
+def load_classifier(cfg: ModelConfig) -> Any:
+    """A trained sequence classifier/regressor as saved (a distillation teacher)."""
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    return _load(cfg, AutoModelForSequenceClassification.from_pretrained, "model")
+
+
 def build_model(cfg: ModelConfig, task: TaskKind, labels: list[str] | None, vocab_size: int) -> Any:
-    """The task model: a sequence classifier/regressor, or a masked LM.
+    """The task model alone; see `load_model`."""
+    return load_model(cfg, task, labels, vocab_size)[0]
+
+
+def load_model(
+    cfg: ModelConfig,
+    task: TaskKind,
+    labels: list[str] | None,
+    vocab_size: int,
+    dropout: float | None = None,
+) -> tuple[Any, set[str]]:
+    """The task model (a sequence classifier/regressor, or a masked LM) and the
+    names of its parameters that did not come from the checkpoint (the new head).
 
     Args:
         cfg: the model config.
         task: classification (one logit per label), regression (one output) or mlm.
         labels: class names in id order (classification only).
         vocab_size: the tokenizer's size; a scratch model's embeddings match it.
+        dropout: when set, every dropout probability of the model's config.
     """
     from transformers import (
         AutoConfig,
@@ -107,6 +135,10 @@ def build_model(cfg: ModelConfig, task: TaskKind, labels: list[str] | None, voca
     if scratch:
         head.update(scratch_sizes(cfg), vocab_size=vocab_size)
     config = _load(cfg, AutoConfig.from_pretrained, "model config", **head)
+    if dropout is not None:
+        for key, value in list(vars(config).items()):
+            if "dropout" in key and (value is None or isinstance(value, float)):
+                setattr(config, key, dropout)
     if scratch:
         heads = getattr(config, "num_attention_heads", 1)
         if config.hidden_size % heads:
@@ -114,8 +146,11 @@ def build_model(cfg: ModelConfig, task: TaskKind, labels: list[str] | None, voca
                 f"model.hidden_size={config.hidden_size} must be a multiple of the attention"
                 f" heads ({heads}); set model.heads"
             )
-        return auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
-    return _load(cfg, auto.from_pretrained, "model", config=config)
+        net = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        return net, {name for name, _ in net.named_parameters()}
+    net, info = _load(cfg, auto.from_pretrained, "model", config=config, output_loading_info=True)
+    new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
+    return net, new
 
 
 def scratch_sizes(cfg: ModelConfig) -> dict[str, int]:

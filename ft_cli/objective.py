@@ -14,7 +14,7 @@ from torch import nn
 
 from ft_cli import metrics, mlm
 from ft_cli.batching import Collate, Collator
-from ft_cli.data import EncodedSplit
+from ft_cli.encoded import EncodedSplit
 from ft_cli.schema import TaskConfig, TaskKind
 
 Batch = dict[str, torch.Tensor]
@@ -24,9 +24,16 @@ class Objective:
     """Classification / regression: the model's logits against the row labels."""
 
     def __init__(
-        self, net: nn.Module, task: TaskKind, num_labels: int, pad_id: int, compile_model: bool
+        self,
+        net: nn.Module,
+        task: TaskKind,
+        num_labels: int,
+        pad_id: int,
+        compile_model: bool,
+        label_smoothing: float = 0.0,
     ) -> None:
         self.task, self.num_labels, self.pad_id = task, num_labels, pad_id
+        self.label_smoothing = label_smoothing
         # The compiled wrapper shares its parameters with `net`.
         self.forward = torch.compile(net, dynamic=True) if compile_model else net
 
@@ -42,7 +49,7 @@ class Objective:
         return self.forward(**batch).logits, labels
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return metrics.task_loss(self.task, logits, targets)
+        return metrics.task_loss(self.task, logits, targets, self.label_smoothing)
 
     def new_metrics(self) -> Any:
         return metrics.EvalMetrics(self.task, self.num_labels)
@@ -81,8 +88,9 @@ def build_objective(
     tokenizer: Any,
     num_labels: int,
     compile_model: bool,
+    label_smoothing: float = 0.0,
 ) -> Objective:
     pad_id = tokenizer.pad_token_id or 0
     if task.kind == TaskKind.mlm:
         return MaskedLMObjective(net, task, tokenizer, pad_id, compile_model)
-    return Objective(net, task.kind, num_labels, pad_id, compile_model)
+    return Objective(net, task.kind, num_labels, pad_id, compile_model, label_smoothing)

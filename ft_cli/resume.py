@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ft_cli import checkpoint
-from ft_cli.data import EncodedSplit
+from ft_cli.encoded import EncodedSplit
 from ft_cli.errors import FtError
 
 AUTO = "auto"

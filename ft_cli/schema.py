@@ -93,6 +93,9 @@ class DataConfig:
     )
     max_train_samples: int | None = _help(None, "Use only the first N training rows.")
     max_eval_samples: int | None = _help(None, "Use only the first N validation/test rows.")
+    cache: bool = _help(
+        True, "Keep tokenized splits in $FT_CACHE_DIR (~/.cache/ft/tokenized): reruns skip it."
+    )
 
 
 class TaskKind(str, Enum):
@@ -128,13 +131,74 @@ class StrategyKind(str, Enum):
     full = "full"
     freeze_backbone = "freeze_backbone"
     freeze_layers = "freeze_layers"
+    gradual_unfreeze = "gradual_unfreeze"
+    llrd = "llrd"
+    lora = "lora"
+    l2sp = "l2sp"
+    distill = "distill"
+
+
+class UnfreezeUnit(str, Enum):
+    epochs = "epochs"
+    steps = "steps"
+
+
+@dataclass
+class LoraSettings:
+    r: int = _help(8, "Rank of the low-rank update.")
+    alpha: float = _help(16.0, "Scale of the update (alpha / r multiplies it).")
+    dropout: float = _help(0.1, "Dropout on the adapter input.")
+    target_modules: list[str] = field(
+        default_factory=lambda: ["query", "value"],
+        metadata={"help": "Names of the linear layers that get adapters."},
+    )
+    keep_adapter: bool = _help(False, "Also save the unmerged adapter to adapter/ in the run dir.")
+
+
+@dataclass
+class TeacherConfig:
+    name_or_path: str | None = _help(None, "distill: the teacher (hub id, folder, pkg:...).")
+    from_run: str | None = _help(None, "distill: the teacher is an earlier run's model/.")
 
 
 @dataclass
 class StrategyConfig:
-    kind: StrategyKind = _help(StrategyKind.full, "full, freeze_backbone or freeze_layers.")
-    frozen_layers: int = _help(0, "freeze_layers: how many bottom encoder layers to freeze.")
+    kind: StrategyKind = _help(
+        StrategyKind.full,
+        "full, freeze_backbone, freeze_layers, gradual_unfreeze, llrd, lora, l2sp or distill.",
+    )
+    frozen_layers: int = _help(0, "freeze_layers: freeze the bottom N encoder layers.")
+    frozen_top_layers: int = _help(0, "freeze_layers: freeze the top N encoder layers.")
+    frozen_layer_ids: list[int] | None = _help(
+        None, "freeze_layers: freeze these encoder layers (0 = bottom)."
+    )
+    frozen_pattern: str | None = _help(
+        None, "freeze_layers: freeze parameters whose name matches this regex."
+    )
     freeze_embeddings: bool = _help(True, "freeze_layers: freeze the embeddings too.")
+    unfreeze_every: int = _help(1, "gradual_unfreeze: unfreeze one more layer group every N ...")
+    unfreeze_unit: UnfreezeUnit = _help(
+        UnfreezeUnit.epochs, "gradual_unfreeze: ... epochs or steps."
+    )
+    rewarm_steps: int = _help(
+        0, "gradual_unfreeze: after each unfreeze, ramp the lr up again over N steps (0 = off)."
+    )
+    lr_decay: float = _help(
+        1.0,
+        "Layer-wise lr decay (any strategy; llrd: 0.9): layer at depth d below the head"
+        " gets lr * lr_decay^d.",
+    )
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    l2sp_alpha: float = _help(0.01, "l2sp: alpha/2 * ||w - w0||^2 on pretrained parameters.")
+    l2sp_beta: float = _help(0.01, "l2sp: beta/2 * ||w||^2 on new parameters (the head).")
+    l1: float = _help(0.0, "Any strategy: l1 * sum |w| over trainable parameters.")
+    l2: float = _help(0.0, "Any strategy: l2/2 * ||w||^2 over trainable parameters.")
+    dropout: float | None = _help(None, "Any strategy: set the model's dropout; null = its own.")
+    label_smoothing: float = _help(0.0, "Any strategy: label smoothing of the classification loss.")
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill_alpha: float = _help(0.5, "distill: weight of the teacher term (1 = teacher only).")
+    temperature: float = _help(2.0, "distill: softmax temperature T of both models.")
+    cache_teacher: bool = _help(True, "distill: compute each example's teacher logits once.")
 
 
 class OptimizerName(str, Enum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 # Tests never reach for the hub: fail fast instead of retrying for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Tokenized-split cache: one fresh folder per test session, never the user's.
+os.environ["FT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ft-test-cache-")
 
 REPO = Path(__file__).resolve().parent.parent
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"

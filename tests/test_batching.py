@@ -7,7 +7,7 @@ import random
 import pytest
 
 from ft_cli.batching import ShuffledBatches, length_sorted_batches
-from ft_cli.data import EncodedSplit
+from ft_cli.encoded import EncodedSplit
 
 _rng = random.Random(0)
 LENGTHS = [_rng.randint(5, 120) for _ in range(1000)]

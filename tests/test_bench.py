@@ -1,4 +1,4 @@
-"""The benchmark script runs end to end on the tiny model (figures are not asserted)."""
+"""The benchmark scripts run end to end on the tiny model (figures are not asserted)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,25 @@ import pytest
 from conftest import MRPC, REPO
 
 
-def test_compare_hf_quick_on_the_tiny_model(tmp_path: Path) -> None:
+def run_bench(script: str, *args: str, trainer: bool = True) -> str:
+    """Run bench/SCRIPT on the tiny model and MRPC; its stdout."""
     if not (MRPC / "train.tsv").is_file():
         pytest.skip("../shared/data/glue/MRPC is absent")
-    pytest.importorskip("accelerate")
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [
-            sys.executable, str(REPO / "bench" / "compare_hf.py"), "--quick", "--tiny",
-            "--max-steps", "3", "--max-train-samples", "128", "--max-eval-samples", "64",
-            "--data", str(MRPC), "--json", str(out),
-        ],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    if trainer:
+        pytest.importorskip("accelerate")
+    command = [sys.executable, str(REPO / "bench" / script), "--tiny", "--data", str(MRPC), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "ft / HF" in result.stdout and "MFU vs bf16 peak" in result.stdout
+    return result.stdout
+
+
+def test_compare_hf_quick_on_the_tiny_model(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    stdout = run_bench(
+        "compare_hf.py", "--quick", "--max-steps", "3", "--max-train-samples", "128",
+        "--max-eval-samples", "64", "--json", str(out),
+    )  # fmt: skip
+    assert "ft / HF" in stdout and "MFU vs bf16 peak" in stdout
     record = json.loads(out.read_text())
     for side in ("ft", "hf"):
         row = record["table"][side]
@@ -33,3 +37,20 @@ def test_compare_hf_quick_on_the_tiny_model(tmp_path: Path) -> None:
         assert 0 <= row["padding (%)"] < 100
         assert row["peak RSS (MiB)"] > 0
         assert record["runs"][side][0]["train_samples"] == 3 * 32
+
+
+def test_compare_mlm_on_the_tiny_model(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    stdout = run_bench("compare_mlm.py", "--max-steps", "3", "--json", str(out))
+    assert "ft / HF" in stdout and "train tokens/s" in stdout
+    record = json.loads(out.read_text())
+    for side in ("ft", "hf"):
+        run = record["runs"][side][0]
+        assert run["train_samples"] == 3 * 32
+        assert run["train_tokens"] == pytest.approx(3 * 32 * 128)  # full blocks, no padding
+        assert record["table"][side]["train tokens/s"] > 0
+
+
+def test_dapt_chain_quick_on_the_tiny_model() -> None:
+    stdout = run_bench("dapt_mrpc.py", "--quick", trainer=False)
+    assert "MLM then fine-tune" in stdout and "perplexity" in stdout

@@ -11,7 +11,7 @@ from conftest import compose_spec, run_train
 from safetensors.torch import load_file
 
 from ft_cli import corpus, mlm
-from ft_cli.data import EncodedSplit
+from ft_cli.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.paths import resolve_path
 from ft_cli.schema import DataConfig, Packing, TaskConfig, TaskKind

@@ -60,11 +60,11 @@ def test_scheduler_drives_the_optimizer_lr() -> None:
 def test_no_weight_decay_on_biases_and_layernorm() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
     model[2].weight.requires_grad_(False)
-    groups = {g["name"]: g for g in parameter_groups(model, 0.01)}
-    assert [p.shape for p in groups["decay"]["params"]] == [torch.Size([4, 4])]
-    assert groups["decay"]["weight_decay"] == 0.01
-    assert groups["no_decay"]["weight_decay"] == 0.0
-    assert len(groups["no_decay"]["params"]) == 4  # two biases, LayerNorm weight and bias
+    groups = {g["name"]: g for g in parameter_groups(model, 0.01, lr=1.0)}
+    assert [p.shape for p in groups["all/decay"]["params"]] == [torch.Size([4, 4])]
+    assert groups["all/decay"]["weight_decay"] == 0.01
+    assert groups["all/no_decay"]["weight_decay"] == 0.0
+    assert len(groups["all/no_decay"]["params"]) == 4  # two biases, LayerNorm weight and bias
 
 
 @pytest.mark.parametrize(

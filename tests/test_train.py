@@ -124,8 +124,26 @@ def test_best_checkpoint_is_exported(tmp_path: Path) -> None:
             ["bert.encoder.layer.0."],
             ["bert.embeddings.", "bert.encoder.layer.1."],
         ),
+        (
+            ["strategy=freeze_layers", "strategy.frozen_layers=0", "strategy.frozen_top_layers=1",
+             "strategy.freeze_embeddings=false"],
+            ["bert.encoder.layer.1."],
+            ["bert.embeddings.", "bert.encoder.layer.0."],
+        ),
+        (
+            ["strategy=freeze_layers", "strategy.frozen_layers=0", "strategy.frozen_layer_ids=[0]",
+             "strategy.freeze_embeddings=false"],
+            ["bert.encoder.layer.0."],
+            ["bert.embeddings.", "bert.encoder.layer.1."],
+        ),
+        (
+            ["strategy=freeze_layers", "strategy.frozen_layers=0",
+             "strategy.frozen_pattern=attention\\.self", "strategy.freeze_embeddings=false"],
+            ["bert.encoder.layer.0.attention.self.", "bert.encoder.layer.1.attention.self."],
+            ["bert.encoder.layer.0.intermediate.", "bert.encoder.layer.1.output."],
+        ),
     ],
-)
+)  # fmt: skip
 def test_frozen_parameters_stay_bit_identical(
     tmp_path: Path, tiny_pretrained: Path, strategy, frozen_prefixes, trained_prefixes
 ) -> None:

@@ -1,0 +1,27 @@
+"""A tokenized split held in memory: what batching, the cache and the engine share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class EncodedSplit(torch.utils.data.Dataset):
+    """One tokenized split held in memory."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: list[int] | list[float]
+    # mlm whole-word masking: True where a token continues the word before it.
+    word_continues: list[list[bool]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> int:
+        return index  # the collator gathers rows by index
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
