@@ -54,3 +54,17 @@ def test_compare_mlm_on_the_tiny_model(tmp_path: Path) -> None:
 def test_dapt_chain_quick_on_the_tiny_model() -> None:
     stdout = run_bench("dapt_mrpc.py", "--quick", trainer=False)
     assert "MLM then fine-tune" in stdout and "perplexity" in stdout
+
+
+def test_compare_strategies_quick_on_the_tiny_model(tmp_path: Path) -> None:
+    out = tmp_path / "strategies.json"
+    stdout = run_bench(
+        "compare_strategies.py", "--quick", "--only", "distill", "--json", str(out),
+        trainer=False,
+    )  # fmt: skip
+    assert "Strategies" in stdout
+    record = json.loads(out.read_text())
+    assert list(record) == ["full", "distill"]  # the teacher runs first
+    for row in record.values():
+        assert 0 <= row["dev accuracy"] <= 1 and row["peak RSS (MiB)"] > 0
+        assert row["trainable parameters"] > 0
