@@ -113,7 +113,10 @@ def test_cli_overrides_reach_the_resolved_config() -> None:
             ["model=bert_base"],
             "unknown model option 'bert_base' in 'model=bert_base' (did you mean",
         ),
-        (["strategy=freeze"], "valid options: freeze_backbone, freeze_layers, full"),
+        (
+            ["strategy=freeze"],
+            "valid options: distill, freeze_backbone, freeze_layers, full, gradual",
+        ),
         (["+recipe=dem"], "unknown recipe option 'dem' in '+recipe=dem' (did you mean 'demo'?)"),
         (
             ["optimizer.lr=fast"],

@@ -226,8 +226,8 @@ def test_nonfinite_loss_stops_or_skips(tmp_path: Path, monkeypatch) -> None:
     real_loss = metrics.task_loss
     calls = {"n": 0}
 
-    def poisoned(task, logits, labels):
-        loss = real_loss(task, logits, labels)
+    def poisoned(task, logits, labels, *smoothing):
+        loss = real_loss(task, logits, labels, *smoothing)
         if not logits.requires_grad:  # an evaluation batch
             return loss
         calls["n"] += 1
