@@ -20,11 +20,14 @@ commands:
   train [OVERRIDES]   train from the composed config (a Hydra app: -m, --cfg job,
                       --info, --help, hydra.run.dir=DIR all work)
   recipes             list the recipes (+recipe=NAME) and what each is for
+  runs PATH [--best]  table of the runs in a sweep dir (or any folder of runs),
+                      best first; writes summary.csv/json; --best: the best run's dir
 
 examples:
   ft train +recipe=demo
   ft train +recipe=minilm_mrpc data.path=../shared/data/glue/MRPC optimizer.lr=3e-5
   ft train -m +recipe=demo optimizer.lr=1e-5,5e-5
+  ft runs multirun/2026-11-22/10-00-00-000000
 """
 
 
@@ -39,6 +42,7 @@ class _JobOutcomes:
 
     error: FtError | None = None
     failures: list[str] = field(default_factory=list)
+    sweep_dir: str | None = None
 
 
 _outcomes = _JobOutcomes()
@@ -55,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     if command == "train":
         sys.exit(run_train(rest))
-    _fail(f"unknown command '{command}'; valid commands: train, recipes (see ft --help)")
+    if command == "runs":
+        sys.exit(_list_runs(rest))
+    _fail(f"unknown command '{command}'; valid commands: train, recipes, runs (see ft --help)")
     sys.exit(2)
 
 
@@ -77,6 +83,30 @@ def _list_recipes() -> None:
     Console().print(table)
 
 
+def _list_runs(args: list[str]) -> int:
+    from ft_cli import runs
+
+    try:
+        return runs.main(args)
+    except FtError as err:
+        _fail(str(err))
+        return 2
+
+
+def _summarise_sweep(sweep_dir: str) -> None:
+    """A finished sweep prints and writes its own summary (never failing the sweep)."""
+    from pathlib import Path
+
+    from ft_cli import runs
+
+    try:
+        rows = runs.summarise(Path(sweep_dir))
+        runs.write_summary(Path(sweep_dir), rows)
+        runs.print_table(rows, f"sweep {sweep_dir}: {len(rows)} job(s), best first")
+    except (FtError, OSError) as err:
+        _fail(f"sweep summary: {err}")
+
+
 def run_train(overrides: list[str]) -> int:
     """Run `ft train`; returns the process exit code."""
     import hydra
@@ -88,6 +118,7 @@ def run_train(overrides: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     _outcomes.error = None
     _outcomes.failures.clear()
+    _outcomes.sweep_dir = None
     try:
         compose.register()
         # Flags and their values (--cfg job, --info defaults) are Hydra's to judge.
@@ -117,6 +148,8 @@ def run_train(overrides: list[str]) -> int:
             raise
         _fail(str(compose.explain_error(err)))
         return 2
+    if _outcomes.sweep_dir is not None:
+        _summarise_sweep(_outcomes.sweep_dir)
     if _outcomes.error is not None:
         _fail(str(_outcomes.error))
         return 2
@@ -142,6 +175,8 @@ def _train_job(cfg) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = cfg.output_dir or hydra_cfg.runtime.output_dir
+    if multirun:
+        _outcomes.sweep_dir = hydra_cfg.sweep.dir
     try:
         spec = compose.to_spec(cfg)
         from ft_cli.engine import train

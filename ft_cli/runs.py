@@ -1,0 +1,169 @@
+"""`ft runs PATH`: one table for a sweep (or any folder of runs), best first.
+
+Every run dir ft writes holds `metrics.json` (status, monitored metric, best
+and final values, steps, wall time) and its overrides (`.hydra/overrides.yaml`,
+or the first line of `config.yaml`); that is all this module reads. The
+summary also goes to `summary.csv` and `summary.json` in PATH.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ft_cli.errors import FtError
+
+STATUS = {
+    "completed": "done",
+    "stopped_early": "stopped early",
+    "failed": "failed",
+    "interrupted": "interrupted",
+}
+
+
+@dataclass
+class RunRow:
+    job: str
+    overrides: str
+    status: str
+    metric: str | None
+    mode: str | None
+    best: float | None
+    final: float | None
+    steps: int | None
+    wall_seconds: float | None
+    run_dir: str
+    error: str | None
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Folders below `root` (or root itself) that hold an ft run."""
+    marks = {p.parent for name in ("metrics.json", "config.yaml") for p in root.rglob(name)}
+    runs = {d for d in marks if (d / "metrics.json").is_file() or (d / "config.yaml").is_file()}
+    # A run's own subfolders (checkpoints/step-N) hold no such files; .hydra holds config.yaml.
+    return sorted(d for d in runs if d.name != ".hydra")
+
+
+def _overrides(run_dir: Path) -> str:
+    hydra_file = run_dir / ".hydra" / "overrides.yaml"
+    if hydra_file.is_file():
+        lines = [
+            ln[2:].strip() for ln in hydra_file.read_text().splitlines() if ln.startswith("- ")
+        ]
+        return " ".join(lines)
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        first = config.read_text().splitlines()[:1]
+        if first and first[0].startswith("# ft train"):
+            return first[0][len("# ft train") :].strip()
+    return ""
+
+
+def read_run(run_dir: Path, root: Path) -> RunRow:
+    record: dict = {}
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        try:
+            record = json.loads(metrics_file.read_text())
+        except json.JSONDecodeError:
+            record = {"status": "failed", "error": "metrics.json is not valid JSON"}
+    status = STATUS.get(record.get("status", ""), "running" if not record else "unknown")
+    monitor = record.get("monitor") or {}
+    metric = monitor.get("metric")
+    final = (record.get("final") or {}).get(metric) if metric else None
+    return RunRow(
+        job=str(run_dir.relative_to(root)) if run_dir != root else ".",
+        overrides=_overrides(run_dir),
+        status=status,
+        metric=metric,
+        mode=monitor.get("mode"),
+        best=monitor.get("best"),
+        final=final,
+        steps=record.get("steps"),
+        wall_seconds=record.get("wall_seconds"),
+        run_dir=str(run_dir),
+        error=record.get("error"),
+    )
+
+
+def ranked(rows: list[RunRow]) -> list[RunRow]:
+    """Runs with a best value first, best to worst by their metric's mode; then the rest."""
+
+    def key(row: RunRow) -> tuple[int, float, str]:
+        if row.best is None or (isinstance(row.best, float) and math.isnan(row.best)):
+            return (1, 0.0, row.job)
+        return (0, row.best if row.mode == "min" else -row.best, row.job)
+
+    return sorted(rows, key=key)
+
+
+def summarise(root: Path) -> list[RunRow]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FtError(f"ft runs: '{root}' is not a folder; pass a sweep dir or a folder of runs")
+    rows = ranked([read_run(d, root) for d in find_run_dirs(root)])
+    if not rows:
+        raise FtError(f"ft runs: no ft runs under '{root}' (no metrics.json or config.yaml)")
+    return rows
+
+
+def write_summary(root: Path, rows: list[RunRow]) -> tuple[Path, Path]:
+    fields = list(asdict(rows[0]))
+    csv_path, json_path = Path(root) / "summary.csv", Path(root) / "summary.json"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    json_path.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    return csv_path, json_path
+
+
+def print_table(rows: list[RunRow], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    # The overrides every run shares say nothing about the differences: shown once.
+    tokens = [row.overrides.split() for row in rows]
+    shared = set.intersection(*(set(t) for t in tokens)) if len(rows) > 1 else set()
+    if shared:
+        title += f"\nshared overrides: {' '.join(t for t in tokens[0] if t in shared)}"
+    table = Table(title=title, title_justify="left")
+    for column in ("job", "overrides", "status", "metric", "best", "final", "steps", "wall s"):
+        right = column in ("best", "final", "steps", "wall s")
+        table.add_column(column, justify="right" if right else "left", overflow="fold")
+    for index, row in enumerate(rows):
+        style = "bold green" if index == 0 and row.best is not None else None
+        status = row.status if not row.error else f"{row.status}: {row.error}"
+        wall = "-" if row.wall_seconds is None else f"{row.wall_seconds:.1f}"
+        varying = " ".join(t for t in row.overrides.split() if t not in shared)
+        table.add_row(
+            row.job, varying, status, row.metric or "-", number(row.best),
+            number(row.final), "-" if row.steps is None else str(row.steps), wall,
+            style=style,
+        )  # fmt: skip
+    Console().print(table)
+
+
+def main(args: list[str]) -> int:
+    """`ft runs PATH [--best]`; returns the exit code."""
+    best_only = "--best" in args
+    paths = [a for a in args if a != "--best"]
+    if len(paths) != 1 or any(a.startswith("-") for a in paths):
+        raise FtError("usage: ft runs PATH [--best]  (PATH: a sweep dir or a folder of runs)")
+    root = Path(paths[0])
+    rows = summarise(root)
+    if best_only:
+        if rows[0].best is None:
+            raise FtError(f"ft runs: no run under '{root}' has a monitored metric yet")
+        print(rows[0].run_dir)
+        return 0
+    csv_path, json_path = write_summary(root, rows)
+    print_table(rows, f"{len(rows)} run(s) in {root}, best first")
+    print(f"written: {csv_path}, {json_path}")
+    return 0
