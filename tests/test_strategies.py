@@ -267,3 +267,44 @@ def test_label_smoothing_and_dropout_knobs(tiny_pretrained: Path) -> None:
     model, _ = classifier(tiny_pretrained, dropout=0.25)
     assert model.config.hidden_dropout_prob == 0.25
     assert model.config.attention_probs_dropout_prob == 0.25
+
+
+def test_rewarm_restarts_the_warmup_after_each_unfreeze() -> None:
+    cfg = ScheduleConfig(name="constant", warmup_steps=0)
+    factor = optim.lr_factor(cfg, total_steps=20, restarts=[5, 10], rewarm_steps=3)
+    values = [factor(step) for step in range(14)]
+    assert values[:5] == [1.0] * 5
+    assert values[5:9] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert values[10:14] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert optim.lr_factor(cfg, 20, restarts=[5], rewarm_steps=0)(5) == 1.0
+
+
+def test_gradual_unfreeze_composes_with_layer_wise_decay(
+    tmp_path: Path, tiny_pretrained: Path
+) -> None:
+    result = run_train(
+        tmp_path,
+        [*pretrained(tiny_pretrained), "strategy=gradual_unfreeze", "strategy.lr_decay=0.5",
+         "optimizer.lr=1e-3", "train.max_steps=2"],
+    )  # fmt: skip
+    record = json.loads((result.run_dir / "strategy.json").read_text())
+    rows = {row["group"]: row for row in record["groups"]}
+    assert rows["layer.1"]["frozen"] > 0 and rows["layer.1"]["trainable"] == 0
+    assert rows["layer.1"]["lr"] == pytest.approx(5e-4)  # in the optimizer, waiting to open
+    assert rows["embeddings"]["lr"] == pytest.approx(1.25e-4)
+
+
+def test_plain_penalties_and_regression_distillation(tiny_pretrained: Path) -> None:
+    model, new = classifier(tiny_pretrained)
+    penalty = regularize.Penalty(model, StrategyConfig(l1=0.1, l2=0.2), new)
+    model.zero_grad()
+    penalty().backward()
+    weight = model.classifier.weight
+    torch.testing.assert_close(weight.grad, 0.1 * weight.detach().sign() + 0.2 * weight.detach())
+
+    student = torch.nn.Linear(3, 1)
+    cfg = StrategyConfig(kind=StrategyKind.distill, distill_alpha=1.0)
+    objective = DistillObjective(student, student, TaskKind.regression, 1, 0, cfg, False)
+    objective.teacher_logits = torch.tensor([[1.0], [3.0]])
+    loss = objective.loss(torch.tensor([[2.0], [2.0]]), torch.tensor([0.0, 0.0]))
+    assert float(loss) == pytest.approx(1.0)  # MSE to the teacher's outputs only
