@@ -428,8 +428,11 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         "labels": prepared.labels,
     }
     metrics_path = tracking.write_metrics(run_dir, record)
-    best = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}
-    tracker.hparams(tracking.flat_hparams(spec), best or {"steps": float(loop.step)})
+    # Best and final metrics next to the flattened config: a sweep sorts by
+    # either in TensorBoard's HPARAMS tab (`tensorboard --logdir SWEEP_DIR`).
+    results = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}
+    results |= {f"final_{k}": v for k, v in loop.last_metrics.items()}
+    tracker.hparams(tracking.flat_hparams(spec), results or {"steps": float(loop.step)})
     tracker.close()
 
     if test_metrics:

@@ -50,6 +50,8 @@ def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
         assert scalars(run, tag), tag
     assert (run / "config.yaml").read_text().count("lr: 0.003") == 1
     assert hparams_of(run)["optimizer.lr"] == pytest.approx(3e-3)
+    for tag in ("hparam/best_accuracy", "hparam/final_accuracy", "hparam/final_loss"):
+        assert scalars(run, tag), tag  # the HPARAMS tab's metric columns
     record = json.loads((run / "metrics.json").read_text())
     assert record["status"] == "completed"
     assert record["steps"] == 256
