@@ -84,7 +84,7 @@ def check_overrides(overrides: list[str]) -> None:
                         f"unknown {key} option '{choice}' in '{token}'{closest(choice, options)};"
                         f" valid options: {', '.join(options)}"
                     )
-        elif "." in key:
+        else:  # a dotted key or a top-level one (output_dir, resume, ...)
             _check_key(key, token)
 
 

@@ -212,3 +212,9 @@ def test_readme_config_reference_matches_the_schema() -> None:
 
     readme = (compose.paths.PACKAGE_DIR.parent / "README.md").read_text()
     assert reference() in readme, "README is stale: paste `python -m ft_cli.reference` into it"
+
+
+@pytest.mark.parametrize("token", ["+__dict__=0", "+foo=1", "outputdir=x"])
+def test_unknown_top_level_keys_are_one_clear_error(token: str) -> None:
+    with pytest.raises(FtError, match=r"^unknown key '.*' in '.*'.*; keys in the config: model, "):
+        compose_spec([token])
