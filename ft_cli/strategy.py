@@ -63,10 +63,19 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     )
 
 
-def group_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The module of each layer group that can be switched to eval mode when frozen."""
+def group_modules(model: nn.Module, need_layers: bool) -> dict[str, nn.Module]:
+    """The module of each layer group that can be switched to eval mode when frozen.
+
+    Strategies that pick layers (`need_layers`) fail without a layer stack;
+    the others work on any model.
+    """
     modules: dict[str, nn.Module] = {}
-    layers = encoder_layers(model)
+    try:
+        layers = encoder_layers(model)
+    except FtError:
+        if need_layers:
+            raise
+        layers = nn.ModuleList()
     for index, layer in enumerate(layers):
         modules[f"layer.{index}"] = layer
     for name, module in model.named_modules():
@@ -170,7 +179,8 @@ def _pattern_names(model: nn.Module, pattern: str) -> set[str]:
 def apply_strategy(model: nn.Module, cfg: StrategyConfig) -> AppliedStrategy:
     """Freeze what the strategy says; the task head (and pooler) always trains."""
     layers = num_layers_of(model)
-    modules = group_modules(model) if cfg.kind != StrategyKind.lora else {}
+    by_layer = cfg.kind in (StrategyKind.freeze_layers, StrategyKind.gradual_unfreeze)
+    modules = group_modules(model, by_layer) if cfg.kind != StrategyKind.lora else {}
     applied = AppliedStrategy(num_layers=layers, modules=modules)
     if cfg.kind == StrategyKind.freeze_backbone:
         applied.frozen_groups = set(group_names(layers)) - {HEAD}

@@ -308,3 +308,11 @@ def test_plain_penalties_and_regression_distillation(tiny_pretrained: Path) -> N
     objective.teacher_logits = torch.tensor([[1.0], [3.0]])
     loss = objective.loss(torch.tensor([[2.0], [2.0]]), torch.tensor([0.0, 0.0]))
     assert float(loss) == pytest.approx(1.0)  # MSE to the teacher's outputs only
+
+
+def test_strategies_that_need_no_layers_work_on_any_model() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    applied = strategy.apply_strategy(model, StrategyConfig(kind=StrategyKind.llrd))
+    assert not applied.frozen_groups and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(FtError, match="cannot find the 0 encoder layers of Sequential"):
+        strategy.apply_strategy(model, StrategyConfig(kind=StrategyKind.freeze_layers))
