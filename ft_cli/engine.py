@@ -31,6 +31,7 @@ from ft_cli import (
     lora,
     metrics,
     model,
+    model_card,
     optim,
     regularize,
     resume,
@@ -428,6 +429,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         "labels": prepared.labels,
     }
     metrics_path = tracking.write_metrics(run_dir, record)
+    model_card.write(export_dir, spec, record, overrides or [])
     # Best and final metrics next to the flattened config: a sweep sorts by
     # either in TensorBoard's HPARAMS tab (`tensorboard --logdir SWEEP_DIR`).
     results = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}

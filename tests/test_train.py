@@ -60,6 +60,10 @@ def test_loss_falls_and_outputs_are_written(tmp_path: Path) -> None:
     assert record["monitor"] == {"metric": "accuracy", "mode": "max", "best": result.metric}
     assert record["train_samples_per_s"] > 0
     assert record["labels"] == ["negative", "positive"]
+    card = (run / "model" / "README.md").read_text()
+    assert f"| accuracy | {record['best']['accuracy']:.4f} |" in card  # the run's own metrics
+    assert "ft train optimizer.lr=3e-3 train.epochs=8" in card  # how to reproduce it
+    assert "transformers " in card and "Base model:" in card
     # Retention: the newest 2 plus the best, each with safetensors weights.
     checkpoints = sorted((run / "checkpoints").glob("step-*"))
     assert 2 <= len(checkpoints) <= 3
