@@ -87,11 +87,6 @@ def load_classifier(cfg: ModelConfig) -> Any:
     return _load(cfg, AutoModelForSequenceClassification.from_pretrained, "model")
 
 
-def build_model(cfg: ModelConfig, task: TaskKind, labels: list[str] | None, vocab_size: int) -> Any:
-    """The task model alone; see `load_model`."""
-    return load_model(cfg, task, labels, vocab_size)[0]
-
-
 def load_model(
     cfg: ModelConfig,
     task: TaskKind,

@@ -183,10 +183,10 @@ def test_frozen_parameters_stay_bit_identical(
 
 def test_frozen_modules_stay_in_eval_mode() -> None:
     from ft_cli import strategy as strategies
-    from ft_cli.model import build_model
+    from ft_cli.model import load_model
     from ft_cli.schema import ModelConfig, StrategyConfig, StrategyKind, TaskKind
 
-    model = build_model(
+    model, _ = load_model(
         ModelConfig(name_or_path="pkg:ft_cli/assets/tiny_bert", init="scratch"),
         TaskKind.classification,
         ["a", "b"],
