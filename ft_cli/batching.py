@@ -91,6 +91,35 @@ class ShuffledBatches:
         return [batches[i] for i in shuffle]
 
 
+class RankShard:
+    """One rank's part of each global batch (data-parallel training).
+
+    The global batches are exactly those one process would train on with the
+    global batch size; rank r takes the r-th of `world` near-equal contiguous
+    parts. A global batch with fewer rows than ranks (a short last batch) is
+    skipped, so every rank always has rows to run.
+    """
+
+    def __init__(self, batches: ShuffledBatches, rank: int, world: int) -> None:
+        self.inner, self.rank, self.world = batches, rank, world
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.start = start
+
+    def __len__(self) -> int:
+        tail = self.inner.size % self.inner.batch_size
+        return len(self.inner) - (1 if 0 < tail < self.world else 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        whole = [b for b in self.inner.batches() if len(b) >= self.world]
+        for batch in whole[self.start :]:
+            base, extra = divmod(len(batch), self.world)
+            begin = self.rank * base + min(self.rank, extra)
+            yield batch[begin : begin + base + (1 if self.rank < extra else 0)]
+
+
 def _chunks(items: list[int], size: int) -> list[list[int]]:
     return [items[s : s + size] for s in range(0, len(items), size)]
 
@@ -110,9 +139,15 @@ def train_loader(
     seed: int,
     collate: Collate,
     group_by_length: bool,
-) -> tuple[torch.utils.data.DataLoader, ShuffledBatches]:
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[torch.utils.data.DataLoader, ShuffledBatches | RankShard]:
+    """Batches of `batch_size` rows per process; `world` processes share each global batch."""
     lengths = split.lengths() if group_by_length else None
-    sampler = ShuffledBatches(len(split), batch_size, seed, lengths)
+    sampler: ShuffledBatches | RankShard
+    sampler = ShuffledBatches(len(split), batch_size * world, seed, lengths)
+    if world > 1:
+        sampler = RankShard(sampler, rank, world)
     # A private generator: otherwise each new iterator draws its seed from the
     # global RNG, and a resumed epoch would shift the dropout masks.
     loader = torch.utils.data.DataLoader(
@@ -122,9 +157,10 @@ def train_loader(
 
 
 def eval_loader(
-    split: EncodedSplit, batch_size: int, collate: Collate
+    split: EncodedSplit, batch_size: int, collate: Collate, rank: int = 0, world: int = 1
 ) -> torch.utils.data.DataLoader:
-    batches = length_sorted_batches(split, batch_size)
+    """Length-sorted batches; with several processes each takes every `world`-th batch."""
+    batches = length_sorted_batches(split, batch_size)[rank::world]
     return torch.utils.data.DataLoader(
         split, batch_sampler=batches, collate_fn=collate, generator=torch.Generator()
     )

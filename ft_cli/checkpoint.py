@@ -109,8 +109,13 @@ def save_checkpoint(
     scheduler: Any,
     scaler: torch.amp.GradScaler,
     loop: dict[str, Any],
+    rng: Any = None,
 ) -> Path:
-    """Commit checkpoint `step` under `root` atomically; returns its folder."""
+    """Commit checkpoint `step` under `root` atomically; returns its folder.
+
+    `rng`: the RNG states to keep (a list, one per rank, in data-parallel
+    runs); by default this process's.
+    """
     root.mkdir(parents=True, exist_ok=True)
     check_disk_space(root, estimated_bytes(model, optimizer))
     final = root / checkpoint_name(step)
@@ -123,7 +128,7 @@ def save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": rng_state() if rng is None else rng,
             "loop": loop,
         }
         torch.save(state, tmp / STATE)

@@ -6,9 +6,10 @@ showing configs stay fast.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ft_cli.errors import FtError
 from ft_cli.guards import RunInterrupted
@@ -27,25 +28,29 @@ examples:
   ft train +recipe=demo
   ft train +recipe=minilm_mrpc data.path=../shared/data/glue/MRPC optimizer.lr=3e-5
   ft train -m +recipe=demo optimizer.lr=1e-5,5e-5
+  ft train -m +recipe=demo +search=lr_batch          (Optuna; pip install 'ft-cli[sweep]')
+  ft train -m +recipe=demo +launcher=joblib optimizer.lr=1e-5,5e-5   (or +launcher=slurm)
+  torchrun --nproc-per-node=4 -m ft_cli train +recipe=minilm_mrpc data.path=DIR
   ft runs multirun/2026-11-22/10-00-00-000000
 """
 
 
 @dataclass
 class _JobOutcomes:
-    """What jobs reported back to the CLI.
+    """What a single run reported back to the CLI.
 
-    A single run's user error is kept here (not raised through Hydra, which
-    would print extra lines); multirun failures are collected so that each job
-    fails alone and the sweep goes on.
+    Its user error is kept here, not raised through Hydra, which would print
+    extra lines. Sweep jobs fail alone: each writes its failure into its run
+    dir, and the sweep's summary (ft_cli.sweep) reads them back.
     """
 
     error: FtError | None = None
-    failures: list[str] = field(default_factory=list)
-    sweep_dir: str | None = None
 
 
 _outcomes = _JobOutcomes()
+
+# A run dir's time stamp, as configs/config.yaml writes it (outputs/DATE/TIME).
+RUN_DIR_STAMP = "%Y-%m-%d/%H-%M-%S-%f"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,20 +98,6 @@ def _list_runs(args: list[str]) -> int:
         return 2
 
 
-def _summarise_sweep(sweep_dir: str) -> None:
-    """A finished sweep prints and writes its own summary (never failing the sweep)."""
-    from pathlib import Path
-
-    from ft_cli import runs
-
-    try:
-        rows = runs.summarise(Path(sweep_dir))
-        runs.write_summary(Path(sweep_dir), rows)
-        runs.print_table(rows, f"sweep {sweep_dir}: {len(rows)} job(s), best first")
-    except (FtError, OSError) as err:
-        _fail(f"sweep summary: {err}")
-
-
 def run_train(overrides: list[str]) -> int:
     """Run `ft train`; returns the process exit code."""
     import hydra
@@ -116,13 +107,16 @@ def run_train(overrides: list[str]) -> int:
 
     # Let errors reach us instead of Hydra's multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from ft_cli import sweep
+
     _outcomes.error = None
-    _outcomes.failures.clear()
-    _outcomes.sweep_dir = None
+    sweep.finished.clear()
     try:
         compose.register()
         # Flags and their values (--cfg job, --info defaults) are Hydra's to judge.
+        _check_modes(overrides)
         compose.check_overrides([a for a in overrides if "=" in a and not a.startswith("-")])
+        overrides = _data_parallel_overrides(overrides)
         app = hydra.main(
             config_path=str(paths.config_dir()), config_name="config", version_base="1.3"
         )(_train_job)
@@ -148,15 +142,64 @@ def run_train(overrides: list[str]) -> int:
             raise
         _fail(str(compose.explain_error(err)))
         return 2
-    if _outcomes.sweep_dir is not None:
-        _summarise_sweep(_outcomes.sweep_dir)
+    finally:
+        _leave_process_group()
     if _outcomes.error is not None:
         _fail(str(_outcomes.error))
         return 2
-    if _outcomes.failures:
-        _fail(f"{len(_outcomes.failures)} job(s) failed: " + "; ".join(_outcomes.failures))
+    failures = sweep.failed_jobs(sweep.finished)
+    if failures:
+        _fail(f"{len(failures)} job(s) failed: " + "; ".join(failures))
         return 1
     return 0
+
+
+def _check_modes(args: list[str]) -> None:
+    """Hydra takes one mode per call; say so in a line instead of its traceback."""
+    modes = {"-m": "-m", "--multirun": "-m", "--cfg": "--cfg", "-c": "--cfg",
+             "--info": "--info", "-i": "--info", "--shell-completion": "--shell-completion",
+             "-sc": "--shell-completion"}  # fmt: skip
+    given = sorted({modes[a] for a in args if a in modes})
+    if len(given) > 1:
+        raise FtError(
+            f"{' and '.join(given)} cannot be combined: give one of -m, --cfg, --info"
+            " (for a sweep's config, drop -m and keep one value per key)"
+        )
+
+
+def _data_parallel_overrides(overrides: list[str]) -> list[str]:
+    """Under torchrun, every rank must write to the run dir that rank 0 picked.
+
+    Hydra would stamp each process's own start time into its run dir; rank 0's
+    is shared before Hydra starts, and only rank 0 writes Hydra's .hydra/ files.
+    """
+    from ft_cli import distributed
+
+    place = distributed.from_env()
+    if not place.enabled:
+        return overrides
+    if "-m" in overrides or "--multirun" in overrides:
+        raise FtError(
+            "-m/--multirun under torchrun: each process would run the whole sweep; run one"
+            " torchrun per job, or sweep with the submitit launcher (+launcher=slurm)"
+        )
+    distributed.init()
+    extra = []
+    if not any(o.startswith(("hydra.run.dir=", "output_dir=")) for o in overrides):
+        from datetime import datetime
+
+        stamp = distributed.broadcast(datetime.now().strftime(RUN_DIR_STAMP), place)
+        extra.append(f"hydra.run.dir=outputs/{stamp}")
+    if not place.is_main:
+        extra.append("hydra.output_subdir=null")
+    return [*overrides, *extra]
+
+
+def _leave_process_group() -> None:
+    if "torch.distributed" in sys.modules:
+        from ft_cli import distributed
+
+        distributed.shutdown()
 
 
 def _is_hydra_error(err: BaseException) -> bool:
@@ -175,8 +218,6 @@ def _train_job(cfg) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = cfg.output_dir or hydra_cfg.runtime.output_dir
-    if multirun:
-        _outcomes.sweep_dir = hydra_cfg.sweep.dir
     try:
         spec = compose.to_spec(cfg)
         from ft_cli.engine import train
@@ -190,6 +231,11 @@ def _train_job(cfg) -> float | None:
             _outcomes.error = err
             return None
         raise
+    if multirun and result.metric is not None and not math.isfinite(result.metric):
+        # A search must not learn from this trial: a sweeper reads None as failed.
+        why = f"no finite {result.metric_name} to optimise (best: {result.metric})"
+        _record_failure(hydra_cfg, run_dir, FtError(why))
+        return None
     return result.metric
 
 
@@ -198,11 +244,11 @@ def _record_failure(hydra_cfg, run_dir: str, err: Exception) -> None:
     line = str(err).splitlines()[0] if str(err) else type(err).__name__
     job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
     _fail(f"{job}: {line}")
-    _outcomes.failures.append(f"{job}: {line}")
-    _write_failure(run_dir, err)
+    _write_failure(run_dir, err, line)
 
 
-def _write_failure(run_dir: str, err: BaseException) -> None:
+def _write_failure(run_dir: str, err: BaseException, line: str) -> None:
+    """error.txt gets the traceback; metrics.json says failed, keeping what the run wrote."""
     import json
     import traceback
     from pathlib import Path
@@ -210,5 +256,10 @@ def _write_failure(run_dir: str, err: BaseException) -> None:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     detail = "".join(traceback.format_exception(err))
     (Path(run_dir) / "error.txt").write_text(detail)
-    status = {"status": "failed", "error": str(err).splitlines()[0] if str(err) else repr(err)}
-    (Path(run_dir) / "metrics.json").write_text(json.dumps(status, indent=2) + "\n")
+    metrics_file = Path(run_dir) / "metrics.json"
+    try:
+        record = json.loads(metrics_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        record = {}
+    record.update(status="failed", error=line)
+    metrics_file.write_text(json.dumps(record, indent=2) + "\n")

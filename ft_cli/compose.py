@@ -18,7 +18,12 @@ from ft_cli import paths, schema
 from ft_cli.errors import FtError, closest
 
 RECIPE_GROUP = "recipe"
+# Added with +GROUP=NAME; they set up Hydra itself (search sweeper, launcher).
+ADDON_GROUPS = ("search", "launcher")
 _registered = False
+
+# A search's direction follows the run's monitored metric (configs/search/).
+OmegaConf.register_new_resolver("ft.direction", schema.search_direction, replace=True)
 
 
 def register() -> None:
@@ -76,7 +81,7 @@ def check_overrides(overrides: list[str]) -> None:
             continue
         key, _, value = token.partition("=")
         key = key.lstrip("+~")
-        if key in (*schema.GROUPS, RECIPE_GROUP):
+        if key in (*schema.GROUPS, RECIPE_GROUP, *ADDON_GROUPS):
             options = group_options(key)
             for choice in _sweep_values(value):
                 if choice not in options:

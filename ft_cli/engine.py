@@ -9,10 +9,12 @@ of the best (or last) model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from rich.console import Console
 
 from ft_cli import (
     batching,
     checkpoint,
     data,
     distill,
+    distributed,
     guards,
     lora,
     metrics,
@@ -92,8 +96,13 @@ def check_loop_settings(spec: RunSpec) -> None:
 
 
 def evaluate(
-    net: torch.nn.Module, objective: Objective, loader: Any, hw: Hardware
+    net: torch.nn.Module,
+    objective: Objective,
+    loader: Any,
+    hw: Hardware,
+    place: distributed.Dist = distributed.SINGLE,
 ) -> dict[str, float]:
+    """The task's metrics over `loader`; with several processes, over all their parts."""
     was_training = net.training
     net.eval()
     scores = objective.new_metrics()
@@ -102,6 +111,9 @@ def evaluate(
             batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
             scores.update(*objective.outputs(batch))
     net.train(was_training)
+    if place.enabled:
+        parts = distributed.gather(scores, place)
+        scores = parts[0].merge(parts[1:])
     return scores.compute()
 
 
@@ -123,16 +135,26 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     check_loop_settings(spec)
     task = spec.task.kind
     metric_name, mode = metrics.monitored(task, spec.train.early_stopping)
-    ui = RunConsole()
-    resume_from, run_dir = _resume_point(spec, Path(run_dir), ui)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Data-parallel: every rank trains; rank 0 alone prints and writes files.
+    place = distributed.init()
+    main = place.is_main
+    ui = RunConsole(None if main else Console(quiet=True))
+    found = _resume_point(spec, Path(run_dir), ui) if main else None
+    resume_from, run_dir = distributed.broadcast(found, place)
     spec_yaml = OmegaConf.to_yaml(OmegaConf.structured(spec))
-    (run_dir / "config.yaml").write_text(f"# ft train {' '.join(overrides or [])}\n{spec_yaml}")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        header = f"# ft train {' '.join(overrides or [])}\n"
+        (run_dir / "config.yaml").write_text(header + spec_yaml)
 
     seed_everything(spec.train.seed)
-    hw = setup_hardware(spec.hardware)
+    hw = setup_hardware(spec.hardware, distributed.gpu_index(place))
+    if place.enabled:  # e.g. the CPU bf16 probe must not differ between ranks
+        decided = distributed.broadcast((hw.precision, hw.reason), place)
+        hw = setup_hardware(spec.hardware, distributed.gpu_index(place), decided)
     tokenizer = model.load_tokenizer(spec.model)
-    prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
+    with distributed.main_first(place):  # rank 0 fills the token cache, the others read it
+        prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
     num_labels = len(prepared.labels) if prepared.labels is not None else 1
     if task == TaskKind.classification and num_labels < 2:
         raise FtError(
@@ -154,13 +176,19 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     seed = spec.train.seed
     collate = objective.collator(prepared.train, seed)
     loader, sampler = batching.train_loader(
-        prepared.train, spec.train.batch_size, seed, collate, spec.train.group_by_length
+        prepared.train,
+        spec.train.batch_size,
+        seed,
+        collate,
+        spec.train.group_by_length,
+        place.rank,
+        place.world,
     )
     val_loader = None
     if prepared.validation is not None:
         val_collate = objective.collator(prepared.validation, seed)
         val_loader = batching.eval_loader(
-            prepared.validation, spec.train.eval_batch_size, val_collate
+            prepared.validation, spec.train.eval_batch_size, val_collate, place.rank, place.world
         )
     accum = spec.train.grad_accum
     batches_per_epoch = len(sampler)
@@ -196,11 +224,12 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         hw.scaler.load_state_dict(saved["scaler"])
         loop = dataclasses.replace(previous, config_yaml=spec_yaml, data_hash=loop.data_hash)
         stopper.best, stopper.bad_evals = loop.best_value, loop.bad_evals
-        restored_rng = saved["rng"]
+        restored_rng = _rng_of_rank(saved["rng"], place, ui)
         ui.info(f"resuming from {resume_from} (step {loop.step}, epoch {loop.epoch})")
 
     ckpt_root = run_dir / "checkpoints"
-    tracker = tracking.Tracker(run_dir, purge_step=loop.step + 1 if resume_from else None)
+    purge_step = loop.step + 1 if resume_from else None
+    tracker = tracking.Tracker(run_dir, purge_step) if main else tracking.NoTracker()
     ui.set_total(total_steps)
     ui.info(
         f"[bold]ft[/] {model.resolved_name(spec.model)} | train {len(prepared.train)} rows,"
@@ -209,8 +238,14 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         f" {trainable:,} trainable / {frozen:,} frozen parameters ({spec.strategy.kind.value})"
     )
     ui.info(f"{epochs} epoch(s), {total_steps} optimizer steps, run dir {run_dir}")
+    if place.enabled:
+        ui.info(
+            f"data parallel: {place.world} processes x batch {spec.train.batch_size}"
+            f" x grad_accum {accum} = {place.world * spec.train.batch_size * accum} rows per step"
+        )
     tracker.text("config", "```\n" + spec_yaml + "\n```")
-    strategy_report.write(run_dir, plan_record)
+    if main:
+        strategy_report.write(run_dir, plan_record)
     tracker.text("strategy", "```\n" + json.dumps(plan_record, indent=2) + "\n```")
     ui.table(
         f"strategy {plan.kind.value}"
@@ -228,13 +263,19 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
 
     def save() -> Path:
         nonlocal last_saved
-        loop.running_loss = float(running_loss)
+        loop.running_loss = float(distributed.mean(running_loss.clone(), place))
         loop.best_value, loop.bad_evals = stopper.best, stopper.bad_evals
-        last_saved = checkpoint.save_checkpoint(
-            ckpt_root, loop.step, net, optimizer, scheduler, hw.scaler, loop.to_dict()
-        )
-        best = ckpt_root / loop.best_checkpoint if loop.best_checkpoint else None
-        checkpoint.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints, best)
+        # Every rank's RNG state is kept: its dropout masks differ from the others'.
+        rng = distributed.gather(checkpoint.rng_state(), place) if place.enabled else None
+        if main:
+            state = loop.to_dict()
+            checkpoint.save_checkpoint(
+                ckpt_root, loop.step, net, optimizer, scheduler, hw.scaler, state, rng
+            )
+            best = ckpt_root / loop.best_checkpoint if loop.best_checkpoint else None
+            checkpoint.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints, best)
+        distributed.barrier(place)
+        last_saved = ckpt_root / checkpoint.checkpoint_name(loop.step)
         return last_saved
 
     def save_once() -> None:
@@ -244,7 +285,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     def run_evaluation() -> bool:
         """Evaluate, track the best, checkpoint; True when early stopping says stop."""
         assert val_loader is not None
-        loop.last_metrics = evaluate(net, objective, val_loader, hw)
+        loop.last_metrics = evaluate(net, objective, val_loader, hw, place)
         applied.train_mode(net)  # evaluation left every module in train mode
         tracker.scalars("eval", loop.last_metrics, loop.step)
         if stopper.update(loop.last_metrics[metric_name]):
@@ -255,9 +296,15 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         ui.metrics_table(title, loop.last_metrics, metric_name)
         return spec.train.early_stopping.enabled and stopper.should_stop
 
+    if place.rank > 0:
+        # Same weights on every rank, but each its own dropout masks; rank 0
+        # draws exactly as a single process would.
+        seed_everything(spec.train.seed + 1_000_003 * place.rank)
     if restored_rng is not None:
         # Last, after everything that draws random numbers while setting up.
         checkpoint.restore_rng(restored_rng)
+    step_forward = _StepForward(net, objective)
+    synced = _data_parallel(step_forward, hw, place)
     interrupt = guards.InterruptGuard()
     ui.start(loop.step)
     loop_clock = time.perf_counter()
@@ -273,6 +320,8 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
                 if index % accum == 0 and applied.update(net, loop.step, epoch):
                     trainable, _ = strategy.parameter_counts(net)
                     ui.info(f"gradual unfreezing: step {loop.step}, {trainable:,} trainable")
+                    # DistributedDataParallel fixes its parameter set when built.
+                    synced = _data_parallel(step_forward, hw, place)
                 if loop.step >= total_steps:  # resumed from the final checkpoint
                     break
                 mask = batch["attention_mask"]  # still on the CPU: counting costs no sync
@@ -284,12 +333,15 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
                 # group of an epoch may be short, so scale by its real size.
                 group_start = index - index % accum
                 group_size = min(accum, batches_per_epoch - group_start)
+                boundary = index - group_start + 1 == group_size
                 try:
-                    with hw.autocast():
-                        predictions, targets = objective.outputs(batch)
+                    # Data-parallel ranks average gradients only at the group's last batch.
+                    with _grad_sync(synced, boundary), hw.autocast():
+                        predictions, targets = synced(batch)
                     loss = objective.loss(predictions, targets)
                     objective_value = loss + penalty() if penalty.active else loss
-                    hw.scaler.scale(objective_value / group_size).backward()
+                    with _grad_sync(synced, boundary):
+                        hw.scaler.scale(objective_value / group_size).backward()
                 except torch.OutOfMemoryError as err:
                     seq = mask.shape[1]
                     oom = guards.oom_error(spec.train.batch_size, seq, hw.precision.value)
@@ -297,8 +349,8 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
                 group_loss += loss.detach()
                 loop.running_batches += 1
                 loop.samples_seen += rows
-                log_samples += rows
-                if index - group_start + 1 < group_size:
+                log_samples += rows * place.world
+                if not boundary:
                     continue
 
                 hw.scaler.unscale_(optimizer)
@@ -337,8 +389,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
                 logs = None
                 if loop.step % spec.train.log_every == 0 or loop.step == total_steps:
                     now = time.perf_counter()
+                    window_loss = distributed.mean(running_loss.clone(), place)
                     logs = {
-                        "loss": running_loss.item() / max(loop.running_batches, 1),  # the sync
+                        "loss": window_loss.item() / max(loop.running_batches, 1),  # the sync
                         "lr": scheduler.get_last_lr()[0],
                         "grad_norm": float(grad_norm),
                         "samples_per_s": log_samples / max(now - log_clock, 1e-9),
@@ -363,11 +416,13 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
                     save()
                 if spec.train.save_every and loop.step % spec.train.save_every == 0:
                     save_once()
-                if interrupt.requested is not None:
+                if distributed.any_rank(interrupt.requested is not None, place):
                     save_once()
                     ui.stop()
                     tracker.close()
-                    raise _interrupted(interrupt.requested, loop, last_saved, run_dir, overrides)
+                    signum = interrupt.requested or signal.SIGTERM
+                    stop = _interrupted(signum, loop, last_saved, run_dir, overrides, main)
+                    raise stop
                 eval_seconds += time.perf_counter() - pause
                 log_clock += time.perf_counter() - pause
                 if stopped_early or last:
@@ -389,17 +444,25 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         checkpoint.load_weights(net, best_dir)
         exported_from = f"best checkpoint {best_dir.name}"
     if plan.kind == StrategyKind.lora:
-        net = lora.merged(net, run_dir / "adapter" if plan.lora.keep_adapter else None)
+        keep = plan.lora.keep_adapter and main
+        net = lora.merged(net, run_dir / "adapter" if keep else None)
         objective = _objective(spec, net, tokenizer, prepared.labels, num_labels, hw)
-    net.save_pretrained(export_dir)
-    tokenizer.save_pretrained(export_dir)
+    if main:
+        net.save_pretrained(export_dir)
+        tokenizer.save_pretrained(export_dir)
 
     test_metrics: dict[str, float] = {}
     if prepared.test is not None and all(label != -1 for label in prepared.test.labels):
         test_collate = objective.collator(prepared.test, seed)
-        test_loader = batching.eval_loader(prepared.test, spec.train.eval_batch_size, test_collate)
-        test_metrics = evaluate(net, objective, test_loader, hw)
+        test_loader = batching.eval_loader(
+            prepared.test, spec.train.eval_batch_size, test_collate, place.rank, place.world
+        )
+        test_metrics = evaluate(net, objective, test_loader, hw, place)
         tracker.scalars("test", test_metrics, loop.step)
+    samples, tokens, padded = np.sum(
+        distributed.gather([loop.samples_seen, loop.real_tokens, loop.padded_tokens], place),
+        axis=0,
+    ).tolist()
 
     wall = time.perf_counter() - started
     best_value = stopper.best if val_loader is not None else None
@@ -412,10 +475,10 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         "steps": loop.step,
         "epochs": round(loop.step / steps_per_epoch, 4),
         "skipped_steps": loop.skipped_steps,
-        "train_samples": loop.samples_seen,
-        "train_samples_per_s": loop.samples_seen / max(train_seconds, 1e-9),
-        "train_tokens_per_s": loop.real_tokens / max(train_seconds, 1e-9),
-        "padding_fraction": 1 - loop.real_tokens / max(loop.padded_tokens, 1),
+        "train_samples": samples,
+        "train_samples_per_s": samples / max(train_seconds, 1e-9),
+        "train_tokens_per_s": tokens / max(train_seconds, 1e-9),
+        "padding_fraction": 1 - tokens / max(padded, 1),
         "train_seconds": train_seconds,
         "time_to_first_step_s": first_step_seconds,
         "wall_seconds": wall,
@@ -423,13 +486,16 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         "trainable_parameters": trainable,
         "frozen_parameters": frozen,
         "device": hw.device.type,
+        "processes": place.world,
         "precision": hw.precision.value,
         "compiled": spec.hardware.compile,
         "exported_from": exported_from,
         "labels": prepared.labels,
     }
-    metrics_path = tracking.write_metrics(run_dir, record)
-    model_card.write(export_dir, spec, record, overrides or [])
+    metrics_path = run_dir / "metrics.json"
+    if main:
+        tracking.write_metrics(run_dir, record)
+        model_card.write(export_dir, spec, record, overrides or [])
     # Best and final metrics next to the flattened config: a sweep sorts by
     # either in TensorBoard's HPARAMS tab (`tensorboard --logdir SWEEP_DIR`).
     results = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}
@@ -452,6 +518,50 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     )
 
 
+class _StepForward(torch.nn.Module):
+    """The objective's forward pass as one module, so DistributedDataParallel can wrap it.
+
+    Some objectives call parts of the model (the masked-LM head runs on masked
+    positions only), so DDP wraps this module rather than the model itself.
+    """
+
+    def __init__(self, net: torch.nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.net = net
+        self.objective = objective  # a plain object: the teacher stays out of DDP
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.objective.outputs(batch)
+
+
+def _data_parallel(forward: _StepForward, hw: Hardware, place: distributed.Dist) -> Any:
+    """`forward` itself, or wrapped in DistributedDataParallel when several processes train."""
+    if not place.enabled:
+        return forward
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [hw.device.index] if hw.device.type == "cuda" else None
+    return DistributedDataParallel(forward, device_ids=ids)
+
+
+def _grad_sync(synced: Any, boundary: bool) -> Any:
+    """No gradient all-reduce inside an accumulation group, only at its last batch."""
+    if boundary or not hasattr(synced, "no_sync"):
+        return contextlib.nullcontext()
+    return synced.no_sync()
+
+
+def _rng_of_rank(saved: Any, place: distributed.Dist, ui: RunConsole) -> dict[str, Any]:
+    """This rank's RNG state from a checkpoint (a list of them when written by several)."""
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) != place.world:
+        ui.warn(
+            f"resume: the checkpoint was written by {len(states)} process(es), this run has"
+            f" {place.world}; data order and dropout differ from an uninterrupted run"
+        )
+    return states[place.rank % len(states)]
+
+
 def _objective(
     spec: RunSpec,
     net: torch.nn.Module,
@@ -472,14 +582,18 @@ def _objective(
 
 
 def _interrupted(
-    signum: int, loop: LoopState, saved: Path | None, run_dir: Path, overrides: list[str] | None
+    signum: int,
+    loop: LoopState,
+    saved: Path | None,
+    run_dir: Path,
+    overrides: list[str] | None,
+    main: bool = True,
 ) -> guards.RunInterrupted:
     kept = [o for o in overrides or [] if not o.startswith(("resume=", "hydra.run.dir="))]
     command = " ".join(["ft train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
-    tracking.write_metrics(
-        run_dir,
-        {"status": "interrupted", "steps": loop.step, "checkpoint": str(saved) if saved else None},
-    )
+    if main:
+        record = {"status": "interrupted", "steps": loop.step}
+        tracking.write_metrics(run_dir, {**record, "checkpoint": str(saved) if saved else None})
     return guards.RunInterrupted(
         signum, f"interrupted at step {loop.step}; checkpoint {saved}; resume with: {command}"
     )

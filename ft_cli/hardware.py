@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,15 +61,19 @@ def _matmul_seconds(dtype: torch.dtype, size: tuple[int, int, int] = (1024, 384,
     return best
 
 
-def setup_hardware(cfg: HardwareConfig) -> Hardware:
+def setup_hardware(cfg: HardwareConfig, gpu_index: int = 0, decided: Any = None) -> Hardware:
+    """Device, precision and scaler; `decided`: (precision, reason) another rank chose."""
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     cuda = torch.cuda.is_available()
     if cfg.device == Device.cuda and not cuda:
         raise FtError("hardware.device=cuda but no CUDA GPU is visible; use hardware=cpu or auto")
-    device = torch.device("cuda" if cfg.device != Device.cpu and cuda else "cpu")
+    use_cuda = cfg.device != Device.cpu and cuda
+    device = torch.device("cuda", gpu_index) if use_cuda else torch.device("cpu")
     precision, reason = cfg.precision, f"hardware.precision={cfg.precision.value}"
-    if precision == Precision.auto:
+    if decided is not None:
+        precision, reason = decided
+    elif precision == Precision.auto:
         if device.type == "cuda":
             native = torch.cuda.is_bf16_supported()
             precision = Precision.bf16 if native else Precision.fp16

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from ft_cli.errors import FtError
-from ft_cli.schema import LOWER_IS_BETTER, TASK_METRICS, EarlyStoppingConfig, Mode, TaskKind
+from ft_cli.schema import TASK_METRICS, EarlyStoppingConfig, Mode, TaskKind, default_mode
 
 
 def task_loss(
@@ -21,38 +22,16 @@ def task_loss(
 
 
 class EvalMetrics:
-    """Accumulates predictions over an evaluation pass and computes the task's metrics."""
+    """Accumulates predictions over an evaluation pass and computes the task's metrics.
+
+    Predictions are kept (one value per row) so that the parts evaluated by
+    several processes merge into exactly the single-process result.
+    """
 
     def __init__(self, task: TaskKind, num_labels: int) -> None:
-        # Imported here, at the first evaluation: torchmetrics takes about 2 s
-        # to import, which would otherwise delay the first training step.
-        import torchmetrics
-
-        self.task = task
-        if task == TaskKind.regression:
-            # Spearman keeps every prediction until compute(): fine for an eval split.
-            warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save")
-            metrics = {
-                "pearson": torchmetrics.PearsonCorrCoef(),
-                "spearman": torchmetrics.SpearmanCorrCoef(),
-                "mse": torchmetrics.MeanSquaredError(),
-            }
-        elif num_labels == 2:
-            # Binary F1 and MCC of the positive class (label id 1), as GLUE reports them.
-            metrics = {
-                "accuracy": torchmetrics.Accuracy(task="binary"),
-                "f1": torchmetrics.F1Score(task="binary"),
-                "mcc": torchmetrics.MatthewsCorrCoef(task="binary"),
-            }
-        else:
-            metrics = {
-                "accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=num_labels),
-                "f1": torchmetrics.F1Score(
-                    task="multiclass", num_classes=num_labels, average="macro"
-                ),
-                "mcc": torchmetrics.MatthewsCorrCoef(task="multiclass", num_classes=num_labels),
-            }
-        self.metrics = torchmetrics.MetricCollection(metrics)
+        self.task, self.num_labels = task, num_labels
+        self.predictions: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
         self.loss_sum = 0.0
         self.count = 0
 
@@ -60,15 +39,56 @@ class EvalMetrics:
         logits, labels = logits.detach().float().cpu(), labels.cpu()
         self.loss_sum += float(task_loss(self.task, logits, labels)) * len(labels)
         self.count += len(labels)
-        if self.task == TaskKind.regression:
-            self.metrics.update(logits.squeeze(-1), labels.float())
-        else:
-            self.metrics.update(logits.argmax(-1), labels)
+        regression = self.task == TaskKind.regression
+        self.predictions.append(logits.squeeze(-1) if regression else logits.argmax(-1))
+        self.labels.append(labels.float() if regression else labels)
+
+    def merge(self, others: list[EvalMetrics]) -> EvalMetrics:
+        for other in others:
+            self.predictions += other.predictions
+            self.labels += other.labels
+            self.loss_sum += other.loss_sum
+            self.count += other.count
+        return self
 
     def compute(self) -> dict[str, float]:
-        values = {name: float(v) for name, v in self.metrics.compute().items()}
+        collection = self._metrics()
+        if self.predictions:
+            collection.update(torch.cat(self.predictions), torch.cat(self.labels))
+        values = {name: float(v) for name, v in collection.compute().items()}
         values["loss"] = self.loss_sum / max(1, self.count)
         return values
+
+    def _metrics(self) -> Any:
+        # Imported here, at the first evaluation: torchmetrics takes about 2 s
+        # to import, which would otherwise delay the first training step.
+        import torchmetrics
+
+        # Merged explicitly (see merge), never synced by torchmetrics itself.
+        options = {"sync_on_compute": False}
+        if self.task == TaskKind.regression:
+            # Spearman keeps every prediction until compute(): fine for an eval split.
+            warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save")
+            metrics = {
+                "pearson": torchmetrics.PearsonCorrCoef(**options),
+                "spearman": torchmetrics.SpearmanCorrCoef(**options),
+                "mse": torchmetrics.MeanSquaredError(**options),
+            }
+        elif self.num_labels == 2:
+            # Binary F1 and MCC of the positive class (label id 1), as GLUE reports them.
+            metrics = {
+                "accuracy": torchmetrics.Accuracy(task="binary", **options),
+                "f1": torchmetrics.F1Score(task="binary", **options),
+                "mcc": torchmetrics.MatthewsCorrCoef(task="binary", **options),
+            }
+        else:
+            classes = {"task": "multiclass", "num_classes": self.num_labels, **options}
+            metrics = {
+                "accuracy": torchmetrics.Accuracy(**classes),
+                "f1": torchmetrics.F1Score(average="macro", **classes),
+                "mcc": torchmetrics.MatthewsCorrCoef(**classes),
+            }
+        return torchmetrics.MetricCollection(metrics)
 
 
 def monitored(task: TaskKind, cfg: EarlyStoppingConfig) -> tuple[str, Mode]:
@@ -80,7 +100,7 @@ def monitored(task: TaskKind, cfg: EarlyStoppingConfig) -> tuple[str, Mode]:
             f"train.early_stopping.metric: '{metric}' is not a {task.value} metric;"
             f" valid metrics: {', '.join(valid)}"
         )
-    mode = cfg.mode or (Mode.min if metric in LOWER_IS_BETTER else Mode.max)
+    mode = cfg.mode or default_mode(metric)
     return metric, mode
 
 

@@ -172,6 +172,13 @@ class MaskedLMMetrics:
         self.correct += int((logits.argmax(-1) == targets).sum())
         self.count += len(targets)
 
+    def merge(self, others: list[MaskedLMMetrics]) -> MaskedLMMetrics:
+        for other in others:
+            self.loss_sum += other.loss_sum
+            self.correct += other.correct
+            self.count += other.count
+        return self
+
     def compute(self) -> dict[str, float]:
         loss = self.loss_sum / max(self.count, 1)
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,13 +142,21 @@ def print_table(rows: list[RunRow], title: str) -> None:
         style = "bold green" if index == 0 and row.best is not None else None
         status = row.status if not row.error else f"{row.status}: {row.error}"
         wall = "-" if row.wall_seconds is None else f"{row.wall_seconds:.1f}"
-        varying = " ".join(t for t in row.overrides.split() if t not in shared)
+        varying = " ".join(_short(t) for t in row.overrides.split() if t not in shared)
         table.add_row(
             row.job, varying, status, row.metric or "-", number(row.best),
             number(row.final), "-" if row.steps is None else str(row.steps), wall,
             style=style,
         )  # fmt: skip
     Console().print(table)
+
+
+def _short(override: str) -> str:
+    """`optimizer.lr=3.0710573677e-05` shown as `optimizer.lr=3.071e-05` (files keep all digits)."""
+    key, sep, value = override.partition("=")
+    if sep and re.fullmatch(r"-?\d+\.\d{5,}(e-?\d+)?", value):
+        return f"{key}={float(value):.4g}"
+    return override
 
 
 def main(args: list[str]) -> int:

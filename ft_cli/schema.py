@@ -339,6 +339,17 @@ TASK_METRICS = {
 LOWER_IS_BETTER = ("loss", "mse", "perplexity")
 
 
+def default_mode(metric: str) -> Mode:
+    return Mode.min if metric in LOWER_IS_BETTER else Mode.max
+
+
+def search_direction(task: str, metric: str | None, mode: str | None) -> str:
+    """Optuna's direction for a run's monitored metric (`${ft.direction:...}` in configs)."""
+    chosen = metric or TASK_METRICS[TaskKind(task)][0]
+    picked = Mode(mode) if mode else default_mode(chosen)
+    return "minimize" if picked == Mode.min else "maximize"
+
+
 def register_configs() -> None:
     """Put the root schema into Hydra's ConfigStore (called by the CLI, not at import)."""
     from hydra.core.config_store import ConfigStore

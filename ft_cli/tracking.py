@@ -58,6 +58,25 @@ class Tracker:
         self.writer.close()
 
 
+class NoTracker(Tracker):
+    """What data-parallel ranks other than rank 0 track: nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        pass
+
+    def text(self, tag: str, text: str) -> None:
+        pass
+
+    def hparams(self, hparams: dict[str, Any], results: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def write_metrics(run_dir: Path, record: dict[str, Any]) -> Path:
     path = run_dir / "metrics.json"
     tmp = path.with_suffix(".json.tmp")

@@ -1,0 +1,131 @@
+"""Data-parallel training on CPU with gloo: torchrun with 2 processes against 1.
+
+Tolerances: fp32 sums in a different order (each rank pads its half of a
+batch to its own length; gradients are averaged by all-reduce), so losses
+agree to 1e-5 relative and final weights to 1e-5 absolute, while training at
+this learning rate moves the weights by more than 1e-3 over the compared steps.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, run_train
+from safetensors.torch import load_file
+from test_resume import cut_after, max_delta
+from test_train import scalars
+
+from ft_cli import batching, checkpoint, metrics
+from ft_cli.schema import TaskKind
+
+# Dropout off: each rank draws its own masks, which no single process can reproduce.
+SETTINGS = ["optimizer.lr=1e-3", "train.epochs=2", "strategy.dropout=0.0", "hardware=cpu",
+            "train.eval_every=4", "train.save_every=2", "train.keep_checkpoints=100",
+            "train.export=last"]  # fmt: skip
+BATCH = 8  # per process; the global batch is 16 in both runs
+
+
+def torchrun(cwd: Path, overrides: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
+               "--standalone", "-m", "ft_cli", "train", *TINY, *overrides]  # fmt: skip
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_rank_shards_partition_each_global_batch() -> None:
+    whole = batching.ShuffledBatches(37, 8, seed=3)
+    parts = [batching.RankShard(batching.ShuffledBatches(37, 8, seed=3), r, 3) for r in range(3)]
+    for part in parts:
+        part.set_epoch(1)
+    whole.set_epoch(1)
+    shards = [list(part) for part in parts]
+    assert all(len(s) == len(parts[0]) == len(whole) for s in shards)  # 37 = 4 x 8 + 5
+    for index, batch in enumerate(whole.batches()):
+        pieces = [s[index] for s in shards]
+        assert [i for piece in pieces for i in piece] == batch
+        assert max(map(len, pieces)) - min(map(len, pieces)) <= 1
+    # A last global batch with fewer rows than ranks is skipped by every rank.
+    tail = [batching.RankShard(batching.ShuffledBatches(33, 8, seed=3), r, 3) for r in range(3)]
+    assert [len(list(t)) for t in tail] == [4, 4, 4] and len(tail[0]) == 4
+
+
+@pytest.mark.parametrize("task", [TaskKind.classification, TaskKind.regression])
+def test_merged_eval_parts_equal_one_pass(task: TaskKind) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(30, 1 if task == TaskKind.regression else 3)
+    labels = torch.randn(30) if task == TaskKind.regression else torch.randint(0, 3, (30,))
+    whole = metrics.EvalMetrics(task, 3)
+    whole.update(logits, labels)
+    parts = [metrics.EvalMetrics(task, 3) for _ in range(3)]
+    for i, part in enumerate(parts):
+        part.update(logits[i::3], labels[i::3])
+    merged = parts[0].merge(parts[1:]).compute()
+    assert merged == pytest.approx(whole.compute(), rel=1e-6)
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> None:
+    single = run_train(tmp_path / "single", [*SETTINGS, f"train.batch_size={2 * BATCH}"])
+    torchrun(tmp_path, [*SETTINGS, f"train.batch_size={BATCH}"])
+
+    # Exactly one run dir (rank 0's), one TensorBoard run, one set of checkpoints.
+    run_dirs = [p.parent for p in (tmp_path / "outputs").rglob("metrics.json")]
+    assert len(run_dirs) == 1, run_dirs
+    ddp = run_dirs[0]
+    assert len(list((ddp / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert len(list((ddp / ".hydra").glob("*.yaml"))) == 3
+    assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == sorted(
+        p.name for p in (single.run_dir / "checkpoints").iterdir()
+    )
+    record = json.loads((ddp / "metrics.json").read_text())
+    assert record["processes"] == 2 and record["steps"] == single.steps == 12
+
+    one, two = scalars(single.run_dir, "train/loss"), scalars(ddp, "train/loss")
+    assert [s for s, _ in one] == [s for s, _ in two]
+    assert [v for _, v in two] == pytest.approx([v for _, v in one], rel=1e-5)
+    # Evaluation is split over the ranks and merged: the same metrics as one pass.
+    assert record["final"] == pytest.approx(single.final, rel=1e-5)
+
+    a = load_file(single.run_dir / "model" / "model.safetensors")
+    b = load_file(ddp / "model" / "model.safetensors")
+    assert max_delta(a, b) < 1e-5
+    start = load_file(single.run_dir / "checkpoints" / "step-00000002" / "model.safetensors")
+    assert max_delta(start, a) > 1e-3  # 100x the tolerance: training moved them
+
+
+def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    overrides = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=3"]
+    for name in ("reference", "cut"):
+        torchrun(tmp_path, [*overrides, f"hydra.run.dir={name}"])
+    cut_after(tmp_path / "cut", 6)
+    resumed = torchrun(tmp_path, [*overrides, "hydra.run.dir=cut", "resume=auto"])
+    assert "resuming from" in resumed.stdout
+    a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "model" / "model.safetensors")
+    assert max_delta(a, b) == 0.0
+    state = torch.load(
+        tmp_path / "cut" / "checkpoints" / "step-00000018" / checkpoint.STATE, weights_only=True
+    )
+    assert isinstance(state["rng"], list) and len(state["rng"]) == 2  # one per rank
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # Masked-LM: DDP wraps the objective's forward (the head sees masked tokens only).
+        ["task=mlm", "train.grad_accum=2"],
+        # The trainable set grows mid-run: DDP is rebuilt at each unfreezing.
+        ["strategy=gradual_unfreeze", "strategy.unfreeze_every=2", "strategy.unfreeze_unit=steps"],
+    ],
+)
+def test_data_parallel_runs_every_objective(tmp_path: Path, extra: list[str]) -> None:
+    torchrun(tmp_path, [*SETTINGS, f"train.batch_size={BATCH}", *extra, "hydra.run.dir=run"])
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["processes"] == 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in record["final"].values())

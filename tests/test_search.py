@@ -1,0 +1,107 @@
+"""Searches and launchers: Optuna (resumable, failures not fatal), joblib, the SLURM config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+from test_cli import ft
+
+optuna = pytest.importorskip("optuna")
+
+QUICK = [*TINY, "train.epochs=1", "data.max_train_samples=48"]
+
+
+def search(tmp_path: Path, name: str, trials: int) -> list[str]:
+    return [
+        "-m", *QUICK, "+search=lr_batch", f"hydra.sweeper.n_trials={trials}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",
+        "hydra.sweeper.study_name=test", f"hydra.sweep.dir={tmp_path / name}",
+    ]  # fmt: skip
+
+
+def test_an_optuna_search_completes_and_resumes_from_its_storage(tmp_path: Path) -> None:
+    for name in ("first", "second"):  # the second run continues the stored study
+        result = ft("train", *search(tmp_path, name, 2), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    trials = study.trials
+    assert len(trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # accuracy
+    assert len({t.params["optimizer.lr"] for t in trials}) == 4
+    # Each trial's value is the best monitored metric its run recorded.
+    recorded = []
+    for name in ("first", "second"):
+        for job in ("0", "1"):
+            record = json.loads((tmp_path / name / job / "metrics.json").read_text())
+            recorded.append(record["monitor"]["best"])
+    assert [t.value for t in trials] == pytest.approx(recorded)
+    summary = json.loads((tmp_path / "second" / "summary.json").read_text())
+    assert [row["status"] for row in summary] == ["done", "done"]
+
+
+def test_a_loss_monitored_search_minimises() -> None:
+    from ft_cli.schema import search_direction
+
+    assert search_direction("classification", None, None) == "maximize"
+    assert search_direction("mlm", None, None) == "minimize"
+    assert search_direction("regression", "mse", None) == "minimize"
+    assert search_direction("classification", "loss", "max") == "maximize"
+
+
+def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, capsys) -> None:
+    from ft_cli import cli, engine
+
+    real_train = engine.train
+    calls: list[int] = []
+
+    def flaky_train(spec, run_dir, overrides=None):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the GPU fell off the bus")
+        result = real_train(spec, run_dir=run_dir, overrides=overrides)
+        if len(calls) == 2:
+            return dataclasses.replace(result, metric=math.nan)
+        return result
+
+    monkeypatch.setattr(engine, "train", flaky_train)
+    monkeypatch.chdir(tmp_path)
+    code = cli.run_train(search(tmp_path, "sweep", 3))
+    assert code == 1
+    assert "2 job(s) failed" in capsys.readouterr().err
+    study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "FAIL", "COMPLETE"]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    by_job = {row["job"]: row for row in summary}
+    assert by_job["0"]["error"] == "the GPU fell off the bus"
+    assert by_job["1"]["status"] == "failed" and "no finite accuracy" in by_job["1"]["error"]
+    assert by_job["2"]["status"] == "done"
+    # The non-finite run's own record is kept, only its status changes.
+    record = json.loads((tmp_path / "sweep" / "1" / "metrics.json").read_text())
+    assert record["steps"] > 0 and record["status"] == "failed"
+
+
+def test_joblib_runs_jobs_in_parallel_processes_and_still_summarises(tmp_path: Path) -> None:
+    result = ft(
+        "train", "-m", *QUICK, "+launcher=joblib", "hardware.num_threads=1",
+        "train.max_steps=2,0", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "1 job(s) failed: job 1: train.max_steps=0 must be at least 1" in result.stderr
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert sorted(row["status"] for row in summary) == ["done", "failed"]
+
+
+def test_the_slurm_launcher_requeues_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = ft("train", "+launcher=slurm", "--cfg", "all", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "SlurmLauncher" in text and "max_num_timeout: 5" in text
+    assert "\nresume: auto\n" in text
