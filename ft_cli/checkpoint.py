@@ -116,16 +116,41 @@ def save_checkpoint(
     `rng`: the RNG states to keep (a list, one per rank, in data-parallel
     runs); by default this process's.
     """
+    tmp = begin(root, step, estimated_bytes(model, optimizer))
+    try:
+        save_model(model, str(tmp / WEIGHTS))
+    except OSError as err:
+        _write_failed(err, root, tmp, step)
+        raise
+    return commit(root, tmp, step, {"optimizer": optimizer.state_dict()}, scheduler, scaler,
+                  loop, rng)  # fmt: skip
+
+
+def begin(root: Path, step: int, needed_bytes: int) -> Path:
+    """A fresh temporary folder for checkpoint `step`, once the disk has room for it."""
     root.mkdir(parents=True, exist_ok=True)
-    check_disk_space(root, estimated_bytes(model, optimizer))
-    final = root / checkpoint_name(step)
+    check_disk_space(root, needed_bytes)
     tmp = root / f"{TMP_PREFIX}{checkpoint_name(step)}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    return tmp
+
+
+def commit(
+    root: Path,
+    tmp: Path,
+    step: int,
+    optimizer_state: dict[str, Any],
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    loop: dict[str, Any],
+    rng: Any = None,
+) -> Path:
+    """Write the training state into `tmp` (weights already there), fsync, manifest, rename."""
+    final = root / checkpoint_name(step)
     try:
-        save_model(model, str(tmp / WEIGHTS))
         state = {
-            "optimizer": optimizer.state_dict(),
+            **optimizer_state,
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": rng_state() if rng is None else rng,
@@ -134,10 +159,11 @@ def save_checkpoint(
         torch.save(state, tmp / STATE)
         (tmp / INFO).write_text(json.dumps(_jsonable(loop), indent=2) + "\n")
         files = {}
-        for path in sorted(tmp.iterdir()):
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            name = path.relative_to(tmp).as_posix()
+            files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
         manifest = tmp / MANIFEST
         manifest.write_text(json.dumps({"step": step, "files": files}, indent=2) + "\n")
         with open(manifest, "rb") as handle:
@@ -147,14 +173,19 @@ def save_checkpoint(
         os.replace(tmp, final)
         _fsync_dir(root)
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise FtError(
-                f"the disk filled up while writing checkpoint {final.name} in {root}; the previous"
-                " checkpoint is intact: free some space and resume with resume=auto"
-            ) from err
+        _write_failed(err, root, tmp, step)
         raise
     return final
+
+
+def _write_failed(err: OSError, root: Path, tmp: Path, step: int) -> None:
+    """Drop the half-written folder; a full disk becomes a one-line error."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise FtError(
+            f"the disk filled up while writing checkpoint {checkpoint_name(step)} in {root}; the"
+            " previous checkpoint is intact: free some space and resume with resume=auto"
+        ) from err
 
 
 def _jsonable(loop: dict[str, Any]) -> dict[str, Any]:

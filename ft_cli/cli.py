@@ -23,6 +23,12 @@ commands:
   recipes             list the recipes (+recipe=NAME) and what each is for
   runs PATH [--best]  table of the runs in a sweep dir (or any folder of runs),
                       best first; writes summary.csv/json; --best: the best run's dir
+  eval RUN [--split S | --file F] [OVERRIDES]
+                      metrics of a trained model (run dir, model/, checkpoint) on a
+                      split of its run's data or a file; writes eval_metrics.json
+  predict RUN --input FILE [--output FILE]
+                      the rows of a csv/tsv/jsonl/parquet file with their predicted
+                      label and class probabilities (or score), in input order
 
 examples:
   ft train +recipe=demo
@@ -66,7 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_train(rest))
     if command == "runs":
         sys.exit(_list_runs(rest))
-    _fail(f"unknown command '{command}'; valid commands: train, recipes, runs (see ft --help)")
+    if command in TOOLS:
+        sys.exit(_run_tool(command, rest))
+    valid = ", ".join(["train", "recipes", "runs", *TOOLS])
+    _fail(f"unknown command '{command}'; valid commands: {valid} (see ft --help)")
     sys.exit(2)
 
 
@@ -86,6 +95,28 @@ def _list_recipes() -> None:
     for path in compose.recipe_files():
         table.add_row(path.stem, compose.recipe_purpose(path))
     Console().print(table)
+
+
+# Commands that use what training made: module ft_cli.NAME, function main(args) -> exit code.
+TOOLS = {"eval": "evaluation", "predict": "predict"}
+
+
+def _run_tool(command: str, args: list[str]) -> int:
+    import importlib
+
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ft_cli import compose
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        return importlib.import_module(f"ft_cli.{TOOLS[command]}").main(args)
+    except FtError as err:
+        _fail(f"ft {command}: {err}")
+        return 2
+    except OmegaConfBaseException as err:
+        _fail(f"ft {command}: {compose.explain_error(err)}")
+        return 2
 
 
 def _list_runs(args: list[str]) -> int:

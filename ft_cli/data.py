@@ -179,6 +179,44 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
     )
 
 
+FILE_FORMATS = {".csv": DataFormat.csv, ".tsv": DataFormat.tsv, ".json": DataFormat.json,
+                ".jsonl": DataFormat.json, ".parquet": DataFormat.parquet}  # fmt: skip
+
+
+def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
+    """One data file as a dataset, its format from its extension (GLUE TSVs as the run's)."""
+    import dataclasses
+
+    import datasets
+
+    fmt = FILE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise FtError(f"{key}: '{path}' is not a .csv, .tsv, .jsonl, .json or .parquet file")
+    if not Path(path).is_file():
+        raise FtError(f"{key}: file '{path}' does not exist")
+    if fmt == DataFormat.tsv and cfg.format == DataFormat.glue_tsv:
+        fmt = DataFormat.glue_tsv
+    builder, options = _builder(dataclasses.replace(cfg, format=fmt))
+    try:
+        return datasets.load_dataset(builder, data_files={"file": path}, **options)["file"]
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FtError(f"{key}: cannot read '{path}' as {fmt.value}: {first}") from err
+
+
+def encode_split(
+    cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any, labels: list[str] | None,
+    source: str,
+) -> EncodedSplit:  # fmt: skip
+    """Check and tokenize one split the way training did (eval on a file)."""
+    if len(dataset) == 0:
+        raise FtError(_empty_split("eval", source))
+    _check_columns(cfg, task, dataset, "eval", source)
+    if task.kind == TaskKind.mlm:
+        return corpus.encode_corpus(cfg, task, tokenizer, dataset, "eval")
+    return _encode(cfg, task, tokenizer, dataset, labels, "eval")
+
+
 def _check_columns(
     cfg: DataConfig, task: TaskConfig, dataset: Any, split: str, source: str
 ) -> None:

@@ -117,6 +117,11 @@ def mean(value: Any, place: Dist) -> Any:
     return value
 
 
+def full_tensor(value: Any) -> Any:
+    """A sharded DTensor (a gradient norm, a penalty under FSDP) as one ordinary tensor."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
 def barrier(place: Dist) -> None:
     if place.enabled:
         import torch.distributed as dist

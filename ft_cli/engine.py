@@ -39,6 +39,7 @@ from ft_cli import (
     optim,
     regularize,
     resume,
+    sharded,
     strategy,
     strategy_report,
     tracking,
@@ -48,7 +49,7 @@ from ft_cli.errors import FtError
 from ft_cli.hardware import Hardware, setup_hardware
 from ft_cli.loop_state import LoopState
 from ft_cli.objective import Objective, build_objective
-from ft_cli.schema import Export, NonFinite, RunSpec, StrategyKind, TaskKind
+from ft_cli.schema import Export, NonFinite, Parallel, RunSpec, StrategyKind, TaskKind
 
 
 @dataclass
@@ -96,21 +97,25 @@ def check_loop_settings(spec: RunSpec) -> None:
 
 
 def evaluate(
-    net: torch.nn.Module,
+    forward: torch.nn.Module,
     objective: Objective,
     loader: Any,
     hw: Hardware,
     place: distributed.Dist = distributed.SINGLE,
 ) -> dict[str, float]:
-    """The task's metrics over `loader`; with several processes, over all their parts."""
-    was_training = net.training
-    net.eval()
+    """The task's metrics over `loader`; with several processes, over all their parts.
+
+    `forward`: the objective's forward module (`StepForward`), which under
+    FSDP gathers the sharded weights it needs.
+    """
+    was_training = forward.training
+    forward.eval()
     scores = objective.new_metrics()
     with torch.no_grad(), hw.autocast():
         for batch in loader:
             batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
-            scores.update(*objective.outputs(batch))
-    net.train(was_training)
+            scores.update(*forward(batch))
+    forward.train(was_training)
     if place.enabled:
         parts = distributed.gather(scores, place)
         scores = parts[0].merge(parts[1:])
@@ -138,6 +143,12 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     # Data-parallel: every rank trains; rank 0 alone prints and writes files.
     place = distributed.init()
     main = place.is_main
+    fsdp = place.enabled and spec.hardware.distributed == Parallel.fsdp
+    if fsdp:
+        sharded.check_supported(spec.strategy)
+    # FSDP runs every forward on every rank (they gather weights together):
+    # each evaluates the whole split. DDP ranks split it and merge.
+    eval_place = distributed.SINGLE if fsdp else place
     ui = RunConsole(None if main else Console(quiet=True))
     found = _resume_point(spec, Path(run_dir), ui) if main else None
     resume_from, run_dir = distributed.broadcast(found, place)
@@ -171,6 +182,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     net = net.to(hw.device)
     applied = strategy.apply_strategy(net, plan)
     objective = _objective(spec, net, tokenizer, prepared.labels, num_labels, hw)
+    step_forward = StepForward(net, objective)
+    if fsdp:  # before the optimizer: it must hold the sharded parameters
+        sharded.shard(step_forward, net)
     trainable, frozen = strategy.parameter_counts(net)
 
     seed = spec.train.seed
@@ -188,7 +202,11 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     if prepared.validation is not None:
         val_collate = objective.collator(prepared.validation, seed)
         val_loader = batching.eval_loader(
-            prepared.validation, spec.train.eval_batch_size, val_collate, place.rank, place.world
+            prepared.validation,
+            spec.train.eval_batch_size,
+            val_collate,
+            eval_place.rank,
+            eval_place.world,
         )
     accum = spec.train.grad_accum
     batches_per_epoch = len(sampler)
@@ -218,8 +236,11 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         previous = LoopState.from_dict(saved["loop"])
         changes = resume.config_changes(previous.config_yaml, spec_yaml)
         resume.check_drift(changes, previous.data_hash, loop.data_hash, spec.resume_force, ui.warn)
-        checkpoint.load_weights(net, resume_from)
-        optimizer.load_state_dict(saved["optimizer"])
+        if fsdp:
+            sharded.load(resume_from, step_forward, optimizer, saved["optimizer_groups"])
+        else:
+            checkpoint.load_weights(net, resume_from)
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         hw.scaler.load_state_dict(saved["scaler"])
         loop = dataclasses.replace(previous, config_yaml=spec_yaml, data_hash=loop.data_hash)
@@ -267,11 +288,24 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         loop.best_value, loop.bad_evals = stopper.best, stopper.bad_evals
         # Every rank's RNG state is kept: its dropout masks differ from the others'.
         rng = distributed.gather(checkpoint.rng_state(), place) if place.enabled else None
-        if main:
-            state = loop.to_dict()
+        state = loop.to_dict()
+        if fsdp:  # every rank writes its shards into rank 0's temporary folder
+            if main:
+                needed = checkpoint.estimated_bytes(net, optimizer)
+                checkpoint.begin(ckpt_root, loop.step, needed)
+            distributed.barrier(place)
+            tmp = ckpt_root / f"{checkpoint.TMP_PREFIX}{checkpoint.checkpoint_name(loop.step)}"
+            groups = sharded.save(tmp, step_forward, optimizer)
+            distributed.barrier(place)
+            if main:
+                checkpoint.commit(
+                    ckpt_root, tmp, loop.step, groups, scheduler, hw.scaler, state, rng
+                )
+        elif main:
             checkpoint.save_checkpoint(
                 ckpt_root, loop.step, net, optimizer, scheduler, hw.scaler, state, rng
             )
+        if main:
             best = ckpt_root / loop.best_checkpoint if loop.best_checkpoint else None
             checkpoint.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints, best)
         distributed.barrier(place)
@@ -285,7 +319,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     def run_evaluation() -> bool:
         """Evaluate, track the best, checkpoint; True when early stopping says stop."""
         assert val_loader is not None
-        loop.last_metrics = evaluate(net, objective, val_loader, hw, place)
+        loop.last_metrics = evaluate(step_forward, objective, val_loader, hw, eval_place)
         applied.train_mode(net)  # evaluation left every module in train mode
         tracker.scalars("eval", loop.last_metrics, loop.step)
         if stopper.update(loop.last_metrics[metric_name]):
@@ -303,8 +337,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     if restored_rng is not None:
         # Last, after everything that draws random numbers while setting up.
         checkpoint.restore_rng(restored_rng)
-    step_forward = _StepForward(net, objective)
-    synced = _data_parallel(step_forward, hw, place)
+    synced = step_forward if fsdp else _data_parallel(step_forward, hw, place)
     interrupt = guards.InterruptGuard()
     ui.start(loop.step)
     loop_clock = time.perf_counter()
@@ -355,6 +388,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
 
                 hw.scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                grad_norm = distributed.full_tensor(grad_norm)  # FSDP: a sharded norm
                 skipped = False
                 if not hw.scaler.is_enabled() and not torch.isfinite(grad_norm):
                     # One scalar sync per step; fp16's GradScaler does this check itself.
@@ -441,23 +475,33 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     exported_from = "last step"
     best_dir = ckpt_root / loop.best_checkpoint if loop.best_checkpoint else None
     if spec.train.export == Export.best and best_dir is not None and best_dir.is_dir():
-        checkpoint.load_weights(net, best_dir)
+        if fsdp:
+            sharded.load(best_dir, step_forward, optimizer, None)
+        else:
+            checkpoint.load_weights(net, best_dir)
         exported_from = f"best checkpoint {best_dir.name}"
     if plan.kind == StrategyKind.lora:
         keep = plan.lora.keep_adapter and main
         net = lora.merged(net, run_dir / "adapter" if keep else None)
         objective = _objective(spec, net, tokenizer, prepared.labels, num_labels, hw)
+        step_forward = StepForward(net, objective)
+    # FSDP: the full weights, gathered on rank 0 (every rank takes part).
+    weights = sharded.full_weights(step_forward, "net.", main) if fsdp else None
     if main:
-        net.save_pretrained(export_dir)
+        net.save_pretrained(export_dir, state_dict=weights)
         tokenizer.save_pretrained(export_dir)
 
     test_metrics: dict[str, float] = {}
     if prepared.test is not None and all(label != -1 for label in prepared.test.labels):
         test_collate = objective.collator(prepared.test, seed)
         test_loader = batching.eval_loader(
-            prepared.test, spec.train.eval_batch_size, test_collate, place.rank, place.world
+            prepared.test,
+            spec.train.eval_batch_size,
+            test_collate,
+            eval_place.rank,
+            eval_place.world,
         )
-        test_metrics = evaluate(net, objective, test_loader, hw, place)
+        test_metrics = evaluate(step_forward, objective, test_loader, hw, eval_place)
         tracker.scalars("test", test_metrics, loop.step)
     samples, tokens, padded = np.sum(
         distributed.gather([loop.samples_seen, loop.real_tokens, loop.padded_tokens], place),
@@ -518,7 +562,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     )
 
 
-class _StepForward(torch.nn.Module):
+class StepForward(torch.nn.Module):
     """The objective's forward pass as one module, so DistributedDataParallel can wrap it.
 
     Some objectives call parts of the model (the masked-LM head runs on masked
@@ -534,7 +578,7 @@ class _StepForward(torch.nn.Module):
         return self.objective.outputs(batch)
 
 
-def _data_parallel(forward: _StepForward, hw: Hardware, place: distributed.Dist) -> Any:
+def _data_parallel(forward: StepForward, hw: Hardware, place: distributed.Dist) -> Any:
     """`forward` itself, or wrapped in DistributedDataParallel when several processes train."""
     if not place.enabled:
         return forward
@@ -546,6 +590,9 @@ def _data_parallel(forward: _StepForward, hw: Hardware, place: distributed.Dist)
 
 def _grad_sync(synced: Any, boundary: bool) -> Any:
     """No gradient all-reduce inside an accumulation group, only at its last batch."""
+    if hasattr(synced, "set_requires_gradient_sync"):  # FSDP2
+        sharded.set_gradient_sync(synced, boundary)
+        return contextlib.nullcontext()
     if boundary or not hasattr(synced, "no_sync"):
         return contextlib.nullcontext()
     return synced.no_sync()

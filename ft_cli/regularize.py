@@ -8,9 +8,12 @@ pretraining learned than with weight decay toward zero.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
+from ft_cli.distributed import full_tensor
 from ft_cli.errors import FtError
 from ft_cli.schema import StrategyConfig, StrategyKind
 
@@ -48,11 +51,16 @@ class Penalty:
         total = torch.zeros((), device=self.params[0].device)
         if self.alpha:
             pairs = zip(self.anchored, self.anchors, strict=True)
-            total = total + self.alpha / 2 * sum((p - a).float().pow(2).sum() for p, a in pairs)
+            total = total + self.alpha / 2 * _sum((p - a).float().pow(2) for p, a in pairs)
         if self.beta:
-            total = total + self.beta / 2 * sum(p.float().pow(2).sum() for p in self.new)
+            total = total + self.beta / 2 * _sum(p.float().pow(2) for p in self.new)
         if self.l2:
-            total = total + self.l2 / 2 * sum(p.float().pow(2).sum() for p in self.params)
+            total = total + self.l2 / 2 * _sum(p.float().pow(2) for p in self.params)
         if self.l1:
-            total = total + self.l1 * sum(p.float().abs().sum() for p in self.params)
+            total = total + self.l1 * _sum(p.float().abs() for p in self.params)
         return total
+
+
+def _sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    # Under FSDP each parameter is a shard (DTensor): its sum is gathered whole.
+    return sum(full_tensor(term.sum()) for term in terms)

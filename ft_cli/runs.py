@@ -48,19 +48,19 @@ def find_run_dirs(root: Path) -> list[Path]:
     return sorted(d for d in runs if d.name != ".hydra")
 
 
-def _overrides(run_dir: Path) -> str:
+def recorded_overrides(run_dir: Path) -> list[str]:
+    """The overrides a run was launched with (Hydra's record, else config.yaml's header)."""
     hydra_file = run_dir / ".hydra" / "overrides.yaml"
     if hydra_file.is_file():
-        lines = [
-            ln[2:].strip() for ln in hydra_file.read_text().splitlines() if ln.startswith("- ")
-        ]
-        return " ".join(lines)
+        from omegaconf import OmegaConf
+
+        return [str(item) for item in OmegaConf.load(hydra_file)]
     config = run_dir / "config.yaml"
     if config.is_file():
         first = config.read_text().splitlines()[:1]
         if first and first[0].startswith("# ft train"):
-            return first[0][len("# ft train") :].strip()
-    return ""
+            return first[0][len("# ft train") :].split()
+    return []
 
 
 def read_run(run_dir: Path, root: Path) -> RunRow:
@@ -77,7 +77,7 @@ def read_run(run_dir: Path, root: Path) -> RunRow:
     final = (record.get("final") or {}).get(metric) if metric else None
     return RunRow(
         job=str(run_dir.relative_to(root)) if run_dir != root else ".",
-        overrides=_overrides(run_dir),
+        overrides=" ".join(recorded_overrides(run_dir)),
         status=status,
         metric=metric,
         mode=monitor.get("mode"),

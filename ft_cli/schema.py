@@ -251,6 +251,11 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class Parallel(str, Enum):
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
 @dataclass
 class HardwareConfig:
     device: Device = _help(Device.auto, "auto (CUDA if present, else CPU), cpu or cuda.")
@@ -260,6 +265,11 @@ class HardwareConfig:
     num_threads: int | None = _help(None, "CPU threads for torch; null = torch's default.")
     compile: bool = _help(
         False, "torch.compile the model (dynamic shapes); the first step includes compile time."
+    )
+    distributed: Parallel = _help(
+        Parallel.ddp,
+        "Under torchrun: ddp (a model copy per process) or fsdp (FSDP2: weights,"
+        " gradients and optimizer state sharded over the processes).",
     )
 
 

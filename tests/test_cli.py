@@ -48,7 +48,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert failed["error"].startswith("data.text_column: column 'nope' is not in the train data")
     assert (sweep / "0" / "error.txt").exists()
     assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "completed"
-    assert "1 job(s) failed: job 0 (" in result.stderr
+    assert "1 job(s) failed: job 0: data.text_column: column 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

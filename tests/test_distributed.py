@@ -69,9 +69,10 @@ def test_merged_eval_parts_equal_one_pass(task: TaskKind) -> None:
     assert merged == pytest.approx(whole.compute(), rel=1e-6)
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, parallel: str) -> None:
     single = run_train(tmp_path / "single", [*SETTINGS, f"train.batch_size={2 * BATCH}"])
-    torchrun(tmp_path, [*SETTINGS, f"train.batch_size={BATCH}"])
+    torchrun(tmp_path, [*SETTINGS, f"train.batch_size={BATCH}", f"hardware.distributed={parallel}"])
 
     # Exactly one run dir (rank 0's), one TensorBoard run, one set of checkpoints.
     run_dirs = [p.parent for p in (tmp_path / "outputs").rglob("metrics.json")]
@@ -96,10 +97,20 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
     assert max_delta(a, b) < 1e-5
     start = load_file(single.run_dir / "checkpoints" / "step-00000002" / "model.safetensors")
     assert max_delta(start, a) > 1e-3  # 100x the tolerance: training moved them
+    # The export is an ordinary save_pretrained folder, whichever way it was trained.
+    from transformers import AutoModelForSequenceClassification
+
+    reloaded = AutoModelForSequenceClassification.from_pretrained(ddp / "model")
+    assert max_delta(a, dict(reloaded.state_dict())) < 1e-5
+    if parallel == "fsdp":  # sharded checkpoints: each rank's shards, in safetensors
+        shards = list((ddp / "checkpoints" / "step-00000012" / "sharded").glob("*.safetensors"))
+        assert len(shards) == 2
 
 
-def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    overrides = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=3"]
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path, parallel: str) -> None:
+    overrides = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=3",
+                 f"hardware.distributed={parallel}"]  # fmt: skip
     for name in ("reference", "cut"):
         torchrun(tmp_path, [*overrides, f"hydra.run.dir={name}"])
     cut_after(tmp_path / "cut", 6)
@@ -122,6 +133,14 @@ def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path) -> None:
         ["task=mlm", "train.grad_accum=2"],
         # The trainable set grows mid-run: DDP is rebuilt at each unfreezing.
         ["strategy=gradual_unfreeze", "strategy.unfreeze_every=2", "strategy.unfreeze_unit=steps"],
+        # FSDP: tied weights (decoder = embeddings) stored once; a penalty over shards.
+        ["task=mlm", "train.grad_accum=2", "hardware.distributed=fsdp"],
+        [
+            "strategy=freeze_layers",
+            "strategy.frozen_layers=1",
+            "strategy.l2=0.01",
+            "hardware.distributed=fsdp",
+        ],
     ],
 )
 def test_data_parallel_runs_every_objective(tmp_path: Path, extra: list[str]) -> None:
@@ -129,3 +148,39 @@ def test_data_parallel_runs_every_objective(tmp_path: Path, extra: list[str]) ->
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "completed" and record["processes"] == 2
     assert all(torch.isfinite(torch.tensor(v)) for v in record["final"].values())
+
+
+def test_fsdp_names_the_strategies_it_cannot_run(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+               "--standalone", "-m", "ft_cli", "train", *TINY, "hardware=cpu",
+               "hardware.distributed=fsdp", "strategy=lora"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "ft: error: hardware.distributed=fsdp: strategy=lora is not supported" in done.stderr
+
+
+def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    overrides = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=12", "train.save_every=50"]
+    torchrun(tmp_path, [*overrides, "hydra.run.dir=reference"])
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+               "--standalone", "-m", "ft_cli", "train", *TINY, *overrides,
+               "hydra.run.dir=run"]  # fmt: skip
+    victim = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    assert victim.stdout is not None
+    for line in victim.stdout:
+        if line.startswith("step 20/"):
+            break
+        assert time.monotonic() < deadline, "no progress"
+    victim.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+    victim.communicate(timeout=300)
+    assert victim.returncode != 0
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["checkpoint"]
+    torchrun(tmp_path, [*overrides, "hydra.run.dir=run", "resume=auto"])
+    a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    assert max_delta(a, b) == 0.0
