@@ -26,6 +26,9 @@ commands:
   eval RUN [--split S | --file F] [OVERRIDES]
                       metrics of a trained model (run dir, model/, checkpoint) on a
                       split of its run's data or a file; writes eval_metrics.json
+  explain [OVERRIDES]  what ft train would do, without training: config origins,
+                      trainable parameters per layer group, optimizer groups, steps,
+                      the lr schedule, device/precision and a memory estimate
   predict RUN --input FILE [--output FILE]
                       the rows of a csv/tsv/jsonl/parquet file with their predicted
                       label and class probabilities (or score), in input order
@@ -98,7 +101,7 @@ def _list_recipes() -> None:
 
 
 # Commands that use what training made: module ft_cli.NAME, function main(args) -> exit code.
-TOOLS = {"eval": "evaluation", "predict": "predict"}
+TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain"}
 
 
 def _run_tool(command: str, args: list[str]) -> int:

@@ -11,7 +11,7 @@ import re
 import typing
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ft_cli import paths, schema
@@ -122,16 +122,24 @@ def _field_type(cls: type, name: str) -> type:
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """Compose and validate in-process (tests, `ft recipes`-style checks)."""
+    return compose_with_choices(overrides)[0]
+
+
+def compose_with_choices(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+    """The composed config and the option chosen for each group (`ft explain`)."""
     from hydra import compose, initialize_config_dir
 
     register()
     check_overrides(overrides)
     try:
         with initialize_config_dir(str(paths.config_dir()), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
     except Exception as err:
         raise explain_error(err) from err
-    return cfg
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if k in schema.GROUPS}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
 
 
 def to_spec(cfg: DictConfig) -> schema.RunSpec:

@@ -77,7 +77,8 @@ class RunConsole:
         """A titled table; every column after the first is right-aligned."""
         table = Table(title=title, title_justify="left")
         for index, column in enumerate(columns):
-            table.add_column(column, justify="left" if index == 0 else "right")
+            justify = "left" if index == 0 else "right"
+            table.add_column(column, justify=justify, overflow="fold")
         for row in rows:
             table.add_row(*row)
         self.console.print(table)

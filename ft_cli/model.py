@@ -104,11 +104,24 @@ def load_model(
         vocab_size: the tokenizer's size; a scratch model's embeddings match it.
         dropout: when set, every dropout probability of the model's config.
     """
-    from transformers import (
-        AutoConfig,
-        AutoModelForMaskedLM,
-        AutoModelForSequenceClassification,
-    )
+    config, auto = model_config(cfg, task, labels, vocab_size, dropout)
+    if cfg.init == ModelInit.scratch and cfg.from_run is None:
+        net = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        return net, {name for name, _ in net.named_parameters()}
+    net, info = _load(cfg, auto.from_pretrained, "model", config=config, output_loading_info=True)
+    new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
+    return net, new
+
+
+def model_config(
+    cfg: ModelConfig,
+    task: TaskKind,
+    labels: list[str] | None,
+    vocab_size: int,
+    dropout: float | None = None,
+) -> tuple[Any, Any]:
+    """(the transformers config of the task model, the Auto class that builds it)."""
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     _quiet_transformers()
     head: dict[str, Any]
@@ -129,6 +142,8 @@ def load_model(
     scratch = cfg.init == ModelInit.scratch and cfg.from_run is None
     if scratch:
         head.update(scratch_sizes(cfg), vocab_size=vocab_size)
+    from transformers import AutoConfig
+
     config = _load(cfg, AutoConfig.from_pretrained, "model config", **head)
     if dropout is not None:
         for key, value in list(vars(config).items()):
@@ -141,11 +156,7 @@ def load_model(
                 f"model.hidden_size={config.hidden_size} must be a multiple of the attention"
                 f" heads ({heads}); set model.heads"
             )
-        net = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
-        return net, {name for name, _ in net.named_parameters()}
-    net, info = _load(cfg, auto.from_pretrained, "model", config=config, output_loading_info=True)
-    new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
-    return net, new
+    return config, auto
 
 
 def scratch_sizes(cfg: ModelConfig) -> dict[str, int]:

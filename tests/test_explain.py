@@ -1,0 +1,52 @@
+"""ft explain: its numbers are the ones training then uses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+from test_train import scalars
+
+from ft_cli import cli, explain
+
+SETTINGS = [*TINY, "+recipe=demo", "strategy=llrd", "strategy.lr_decay=0.5", "train.grad_accum=2",
+            "train.batch_size=8", "optimizer.lr=2e-3", "schedule=cosine"]  # fmt: skip
+
+
+def test_explain_predicts_what_training_does(tmp_path: Path) -> None:
+    plan = explain.plan(SETTINGS)
+    run = tmp_path / "run"
+    assert cli.run_train([*SETTINGS, f"hydra.run.dir={run}"]) == 0
+
+    record = json.loads((run / "strategy.json").read_text())
+    assert plan.strategy["groups"] == record["groups"]
+    assert plan.strategy["optimizer_groups"] == record["optimizer_groups"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert plan.total_steps == metrics["steps"] == 2 * plan.steps_per_epoch
+    assert plan.train_rows == 96 and plan.effective_batch == 16
+    logged = dict(scalars(run, "train/lr"))
+    assert len(plan.lr_at) >= 3
+    for step, lr in plan.lr_at.items():
+        assert logged[step] == pytest.approx(lr, rel=1e-6), step
+
+
+def test_explain_names_where_each_value_came_from() -> None:
+    origins = {key: (value, where) for key, value, where in explain.value_origins(SETTINGS)}
+    assert origins["optimizer.lr"] == ("0.002", "command line")
+    assert origins["train.epochs"] == ("2", "recipe demo")  # the recipe's, not overridden
+    assert origins["data.format"] == ("csv", "configs/data/demo.yaml")
+    assert origins["strategy.lr_decay"] == ("0.5", "command line")
+    assert origins["schedule.name"][1] == "configs/schedule/cosine.yaml"
+    assert "train.seed" not in origins  # the schema default: not listed
+
+
+def test_explain_prints_its_tables(capsys) -> None:
+    assert cli._run_tool("explain", SETTINGS) == 0
+    out = capsys.readouterr().out
+    for heading in ("values that differ", "strategy llrd", "optimizer groups", "total steps",
+                    "learning rate over the steps", "memory per step"):  # fmt: skip
+        assert heading in out
+    assert cli._run_tool("explain", ["optimizer.lrr=1"]) == 2
+    assert "unknown key 'optimizer.lrr'" in capsys.readouterr().err
