@@ -29,6 +29,9 @@ commands:
   explain [OVERRIDES]  what ft train would do, without training: config origins,
                       trainable parameters per layer group, optimizer groups, steps,
                       the lr schedule, device/precision and a memory estimate
+  report RUN_OR_SWEEP [--no-confusion]
+                      report.html and PNG plots: loss, lr and eval metrics over steps,
+                      a confusion matrix, a sweep's metric against its hyperparameters
   predict RUN --input FILE [--output FILE]
                       the rows of a csv/tsv/jsonl/parquet file with their predicted
                       label and class probabilities (or score), in input order
@@ -101,7 +104,7 @@ def _list_recipes() -> None:
 
 
 # Commands that use what training made: module ft_cli.NAME, function main(args) -> exit code.
-TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain"}
+TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain", "report": "report"}
 
 
 def _run_tool(command: str, args: list[str]) -> int:

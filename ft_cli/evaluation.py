@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,28 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def evaluate_trained(
+@dataclass
+class EvalSetup:
+    """A trained model ready to run over one split: what evaluation and reports share."""
+
+    found: Any  # trained.Trained
+    spec: Any
+    rows: Any  # the EncodedSplit
+    source: str
+    labels: list[str] | None
+    forward: Any  # engine.StepForward
+    objective: Any
+    loader: Any
+    hw: Any
+
+
+def setup(
     folder: str, overrides: list[str], split: str = "validation", file: str | None = None
-) -> dict[str, Any]:
+) -> EvalSetup:
     from ft_cli import batching, data, engine, model, trained
     from ft_cli.hardware import setup_hardware
     from ft_cli.objective import build_objective
 
-    started = time.perf_counter()
     found = trained.locate(folder)
     spec = trained.spec_for(found, overrides)
     hw = setup_hardware(spec.hardware)
@@ -93,16 +108,27 @@ def evaluate_trained(
     objective = build_objective(net, spec.task, tokenizer, num_labels, False)
     collate = objective.collator(rows, spec.train.seed)
     loader = batching.eval_loader(rows, spec.train.eval_batch_size, collate)
-    metrics = engine.evaluate(engine.StepForward(net, objective), objective, loader, hw)
+    forward = engine.StepForward(net, objective)
+    return EvalSetup(found, spec, rows, source, labels, forward, objective, loader, hw)
+
+
+def evaluate_trained(
+    folder: str, overrides: list[str], split: str = "validation", file: str | None = None
+) -> dict[str, Any]:
+    from ft_cli import engine
+
+    started = time.perf_counter()
+    ready = setup(folder, overrides, split, file)
+    metrics = engine.evaluate(ready.forward, ready.objective, ready.loader, ready.hw)
     record = {
-        "model": str(found.checkpoint or found.export),
+        "model": str(ready.found.checkpoint or ready.found.export),
         "split": split if file is None else "file",
-        "source": source,
-        "rows": len(rows),
+        "source": ready.source,
+        "rows": len(ready.rows),
         "metrics": metrics,
         "seconds": time.perf_counter() - started,
         "overrides": overrides,
     }
-    written = Path(found.home) / "eval_metrics.json"
+    written = Path(ready.found.home) / "eval_metrics.json"
     written.write_text(json.dumps(record, indent=2) + "\n")
     return {**record, "written": str(written)}
