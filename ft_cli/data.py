@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ft_cli import corpus, hub, paths, token_cache
+from ft_cli import corpus, hub, paths, tagging, token_cache
 from ft_cli.encoded import EncodedSplit
 from ft_cli.errors import FtError, closest
 from ft_cli.schema import DataConfig, DataFormat, TaskConfig, TaskKind
@@ -90,6 +90,10 @@ def _load_files(cfg: DataConfig) -> RawData:
         files[split] = path
     if "train" not in files:
         raise FtError("data.files.train is required: set data.files.train=FILE")
+    if cfg.format == DataFormat.conll:
+        found = {s: tagging.conll_dataset(p, cfg.text_column, cfg.label_column)
+                 for s, p in files.items()}  # fmt: skip
+        return RawData(found, files)
     builder, options = _builder(cfg)
     splits = {}
     for split, path in files.items():
@@ -169,7 +173,7 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
             encoded["train"], encoded.get("validation"), encoded.get("test"), None, raw.source
         )
     labels = _label_names(task, cfg, splits["train"], raw.label_names)
-    encoded = {s: _encode(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
+    encoded = {s: encode_split(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
     return PreparedData(
         train=encoded["train"],
         validation=encoded.get("validation"),
@@ -180,7 +184,8 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
 
 
 FILE_FORMATS = {".csv": DataFormat.csv, ".tsv": DataFormat.tsv, ".json": DataFormat.json,
-                ".jsonl": DataFormat.json, ".parquet": DataFormat.parquet}  # fmt: skip
+                ".jsonl": DataFormat.json, ".parquet": DataFormat.parquet,
+                ".conll": DataFormat.conll}  # fmt: skip
 
 
 def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
@@ -191,11 +196,14 @@ def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
 
     fmt = FILE_FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise FtError(f"{key}: '{path}' is not a .csv, .tsv, .jsonl, .json or .parquet file")
+        kinds = ", ".join(FILE_FORMATS)
+        raise FtError(f"{key}: '{path}' is not one of these file types: {kinds}")
     if not Path(path).is_file():
         raise FtError(f"{key}: file '{path}' does not exist")
     if fmt == DataFormat.tsv and cfg.format == DataFormat.glue_tsv:
         fmt = DataFormat.glue_tsv
+    if fmt == DataFormat.conll:
+        return tagging.conll_dataset(path, cfg.text_column, cfg.label_column)
     builder, options = _builder(dataclasses.replace(cfg, format=fmt))
     try:
         return datasets.load_dataset(builder, data_files={"file": path}, **options)["file"]
@@ -206,15 +214,20 @@ def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
 
 def encode_split(
     cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any, labels: list[str] | None,
-    source: str,
+    split: str, source: str | None = None,
 ) -> EncodedSplit:  # fmt: skip
-    """Check and tokenize one split the way training did (eval on a file)."""
+    """Check and tokenize one split the way training does (also: eval on a file)."""
     if len(dataset) == 0:
-        raise FtError(_empty_split("eval", source))
-    _check_columns(cfg, task, dataset, "eval", source)
+        raise FtError(_empty_split(split, source or split))
+    _check_columns(cfg, task, dataset, split, source or split)
     if task.kind == TaskKind.mlm:
-        return corpus.encode_corpus(cfg, task, tokenizer, dataset, "eval")
-    return _encode(cfg, task, tokenizer, dataset, labels, "eval")
+        return corpus.encode_corpus(cfg, task, tokenizer, dataset, split)
+    if task.kind == TaskKind.token_classification:
+        assert labels is not None
+        tags = dataset[cfg.label_column] if cfg.label_column in dataset.column_names else None
+        return tagging.encode_tagged(tokenizer, dataset[cfg.text_column], tags, labels,
+                                     cfg.max_length, task.label_all_subtokens, split)  # fmt: skip
+    return _encode(cfg, task, tokenizer, dataset, labels, split)
 
 
 def _check_columns(
@@ -244,6 +257,8 @@ def _label_names(
         return None
     if task.labels:
         return [str(label) for label in task.labels]
+    if task.kind == TaskKind.token_classification:
+        return tagging.tag_names(train[cfg.label_column])
     if hub_names:
         return hub_names
     values = {v for v in train[cfg.label_column] if v is not None}

@@ -28,7 +28,7 @@ def load_teacher(cfg: StrategyConfig, task: TaskKind, labels: list[str] | None) 
             "strategy=distill needs a teacher: set strategy.teacher.from_run=RUN_DIR or"
             " strategy.teacher.name_or_path=MODEL"
         )
-    if task == TaskKind.mlm:
+    if task in (TaskKind.mlm, TaskKind.token_classification):
         raise FtError("strategy=distill supports task=classification and task=regression")
     source = ModelConfig(name_or_path=teacher_cfg.name_or_path or "", from_run=teacher_cfg.from_run)
     try:

@@ -16,6 +16,8 @@ class EncodedSplit(torch.utils.data.Dataset):
     labels: list[int] | list[float]
     # mlm whole-word masking: True where a token continues the word before it.
     word_continues: list[list[bool]] | None = None
+    # token classification: True at the first sub-token of each word.
+    word_starts: list[list[bool]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -624,7 +624,7 @@ def _objective(
             net, plan, spec.task.kind, labels, pad_id, hw.device, spec.hardware.compile
         )
     return build_objective(
-        net, spec.task, tokenizer, num_labels, spec.hardware.compile, plan.label_smoothing
+        net, spec.task, tokenizer, num_labels, spec.hardware.compile, plan.label_smoothing, labels
     )
 
 

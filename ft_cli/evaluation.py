@@ -89,7 +89,7 @@ def setup(
     if file is not None:
         labels = spec.task.labels or None
         table = data.load_file(file, spec.data)
-        rows = data.encode_split(spec.data, spec.task, tokenizer, table, labels, file)
+        rows = data.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
         source = file
     else:
         prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
@@ -105,7 +105,7 @@ def setup(
         raise FtError(f"{source}: no labels to evaluate against; ft predict gives predictions")
     num_labels = len(labels) if labels else 1
     net = trained.load_net(found, spec, labels, len(tokenizer)).to(hw.device)
-    objective = build_objective(net, spec.task, tokenizer, num_labels, False)
+    objective = build_objective(net, spec.task, tokenizer, num_labels, False, labels=labels)
     collate = objective.collator(rows, spec.train.seed)
     loader = batching.eval_loader(rows, spec.train.eval_batch_size, collate)
     forward = engine.StepForward(net, objective)

@@ -121,7 +121,11 @@ def model_config(
     dropout: float | None = None,
 ) -> tuple[Any, Any]:
     """(the transformers config of the task model, the Auto class that builds it)."""
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     _quiet_transformers()
     head: dict[str, Any]
@@ -136,9 +140,12 @@ def model_config(
             "num_labels": len(labels),
             "id2label": dict(enumerate(labels)),
             "label2id": {name: i for i, name in enumerate(labels)},
-            "problem_type": "single_label_classification",
         }
-        auto = AutoModelForSequenceClassification
+        if task == TaskKind.token_classification:
+            auto = AutoModelForTokenClassification
+        else:
+            head["problem_type"] = "single_label_classification"
+            auto = AutoModelForSequenceClassification
     scratch = cfg.init == ModelInit.scratch and cfg.from_run is None
     if scratch:
         head.update(scratch_sizes(cfg), vocab_size=vocab_size)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ft_cli import metrics, mlm
+from ft_cli import metrics, mlm, tagging
 from ft_cli.batching import Collate, Collator
 from ft_cli.encoded import EncodedSplit
 from ft_cli.schema import TaskConfig, TaskKind
@@ -82,6 +82,32 @@ class MaskedLMObjective(Objective):
         return mlm.MaskedLMMetrics()
 
 
+class TaggingObjective(Objective):
+    """Token classification: a tag per sub-token; targets carry the word starts for metrics."""
+
+    def __init__(
+        self, net: nn.Module, labels: list[str], pad_id: int, compile_model: bool,
+        label_smoothing: float,
+    ) -> None:  # fmt: skip
+        super().__init__(net, TaskKind.token_classification, len(labels), pad_id, compile_model,
+                         label_smoothing)  # fmt: skip
+        self.labels = labels
+
+    def collator(self, split: EncodedSplit, seed: int) -> Collate:
+        return tagging.TaggedCollator(split, self.pad_id)
+
+    def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [rows, tokens, tags], targets [rows, tokens, 2]: label id, word start)."""
+        labels, starts = batch.pop("labels"), batch.pop("word_starts")
+        return self.forward(**batch).logits, torch.stack([labels, starts], dim=-1)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return tagging.tagging_loss(logits, targets, self.label_smoothing)
+
+    def new_metrics(self) -> Any:
+        return tagging.TaggingMetrics(self.labels)
+
+
 def build_objective(
     net: nn.Module,
     task: TaskConfig,
@@ -89,8 +115,12 @@ def build_objective(
     num_labels: int,
     compile_model: bool,
     label_smoothing: float = 0.0,
+    labels: list[str] | None = None,
 ) -> Objective:
     pad_id = tokenizer.pad_token_id or 0
     if task.kind == TaskKind.mlm:
         return MaskedLMObjective(net, task, tokenizer, pad_id, compile_model)
+    if task.kind == TaskKind.token_classification:
+        assert labels is not None
+        return TaggingObjective(net, labels, pad_id, compile_model, label_smoothing)
     return Objective(net, task.kind, num_labels, pad_id, compile_model, label_smoothing)

@@ -6,7 +6,10 @@ and writes the same rows, in input order, with the prediction columns added:
 
 - classification: `predicted_label`, `predicted_probability` and one
   `probability_<label>` column per class;
-- regression: `predicted_score`.
+- regression: `predicted_score`;
+- token classification: `predicted_tags`, a tag per word of the words column
+  (a list, or a string of words split on spaces; csv/tsv output: one spaced
+  string).
 
 Text columns are the run's (`data.text_column`, `data.text_pair_column`),
 overridable on the command line.
@@ -76,13 +79,13 @@ def predict_file(
     if spec.task.kind == TaskKind.mlm:
         raise FtError("a masked-LM model predicts tokens, not rows; fine-tune it first")
     labels = spec.task.labels or None
-    if spec.task.kind == TaskKind.classification and labels is None:
+    if spec.task.kind != TaskKind.regression and labels is None:
         raise FtError(f"{found.home}: no label names in the model's config.json (id2label)")
     hw = setup_hardware(spec.hardware)
     tokenizer = model.load_tokenizer(spec.model)
     net = trained.load_net(found, spec, labels, len(tokenizer)).to(hw.device)
     batch = batch_size or spec.train.eval_batch_size
-    predictor = Predictor(net, tokenizer, spec, labels, hw, batch)
+    predictor = Predictor(net, tokenizer, spec, labels, hw, batch, out_fmt in ("jsonl", "parquet"))
     total = count_rows(source, in_fmt)
     partial = target.with_name(f".{target.name}.partial")  # renamed into place when complete
     done = 0
@@ -105,33 +108,28 @@ def predict_file(
 class Predictor:
     """Rows in, prediction columns out (in the rows' order)."""
 
-    def __init__(self, net: Any, tokenizer: Any, spec: Any, labels: Any, hw: Any, batch: int):
+    def __init__(
+        self, net: Any, tokenizer: Any, spec: Any, labels: Any, hw: Any, batch: int, lists: bool
+    ) -> None:
         self.net, self.tokenizer, self.spec, self.labels, self.hw = net, tokenizer, spec, labels, hw
         self.batch = batch
+        self.lists = lists  # tags as a list (jsonl, parquet) or one spaced string (csv, tsv)
 
-    def _column(self, rows: list[dict], key: str, name: str) -> list[str]:
+    def _column(self, rows: list[dict], key: str, name: str, keep_lists: bool = False) -> list:
         if name not in rows[0]:
             raise FtError(
                 f"{key}: column '{name}' is not in the input; its columns are:"
                 f" {', '.join(rows[0])} (set {key}=NAME)"
             )
-        return ["" if row.get(name) is None else str(row[name]) for row in rows]
+        values = ["" if row.get(name) is None else row[name] for row in rows]
+        return values if keep_lists else [str(value) for value in values]
 
     def __call__(self, rows: list[dict]) -> list[dict[str, Any]]:
         import torch
 
-        from ft_cli.batching import Collator
-        from ft_cli.encoded import EncodedSplit
         from ft_cli.schema import TaskKind
 
-        data = self.spec.data
-        texts = self._column(rows, "data.text_column", data.text_column)
-        pairs = None
-        if data.text_pair_column is not None:
-            pairs = self._column(rows, "data.text_pair_column", data.text_pair_column)
-        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=data.max_length)
-        split = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), [0] * len(rows))
-        collate = Collator(split, self.tokenizer.pad_token_id or 0, regression=False)
+        split, collate, tagged = self._encode(rows)
         order = sorted(range(len(rows)), key=lambda i: len(split.input_ids[i]))
         out: list[dict[str, Any]] = [{} for _ in rows]
         regression = self.spec.task.kind == TaskKind.regression
@@ -140,11 +138,44 @@ class Predictor:
                 indices = order[start : start + self.batch]
                 batch = collate(indices)
                 batch.pop("labels")
+                starts = batch.pop("word_starts", None)
                 batch = {k: v.to(self.hw.device) for k, v in batch.items()}
                 logits = self.net(**batch).logits.float().cpu()
-                for row, values in zip(indices, logits, strict=True):
-                    out[row] = self._columns(values, regression)
+                for j, row in enumerate(indices):
+                    if tagged:
+                        out[row] = self._tags(logits[j], starts[j], len(tagged[row]))
+                    else:
+                        out[row] = self._columns(logits[j], regression)
         return out
+
+    def _encode(self, rows: list[dict]) -> tuple[Any, Any, list[list[str]] | None]:
+        """The chunk tokenized, its collator, and (token classification) its words."""
+        from ft_cli import tagging
+        from ft_cli.batching import Collator
+        from ft_cli.encoded import EncodedSplit
+        from ft_cli.schema import TaskKind
+
+        data = self.spec.data
+        pad = self.tokenizer.pad_token_id or 0
+        if self.spec.task.kind == TaskKind.token_classification:
+            raw = self._column(rows, "data.text_column", data.text_column, keep_lists=True)
+            words = [value if isinstance(value, list) else str(value).split() for value in raw]
+            split = tagging.encode_tagged(self.tokenizer, words, None, self.labels,
+                                          data.max_length, False, "input")  # fmt: skip
+            return split, tagging.TaggedCollator(split, pad), words
+        texts = self._column(rows, "data.text_column", data.text_column)
+        pairs = None
+        if data.text_pair_column is not None:
+            pairs = self._column(rows, "data.text_pair_column", data.text_pair_column)
+        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=data.max_length)
+        split = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), [0] * len(rows))
+        return split, Collator(split, pad, regression=False), None
+
+    def _tags(self, logits: Any, starts: Any, words: int) -> dict[str, Any]:
+        """A tag per word (its first sub-token's); words cut off by max_length get O."""
+        picked = logits[starts.bool()].argmax(-1).tolist()
+        tags = [self.labels[i] for i in picked] + ["O"] * (words - len(picked))
+        return {"predicted_tags": tags if self.lists else " ".join(tags)}
 
     def _columns(self, logits: Any, regression: bool) -> dict[str, Any]:
         if regression:

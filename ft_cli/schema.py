@@ -58,6 +58,7 @@ class DataFormat(str, Enum):
     json = "json"
     parquet = "parquet"
     text = "text"
+    conll = "conll"
 
 
 class TextDocuments(str, Enum):
@@ -81,9 +82,14 @@ class DataConfig:
     hub_name: str | None = _help(None, "Hub dataset config name (format=hub), e.g. mrpc.")
     path: str | None = _help(None, "Folder the data.files names are relative to.")
     files: DataFiles = field(default_factory=DataFiles)
-    text_column: str = _help("text", "Column with the (first) text.")
+    text_column: str = _help(
+        "text", "Column with the (first) text; token_classification: the list of words."
+    )
     text_pair_column: str | None = _help(None, "Column with the second text of a pair, if any.")
-    label_column: str = _help("label", "Column with the label (class name, id, or float).")
+    label_column: str = _help(
+        "label",
+        "Column with the label (class name, id, or float); token_classification: the tags.",
+    )
     text_documents: TextDocuments = _help(
         TextDocuments.line, "format=text: a document per line, or per blank-line paragraph."
     )
@@ -102,6 +108,7 @@ class TaskKind(str, Enum):
     classification = "classification"
     regression = "regression"
     mlm = "mlm"
+    token_classification = "token_classification"
 
 
 class Packing(str, Enum):
@@ -111,7 +118,11 @@ class Packing(str, Enum):
 
 @dataclass
 class TaskConfig:
-    kind: TaskKind = _help(MISSING, "classification, regression or mlm (masked-LM pretraining).")
+    kind: TaskKind = _help(
+        MISSING,
+        "classification, regression, token_classification (a tag per word: IOB2 entities)"
+        " or mlm (masked-LM pretraining).",
+    )
     labels: list[str] | None = _help(
         None, "Class names in id order; null = the sorted labels found in train."
     )
@@ -124,6 +135,11 @@ class TaskConfig:
     packing: Packing = _help(
         Packing.group_texts,
         "mlm: group_texts (concatenate, cut into max_length blocks) or line_by_line.",
+    )
+    label_all_subtokens: bool = _help(
+        False,
+        "token_classification: train on every sub-token of a word (B- becomes I- after the"
+        " first), not only the first; metrics always read the first.",
     )
 
 
@@ -345,6 +361,8 @@ TASK_METRICS = {
     TaskKind.classification: ("accuracy", "f1", "mcc", "loss"),
     TaskKind.regression: ("pearson", "spearman", "mse", "loss"),
     TaskKind.mlm: ("loss", "perplexity", "accuracy"),
+    # Entity-level (IOB2 chunks, as seqeval counts them); accuracy is per word.
+    TaskKind.token_classification: ("f1", "precision", "recall", "accuracy", "loss"),
 }
 LOWER_IS_BETTER = ("loss", "mse", "perplexity")
 
@@ -399,6 +417,11 @@ def _check_task(spec: RunSpec) -> None:
             "data.format=text holds no labels; use task=mlm to pretrain on it, or a csv/json/"
             "parquet file with a label column"
         )
+    tagged = task.kind == TaskKind.token_classification
+    if data.format == DataFormat.conll and not tagged:
+        raise FtError("data.format=conll holds word tags: use task=token_classification")
+    if tagged and data.text_pair_column is not None:
+        raise FtError("task=token_classification tags one text; set data.text_pair_column=null")
     if task.kind != TaskKind.mlm:
         return
     rates = {

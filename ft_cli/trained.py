@@ -65,7 +65,8 @@ def spec_for(trained: Trained, overrides: list[str]) -> RunSpec:
     extra = [f"model.from_run={trained.export}"] if trained.export is not None else []
     spec = compose.to_spec(compose.compose_config([*kept, *extra, *overrides]))
     labels = _export_labels(trained)
-    if spec.task.kind == TaskKind.classification and labels is not None:
+    tagged = (TaskKind.classification, TaskKind.token_classification)
+    if spec.task.kind in tagged and labels is not None:
         spec.task.labels = labels  # the model's own label ids, whatever the data holds
     return spec
 

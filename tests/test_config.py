@@ -27,6 +27,8 @@ RECIPE_OVERRIDES = {name: ["data.path=/some/dir"] for name in ("minilm_mrpc", "m
 def test_every_recipe_composes_and_validates(recipe: str) -> None:
     spec = compose_spec([f"+recipe={recipe}", *RECIPE_OVERRIDES.get(recipe, [])])
     kind = TaskKind.mlm if recipe.endswith("_mlm") else TaskKind.classification
+    if recipe.endswith("_ner"):
+        kind = TaskKind.token_classification
     assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False
     assert compose.recipe_purpose(compose.paths.recipes_dir() / f"{recipe}.yaml")
@@ -66,6 +68,10 @@ def test_every_group_option_composes(group: str, check) -> None:
             extra = ["data.files.train=f"]
         if option == "text":
             extra = ["data.files.train=f.txt", "task=mlm"]
+        if option == "conll":
+            extra = ["data.files.train=f.conll", "task=token_classification"]
+        if option == "demo_ner":
+            extra = ["task=token_classification"]
         spec = compose_spec([f"{group}={option}", *extra])
         assert check(spec, option), (group, option)
 

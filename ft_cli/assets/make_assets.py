@@ -5,6 +5,9 @@
 - demo/{train,validation}.csv: short product reviews written from templates,
   labelled positive/negative. Negations and "but" clauses make the label depend
   on more than one word, so a model has something to learn.
+- ner/{train,validation}.conll: short sentences written from templates with
+  people, places and organisations tagged in IOB2 (multi-word names give I-
+  tags; some names appear only in validation, so the model must generalise).
 - tiny_bert/vocab.txt: special tokens, every word of the demo data, and single
   characters with their ## continuations, so any English text tokenizes.
 """
@@ -78,6 +81,62 @@ def write_demo(rows: int, name: str, seed: int) -> None:
             writer.writerow(review(rng))
 
 
+FIRST = ["Anna", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas",
+         "Kara", "Liam", "Mina", "Noah", "Olga", "Pablo"]  # fmt: skip
+LAST = ["Smith", "Garcia", "Okafor", "Nguyen", "Larsen", "Rossi", "Kowalski", "Tanaka"]
+PLACES = ["Paris", "Berlin", "Lagos", "Lima", "Oslo", "New York", "San Diego", "Hong Kong",
+          "Cape Town", "Rio de Janeiro", "Kyoto", "Quito"]  # fmt: skip
+ORGS = ["Acme Corp", "Globex", "Initech", "Northwind Traders", "Umbrella Group", "Stark Labs",
+        "Blue Harbor Bank", "Vertex"]  # fmt: skip
+# Seen only in validation: the model must tag names it never saw.
+HELD_OUT = {"PER": ["Zoe", "Yusuf"], "LOC": ["Dakar", "Buenos Aires"], "ORG": ["Helix Systems"]}
+NER_TEMPLATES = [
+    "{PER} works for {ORG} in {LOC} .",
+    "{PER} flew to {LOC} on Monday .",
+    "{ORG} opened an office in {LOC} last year .",
+    "yesterday {PER} met {PER} at the {ORG} office .",
+    "the weather in {LOC} was lovely .",
+    "{PER} said that {ORG} will hire ten people .",
+    "a new bridge was built in {LOC} .",
+    "{ORG} and {ORG} signed a deal in {LOC} .",
+    "we visited {LOC} with {PER} .",
+    "the report from {ORG} was late .",
+]
+
+
+def _entity(rng: random.Random, kind: str, held_out: bool) -> list[str]:
+    if held_out and rng.random() < 0.5:
+        name = rng.choice(HELD_OUT[kind])
+        if kind == "PER":
+            name += " " + rng.choice(LAST)
+        return name.split()
+    if kind == "PER":
+        return [rng.choice(FIRST), *([rng.choice(LAST)] if rng.random() < 0.6 else [])]
+    return rng.choice(PLACES if kind == "LOC" else ORGS).split()
+
+
+def ner_sentence(rng: random.Random, held_out: bool) -> list[tuple[str, str]]:
+    """(word, IOB2 tag) pairs of one templated sentence."""
+    pairs = []
+    for piece in rng.choice(NER_TEMPLATES).split():
+        if piece.startswith("{"):
+            words = _entity(rng, piece[1:-1], held_out)
+            pairs += [(w, ("B-" if i == 0 else "I-") + piece[1:-1]) for i, w in enumerate(words)]
+        else:
+            pairs.append((piece, "O"))
+    first, tag = pairs[0]
+    pairs[0] = (first[0].upper() + first[1:], tag)
+    return pairs
+
+
+def write_ner(rows: int, name: str, seed: int, held_out: bool) -> None:
+    rng = random.Random(seed)
+    (ASSETS / "ner").mkdir(exist_ok=True)
+    with open(ASSETS / "ner" / name, "w") as handle:
+        for _ in range(rows):
+            handle.write("".join(f"{w} {t}\n" for w, t in ner_sentence(rng, held_out)) + "\n")
+
+
 def write_vocab() -> None:
     words = set()
     for name in ("train.csv", "validation.csv"):
@@ -93,6 +152,8 @@ def write_vocab() -> None:
 def main() -> None:
     write_demo(800, "train.csv", seed=1)
     write_demo(200, "validation.csv", seed=2)
+    write_ner(600, "train.conll", seed=3, held_out=False)
+    write_ner(150, "validation.conll", seed=4, held_out=True)
     write_vocab()
 
 
