@@ -11,6 +11,7 @@ from conftest import TINY, write_csv
 from test_cli import ft
 
 from ft_cli import cli, evaluation, predict
+from ft_cli.errors import FtError
 from ft_cli.paths import resolve_path
 
 VALIDATION = Path(resolve_path("pkg:ft_cli/assets/demo/validation.csv", "data"))
@@ -122,3 +123,28 @@ def test_use_errors_are_one_line(run_dir: Path, tmp_path: Path) -> None:
     assert (
         "--split test: the run's data has no such split; splits: train, validation" in split.stderr
     )
+
+
+@pytest.mark.parametrize("task", ["mlm", "regression"])
+def test_eval_and_predict_work_for_every_task(tmp_path: Path, task: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"the kettle is {'great ' * (i % 4)}good" for i in range(64)]
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"sentence": texts, "score": [float(i % 4) for i in range(64)]}), path)
+    run = tmp_path / "run"
+    overrides = [*TINY, "data=parquet", f"data.files.train={path}", "data.text_column=sentence",
+                 "data.label_column=score", f"task={task}", "train.epochs=2",
+                 "train.export=last", f"hydra.run.dir={run}"]  # fmt: skip
+    assert cli.run_train(overrides) == 0
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    assert evaluation.evaluate_trained(str(run), [])["metrics"] == pytest.approx(final, rel=1e-5)
+    if task == "regression":
+        out = tmp_path / "scores.jsonl"
+        assert predict.predict_file(str(run), path, out, []) == 64
+        scores = [json.loads(line)["predicted_score"] for line in out.read_text().splitlines()]
+        assert len(scores) == 64 and all(isinstance(s, float) for s in scores)
+    else:
+        with pytest.raises(FtError, match="masked-LM model predicts tokens"):
+            predict.predict_file(str(run), path, tmp_path / "x.jsonl", [])
