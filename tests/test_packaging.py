@@ -35,6 +35,10 @@ def test_wheel_ships_configs_and_recipes(tmp_path: Path) -> None:
         "ft_cli/configs/model/minilm_l6.yaml",
         "ft_cli/recipes/demo.yaml",
         "ft_cli/assets/demo/train.csv",
+        "ft_cli/assets/ner/train.conll",
+        "ft_cli/configs/search/lr_batch.yaml",
+        "ft_cli/configs/launcher/slurm.yaml",
+        "ft_cli/recipes/demo_ner.yaml",
         "ft_cli/assets/tiny_bert/vocab.txt",
     ):
         assert name in names, name
