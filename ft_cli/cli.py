@@ -26,7 +26,8 @@ commands:
   eval RUN [--split S | --file F] [OVERRIDES]
                       metrics of a trained model (run dir, model/, checkpoint) on a
                       split of its run's data or a file; writes eval_metrics.json
-  explain [OVERRIDES]  what ft train would do, without training: config origins,
+  explain [OVERRIDES]
+                      what ft train would do, without training: config origins,
                       trainable parameters per layer group, optimizer groups, steps,
                       the lr schedule, device/precision and a memory estimate
   report RUN_OR_SWEEP [--no-confusion]
@@ -34,7 +35,7 @@ commands:
                       a confusion matrix, a sweep's metric against its hyperparameters
   predict RUN --input FILE [--output FILE]
                       the rows of a csv/tsv/jsonl/parquet file with their predicted
-                      label and class probabilities (or score), in input order
+                      label and class probabilities (or score, or tags), in input order
 
 examples:
   ft train +recipe=demo
