@@ -101,10 +101,18 @@ def gather(value: T, place: Dist) -> list[T]:
 
 
 def any_rank(flag: bool, place: Dist) -> bool:
-    """True on every rank when `flag` is true on any (for stop signals)."""
+    """True on every rank when `flag` is true on any (stop signals: checked every step).
+
+    A one-element CPU tensor: gloo carries it, with no pickling and no GPU sync.
+    """
     if not place.enabled:
         return flag
-    return any(gather(flag, place))
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def mean(value: Any, place: Dist) -> Any:
