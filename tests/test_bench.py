@@ -68,3 +68,15 @@ def test_compare_strategies_quick_on_the_tiny_model(tmp_path: Path) -> None:
     for row in record.values():
         assert 0 <= row["dev accuracy"] <= 1 and row["peak RSS (MiB)"] > 0
         assert row["trainable parameters"] > 0
+
+
+def test_compare_parallel_on_the_tiny_model() -> None:
+    command = [sys.executable, str(REPO / "bench" / "compare_parallel.py"), "--tiny",
+               "--steps", "3", "--batch", "8"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line}
+    assert {"single", "ddp", "fsdp"} <= set(rows)
+    # Same global batches on every side: the same model at the end.
+    losses = {float(rows[side][-1]) for side in ("single", "ddp", "fsdp")}
+    assert max(losses) - min(losses) < 1e-4
