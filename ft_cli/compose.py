@@ -89,8 +89,35 @@ def check_overrides(overrides: list[str]) -> None:
                         f"unknown {key} option '{choice}' in '{token}'{closest(choice, options)};"
                         f" valid options: {', '.join(options)}"
                     )
+                _check_plugin(key, choice, token)
         else:  # a dotted key or a top-level one (output_dir, resume, ...)
             _check_key(key, token)
+
+
+# Add-on options that need a Hydra plugin from the `sweep` extra.
+PLUGINS = {
+    ("search", None): "hydra_plugins.hydra_optuna_sweeper",
+    ("launcher", "joblib"): "hydra_plugins.hydra_joblib_launcher",
+    ("launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def _check_plugin(group: str, option: str, token: str) -> None:
+    import importlib.util
+
+    module = PLUGINS.get((group, option)) or PLUGINS.get((group, None))
+    if module is None:
+        return
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        package = module.split(".")[-1].replace("_", "-")
+        raise FtError(
+            f"'{token}' needs {package}: pip install 'ft-cli[sweep]'"
+            " (from a checkout: pip install -e '.[sweep]')"
+        )
 
 
 def _sweep_values(value: str) -> list[str]:

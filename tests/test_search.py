@@ -126,3 +126,21 @@ def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path) -> N
         record = json.loads((sweep / job / "metrics.json").read_text())
         assert record["resumed_from"].startswith(str(sweep / job / "checkpoints"))
         assert (sweep / job / "model" / "model.safetensors").read_bytes() == before
+
+
+def test_a_missing_plugin_is_named_with_its_install_command(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    from ft_cli import compose
+    from ft_cli.errors import FtError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if "optuna" in name else real(name, *a))  # fmt: skip
+    with pytest.raises(FtError) as caught:
+        compose.check_overrides(["+search=lr_batch"])
+    assert str(caught.value) == (
+        "'+search=lr_batch' needs hydra-optuna-sweeper: pip install 'ft-cli[sweep]'"
+        " (from a checkout: pip install -e '.[sweep]')"
+    )
+    compose.check_overrides(["+launcher=joblib"])  # installed: no complaint
