@@ -150,8 +150,20 @@ def value_origins(overrides: list[str]) -> list[tuple[str, str, str]]:
         elif source == "recipe":
             name = recipe[-1].split("=", 1)[1]
             source = f"recipe {name}"
+            if key not in _recipe_keys(name) and group in final_choices:
+                source = f"configs/{group}/{final_choices[group]}.yaml (chosen by recipe {name})"
         rows.append((key, str(value), source))
     return rows
+
+
+def _recipe_keys(name: str) -> set[str]:
+    """The dotted keys a recipe file sets itself (not through its group choices)."""
+    from omegaconf import OmegaConf
+
+    from ft_cli import paths
+
+    tree = OmegaConf.to_container(OmegaConf.load(paths.recipes_dir() / f"{name}.yaml"))
+    return set(_flatten(tree))
 
 
 def _set_directly(key: str, given: list[str]) -> bool:

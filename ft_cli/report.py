@@ -109,8 +109,8 @@ def confusion_matrix(run_dir: Path) -> tuple[list[list[int]], list[str]] | None:
     from ft_cli import evaluation
     from ft_cli.schema import TaskKind
 
-    record = json.loads((run_dir / "metrics.json").read_text()) if (
-        run_dir / "metrics.json").is_file() else {}  # fmt: skip
+    metrics_file = run_dir / "metrics.json"
+    record = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     if not record.get("labels") or not (run_dir / "model" / "config.json").is_file():
         return None
     ready = evaluation.setup(str(run_dir), [])

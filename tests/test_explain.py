@@ -40,6 +40,9 @@ def test_explain_names_where_each_value_came_from() -> None:
     assert origins["strategy.lr_decay"] == ("0.5", "command line")
     assert origins["schedule.name"][1] == "configs/schedule/cosine.yaml"
     assert "train.seed" not in origins  # the schema default: not listed
+    ner = {key: where for key, _, where in explain.value_origins(["+recipe=demo_ner"])}
+    assert ner["task.kind"] == "configs/task/token_classification.yaml (chosen by recipe demo_ner)"
+    assert ner["train.batch_size"] == "recipe demo_ner"
 
 
 def test_explain_prints_its_tables(capsys) -> None:
