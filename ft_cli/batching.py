@@ -157,10 +157,26 @@ def train_loader(
 
 
 def eval_loader(
-    split: EncodedSplit, batch_size: int, collate: Collate, rank: int = 0, world: int = 1
+    split: EncodedSplit,
+    batch_size: int,
+    collate: Collate,
+    rank: int = 0,
+    world: int = 1,
+    even: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """Length-sorted batches; with several processes each takes every `world`-th batch."""
-    batches = length_sorted_batches(split, batch_size)[rank::world]
-    return torch.utils.data.DataLoader(
+    """Length-sorted batches; with several processes each takes every `world`-th batch.
+
+    `even` (FSDP, whose ranks gather weights together in every forward): every
+    rank gets as many batches as the busiest one, topped up with repeats of
+    the first batch; `loader.real_batches` says how many count.
+    """
+    every = length_sorted_batches(split, batch_size)
+    batches = every[rank::world]
+    real = len(batches)
+    if even:
+        batches += [every[0]] * (math.ceil(len(every) / world) - real)
+    loader = torch.utils.data.DataLoader(
         split, batch_sampler=batches, collate_fn=collate, generator=torch.Generator()
     )
+    loader.real_batches = real
+    return loader

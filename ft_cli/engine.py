@@ -111,10 +111,13 @@ def evaluate(
     was_training = forward.training
     forward.eval()
     scores = objective.new_metrics()
+    real = getattr(loader, "real_batches", None)
     with torch.no_grad(), hw.autocast():
-        for batch in loader:
+        for index, batch in enumerate(loader):
             batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
-            scores.update(*forward(batch))
+            outputs = forward(batch)
+            if real is None or index < real:  # FSDP's top-up batches only keep step
+                scores.update(*outputs)
     forward.train(was_training)
     if place.enabled:
         parts = distributed.gather(scores, place)
@@ -146,9 +149,6 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     fsdp = place.enabled and spec.hardware.distributed == Parallel.fsdp
     if fsdp:
         sharded.check_supported(spec.strategy)
-    # FSDP runs every forward on every rank (they gather weights together):
-    # each evaluates the whole split. DDP ranks split it and merge.
-    eval_place = distributed.SINGLE if fsdp else place
     ui = RunConsole(None if main else Console(quiet=True))
     found = _resume_point(spec, Path(run_dir), ui) if main else None
     resume_from, run_dir = distributed.broadcast(found, place)
@@ -205,8 +205,9 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             prepared.validation,
             spec.train.eval_batch_size,
             val_collate,
-            eval_place.rank,
-            eval_place.world,
+            place.rank,
+            place.world,
+            even=fsdp,
         )
     accum = spec.train.grad_accum
     batches_per_epoch = len(sampler)
@@ -319,7 +320,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     def run_evaluation() -> bool:
         """Evaluate, track the best, checkpoint; True when early stopping says stop."""
         assert val_loader is not None
-        loop.last_metrics = evaluate(step_forward, objective, val_loader, hw, eval_place)
+        loop.last_metrics = evaluate(step_forward, objective, val_loader, hw, place)
         applied.train_mode(net)  # evaluation left every module in train mode
         tracker.scalars("eval", loop.last_metrics, loop.step)
         if stopper.update(loop.last_metrics[metric_name]):
@@ -498,10 +499,11 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
             prepared.test,
             spec.train.eval_batch_size,
             test_collate,
-            eval_place.rank,
-            eval_place.world,
+            place.rank,
+            place.world,
+            even=fsdp,
         )
-        test_metrics = evaluate(step_forward, objective, test_loader, hw, eval_place)
+        test_metrics = evaluate(step_forward, objective, test_loader, hw, place)
         tracker.scalars("test", test_metrics, loop.step)
     samples, tokens, padded = np.sum(
         distributed.gather([loop.samples_seen, loop.real_tokens, loop.padded_tokens], place),

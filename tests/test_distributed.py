@@ -55,6 +55,17 @@ def test_rank_shards_partition_each_global_batch() -> None:
     assert [len(list(t)) for t in tail] == [4, 4, 4] and len(tail[0]) == 4
 
 
+def test_even_eval_parts_cover_the_split_once_and_keep_ranks_in_step() -> None:
+    from ft_cli.encoded import EncodedSplit
+
+    split = EncodedSplit([[1] * (i % 5 + 1) for i in range(26)], None, [0] * 26)  # 7 batches of 4
+    loaders = [batching.eval_loader(split, 4, list, r, 3, even=True) for r in range(3)]
+    assert [len(list(loader)) for loader in loaders] == [3, 3, 3]  # FSDP: same forwards each
+    assert [loader.real_batches for loader in loaders] == [3, 2, 2]
+    real = [i for loader in loaders for b in list(loader)[: loader.real_batches] for i in b]
+    assert sorted(real) == list(range(26))
+
+
 @pytest.mark.parametrize("task", [TaskKind.classification, TaskKind.regression])
 def test_merged_eval_parts_equal_one_pass(task: TaskKind) -> None:
     torch.manual_seed(0)
