@@ -95,10 +95,18 @@ def check_disk_space(root: Path, needed: int) -> None:
     free = shutil.disk_usage(root).free
     if free < needed * 1.1:
         raise FtError(
-            f"not enough disk space for a checkpoint in {root}: about {needed / 2**20:.0f} MiB"
-            f" needed, {free / 2**20:.0f} MiB free; free some space (the previous checkpoint is"
+            f"not enough disk space for a checkpoint in {root}: about {_size(needed * 1.1)}"
+            f" needed, {_size(free)} free; free some space (the previous checkpoint is"
             " kept) or set output_dir / hydra.run.dir to a larger disk"
         )
+
+
+def _size(count: float) -> str:
+    """Bytes in the unit that keeps three significant digits (0.95 MiB, 1.20 GiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= 0.1 * scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count:.0f} bytes"
 
 
 def save_checkpoint(
@@ -210,12 +218,26 @@ def is_valid(checkpoint: Path) -> tuple[bool, str]:
     return True, ""
 
 
-def clean_leftovers(root: Path) -> list[Path]:
-    """Remove temporary folders of interrupted writes; returns what was removed."""
-    removed = [p for p in root.glob(f"{TMP_PREFIX}*") if p.is_dir()]
-    for path in removed:
-        shutil.rmtree(path, ignore_errors=True)
-    return removed
+def survey(root: Path, warn: Any = print) -> tuple[list[Path], list[Path]]:
+    """(valid checkpoints oldest first, folders resume cannot use) under `root`; reads only.
+
+    Unusable: committed checkpoints that fail their manifest, and the
+    temporary folders of interrupted writes (their weights may be whole).
+    """
+    if not root.is_dir():
+        return [], []
+    valid, unusable = [], []
+    for path in sorted(p for p in root.glob("step-*") if p.is_dir()):
+        ok, why = is_valid(path)
+        if ok:
+            valid.append(path)
+        else:
+            warn(f"skipping checkpoint {path}: {why}")
+            unusable.append(path)
+    for path in sorted(p for p in root.glob(f"{TMP_PREFIX}step-*") if p.is_dir()):
+        warn(f"skipping {path}: the leftover of an interrupted checkpoint write")
+        unusable.append(path)
+    return valid, unusable
 
 
 def newest_valid(root: Path, warn: Any = print) -> Path | None:

@@ -153,7 +153,11 @@ def run_train(overrides: list[str]) -> int:
         compose.register()
         # Flags and their values (--cfg job, --info defaults) are Hydra's to judge.
         _check_modes(overrides)
-        compose.check_overrides([a for a in overrides if "=" in a and not a.startswith("-")])
+        given = [a for a in overrides if "=" in a and not a.startswith("-")]
+        compose.check_overrides(given)
+        if "--cfg" in overrides or "-c" in overrides:
+            # Hydra prints the config without running ft's job: check the values first.
+            compose.to_spec(compose.compose_config(given))
         overrides = _data_parallel_overrides(overrides)
         app = hydra.main(
             config_path=str(paths.config_dir()), config_name="config", version_base="1.3"
@@ -175,6 +179,13 @@ def run_train(overrides: list[str]) -> int:
         return 130
     except SystemExit as err:
         return int(err.code or 0) if not isinstance(err.code, str) else 2
+    except OSError as err:
+        if err.filename is None:
+            raise
+        from ft_cli.ownership import disk_error
+
+        _fail(str(disk_error(err, "the run dir")))
+        return 2
     except (OmegaConfBaseException, Exception) as err:
         if not _is_hydra_error(err):
             raise
@@ -248,22 +259,28 @@ def _is_hydra_error(err: BaseException) -> bool:
 
 
 def _train_job(cfg) -> float | None:
+    from pathlib import Path
+
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ft_cli import compose
+    from ft_cli import compose, ownership
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = cfg.output_dir or hydra_cfg.runtime.output_dir
+    overrides = list(hydra_cfg.overrides.task)
+    records = _hydra_records(cfg, hydra_cfg, overrides)
+    # A dir that held a run before this job keeps its record if the job fails.
+    fresh = not ownership.holds_run(Path(run_dir))
     try:
         spec = compose.to_spec(cfg)
         from ft_cli.engine import train
 
-        result = train(spec, run_dir=run_dir, overrides=list(hydra_cfg.overrides.task))
+        result = train(spec, run_dir, overrides, records)
     except Exception as err:
         if multirun:
-            _record_failure(hydra_cfg, run_dir, err)
+            _record_failure(hydra_cfg, run_dir, err, records if fresh else None)
             return None
         if isinstance(err, FtError):
             _outcomes.error = err
@@ -272,26 +289,49 @@ def _train_job(cfg) -> float | None:
     if multirun and result.metric is not None and not math.isfinite(result.metric):
         # A search must not learn from this trial: a sweeper reads None as failed.
         why = f"no finite {result.metric_name} to optimise (best: {result.metric})"
-        _record_failure(hydra_cfg, run_dir, FtError(why))
+        _record_failure(hydra_cfg, run_dir, FtError(why), records)
         return None
     return result.metric
 
 
-def _record_failure(hydra_cfg, run_dir: str, err: Exception) -> None:
-    """Report one failed sweep job on one line and in its run dir; the sweep goes on."""
+def _hydra_records(cfg, hydra_cfg, overrides: list[str]) -> dict[str, str]:
+    """Hydra's .hydra/ files (config, hydra, overrides), as Hydra itself writes them."""
+    from omegaconf import OmegaConf
+
+    if hydra_cfg.output_subdir is not None:  # the user asked Hydra to write them itself
+        return {}
+    return {
+        ".hydra/config.yaml": OmegaConf.to_yaml(cfg),
+        ".hydra/hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+        ".hydra/overrides.yaml": OmegaConf.to_yaml(overrides),
+    }
+
+
+def _record_failure(
+    hydra_cfg, run_dir: str, err: Exception, records: dict[str, str] | None
+) -> None:
+    """Report one failed sweep job on one line and, with its records, in its run dir
+    (records None: the dir holds another run, whose files are not this job's to write);
+    the sweep goes on."""
     line = str(err).splitlines()[0] if str(err) else type(err).__name__
     job = f"job {hydra_cfg.job.num} ({' '.join(hydra_cfg.overrides.task)})"
     _fail(f"{job}: {line}")
-    _write_failure(run_dir, err, line)
+    if records is not None:
+        _write_failure(run_dir, err, line, records)
 
 
-def _write_failure(run_dir: str, err: BaseException, line: str) -> None:
-    """error.txt gets the traceback; metrics.json says failed, keeping what the run wrote."""
+def _write_failure(run_dir: str, err: BaseException, line: str, records: dict[str, str]) -> None:
+    """error.txt gets the traceback; metrics.json says failed, keeping what the run wrote;
+    Hydra's record of the job is written if the job failed before writing it."""
     import json
     import traceback
     from pathlib import Path
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
+    for name, text in records.items():
+        if not (Path(run_dir) / name).exists():
+            (Path(run_dir) / name).parent.mkdir(parents=True, exist_ok=True)
+            (Path(run_dir) / name).write_text(text)
     detail = "".join(traceback.format_exception(err))
     (Path(run_dir) / "error.txt").write_text(detail)
     metrics_file = Path(run_dir) / "metrics.json"

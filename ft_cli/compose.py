@@ -74,8 +74,12 @@ def check_overrides(overrides: list[str]) -> None:
             parser.parse_overrides([token])
         except Exception as err:
             detail = " ".join(str(err).split()).split(" See https://")[0]
+            key, _, value = token.partition("=")
+            quoted = f"""'{key}="{value}"'""" if value else "'key=\"a value\"'"
             raise FtError(
-                f"cannot parse '{token}': {detail}; write key=value, group=option or +key=value"
+                f"cannot parse '{token}': {detail}; write key=value, group=option or"
+                f" +key=value, and quote a value with spaces, quotes or non-ASCII letters:"
+                f" {quoted}"
             ) from err
         if token.startswith("hydra.") or token.startswith("hydra/") or "=" not in token:
             continue

@@ -6,16 +6,17 @@ to their own longest row.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ft_cli import corpus, hub, paths, tagging, token_cache
+from ft_cli import corpus, hub, paths, table_files, tagging, token_cache
 from ft_cli.encoded import EncodedSplit
 from ft_cli.errors import FtError, closest
-from ft_cli.schema import DataConfig, DataFormat, TaskConfig, TaskKind
+from ft_cli.schema import DataConfig, DataFormat, Quoting, TaskConfig, TaskKind
 
 SPLITS = ("train", "validation", "test")
 
@@ -39,9 +40,17 @@ class PreparedData:
 
 
 def load_raw(cfg: DataConfig) -> RawData:
+    _quiet_datasets()
     if cfg.format == DataFormat.hub:
         return _load_hub(cfg)
     return _load_files(cfg)
+
+
+def _quiet_datasets() -> None:
+    """No "Generating train split" bars between ft's own lines."""
+    import datasets
+
+    datasets.disable_progress_bars()
 
 
 def _load_hub(cfg: DataConfig) -> RawData:
@@ -81,6 +90,8 @@ def _load_files(cfg: DataConfig) -> RawData:
         if value is None:
             continue
         path = paths.resolve_path(value, f"data.files.{split}", base=cfg.path)
+        if Path(path).is_dir():
+            table_files.require_file(path, f"data.files.{split}")
         if not Path(path).is_file():
             raise FtError(
                 f"data.files.{split}: file '{path}' does not exist; set data.files.{split}"
@@ -91,23 +102,48 @@ def _load_files(cfg: DataConfig) -> RawData:
     if "train" not in files:
         raise FtError("data.files.train is required: set data.files.train=FILE")
     if cfg.format == DataFormat.conll:
+        for split, path in files.items():
+            table_files.check_utf8(Path(path), f"data.files.{split}")
         found = {s: tagging.conll_dataset(p, cfg.text_column, cfg.label_column)
                  for s, p in files.items()}  # fmt: skip
         return RawData(found, files)
     builder, options = _builder(cfg)
     splits = {}
     for split, path in files.items():
+        key = f"data.files.{split}"
+        check_file(Path(path), cfg, cfg.format, key)
         try:
             loaded = datasets.load_dataset(builder, data_files={split: path}, **options)
         except Exception as err:
             if _has_no_rows(Path(path), cfg.format):
                 raise FtError(_empty_split(split, path)) from err
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise FtError(
-                f"data.files.{split}: cannot read '{path}' as {cfg.format.value}: {first}"
+                f"{key}: cannot read '{path}' as {cfg.format.value}: {table_files.root_cause(err)}"
             ) from err
         splits[split] = loaded[split]
     return RawData(splits, files)
+
+
+def check_file(path: Path, cfg: DataConfig, fmt: DataFormat, key: str) -> None:
+    """The cheap pass over a file that names a bad line before the loaders see it."""
+    if fmt in DELIMITERS:
+        table_files.check_delimited(path, DELIMITERS[fmt], quotes_enclose(cfg, fmt), key)
+    elif fmt == DataFormat.json:
+        table_files.check_json(path, key)
+    elif fmt == DataFormat.parquet:
+        table_files.check_parquet(path, key)
+    else:
+        table_files.check_utf8(path, key)
+
+
+DELIMITERS = {DataFormat.csv: ",", DataFormat.tsv: "\t", DataFormat.glue_tsv: "\t"}
+
+
+def quotes_enclose(cfg: DataConfig, fmt: DataFormat) -> bool:
+    """Whether double quotes enclose fields: csv by default; TSV has no quoting convention."""
+    if cfg.quoting == Quoting.auto:
+        return fmt == DataFormat.csv
+    return cfg.quoting == Quoting.quoted
 
 
 def _has_no_rows(path: Path, fmt: DataFormat) -> bool:
@@ -131,13 +167,11 @@ def _builder(cfg: DataConfig) -> tuple[str, dict[str, Any]]:
     fmt = cfg.format
     if fmt == DataFormat.text:
         return "text", {"sample_by": cfg.text_documents.value, "encoding": "utf-8-sig"}
-    if fmt == DataFormat.csv:
-        return "csv", {"encoding": "utf-8-sig"}
-    if fmt == DataFormat.tsv:
-        return "csv", {"encoding": "utf-8-sig", "sep": "\t"}
-    if fmt == DataFormat.glue_tsv:
-        # GLUE's TSVs hold unbalanced double quotes: quoting must be off (3 = QUOTE_NONE).
-        return "csv", {"encoding": "utf-8-sig", "sep": "\t", "quoting": 3}
+    if fmt in DELIMITERS:
+        # GLUE's TSVs hold unbalanced double quotes: quoting is off for TSV by default.
+        options = {"encoding": "utf-8-sig", "sep": DELIMITERS[fmt]}
+        quoting = csv.QUOTE_MINIMAL if quotes_enclose(cfg, fmt) else csv.QUOTE_NONE
+        return "csv", {**options, "quoting": quoting}
     return fmt.value, {}
 
 
@@ -173,6 +207,17 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
             encoded["train"], encoded.get("validation"), encoded.get("test"), None, raw.source
         )
     labels = _label_names(task, cfg, splits["train"], raw.label_names)
+    if task.kind == TaskKind.classification and len(labels or []) < 2:
+        # Before the other splits are encoded: their labels would be blamed instead.
+        found = ", ".join(labels or [])
+        if task.labels:
+            raise FtError(
+                f"task.labels=[{found}] lists one class; classification needs two or more"
+            )
+        raise FtError(
+            f"data.label_column: the train split has {len(labels or [])} distinct label(s)"
+            f" ({found}); classification needs at least 2"
+        )
     encoded = {s: encode_split(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
     return PreparedData(
         train=encoded["train"],
@@ -198,18 +243,18 @@ def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
     if fmt is None:
         kinds = ", ".join(FILE_FORMATS)
         raise FtError(f"{key}: '{path}' is not one of these file types: {kinds}")
-    if not Path(path).is_file():
-        raise FtError(f"{key}: file '{path}' does not exist")
-    if fmt == DataFormat.tsv and cfg.format == DataFormat.glue_tsv:
-        fmt = DataFormat.glue_tsv
+    table_files.require_file(path, key)
+    _quiet_datasets()
     if fmt == DataFormat.conll:
+        table_files.check_utf8(Path(path), key)
         return tagging.conll_dataset(path, cfg.text_column, cfg.label_column)
+    check_file(Path(path), cfg, fmt, key)
     builder, options = _builder(dataclasses.replace(cfg, format=fmt))
     try:
         return datasets.load_dataset(builder, data_files={"file": path}, **options)["file"]
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FtError(f"{key}: cannot read '{path}' as {fmt.value}: {first}") from err
+        cause = table_files.root_cause(err)
+        raise FtError(f"{key}: cannot read '{path}' as {fmt.value}: {cause}") from err
 
 
 def encode_split(
@@ -243,11 +288,36 @@ def _check_columns(
         if column not in columns:
             if split == "test" and key == "data.label_column":
                 continue  # an unlabelled test file is fine
-            hint = closest(column, columns)
+            hint = closest(column, columns) or _delimiter_hint(columns)
             raise FtError(
                 f"{key}: column '{column}' is not in the {split} data ({source}){hint};"
                 f" its columns are: {', '.join(columns)}"
             )
+        if task.kind == TaskKind.token_classification and len(dataset):
+            _check_word_lists(dataset[0][column], key, column, split, source)
+
+
+def _delimiter_hint(columns: list[str]) -> str:
+    """One column whose name holds the other delimiter: the file was read with the wrong one."""
+    if len(columns) != 1:
+        return ""
+    if "," in columns[0]:
+        return " (one column named with commas: is the file comma-separated? use data=csv)"
+    if "\t" in columns[0]:
+        return " (one column named with tabs: is the file tab-separated? use data=tsv)"
+    return ""
+
+
+def _check_word_lists(first: Any, key: str, column: str, split: str, source: str) -> None:
+    """Token classification reads a list of words and a list of tags per row."""
+    if isinstance(first, (list, tuple)):
+        return
+    what = "words" if key == "data.text_column" else "tags"
+    raise FtError(
+        f"{key}: column '{column}' of the {split} data ({source}) holds a"
+        f" {type(first).__name__} per row (row 0: {str(first)[:40]!r}); task=token_classification"
+        f" needs a list of {what} per row: JSON lists in json/parquet files, or data=conll"
+    )
 
 
 def _label_names(

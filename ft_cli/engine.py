@@ -37,6 +37,7 @@ from ft_cli import (
     model,
     model_card,
     optim,
+    ownership,
     regularize,
     resume,
     sharded,
@@ -45,11 +46,10 @@ from ft_cli import (
     tracking,
 )
 from ft_cli.console import RunConsole
-from ft_cli.errors import FtError
 from ft_cli.hardware import Hardware, setup_hardware
 from ft_cli.loop_state import LoopState
 from ft_cli.objective import Objective, build_objective
-from ft_cli.schema import Export, NonFinite, Parallel, RunSpec, StrategyKind, TaskKind
+from ft_cli.schema import Export, NonFinite, Parallel, RunSpec, StrategyKind
 
 
 @dataclass
@@ -70,30 +70,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def check_loop_settings(spec: RunSpec) -> None:
-    t = spec.train
-    positive = {
-        "train.batch_size": t.batch_size,
-        "train.eval_batch_size": t.eval_batch_size,
-        "train.grad_accum": t.grad_accum,
-        "train.log_every": t.log_every,
-        "train.keep_checkpoints": t.keep_checkpoints,
-        "data.max_length": spec.data.max_length,
-    }
-    optional = {
-        "train.epochs": t.epochs if t.max_steps is None else None,
-        "train.max_steps": t.max_steps,
-        "train.eval_every": t.eval_every,
-        "train.save_every": t.save_every,
-    }
-    positive.update({k: v for k, v in optional.items() if v is not None})
-    for key, value in positive.items():
-        if value < 1:
-            raise FtError(f"{key}={value} must be at least 1")
-    if not 0 <= spec.data.validation_fraction < 1:
-        raise FtError(f"data.validation_fraction={spec.data.validation_fraction} must be in [0, 1)")
 
 
 def evaluate(
@@ -125,38 +101,62 @@ def evaluate(
     return scores.compute()
 
 
-def _resume_point(spec: RunSpec, run_dir: Path, ui: RunConsole) -> tuple[Path | None, Path]:
-    """(checkpoint to resume from or None, the run dir to write to)."""
+def _resume_point(spec: RunSpec, run_dir: Path, ui: RunConsole) -> tuple[Path | None, list[Path]]:
+    """(checkpoint to resume from or None, checkpoints to move aside); reads only."""
+    ownership.check_reuse(run_dir, spec.resume, spec.overwrite)
     if spec.resume is None:
-        return None, run_dir
-    found = resume.find_checkpoint(spec.resume, run_dir, ui.warn)
+        return None, []
+    found, unusable = resume.find_checkpoint(spec.resume, run_dir, ui.warn)
+    if found is None and (run_dir / "model").exists():
+        raise ownership.RunDirRefused(
+            f"resume={spec.resume}: {run_dir} holds a finished model/ but no usable checkpoint"
+            f" to continue from; start over with overwrite=true (the old run is moved to"
+            f" {ownership.aside_name(run_dir)}), or pick another run dir"
+        )
     if found is None:
-        ui.info(f"resume=auto: no checkpoint in {run_dir / 'checkpoints'}; starting fresh")
-        return None, run_dir
-    return found, resume.run_dir_of(found)
+        ui.info(f"resume=auto: no usable checkpoint in {run_dir / 'checkpoints'}; starting fresh")
+    return found, unusable
 
 
-def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None) -> RunResult:
-    """Run one training job as the spec says; writes everything under `run_dir`."""
+def train(
+    spec: RunSpec,
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    records: dict[str, str] | None = None,
+) -> RunResult:
+    """Run one training job as the spec says; writes everything under `run_dir`.
+
+    The run dir is locked for the run, and nothing is written into it until
+    the spec, the data and the resume point are validated. `records`: more
+    files (name -> text) written then, such as Hydra's record of the command.
+    """
+    # Data-parallel: every rank trains; rank 0 alone prints, locks and writes files.
+    place = distributed.init()
+    ui = RunConsole(None if place.is_main else Console(quiet=True))
+    target = resume.target_dir(spec.resume, Path(run_dir))
+    with ownership.locked(target, ui.warn, enabled=place.is_main):
+        return _train(spec, target, overrides or [], records or {}, place, ui)
+
+
+def _train(
+    spec: RunSpec,
+    run_dir: Path,
+    overrides: list[str],
+    records: dict[str, str],
+    place: distributed.Dist,
+    ui: RunConsole,
+) -> RunResult:
     started = time.perf_counter()
     first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
-    check_loop_settings(spec)
     task = spec.task.kind
     metric_name, mode = metrics.monitored(task, spec.train.early_stopping)
-    # Data-parallel: every rank trains; rank 0 alone prints and writes files.
-    place = distributed.init()
     main = place.is_main
     fsdp = place.enabled and spec.hardware.distributed == Parallel.fsdp
     if fsdp:
         sharded.check_supported(spec.strategy)
-    ui = RunConsole(None if main else Console(quiet=True))
-    found = _resume_point(spec, Path(run_dir), ui) if main else None
-    resume_from, run_dir = distributed.broadcast(found, place)
+    found = _resume_point(spec, run_dir, ui) if main else None
+    resume_from, unusable = distributed.broadcast(found, place)
     spec_yaml = OmegaConf.to_yaml(OmegaConf.structured(spec))
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        header = f"# ft train {' '.join(overrides or [])}\n"
-        (run_dir / "config.yaml").write_text(header + spec_yaml)
 
     seed_everything(spec.train.seed)
     hw = setup_hardware(spec.hardware, distributed.gpu_index(place))
@@ -164,14 +164,10 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         decided = distributed.broadcast((hw.precision, hw.reason), place)
         hw = setup_hardware(spec.hardware, distributed.gpu_index(place), decided)
     tokenizer = model.load_tokenizer(spec.model)
+    model.check_max_length(spec.model, spec.data.max_length)
     with distributed.main_first(place):  # rank 0 fills the token cache, the others read it
         prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
     num_labels = len(prepared.labels) if prepared.labels is not None else 1
-    if task == TaskKind.classification and num_labels < 2:
-        raise FtError(
-            f"data.label_column: the train split has {num_labels} distinct label(s)"
-            f" ({', '.join(prepared.labels or [])}); classification needs at least 2"
-        )
     seed_everything(spec.train.seed)  # the head's init does not depend on the data size
     plan = spec.strategy
     net, new_names = model.load_model(
@@ -249,6 +245,11 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
         restored_rng = _rng_of_rank(saved["rng"], place, ui)
         ui.info(f"resuming from {resume_from} (step {loop.step}, epoch {loop.epoch})")
 
+    if main:  # validated: the run's first writes
+        header = f"# ft train {' '.join(overrides)}\n"
+        files = {**records, "config.yaml": header + spec_yaml}
+        ownership.claim(run_dir, files, spec.overwrite, unusable, ui.info)
+    distributed.barrier(place)
     ckpt_root = run_dir / "checkpoints"
     purge_step = loop.step + 1 if resume_from else None
     tracker = tracking.Tracker(run_dir, purge_step) if main else tracking.NoTracker()
@@ -541,7 +542,7 @@ def train(spec: RunSpec, run_dir: str | Path, overrides: list[str] | None = None
     metrics_path = run_dir / "metrics.json"
     if main:
         tracking.write_metrics(run_dir, record)
-        model_card.write(export_dir, spec, record, overrides or [])
+        model_card.write(export_dir, spec, record, overrides)
     # Best and final metrics next to the flattened config: a sweep sorts by
     # either in TensorBoard's HPARAMS tab (`tensorboard --logdir SWEEP_DIR`).
     results = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}
@@ -638,7 +639,7 @@ def _interrupted(
     overrides: list[str] | None,
     main: bool = True,
 ) -> guards.RunInterrupted:
-    kept = [o for o in overrides or [] if not o.startswith(("resume=", "hydra.run.dir="))]
+    kept = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
     command = " ".join(["ft train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
     if main:
         record = {"status": "interrupted", "steps": loop.step}

@@ -86,6 +86,7 @@ def setup(
     spec = trained.spec_for(found, overrides)
     hw = setup_hardware(spec.hardware)
     tokenizer = model.load_tokenizer(spec.model)
+    model.check_max_length(spec.model, spec.data.max_length)
     if file is not None:
         labels = spec.task.labels or None
         table = data.load_file(file, spec.data)

@@ -61,6 +61,7 @@ def plan(overrides: list[str]) -> Plan:
     spec = compose.to_spec(compose.compose_config(overrides))
     origins = value_origins(overrides)
     tokenizer = model.load_tokenizer(spec.model)
+    model.check_max_length(spec.model, spec.data.max_length)
     prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
     config, auto = model.model_config(
         spec.model, spec.task.kind, prepared.labels, len(tokenizer), spec.strategy.dropout

@@ -72,8 +72,14 @@ def nonfinite_error(step: int, epoch: float, value: float, last_checkpoint: str 
 
 
 def oom_error(batch_size: int, seq_len: int, precision: str) -> FtError:
+    # Half precision roughly halves activation memory: only worth suggesting from fp32.
+    half = (
+        ", or use hardware.precision=bf16 (fp16 on GPUs without bf16)"
+        if precision == "fp32"
+        else ""
+    )
     return FtError(
-        f"CUDA out of memory at train.batch_size={batch_size}, sequence length {seq_len},"
+        f"out of memory at train.batch_size={batch_size}, sequence length {seq_len},"
         f" precision {precision}; lower train.batch_size (and raise train.grad_accum to keep"
-        " the effective batch), lower data.max_length, or use hardware.precision=bf16"
+        f" the effective batch), lower data.max_length{half}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, **kwargs: Any) 
     name = resolved_name(cfg)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, **kwargs}
     if Path(name).is_dir():
+        check_model_code(Path(name), cfg.trust_remote_code)
         return _friendly(lambda: loader(name, local_files_only=True, **common), name, what)
     if cfg.name_or_path.startswith(paths.PKG_PREFIX) or name.startswith((".", "/")):
         raise FtError(f"model.name_or_path: folder '{name}' does not exist; {_HINT}")
@@ -57,12 +59,55 @@ def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, **kwargs: Any) 
     return _friendly(lambda: loader(name, **common), name, what)
 
 
+def shipped_code(folder: Path) -> list[str]:
+    """The Python files a model folder's configs name in `auto_map` (its own model code)."""
+    import json
+
+    modules: set[str] = set()
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            mapping = json.loads((folder / name).read_text()).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for target in mapping.values():
+            for ref in target if isinstance(target, list) else [target]:
+                if isinstance(ref, str):
+                    modules.add(ref.split("--")[-1].rsplit(".", 1)[0] + ".py")
+    return sorted(modules)
+
+
+_announced: set[str] = set()
+
+
+def check_model_code(folder: Path, trusted: bool) -> None:
+    """A folder that ships model code runs it only when the user said so; ft says what runs."""
+    files = shipped_code(folder)
+    if not files:
+        return
+    listed = ", ".join(files)
+    if not trusted:
+        raise FtError(
+            f"model.name_or_path: '{folder}' ships its own model code ({listed}); ft does not run"
+            " it unless you add model.trust_remote_code=true to this command"
+        )
+    if str(folder) not in _announced:
+        _announced.add(str(folder))
+        print(f"model.trust_remote_code=true: running {listed} from {folder}", file=sys.stderr)
+
+
 def _friendly(load: Callable[[], T], name: str, what: str) -> T:
+    import pickle
+
     try:
         return load()
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FtError(f"model.name_or_path: cannot load the {what} from '{name}': {first}") from err
+    except pickle.UnpicklingError as err:
+        raise FtError(
+            f"model.name_or_path: the weights in '{name}' are a pickle that would run code when"
+            " loaded, refused; convert them to model.safetensors where they were made"
+        ) from err
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
@@ -77,6 +122,25 @@ def load_config(cfg: ModelConfig) -> Any:
 
     _quiet_transformers()
     return _load(cfg, AutoConfig.from_pretrained, "model config")
+
+
+# Models whose position ids start after the padding id (RoBERTa's scheme).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+def check_max_length(cfg: ModelConfig, max_length: int) -> None:
+    """data.max_length must fit the model's position embeddings (else an index error mid-run)."""
+    config = load_config(cfg)
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return  # relative or rotary positions: no fixed table to overflow
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+    if max_length > positions:
+        raise FtError(
+            f"data.max_length={max_length} is longer than {resolved_name(cfg)} can read"
+            f" ({positions} positions); set data.max_length={positions} or less"
+        )
 
 
 def load_classifier(cfg: ModelConfig) -> Any:

@@ -24,8 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ft_cli import data, table_files
 from ft_cli.errors import FtError
 from ft_cli.evaluation import parse
+from ft_cli.schema import DataFormat
 
 USAGE = (
     "usage: ft predict RUN_OR_MODEL_DIR --input FILE [--output FILE] [--batch-size N]"
@@ -33,6 +35,8 @@ USAGE = (
 )
 CHUNK_ROWS = 4096
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+DATA_FORMATS = {"csv": DataFormat.csv, "tsv": DataFormat.tsv, "jsonl": DataFormat.json,
+                "parquet": DataFormat.parquet}  # fmt: skip
 
 
 def main(args: list[str]) -> int:
@@ -70,17 +74,22 @@ def predict_file(
     from ft_cli.schema import TaskKind
 
     in_fmt, out_fmt = file_format(source, "--input"), file_format(target, "--output")
-    if not source.is_file():
-        raise FtError(f"--input '{source}' does not exist")
+    table_files.require_file(source, "--input")
     if target.resolve() == source.resolve():
         raise FtError(f"--output '{target}' is the input file; name another file")
+    if not target.resolve().parent.is_dir():
+        raise FtError(
+            f"--output '{target}': folder '{target.parent}' does not exist; create it or name"
+            " a file in an existing folder"
+        )
     found = trained.locate(folder)
     spec = trained.spec_for(found, overrides)
     if spec.task.kind == TaskKind.mlm:
         raise FtError("a masked-LM model predicts tokens, not rows; fine-tune it first")
+    data.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
     labels = spec.task.labels or None
     if spec.task.kind != TaskKind.regression and labels is None:
-        raise FtError(f"{found.home}: no label names in the model's config.json (id2label)")
+        labels = _labels_from_data(found, spec)
     hw = setup_hardware(spec.hardware)
     tokenizer = model.load_tokenizer(spec.model)
     net = trained.load_net(found, spec, labels, len(tokenizer)).to(hw.device)
@@ -93,8 +102,8 @@ def predict_file(
 
     with Progress(transient=True) as progress, _writer(partial, out_fmt) as write:
         task = progress.add_task(f"predicting {source.name}", total=total)
-        glue = spec.data.format.value == "glue_tsv"  # GLUE's quotes are text, not quoting
-        for chunk in read_rows(source, in_fmt, glue):
+        quoted = in_fmt in ("csv", "tsv") and data.quotes_enclose(spec.data, DATA_FORMATS[in_fmt])
+        for chunk in read_rows(source, in_fmt, not quoted):
             write(chunk, predictor(chunk))
             done += len(chunk)
             progress.update(task, completed=done)
@@ -103,6 +112,18 @@ def predict_file(
         raise FtError(f"--input '{source}' has no rows")
     os.replace(partial, target)
     return done
+
+
+def _labels_from_data(found: Any, spec: Any) -> list[str]:
+    """A run stopped before its export: its head's labels, derived as training derived them."""
+    from ft_cli import model
+
+    if found.export is not None:
+        raise FtError(f"{found.home}: no label names in the model's config.json (id2label)")
+    tokenizer = model.load_tokenizer(spec.model)
+    labels = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed).labels
+    assert labels is not None
+    return labels
 
 
 class Predictor:

@@ -38,10 +38,19 @@ def _rows(cls: type, prefix: str) -> Iterator[str]:
             item.default if item.default is not dataclasses.MISSING else item.default_factory()
         )
         help_text = item.metadata.get("help", "")
-        yield f"| `{prefix}{item.name}` | `{_show(default)}` | {help_text} |"
+        yield f"| `{prefix}{item.name}` | `{_show(default)}` | {_range(item)} | {help_text} |"
 
 
-HEADER = "| key | schema default | meaning |\n| --- | --- | --- |"
+def _range(item: dataclasses.Field) -> str:
+    bounds = item.metadata.get("bounds")
+    if bounds is None:
+        return ""
+    text = bounds.describe().removeprefix("in ")
+    text = text.replace("greater than ", "> ").replace("at least ", ">= ")
+    return f"{bounds.length} x {text}" if bounds.length else text
+
+
+HEADER = "| key | schema default | range | meaning |\n| --- | --- | --- | --- |"
 
 
 def reference() -> str:

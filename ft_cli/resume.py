@@ -17,31 +17,42 @@ AUTO = "auto"
 # Keys whose change makes the checkpoint a different experiment, not a continuation.
 GUARDED = ("model.", "task.", "data.")
 # Keys that may differ freely between a run and its resume.
-IGNORED = ("resume", "resume_force", "output_dir")
+IGNORED = ("resume", "resume_force", "output_dir", "overwrite")
 
 
-def find_checkpoint(resume: str, run_dir: Path, warn: Callable[[str], None]) -> Path | None:
-    """The checkpoint to resume from; None for `auto` when the run dir has none yet.
+def target_dir(resume: str | None, run_dir: Path) -> Path:
+    """The run dir a run writes to: its own, or the resumed checkpoint's run."""
+    if resume is None or resume == AUTO:
+        return run_dir
+    path = Path(resume)
+    if (path / "checkpoints").is_dir():
+        return path
+    if (path / checkpoint.MANIFEST).is_file() or path.name.startswith("step-"):
+        return run_dir_of(path)
+    return run_dir  # not a checkpoint: find_checkpoint says so
+
+
+def find_checkpoint(
+    resume: str, run_dir: Path, warn: Callable[[str], None]
+) -> tuple[Path | None, list[Path]]:
+    """The checkpoint to resume from (None for `auto` when there is none), and the
+    checkpoints of the run that cannot be used (moved aside, never deleted, when the
+    run claims its dir). Reads only.
 
     Args:
         resume: `auto` (newest valid checkpoint of `run_dir`) or a path to a
             checkpoint folder or to a run dir.
-        run_dir: this run's dir.
-        warn: prints a warning line (skipped or cleaned-up checkpoints).
+        run_dir: the run dir the run writes to (`target_dir`).
+        warn: prints a warning line per unusable checkpoint.
     """
+    valid, unusable = checkpoint.survey(run_dir / "checkpoints", warn)
     if resume == AUTO:
-        root = run_dir / "checkpoints"
-        if not root.is_dir():
-            return None
-        for leftover in checkpoint.clean_leftovers(root):
-            warn(f"removed {leftover.name}: the leftover of an interrupted checkpoint write")
-        return checkpoint.newest_valid(root, warn)
+        return (valid[-1] if valid else None), unusable
     path = Path(resume)
     if (path / "checkpoints").is_dir():  # a run dir
-        found = checkpoint.newest_valid(path / "checkpoints", warn)
-        if found is None:
+        if not valid:
             raise FtError(f"resume={resume}: the run dir has no valid checkpoint to resume from")
-        return found
+        return valid[-1], unusable
     if not path.is_dir():
         raise FtError(
             f"resume={resume}: no such checkpoint or run dir; use resume=auto or the path of"
@@ -50,7 +61,7 @@ def find_checkpoint(resume: str, run_dir: Path, warn: Callable[[str], None]) -> 
     ok, why = checkpoint.is_valid(path)
     if not ok:
         raise FtError(f"resume={resume}: not a valid checkpoint ({why})")
-    return path
+    return path, unusable
 
 
 def run_dir_of(checkpoint_dir: Path) -> Path:

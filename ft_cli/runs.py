@@ -52,9 +52,15 @@ def recorded_overrides(run_dir: Path) -> list[str]:
     """The overrides a run was launched with (Hydra's record, else config.yaml's header)."""
     hydra_file = run_dir / ".hydra" / "overrides.yaml"
     if hydra_file.is_file():
-        from omegaconf import OmegaConf
+        from omegaconf import ListConfig, OmegaConf
 
-        return [str(item) for item in OmegaConf.load(hydra_file)]
+        try:
+            items = OmegaConf.load(hydra_file)
+        except Exception as err:
+            items = err
+        if not isinstance(items, ListConfig):
+            raise FtError(f"{hydra_file} is damaged (not a YAML list of overrides)")
+        return [str(item) for item in items]
     config = run_dir / "config.yaml"
     if config.is_file():
         first = config.read_text().splitlines()[:1]
@@ -67,27 +73,51 @@ def read_run(run_dir: Path, root: Path) -> RunRow:
     record: dict = {}
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        try:
-            record = json.loads(metrics_file.read_text())
-        except json.JSONDecodeError:
-            record = {"status": "failed", "error": "metrics.json is not valid JSON"}
-    status = STATUS.get(record.get("status", ""), "running" if not record else "unknown")
-    monitor = record.get("monitor") or {}
-    metric = monitor.get("metric")
-    final = (record.get("final") or {}).get(metric) if metric else None
+        record = _read_record(metrics_file)
+    status = STATUS.get(str(record.get("status", "")), "running" if not record else "unknown")
+    monitor = _mapping(record.get("monitor"))
+    metric = monitor.get("metric") if isinstance(monitor.get("metric"), str) else None
+    final = _number(_mapping(record.get("final")).get(metric)) if metric else None
     return RunRow(
         job=str(run_dir.relative_to(root)) if run_dir != root else ".",
-        overrides=" ".join(recorded_overrides(run_dir)),
+        overrides=_overrides_text(run_dir),
         status=status,
         metric=metric,
-        mode=monitor.get("mode"),
-        best=monitor.get("best"),
+        mode=monitor.get("mode") if monitor.get("mode") in ("min", "max") else None,
+        best=_number(monitor.get("best")),
         final=final,
-        steps=record.get("steps"),
-        wall_seconds=record.get("wall_seconds"),
+        steps=record.get("steps") if isinstance(record.get("steps"), int) else None,
+        wall_seconds=_number(record.get("wall_seconds")),
         run_dir=str(run_dir),
-        error=record.get("error"),
+        error=str(record["error"]) if record.get("error") is not None else None,
     )
+
+
+def _overrides_text(run_dir: Path) -> str:
+    try:
+        return " ".join(recorded_overrides(run_dir))
+    except FtError:
+        return "(unreadable .hydra/overrides.yaml)"
+
+
+def _read_record(path: Path) -> dict:
+    """metrics.json as a dict; a damaged one reads as a failed run that says why."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {"status": "failed", "error": "metrics.json is not valid JSON"}
+    if not isinstance(record, dict):
+        return {"status": "failed", "error": "metrics.json holds no record (not a JSON object)"}
+    return record
+
+
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok else None
 
 
 def ranked(rows: list[RunRow]) -> list[RunRow]:

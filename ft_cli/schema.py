@@ -7,6 +7,7 @@ Imports no torch: `ft recipes` and config checks stay cheap.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -15,8 +16,42 @@ from omegaconf import MISSING
 GROUPS = ("model", "data", "task", "strategy", "optimizer", "schedule", "hardware")
 
 
-def _help(default: object, text: str) -> object:
-    return field(default=default, metadata={"help": text})
+@dataclass(frozen=True)
+class Bounds:
+    """The range a numeric field (or each element of a list field) must lie in."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is excluded
+    high_open: bool = False
+    length: int | None = None  # list fields: exactly this many values
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (
+            value > self.high or (self.high_open and value == self.high)
+        )
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"greater than {self.low:g}" if self.low_open else f"at least {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+AT_LEAST_0 = Bounds(0)
+AT_LEAST_1 = Bounds(1)
+POSITIVE = Bounds(0, low_open=True)
+SHARE = Bounds(0, 1)  # [0, 1]
+FRACTION = Bounds(0, 1, high_open=True)  # [0, 1): a probability that must leave something
+DECAY = Bounds(0, 1, low_open=True)  # (0, 1]: a multiplier that shrinks or keeps
+
+
+def _help(default: object, text: str, bounds: Bounds | None = None) -> object:
+    return field(default=default, metadata={"help": text, "bounds": bounds})
 
 
 class ModelInit(str, Enum):
@@ -39,11 +74,13 @@ class ModelConfig:
         "Start from the trained model/ of an earlier ft run (RUN_DIR); wins over name_or_path"
         " and init.",
     )
-    layers: int | None = _help(None, "scratch: encoder layers; null = the config's.")
-    hidden_size: int | None = _help(None, "scratch: hidden size; null = the config's.")
-    heads: int | None = _help(None, "scratch: attention heads; null = the config's.")
+    layers: int | None = _help(None, "scratch: encoder layers; null = the config's.", AT_LEAST_1)
+    hidden_size: int | None = _help(None, "scratch: hidden size; null = the config's.", AT_LEAST_1)
+    heads: int | None = _help(None, "scratch: attention heads; null = the config's.", AT_LEAST_1)
     intermediate_size: int | None = _help(
-        None, "scratch: feed-forward size; null = the config's, or 4 x hidden_size when set."
+        None,
+        "scratch: feed-forward size; null = the config's, or 4 x hidden_size when set.",
+        AT_LEAST_1,
     )
 
 
@@ -59,6 +96,12 @@ class DataFormat(str, Enum):
     parquet = "parquet"
     text = "text"
     conll = "conll"
+
+
+class Quoting(str, Enum):
+    auto = "auto"
+    quoted = "quoted"
+    none = "none"
 
 
 class TextDocuments(str, Enum):
@@ -90,15 +133,22 @@ class DataConfig:
         "label",
         "Column with the label (class name, id, or float); token_classification: the tags.",
     )
+    quoting: Quoting = _help(
+        Quoting.auto,
+        "csv/tsv: do double quotes enclose fields? auto: csv yes, tsv no (a quote is text);"
+        " quoted or none to say so.",
+    )
     text_documents: TextDocuments = _help(
         TextDocuments.line, "format=text: a document per line, or per blank-line paragraph."
     )
-    max_length: int = _help(128, "Longest tokenized input; longer ones are truncated.")
+    max_length: int = _help(128, "Longest tokenized input; longer ones are truncated.", Bounds(2))
     validation_fraction: float = _help(
-        0.1, "Share of train held out for validation when there is no validation split."
+        0.1, "Share of train held out for validation when there is no validation split.", FRACTION
     )
-    max_train_samples: int | None = _help(None, "Use only the first N training rows.")
-    max_eval_samples: int | None = _help(None, "Use only the first N validation/test rows.")
+    max_train_samples: int | None = _help(None, "Use only the first N training rows.", AT_LEAST_1)
+    max_eval_samples: int | None = _help(
+        None, "Use only the first N validation/test rows.", AT_LEAST_1
+    )
     cache: bool = _help(
         True, "Keep tokenized splits in $FT_CACHE_DIR (~/.cache/ft/tokenized): reruns skip it."
     )
@@ -126,10 +176,14 @@ class TaskConfig:
     labels: list[str] | None = _help(
         None, "Class names in id order; null = the sorted labels found in train."
     )
-    mlm_probability: float = _help(0.15, "mlm: share of (non-special) tokens to predict.")
-    mask_replace_prob: float = _help(0.8, "mlm: of the predicted tokens, share shown as [MASK].")
+    mlm_probability: float = _help(0.15, "mlm: share of (non-special) tokens to predict.", DECAY)
+    mask_replace_prob: float = _help(
+        0.8, "mlm: of the predicted tokens, share shown as [MASK].", SHARE
+    )
     random_replace_prob: float = _help(
-        0.1, "mlm: of the predicted tokens, share shown as a random token (the rest: unchanged)."
+        0.1,
+        "mlm: of the predicted tokens, share shown as a random token (the rest: unchanged).",
+        SHARE,
     )
     whole_word_mask: bool = _help(False, "mlm: mask all pieces of a word together.")
     packing: Packing = _help(
@@ -161,9 +215,9 @@ class UnfreezeUnit(str, Enum):
 
 @dataclass
 class LoraSettings:
-    r: int = _help(8, "Rank of the low-rank update.")
-    alpha: float = _help(16.0, "Scale of the update (alpha / r multiplies it).")
-    dropout: float = _help(0.1, "Dropout on the adapter input.")
+    r: int = _help(8, "Rank of the low-rank update.", AT_LEAST_1)
+    alpha: float = _help(16.0, "Scale of the update (alpha / r multiplies it).", POSITIVE)
+    dropout: float = _help(0.1, "Dropout on the adapter input.", FRACTION)
     target_modules: list[str] = field(
         default_factory=lambda: ["query", "value"],
         metadata={"help": "Names of the linear layers that get adapters."},
@@ -183,8 +237,8 @@ class StrategyConfig:
         StrategyKind.full,
         "full, freeze_backbone, freeze_layers, gradual_unfreeze, llrd, lora, l2sp or distill.",
     )
-    frozen_layers: int = _help(0, "freeze_layers: freeze the bottom N encoder layers.")
-    frozen_top_layers: int = _help(0, "freeze_layers: freeze the top N encoder layers.")
+    frozen_layers: int = _help(0, "freeze_layers: freeze the bottom N encoder layers.", AT_LEAST_0)
+    frozen_top_layers: int = _help(0, "freeze_layers: freeze the top N encoder layers.", AT_LEAST_0)
     frozen_layer_ids: list[int] | None = _help(
         None, "freeze_layers: freeze these encoder layers (0 = bottom)."
     )
@@ -192,28 +246,43 @@ class StrategyConfig:
         None, "freeze_layers: freeze parameters whose name matches this regex."
     )
     freeze_embeddings: bool = _help(True, "freeze_layers: freeze the embeddings too.")
-    unfreeze_every: int = _help(1, "gradual_unfreeze: unfreeze one more layer group every N ...")
+    unfreeze_every: int = _help(
+        1, "gradual_unfreeze: unfreeze one more layer group every N ...", AT_LEAST_1
+    )
     unfreeze_unit: UnfreezeUnit = _help(
         UnfreezeUnit.epochs, "gradual_unfreeze: ... epochs or steps."
     )
     rewarm_steps: int = _help(
-        0, "gradual_unfreeze: after each unfreeze, ramp the lr up again over N steps (0 = off)."
+        0,
+        "gradual_unfreeze: after each unfreeze, ramp the lr up again over N steps (0 = off).",
+        AT_LEAST_0,
     )
     lr_decay: float = _help(
         1.0,
         "Layer-wise lr decay (any strategy; llrd: 0.9): layer at depth d below the head"
         " gets lr * lr_decay^d.",
+        DECAY,
     )
     lora: LoraSettings = field(default_factory=LoraSettings)
-    l2sp_alpha: float = _help(0.01, "l2sp: alpha/2 * ||w - w0||^2 on pretrained parameters.")
-    l2sp_beta: float = _help(0.01, "l2sp: beta/2 * ||w||^2 on new parameters (the head).")
-    l1: float = _help(0.0, "Any strategy: l1 * sum |w| over trainable parameters.")
-    l2: float = _help(0.0, "Any strategy: l2/2 * ||w||^2 over trainable parameters.")
-    dropout: float | None = _help(None, "Any strategy: set the model's dropout; null = its own.")
-    label_smoothing: float = _help(0.0, "Any strategy: label smoothing of the classification loss.")
+    l2sp_alpha: float = _help(
+        0.01, "l2sp: alpha/2 * ||w - w0||^2 on pretrained parameters.", AT_LEAST_0
+    )
+    l2sp_beta: float = _help(
+        0.01, "l2sp: beta/2 * ||w||^2 on new parameters (the head).", AT_LEAST_0
+    )
+    l1: float = _help(0.0, "Any strategy: l1 * sum |w| over trainable parameters.", AT_LEAST_0)
+    l2: float = _help(0.0, "Any strategy: l2/2 * ||w||^2 over trainable parameters.", AT_LEAST_0)
+    dropout: float | None = _help(
+        None, "Any strategy: set the model's dropout; null = its own.", FRACTION
+    )
+    label_smoothing: float = _help(
+        0.0, "Any strategy: label smoothing of the classification loss.", FRACTION
+    )
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    distill_alpha: float = _help(0.5, "distill: weight of the teacher term (1 = teacher only).")
-    temperature: float = _help(2.0, "distill: softmax temperature T of both models.")
+    distill_alpha: float = _help(
+        0.5, "distill: weight of the teacher term (1 = teacher only).", SHARE
+    )
+    temperature: float = _help(2.0, "distill: softmax temperature T of both models.", POSITIVE)
     cache_teacher: bool = _help(True, "distill: compute each example's teacher logits once.")
 
 
@@ -226,15 +295,16 @@ class OptimizerName(str, Enum):
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = _help(OptimizerName.adamw, "adamw, adam or sgd.")
-    lr: float = _help(2e-5, "Peak learning rate.")
+    lr: float = _help(2e-5, "Peak learning rate.", POSITIVE)
     weight_decay: float = _help(
-        0.0, "Weight decay (adamw: decoupled; never on biases and LayerNorm)."
+        0.0, "Weight decay (adamw: decoupled; never on biases and LayerNorm).", AT_LEAST_0
     )
     betas: list[float] = field(
-        default_factory=lambda: [0.9, 0.999], metadata={"help": "Adam/AdamW betas."}
+        default_factory=lambda: [0.9, 0.999],
+        metadata={"help": "Adam/AdamW betas.", "bounds": Bounds(0, 1, high_open=True, length=2)},
     )
-    eps: float = _help(1e-8, "Adam epsilon.")
-    momentum: float = _help(0.0, "sgd momentum.")
+    eps: float = _help(1e-8, "Adam epsilon.", POSITIVE)
+    momentum: float = _help(0.0, "sgd momentum.", FRACTION)
     nesterov: bool = _help(False, "sgd Nesterov momentum.")
 
 
@@ -248,10 +318,12 @@ class ScheduleName(str, Enum):
 @dataclass
 class ScheduleConfig:
     name: ScheduleName = _help(ScheduleName.linear, "linear, cosine, constant, exponential.")
-    warmup_ratio: float = _help(0.0, "Warmup as a share of the total optimizer steps.")
-    warmup_steps: int = _help(0, "Warmup in optimizer steps; wins over warmup_ratio when > 0.")
-    gamma: float = _help(0.999, "exponential: lr multiplier per step after warmup.")
-    min_lr_ratio: float = _help(0.0, "cosine: floor as a share of the peak lr.")
+    warmup_ratio: float = _help(0.0, "Warmup as a share of the total optimizer steps.", SHARE)
+    warmup_steps: int = _help(
+        0, "Warmup in optimizer steps; wins over warmup_ratio when > 0.", AT_LEAST_0
+    )
+    gamma: float = _help(0.999, "exponential: lr multiplier per step after warmup.", DECAY)
+    min_lr_ratio: float = _help(0.0, "cosine: floor as a share of the peak lr.", SHARE)
 
 
 class Device(str, Enum):
@@ -278,7 +350,9 @@ class HardwareConfig:
     precision: Precision = _help(
         Precision.fp32, "fp32, bf16, fp16 (CUDA only) or auto (bf16 where native, else fp32)."
     )
-    num_threads: int | None = _help(None, "CPU threads for torch; null = torch's default.")
+    num_threads: int | None = _help(
+        None, "CPU threads for torch; null = torch's default.", AT_LEAST_1
+    )
     compile: bool = _help(
         False, "torch.compile the model (dynamic shapes); the first step includes compile time."
     )
@@ -311,28 +385,38 @@ class EarlyStoppingConfig:
         None, "Monitored eval metric; null = the task's (accuracy / pearson / mlm: loss)."
     )
     mode: Mode | None = _help(None, "min or max; null = min for loss/mse, else max.")
-    patience: int = _help(3, "Evaluations without improvement before stopping.")
-    min_delta: float = _help(0.0, "Smallest change that counts as an improvement.")
+    patience: int = _help(3, "Evaluations without improvement before stopping.", AT_LEAST_1)
+    min_delta: float = _help(0.0, "Smallest change that counts as an improvement.", AT_LEAST_0)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = _help(3, "Passes over the training data.")
-    max_steps: int | None = _help(None, "Stop after this many optimizer steps (wins over epochs).")
-    batch_size: int = _help(32, "Training examples per micro-batch.")
-    eval_batch_size: int = _help(64, "Examples per evaluation batch.")
-    grad_accum: int = _help(1, "Micro-batches per optimizer step.")
+    epochs: int = _help(3, "Passes over the training data.", AT_LEAST_1)
+    max_steps: int | None = _help(
+        None, "Stop after this many optimizer steps (wins over epochs).", AT_LEAST_1
+    )
+    batch_size: int = _help(32, "Training examples per micro-batch.", AT_LEAST_1)
+    eval_batch_size: int = _help(64, "Examples per evaluation batch.", AT_LEAST_1)
+    grad_accum: int = _help(1, "Micro-batches per optimizer step.", AT_LEAST_1)
     group_by_length: bool = _help(
         True, "Batch rows of similar length together (shuffled groups): far less padding."
     )
-    max_grad_norm: float | None = _help(1.0, "Clip the gradient norm to this; null = no clipping.")
-    eval_every: int | None = _help(None, "Evaluate every N optimizer steps; null = each epoch end.")
-    log_every: int = _help(10, "Log train loss/lr every N optimizer steps.")
+    max_grad_norm: float | None = _help(
+        1.0, "Clip the gradient norm to this; null = no clipping.", POSITIVE
+    )
+    eval_every: int | None = _help(
+        None, "Evaluate every N optimizer steps; null = each epoch end.", AT_LEAST_1
+    )
+    log_every: int = _help(10, "Log train loss/lr every N optimizer steps.", AT_LEAST_1)
     seed: int = _help(42, "Seed for python, numpy and torch.")
-    keep_checkpoints: int = _help(2, "Newest checkpoints kept (the best is always kept too).")
+    keep_checkpoints: int = _help(
+        2, "Newest checkpoints kept (the best is always kept too).", AT_LEAST_1
+    )
     export: Export = _help(Export.best, "Which weights model/ gets: best (by the metric) or last.")
     save_every: int | None = _help(
-        None, "Also checkpoint every N optimizer steps; null = at evaluations (epoch ends)."
+        None,
+        "Also checkpoint every N optimizer steps; null = at evaluations (epoch ends).",
+        AT_LEAST_1,
     )
     on_nonfinite: NonFinite = _help(
         NonFinite.stop, "A non-finite loss: stop (keep the last good checkpoint) or skip the step."
@@ -355,6 +439,11 @@ class RunSpec:
         None, "auto: the newest valid checkpoint of the run dir; or a checkpoint / run dir path."
     )
     resume_force: bool = _help(False, "Resume even though the model, task or data changed.")
+    overwrite: bool = _help(
+        False,
+        "Start over in a run dir that already holds a run: the old run is moved to"
+        " RUN_DIR.previous-N first, never deleted.",
+    )
 
 
 TASK_METRICS = {
@@ -385,10 +474,50 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="ft_schema", node=RunSpec)
 
 
-def check_spec(spec: RunSpec) -> None:
-    """Cross-field rules a schema cannot express; raises FtError naming the key."""
+def check_bounds(node: object, prefix: str = "") -> None:
+    """Every field's value against the Bounds declared beside it; raises FtError naming the key."""
+    import dataclasses
+
     from ft_cli.errors import FtError
 
+    for item in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, item.name)
+        key = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            check_bounds(value, f"{key}.")
+            continue
+        bounds: Bounds | None = item.metadata.get("bounds")
+        if bounds is None or value is None:
+            continue
+        values = list(value) if isinstance(value, list) else [value]
+        if bounds.length is not None and len(values) != bounds.length:
+            shown = "[" + ", ".join(f"{v:g}" for v in values) + "]"
+            raise FtError(
+                f"{key}={shown} must be {bounds.length} values, each {bounds.describe()};"
+                f" e.g. {key}=[0.9,0.999]"
+            )
+        for number in values:
+            if not bounds.holds(number):
+                raise FtError(f"{key}={_shown(value)} must be {bounds.describe()}")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def has_validation(data: DataConfig) -> bool:
+    """Whether the run will have validation data (hub and GLUE data bring their own)."""
+    own = data.format in (DataFormat.hub, DataFormat.glue_tsv) or data.files.validation is not None
+    return own or data.validation_fraction > 0
+
+
+def check_spec(spec: RunSpec) -> None:
+    """Ranges declared in the schema, then cross-field rules; raises FtError naming the key."""
+    from ft_cli.errors import FtError
+
+    check_bounds(spec)
     data = spec.data
     if data.format == DataFormat.hub and not data.hub_path:
         raise FtError(
@@ -406,6 +535,25 @@ def check_spec(spec: RunSpec) -> None:
         )
     _check_task(spec)
     _check_model(spec.model)
+    _check_evaluation(spec)
+
+
+def _check_evaluation(spec: RunSpec) -> None:
+    from ft_cli.errors import FtError
+
+    if has_validation(spec.data):
+        return
+    train = spec.train
+    needs = {
+        f"train.eval_every={train.eval_every}": train.eval_every is not None,
+        "train.early_stopping.enabled=true": train.early_stopping.enabled,
+    }
+    for setting, given in needs.items():
+        if given:
+            raise FtError(
+                f"{setting} needs validation data, and this run has none: set"
+                " data.files.validation=FILE or data.validation_fraction (e.g. 0.1)"
+            )
 
 
 def _check_task(spec: RunSpec) -> None:
@@ -424,16 +572,6 @@ def _check_task(spec: RunSpec) -> None:
         raise FtError("task=token_classification tags one text; set data.text_pair_column=null")
     if task.kind != TaskKind.mlm:
         return
-    rates = {
-        "task.mlm_probability": task.mlm_probability,
-        "task.mask_replace_prob": task.mask_replace_prob,
-        "task.random_replace_prob": task.random_replace_prob,
-    }
-    for key, value in rates.items():
-        if not 0 <= value <= 1:
-            raise FtError(f"{key}={value} must be in [0, 1]")
-    if task.mlm_probability == 0:
-        raise FtError("task.mlm_probability=0 masks nothing: use a share such as 0.15")
     if task.mask_replace_prob + task.random_replace_prob > 1:
         raise FtError(
             f"task.mask_replace_prob + task.random_replace_prob ="
@@ -461,9 +599,6 @@ def _check_model(model: ModelConfig) -> None:
             f"model.{given[0]} sets a size of a fresh model: add model.init=scratch, or drop it"
             " to keep the pretrained sizes"
         )
-    for key in given:
-        if sizes[key] < 1:
-            raise FtError(f"model.{key}={sizes[key]} must be at least 1")
     hidden, heads = model.hidden_size, model.heads
     if hidden is not None and heads is not None and hidden % heads:
         raise FtError(

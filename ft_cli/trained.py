@@ -57,11 +57,21 @@ def locate(path: str) -> Trained:
     )
 
 
+# Recorded overrides that would widen what code runs: only the user's command line says them.
+_CODE_KEYS = ("model.trust_remote_code",)
+
+
 def spec_for(trained: Trained, overrides: list[str]) -> RunSpec:
-    """The run's spec, recomposed from its overrides, with the user's on top."""
+    """The run's spec, recomposed from its overrides, with the user's on top.
+
+    Nothing recorded in a run may make ft run code: `model.trust_remote_code`
+    is taken from the user's own overrides only.
+    """
     from ft_cli import compose
 
-    kept = [o for o in trained.overrides if not o.lstrip("~").startswith(_NOT_CARRIED)]
+    kept = [
+        o for o in trained.overrides if not o.lstrip("~+").startswith(_NOT_CARRIED + _CODE_KEYS)
+    ]
     extra = [f"model.from_run={trained.export}"] if trained.export is not None else []
     spec = compose.to_spec(compose.compose_config([*kept, *extra, *overrides]))
     labels = _export_labels(trained)

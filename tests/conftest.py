@@ -27,6 +27,9 @@ TINY = [
     "train.batch_size=16",
     "train.eval_batch_size=32",
     "train.log_every=1",
+    # Pinned: hardware=auto picks bf16 on CPUs with native bf16, and tests that
+    # compare numbers must not depend on the machine. bf16 is tested on purpose.
+    "hardware.precision=fp32",
 ]
 
 

@@ -72,8 +72,8 @@ def test_label_outside_the_label_set(tmp_path: Path) -> None:
 def test_explicit_label_set_is_enforced_and_ordered(tmp_path: Path) -> None:
     expect_error(
         tmp_path,
-        [*csv_overrides(tmp_path), "task.labels=[pos]"],
-        r"label 'neg' in column 'label' of the train split \(row 0\) is not in the label set \[pos\]",
+        [*csv_overrides(tmp_path), "task.labels=[pos,neutral]"],
+        r"label 'neg' in column 'label' of the train split \(row 0\) is not in the label set \[pos, neutral\]",
     )
     result = run_train(tmp_path, [*csv_overrides(tmp_path), "task.labels=[pos,neg]"])
     assert result.model.config.id2label == {0: "pos", 1: "neg"}

@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ft_cli import compose, schema
-from ft_cli.engine import check_loop_settings
 from ft_cli.errors import FtError
 from ft_cli.metrics import monitored
 
@@ -66,7 +65,6 @@ overrides = st.lists(
 def test_overrides_compose_or_fail_with_one_line(tokens: list[str]) -> None:
     try:
         spec = compose.to_spec(compose.compose_config(tokens))
-        check_loop_settings(spec)
         monitored(spec.task.kind, spec.train.early_stopping)
     except FtError as err:
         message = str(err)
@@ -74,3 +72,49 @@ def test_overrides_compose_or_fail_with_one_line(tokens: list[str]) -> None:
         assert "Traceback" not in message
         return
     assert isinstance(spec, schema.RunSpec)
+
+
+def _bounded(cls: type, prefix: str = "") -> list[tuple[str, schema.Bounds, type]]:
+    out = []
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[item.name]):
+            out += _bounded(hints[item.name], f"{prefix}{item.name}.")
+        elif item.metadata.get("bounds") is not None:
+            out.append((f"{prefix}{item.name}", item.metadata["bounds"], hints[item.name]))
+    return out
+
+
+BOUNDED = [b for b in _bounded(schema.RunSpec) if b[1].length is None]
+# Values on and around each range's edges, and far outside it.
+edges = st.sampled_from([-1e9, -1, -1e-9, 0, 1e-9, 0.5, 1, 1.5, 2, 3, 1e9])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(BOUNDED), st.one_of(edges, st.floats(-10, 10)))
+def test_numbers_outside_their_range_fail_naming_the_key(bounded, number) -> None:
+    key, bounds, kind = bounded
+    whole = "int" in str(kind) and "float" not in str(kind)
+    value = int(number) if whole else float(number)
+    # Keep the cross-field rules quiet: only the range is under test.
+    extra = (
+        ["model.init=scratch"] if key.startswith("model.") and key != "model.name_or_path" else []
+    )
+    try:
+        compose.to_spec(compose.compose_config([*extra, f"{key}={value!r}"]))
+    except FtError as err:
+        assert not bounds.holds(value), (key, value, str(err))
+        assert str(err).startswith(f"{key}=") and "must be" in str(err), str(err)
+        assert "\n" not in str(err)
+        return
+    assert bounds.holds(value), (key, value)
+
+
+def test_betas_need_two_values_in_range() -> None:
+    import pytest
+
+    for bad in ("[0.9]", "[0.9,1.0]", "[-0.1,0.9]", "[0.9,0.99,0.999]"):
+        with pytest.raises(FtError, match=r"^optimizer.betas=.* must be"):
+            compose.to_spec(compose.compose_config([f"optimizer.betas={bad}"]))
+    spec = compose.to_spec(compose.compose_config(["optimizer.betas=[0.8,0.99]"]))
+    assert spec.optimizer.betas == [0.8, 0.99]

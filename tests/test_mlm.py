@@ -247,7 +247,7 @@ def test_pretrain_then_fine_tune_chain(tmp_path: Path) -> None:
     ("overrides", "message"),
     [
         (["data=text", "data.files.train=x.txt"], "data.format=text holds no labels"),
-        (["task=mlm", "task.mlm_probability=1.5"], "task.mlm_probability=1.5 must be in [0, 1]"),
+        (["task=mlm", "task.mlm_probability=1.5"], "task.mlm_probability=1.5 must be in (0, 1]"),
         (["task=mlm", "task.mask_replace_prob=0.95"], "must be at most 1"),
         (["model=minilm_l6", "model.layers=2"], "add model.init=scratch"),
         (["model.heads=5", "model.hidden_size=32"], "must be a multiple of model.heads=5"),

@@ -7,6 +7,7 @@ later events; the resumed run purges them).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -97,8 +98,8 @@ def test_tensorboard_has_no_duplicate_steps_after_resume(tmp_path: Path) -> None
 
 
 def test_early_stopping_patience_survives_resume(tmp_path: Path) -> None:
-    # lr = 0: no improvement after the first evaluation; patience 4 stops at evaluation 5.
-    overrides = ["optimizer.lr=0", "train.epochs=10", "train.eval_every=1", "train.save_every=1",
+    # lr ~ 0 (it must be > 0): no improvement after the first evaluation; patience 4 stops at evaluation 5.
+    overrides = ["optimizer.lr=1e-12", "train.epochs=10", "train.eval_every=1", "train.save_every=1",
                  "train.keep_checkpoints=100", "train.early_stopping.enabled=true",
                  "train.early_stopping.patience=4"]  # fmt: skip
     reference, resumed = resume_after(tmp_path, overrides, 3)
@@ -109,7 +110,7 @@ def test_early_stopping_patience_survives_resume(tmp_path: Path) -> None:
 def test_resume_auto_without_checkpoint_starts_fresh(tmp_path: Path, capsys) -> None:
     result = run_train(tmp_path, ["train.max_steps=2", "resume=auto"])
     assert result.steps == 2
-    assert "no checkpoint in" in capsys.readouterr().out
+    assert "no usable checkpoint in" in capsys.readouterr().out
 
 
 def test_resume_skips_incomplete_and_corrupt_checkpoints(tmp_path: Path, capsys) -> None:
@@ -123,10 +124,13 @@ def test_resume_skips_incomplete_and_corrupt_checkpoints(tmp_path: Path, capsys)
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     resumed = run_train(tmp_path / "a", [*BASE, "resume=auto"])
     out = capsys.readouterr().out
-    assert "removed .tmp-step-00000006" in out
+    assert "the leftover of an interrupted checkpoint write" in out
     assert "skipping checkpoint" in out and "step-00000005" in out
     assert "resuming from" in out and "step-00000004" in out
+    # Neither is deleted: both are moved aside, where their weights stay readable.
     assert not (root / ".tmp-step-00000006").exists()
+    assert (root / "unusable" / "step-00000006" / "model.safetensors").is_file()
+    assert (root / "unusable" / "step-00000005" / "model.safetensors").is_file()
     reference = run_train(tmp_path / "b", BASE)
     assert max_delta(final_weights(reference.run_dir), final_weights(resumed.run_dir)) == 0.0
 
@@ -215,7 +219,9 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) ->
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage(10, 10, 1024))
-    with pytest.raises(FtError, match=r"^not enough disk space for a checkpoint in .*MiB free"):
+    with pytest.raises(
+        FtError, match=r"^not enough disk space for a checkpoint in .*MiB needed, .* free;"
+    ):
         run_train(tmp_path, [*BASE, "resume=auto"])
     assert checkpoint.is_valid(root / "step-00000002")[0]
 
@@ -255,11 +261,17 @@ def test_out_of_memory_names_the_knobs(tmp_path: Path, monkeypatch) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(transformers.BertForSequenceClassification, "forward", oom)
-    with pytest.raises(
-        FtError,
-        match=r"^CUDA out of memory at train.batch_size=16, sequence length \d+, precision fp32; lower train.batch_size .*train.grad_accum",
-    ):
-        run_train(tmp_path, ["train.max_steps=2"])
+    with pytest.raises(FtError) as fp32:
+        run_train(tmp_path / "fp32", ["train.max_steps=2", "hardware.precision=fp32"])
+    assert re.match(
+        r"^out of memory at train.batch_size=16, sequence length \d+, precision fp32; lower train.batch_size .*train.grad_accum.*, or use hardware.precision=bf16",
+        str(fp32.value),
+    )
+    # Already in half precision: the advice must not suggest it again.
+    with pytest.raises(FtError) as bf16:
+        run_train(tmp_path / "bf16", ["train.max_steps=2", "hardware.precision=bf16"])
+    assert "precision bf16; lower train.batch_size" in str(bf16.value)
+    assert "hardware.precision" not in str(bf16.value)
 
 
 def test_spec_keys_for_resume_compose() -> None:

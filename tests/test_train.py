@@ -203,11 +203,11 @@ def test_frozen_modules_stay_in_eval_mode() -> None:
 
 
 def test_early_stopping_stops_at_the_expected_evaluation(tmp_path: Path) -> None:
-    # lr = 0: the metric never moves, so patience 2 stops at the third evaluation.
+    # lr ~ 0 (it must be > 0): the metric never moves, so patience 2 stops at the third evaluation.
     result = run_train(
         tmp_path,
         [
-            "optimizer.lr=0",
+            "optimizer.lr=1e-12",
             "train.epochs=5",
             "train.eval_every=1",
             "train.early_stopping.enabled=true",
@@ -346,7 +346,7 @@ def test_bf16_autocast_on_cpu_trains(tmp_path: Path) -> None:
 
 
 def test_length_grouping_cuts_padding(tmp_path: Path) -> None:
-    common = ["train.epochs=1", "data.max_train_samples=512", "optimizer.lr=0"]
+    common = ["train.epochs=1", "data.max_train_samples=512", "optimizer.lr=1e-12"]
     grouped = run_train(tmp_path / "grouped", [*common, "train.group_by_length=true"])
     plain = run_train(tmp_path / "plain", [*common, "train.group_by_length=false"])
     padding = {
