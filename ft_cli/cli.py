@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         sys.exit(0 if args else 2)
+    if args[0] in ("-sc", "--shell-completion"):
+        # The installed completion script asks `ft -sc query=bash`: train's config answers.
+        _completion_line_without_command()
+        args = ["train", *args]
     command, rest = args[0], args[1:]
     if command == "recipes":
         _list_recipes()
@@ -84,6 +89,17 @@ def main(argv: list[str] | None = None) -> None:
     valid = ", ".join(["train", "recipes", "runs", *TOOLS])
     _fail(f"unknown command '{command}'; valid commands: {valid} (see ft --help)")
     sys.exit(2)
+
+
+def _completion_line_without_command() -> None:
+    """Hydra completes `APP OVERRIDES...`: drop the `train` of `ft train ...` from the line."""
+    line = os.environ.get("COMP_LINE", "")
+    match = re.match(r"(\S+)(\s+train)(?=\s|$)", line)
+    if match is None:
+        return
+    os.environ["COMP_LINE"] = match.group(1) + line[match.end() :]
+    point = int(os.environ.get("COMP_POINT", len(line)))
+    os.environ["COMP_POINT"] = str(max(len(match.group(1)), point - len(match.group(2))))
 
 
 def _fail(message: str) -> None:
@@ -153,7 +169,7 @@ def run_train(overrides: list[str]) -> int:
         compose.register()
         # Flags and their values (--cfg job, --info defaults) are Hydra's to judge.
         _check_modes(overrides)
-        given = [a for a in overrides if "=" in a and not a.startswith("-")]
+        given = _config_overrides(overrides)
         compose.check_overrides(given)
         if "--cfg" in overrides or "-c" in overrides:
             # Hydra prints the config without running ft's job: check the values first.
@@ -201,6 +217,24 @@ def run_train(overrides: list[str]) -> int:
         _fail(f"{len(failures)} job(s) failed: " + "; ".join(failures))
         return 1
     return 0
+
+
+# Hydra's flags that take a value (`-sc install=bash` is no override).
+_VALUED_FLAGS = ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--package", "-p",
+                 "--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
+                 "--experimental-rerun")  # fmt: skip
+
+
+def _config_overrides(args: list[str]) -> list[str]:
+    """The key=value overrides among Hydra's arguments, without flags and their values."""
+    given = []
+    for index, arg in enumerate(args):
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        if index > 0 and args[index - 1] in _VALUED_FLAGS:
+            continue
+        given.append(arg)
+    return given
 
 
 def _check_modes(args: list[str]) -> None:

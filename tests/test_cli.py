@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO, TINY
 
 FT = [sys.executable, "-m", "ft_cli"]
@@ -95,3 +96,23 @@ def test_readme_commands(tmp_path: Path) -> None:
     record = json.loads((run / "metrics.json").read_text())
     assert record["steps"] == 4
     assert record["labels"] == ["negative", "positive"]
+
+
+def test_shell_completion_installs_and_completes(monkeypatch, capsys) -> None:
+    from ft_cli import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "-sc", "install=bash"])
+    assert done.value.code == 0
+    assert "complete -o nospace -o default -F hydra_bash_completion ft" in capsys.readouterr().out
+    # What the installed script asks while `ft train optimizer.l<TAB>` is typed.
+    monkeypatch.setenv("COMP_LINE", "ft train optimizer.l")
+    monkeypatch.setenv("COMP_POINT", "20")
+    with pytest.raises(SystemExit):
+        cli.main(["-sc", "query=bash"])
+    assert capsys.readouterr().out.split() == ["optimizer.lr="]
+    monkeypatch.setenv("COMP_LINE", "ft train strategy=freeze_b")
+    monkeypatch.setenv("COMP_POINT", "26")
+    with pytest.raises(SystemExit):
+        cli.main(["-sc", "query=bash"])
+    assert capsys.readouterr().out.split() == ["strategy=freeze_backbone"]
