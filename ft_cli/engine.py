@@ -1,19 +1,18 @@
 """The one training engine: `train(spec) -> RunResult`.
 
-Read top to bottom: seed, hardware, data, model and strategy, optimizer and
-schedule, resume, then one loop: forward under autocast, backward through the
-scaler, at the accumulation boundary unscale/clip/step/schedule, then log,
-evaluate, early-stop check, checkpoint, interrupt check. Ends with the export
-of the best (or last) model.
+Read top to bottom: the run dir is locked, the resume point found, the run's
+pieces built by `setup.build` (the same call `ft explain` and `ft eval` make),
+then one loop: forward under autocast, backward and the optimizer step through
+the hardware object, log, evaluate, early-stop check, checkpoint, interrupt
+check. Ends with the export of the best (or last) model. Backends, precision,
+strategies and tasks are behind their seams (`parallel`, `hardware`,
+`strategies`, the objective): this module names none of them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import math
-import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -26,21 +25,16 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from ft_cli import (
-    batching,
     checkpoint,
-    data,
-    distill,
     distributed,
     guards,
-    lora,
     metrics,
     model,
     model_card,
-    optim,
     ownership,
-    regularize,
+    parallel,
     resume,
-    sharded,
+    setup,
     strategy,
     strategy_report,
     tracking,
@@ -48,8 +42,11 @@ from ft_cli import (
 from ft_cli.console import RunConsole
 from ft_cli.hardware import Hardware, setup_hardware
 from ft_cli.loop_state import LoopState
-from ft_cli.objective import Objective, build_objective
-from ft_cli.schema import Export, NonFinite, Parallel, RunSpec, StrategyKind
+from ft_cli.objective import Objective
+from ft_cli.schema import Export, NonFinite, RunSpec
+from ft_cli.setup import StepForward, seed_everything
+
+__all__ = ["RunResult", "StepForward", "evaluate", "seed_everything", "train"]
 
 
 @dataclass
@@ -66,18 +63,12 @@ class RunResult:
     model: Any = field(default=None, repr=False)  # the trained model, for in-process use
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
 def evaluate(
     forward: torch.nn.Module,
     objective: Objective,
     loader: Any,
     hw: Hardware,
-    place: distributed.Dist = distributed.SINGLE,
+    backend: parallel.Backend | None = None,
 ) -> dict[str, float]:
     """The task's metrics over `loader`; with several processes, over all their parts.
 
@@ -95,10 +86,7 @@ def evaluate(
             if real is None or index < real:  # FSDP's top-up batches only keep step
                 scores.update(*outputs)
     forward.train(was_training)
-    if place.enabled:
-        parts = distributed.gather(scores, place)
-        scores = parts[0].merge(parts[1:])
-    return scores.compute()
+    return (backend or parallel.Backend()).merge(scores).compute()
 
 
 def _resume_point(spec: RunSpec, run_dir: Path, ui: RunConsole) -> tuple[Path | None, list[Path]]:
@@ -138,6 +126,45 @@ def train(
         return _train(spec, target, overrides or [], records or {}, place, ui)
 
 
+def _hardware(spec: RunSpec, place: distributed.Dist) -> Hardware:
+    seed_everything(spec.train.seed)
+    hw = setup_hardware(spec.hardware, distributed.gpu_index(place))
+    if place.enabled:  # e.g. the CPU bf16 probe must not differ between ranks
+        decided = distributed.broadcast((hw.precision, hw.reason), place)
+        hw = setup_hardware(spec.hardware, distributed.gpu_index(place), decided)
+    return hw
+
+
+@dataclass
+class _Saver:
+    """Checkpoints of the run: written through the backend, pruned, the last one known."""
+
+    root: Path
+    keep: int
+    backend: parallel.Backend
+    run: setup.RunSetup
+    hw: Hardware
+    last: Path | None = None
+
+    def save(self, loop: LoopState, running_loss: torch.Tensor, stopper: Any) -> Path:
+        place = self.backend.place
+        loop.running_loss = float(distributed.mean(running_loss.clone(), place))
+        loop.best_value, loop.bad_evals = stopper.best, stopper.bad_evals
+        run = self.run
+        self.backend.save(self.root, loop.step, run.net, run.forward, run.optimizer,
+                          run.scheduler, self.hw.scaler, loop.to_dict())  # fmt: skip
+        if self.backend.is_main:
+            best = self.root / loop.best_checkpoint if loop.best_checkpoint else None
+            checkpoint.prune_checkpoints(self.root, self.keep, best)
+        distributed.barrier(place)
+        self.last = self.root / checkpoint.checkpoint_name(loop.step)
+        return self.last
+
+    def save_once(self, loop: LoopState, running_loss: torch.Tensor, stopper: Any) -> None:
+        if self.last is None or self.last.name != checkpoint.checkpoint_name(loop.step):
+            self.save(loop, running_loss, stopper)
+
+
 def _train(
     spec: RunSpec,
     run_dir: Path,
@@ -148,457 +175,393 @@ def _train(
 ) -> RunResult:
     started = time.perf_counter()
     first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
-    task = spec.task.kind
-    metric_name, mode = metrics.monitored(task, spec.train.early_stopping)
-    main = place.is_main
-    fsdp = place.enabled and spec.hardware.distributed == Parallel.fsdp
-    if fsdp:
-        sharded.check_supported(spec.strategy)
+    metric_name, mode = metrics.monitored(spec.task.kind, spec.train.early_stopping)
+    main, t = place.is_main, spec.train
+    backend = parallel.for_run(spec.hardware, place)
+    backend.check(spec.strategy)
     found = _resume_point(spec, run_dir, ui) if main else None
     resume_from, unusable = distributed.broadcast(found, place)
     spec_yaml = OmegaConf.to_yaml(OmegaConf.structured(spec))
-
-    seed_everything(spec.train.seed)
-    hw = setup_hardware(spec.hardware, distributed.gpu_index(place))
-    if place.enabled:  # e.g. the CPU bf16 probe must not differ between ranks
-        decided = distributed.broadcast((hw.precision, hw.reason), place)
-        hw = setup_hardware(spec.hardware, distributed.gpu_index(place), decided)
-    tokenizer = model.load_tokenizer(spec.model)
-    model.check_max_length(spec.model, spec.data.max_length)
-    with distributed.main_first(place):  # rank 0 fills the token cache, the others read it
-        prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
-    num_labels = len(prepared.labels) if prepared.labels is not None else 1
-    seed_everything(spec.train.seed)  # the head's init does not depend on the data size
-    plan = spec.strategy
-    net, new_names = model.load_model(
-        spec.model, task, prepared.labels, len(tokenizer), plan.dropout
-    )
-    if plan.kind == StrategyKind.lora:
-        net = lora.apply_lora(net, plan.lora)
-    net = net.to(hw.device)
-    applied = strategy.apply_strategy(net, plan)
-    objective = _objective(spec, net, tokenizer, prepared.labels, num_labels, hw)
-    step_forward = StepForward(net, objective)
-    if fsdp:  # before the optimizer: it must hold the sharded parameters
-        sharded.shard(step_forward, net)
-    trainable, frozen = strategy.parameter_counts(net)
-
-    seed = spec.train.seed
-    collate = objective.collator(prepared.train, seed)
-    loader, sampler = batching.train_loader(
-        prepared.train,
-        spec.train.batch_size,
-        seed,
-        collate,
-        spec.train.group_by_length,
-        place.rank,
-        place.world,
-    )
-    val_loader = None
-    if prepared.validation is not None:
-        val_collate = objective.collator(prepared.validation, seed)
-        val_loader = batching.eval_loader(
-            prepared.validation,
-            spec.train.eval_batch_size,
-            val_collate,
-            place.rank,
-            place.world,
-            even=fsdp,
-        )
-    accum = spec.train.grad_accum
-    batches_per_epoch = len(sampler)
-    steps_per_epoch = math.ceil(batches_per_epoch / accum)
-    total_steps = spec.train.max_steps or steps_per_epoch * spec.train.epochs
-    epochs = math.ceil(total_steps / steps_per_epoch)
-
-    gradual = plan.kind == StrategyKind.gradual_unfreeze
-    optimizer = optim.build_optimizer(net, spec.optimizer, plan.lr_decay, include_frozen=gradual)
-    unfreeze_at = strategy.unfreeze_steps(applied, steps_per_epoch, total_steps)
-    scheduler = optim.build_scheduler(
-        optimizer, spec.schedule, total_steps, unfreeze_at, plan.rewarm_steps
-    )
+    hw = _hardware(spec, place)
+    run = setup.build(spec, setup.Purpose.train, backend, hw, place)
+    net, optimizer, scheduler, steps = run.net, run.optimizer, run.scheduler, run.steps
+    assert steps is not None and run.penalty is not None
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    penalty = regularize.Penalty(net, plan, new_names)
-    plan_record = strategy_report.strategy_record(
-        plan.kind.value, net, optimizer, applied, unfreeze_at
-    )
-    max_norm = spec.train.max_grad_norm if spec.train.max_grad_norm is not None else math.inf
-    stopper = metrics.EarlyStopping(
-        mode, spec.train.early_stopping.patience, spec.train.early_stopping.min_delta
-    )
-    loop = LoopState(config_yaml=spec_yaml, data_hash=resume.data_hash(prepared.train))
+    max_norm = t.max_grad_norm if t.max_grad_norm is not None else float("inf")
+    stopper = metrics.EarlyStopping(mode, t.early_stopping.patience, t.early_stopping.min_delta)
+    loop = LoopState(config_yaml=spec_yaml, data_hash=resume.data_hash(run.prepared.train))
     restored_rng = None
     if resume_from is not None:
-        saved = checkpoint.load_state(resume_from)
-        previous = LoopState.from_dict(saved["loop"])
-        changes = resume.config_changes(previous.config_yaml, spec_yaml)
-        resume.check_drift(changes, previous.data_hash, loop.data_hash, spec.resume_force, ui.warn)
-        if fsdp:
-            sharded.load(resume_from, step_forward, optimizer, saved["optimizer_groups"])
-        else:
-            checkpoint.load_weights(net, resume_from)
-            optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        hw.scaler.load_state_dict(saved["scaler"])
-        loop = dataclasses.replace(previous, config_yaml=spec_yaml, data_hash=loop.data_hash)
-        stopper.best, stopper.bad_evals = loop.best_value, loop.bad_evals
-        restored_rng = _rng_of_rank(saved["rng"], place, ui)
-        ui.info(f"resuming from {resume_from} (step {loop.step}, epoch {loop.epoch})")
-
+        loop, restored_rng = _restore(resume_from, loop, run, backend, hw, stopper, ui)
     if main:  # validated: the run's first writes
-        header = f"# ft train {' '.join(overrides)}\n"
-        files = {**records, "config.yaml": header + spec_yaml}
+        files = {**records, "config.yaml": f"# ft train {' '.join(overrides)}\n" + spec_yaml}
         ownership.claim(run_dir, files, spec.overwrite, unusable, ui.info)
     distributed.barrier(place)
-    ckpt_root = run_dir / "checkpoints"
+    saver = _Saver(run_dir / "checkpoints", t.keep_checkpoints, backend, run, hw)
     purge_step = loop.step + 1 if resume_from else None
     tracker = tracking.Tracker(run_dir, purge_step) if main else tracking.NoTracker()
-    ui.set_total(total_steps)
-    ui.info(
-        f"[bold]ft[/] {model.resolved_name(spec.model)} | train {len(prepared.train)} rows,"
-        f" validation {len(prepared.validation) if prepared.validation else 0} |"
-        f" {hw.device.type} {hw.precision.value} ({hw.reason}) |"
-        f" {trainable:,} trainable / {frozen:,} frozen parameters ({spec.strategy.kind.value})"
-    )
-    ui.info(f"{epochs} epoch(s), {total_steps} optimizer steps, run dir {run_dir}")
-    if place.enabled:
-        ui.info(
-            f"data parallel: {place.world} processes x batch {spec.train.batch_size}"
-            f" x grad_accum {accum} = {place.world * spec.train.batch_size * accum} rows per step"
-        )
-    tracker.text("config", "```\n" + spec_yaml + "\n```")
-    if main:
-        strategy_report.write(run_dir, plan_record)
-    tracker.text("strategy", "```\n" + json.dumps(plan_record, indent=2) + "\n```")
-    ui.table(
-        f"strategy {plan.kind.value}"
-        + (f" (unfreezing at steps {unfreeze_at})" if gradual else ""),
-        ["layer group", "trainable", "frozen", "lr"],
-        strategy_report.table_rows(plan_record),
-    )
+    trainable, frozen = _announce(spec, run, hw, place, ui, tracker, run_dir, spec_yaml)
 
     stopped_early = False
     eval_seconds = 0.0  # evaluation and checkpoint time, kept out of the throughput
     # The loss stays on the device between log steps: no host sync per step.
     running_loss = torch.tensor(loop.running_loss, device=hw.device)
     log_samples, log_clock = 0, time.perf_counter()
-    last_saved: Path | None = None
-
-    def save() -> Path:
-        nonlocal last_saved
-        loop.running_loss = float(distributed.mean(running_loss.clone(), place))
-        loop.best_value, loop.bad_evals = stopper.best, stopper.bad_evals
-        # Every rank's RNG state is kept: its dropout masks differ from the others'.
-        rng = distributed.gather(checkpoint.rng_state(), place) if place.enabled else None
-        state = loop.to_dict()
-        if fsdp:  # every rank writes its shards into rank 0's temporary folder
-            if main:
-                needed = checkpoint.estimated_bytes(net, optimizer)
-                checkpoint.begin(ckpt_root, loop.step, needed)
-            distributed.barrier(place)
-            tmp = ckpt_root / f"{checkpoint.TMP_PREFIX}{checkpoint.checkpoint_name(loop.step)}"
-            groups = sharded.save(tmp, step_forward, optimizer)
-            distributed.barrier(place)
-            if main:
-                checkpoint.commit(
-                    ckpt_root, tmp, loop.step, groups, scheduler, hw.scaler, state, rng
-                )
-        elif main:
-            checkpoint.save_checkpoint(
-                ckpt_root, loop.step, net, optimizer, scheduler, hw.scaler, state, rng
-            )
-        if main:
-            best = ckpt_root / loop.best_checkpoint if loop.best_checkpoint else None
-            checkpoint.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints, best)
-        distributed.barrier(place)
-        last_saved = ckpt_root / checkpoint.checkpoint_name(loop.step)
-        return last_saved
-
-    def save_once() -> None:
-        if last_saved is None or last_saved.name != checkpoint.checkpoint_name(loop.step):
-            save()
 
     def run_evaluation() -> bool:
         """Evaluate, track the best, checkpoint; True when early stopping says stop."""
-        assert val_loader is not None
-        loop.last_metrics = evaluate(step_forward, objective, val_loader, hw, place)
-        applied.train_mode(net)  # evaluation left every module in train mode
+        loop.last_metrics = evaluate(run.forward, run.objective, run.val_loader, hw, backend)
+        run.applied.train_mode(net)  # evaluation left every module in train mode
         tracker.scalars("eval", loop.last_metrics, loop.step)
         if stopper.update(loop.last_metrics[metric_name]):
             loop.best_checkpoint = checkpoint.checkpoint_name(loop.step)
             loop.best_metrics = {**loop.last_metrics, "step": loop.step}
-        save()
-        title = f"eval: step {loop.step}, epoch {loop.step / steps_per_epoch:.2f}"
+        saver.save(loop, running_loss, stopper)
+        title = f"eval: step {loop.step}, epoch {loop.step / steps.steps_per_epoch:.2f}"
         ui.metrics_table(title, loop.last_metrics, metric_name)
-        return spec.train.early_stopping.enabled and stopper.should_stop
+        return t.early_stopping.enabled and stopper.should_stop
 
-    if place.rank > 0:
-        # Same weights on every rank, but each its own dropout masks; rank 0
-        # draws exactly as a single process would.
-        seed_everything(spec.train.seed + 1_000_003 * place.rank)
-    if restored_rng is not None:
-        # Last, after everything that draws random numbers while setting up.
-        checkpoint.restore_rng(restored_rng)
-    synced = step_forward if fsdp else _data_parallel(step_forward, hw, place)
+    _seed_this_rank(place, t.seed, restored_rng)
+    synced = backend.wrap(run.forward, hw.device)
     interrupt = guards.InterruptGuard()
     ui.start(loop.step)
     loop_clock = time.perf_counter()
-    applied.train_mode(net)
+    run.applied.train_mode(net)
     optimizer.zero_grad(set_to_none=True)
+    accum, per_epoch = t.grad_accum, steps.batches_per_epoch
     with interrupt:
-        for epoch in range(loop.epoch, epochs):
+        for epoch in range(loop.epoch, steps.epochs):
             first = loop.next_batch if epoch == loop.epoch else 0
-            sampler.set_epoch(epoch, start=first)  # skipped batches are never collated
-            objective.set_epoch(collate, epoch)
+            run.sampler.set_epoch(epoch, start=first)  # skipped batches are never collated
+            run.objective.set_epoch(run.collate, epoch)
             group_loss = torch.zeros((), device=hw.device)
-            for index, batch in enumerate(loader, start=first):
-                if index % accum == 0 and applied.update(net, loop.step, epoch):
+            for index, batch in enumerate(run.loader, start=first):
+                if index % accum == 0 and run.applied.update(net, loop.step, epoch):
                     trainable, _ = strategy.parameter_counts(net)
                     ui.info(f"gradual unfreezing: step {loop.step}, {trainable:,} trainable")
-                    # DistributedDataParallel fixes its parameter set when built.
-                    synced = _data_parallel(step_forward, hw, place)
-                if loop.step >= total_steps:  # resumed from the final checkpoint
+                    synced = backend.wrap(run.forward, hw.device)  # a new trainable set
+                if loop.step >= steps.total_steps:  # resumed from the final checkpoint
                     break
-                mask = batch["attention_mask"]  # still on the CPU: counting costs no sync
-                loop.real_tokens += int(mask.sum())
-                loop.padded_tokens += mask.numel()
-                batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
-                rows = len(batch["input_ids"])
                 # Accumulation groups start at each epoch's first batch; the last
                 # group of an epoch may be short, so scale by its real size.
                 group_start = index - index % accum
-                group_size = min(accum, batches_per_epoch - group_start)
+                group_size = min(accum, per_epoch - group_start)
                 boundary = index - group_start + 1 == group_size
-                try:
-                    # Data-parallel ranks average gradients only at the group's last batch.
-                    with _grad_sync(synced, boundary), hw.autocast():
-                        predictions, targets = synced(batch)
-                    loss = objective.loss(predictions, targets)
-                    objective_value = loss + penalty() if penalty.active else loss
-                    with _grad_sync(synced, boundary):
-                        hw.scaler.scale(objective_value / group_size).backward()
-                except torch.OutOfMemoryError as err:
-                    seq = mask.shape[1]
-                    oom = guards.oom_error(spec.train.batch_size, seq, hw.precision.value)
-                    raise oom from err
-                group_loss += loss.detach()
-                loop.running_batches += 1
-                loop.samples_seen += rows
+                loss, rows = _forward_backward(batch, loop, run, backend, synced, hw,
+                                               boundary, group_size)  # fmt: skip
+                group_loss += loss
                 log_samples += rows * place.world
                 if not boundary:
                     continue
 
-                hw.scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                grad_norm = distributed.full_tensor(grad_norm)  # FSDP: a sharded norm
-                skipped = False
-                if not hw.scaler.is_enabled() and not torch.isfinite(grad_norm):
-                    # One scalar sync per step; fp16's GradScaler does this check itself.
-                    if spec.train.on_nonfinite == NonFinite.stop:
-                        value = float(group_loss / group_size)
-                        epoch_at = (loop.step + 1) / steps_per_epoch
-                        last = str(last_saved) if last_saved else None
-                        raise guards.nonfinite_error(loop.step + 1, epoch_at, value, last)
-                    skipped = True
-                    loop.skipped_steps += 1
-                    optimizer.zero_grad(set_to_none=True)
-                scale = hw.scaler.get_scale() if hw.scaler.is_enabled() else None
-                if not skipped:
-                    hw.scaler.step(optimizer)
-                    hw.scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                if scale is not None and hw.scaler.get_scale() < scale:
-                    loop.skipped_steps += 1  # the scaler found inf/nan and skipped the step
+                outcome = hw.optimizer_step(optimizer, params, max_norm)
+                if outcome.nonfinite and t.on_nonfinite == NonFinite.stop:
+                    raise guards.nonfinite_error(
+                        loop.step + 1, (loop.step + 1) / steps.steps_per_epoch,
+                        float(group_loss / group_size), str(saver.last) if saver.last else None,
+                    )  # fmt: skip
+                loop.skipped_steps += int(outcome.skipped)
                 scheduler.step()
-                if skipped:
+                if outcome.nonfinite:
                     loop.running_batches -= group_size  # keep the logged loss finite
                 else:
                     running_loss += group_loss
                 group_loss = torch.zeros((), device=hw.device)
-                loop.step += 1
-                loop.epoch, loop.next_batch = epoch, index + 1
-                if loop.next_batch == batches_per_epoch:
-                    loop.epoch, loop.next_batch = epoch + 1, 0
+                loop.advance(epoch, index, per_epoch)
                 if first_step_seconds is None:
                     first_step_seconds = time.perf_counter() - started
 
                 logs = None
-                if loop.step % spec.train.log_every == 0 or loop.step == total_steps:
+                if loop.step % t.log_every == 0 or loop.step == steps.total_steps:
                     now = time.perf_counter()
-                    window_loss = distributed.mean(running_loss.clone(), place)
-                    logs = {
-                        "loss": window_loss.item() / max(loop.running_batches, 1),  # the sync
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": float(grad_norm),
-                        "samples_per_s": log_samples / max(now - log_clock, 1e-9),
-                        "epoch": loop.step / steps_per_epoch,
-                        "skipped_steps": float(loop.skipped_steps),
-                    }
+                    rate = log_samples / max(now - log_clock, 1e-9)
+                    logs = _train_logs(loop, running_loss, scheduler, outcome, rate, run, place)
                     tracker.scalars("train", logs, loop.step)
-                    running_loss.zero_()
-                    loop.running_batches, log_samples, log_clock = 0, 0, now
-                ui.step(loop.step, loop.step / steps_per_epoch, logs)
+                    log_samples, log_clock = 0, now
+                ui.step(loop.step, loop.step / steps.steps_per_epoch, logs)
 
-                epoch_end = index == batches_per_epoch - 1
-                last = loop.step >= total_steps
-                every = spec.train.eval_every
-                due = (every is not None and loop.step % every == 0) or (
-                    every is None and epoch_end
+                epoch_end = index == per_epoch - 1
+                last = loop.step >= steps.total_steps
+                due = (t.eval_every is not None and loop.step % t.eval_every == 0) or (
+                    t.eval_every is None and epoch_end
                 )
                 pause = time.perf_counter()
-                if val_loader is not None and (due or last):
+                if run.val_loader is not None and (due or last):
                     stopped_early = run_evaluation()
-                elif val_loader is None and (epoch_end or last):
-                    save()
-                if spec.train.save_every and loop.step % spec.train.save_every == 0:
-                    save_once()
+                elif run.val_loader is None and (epoch_end or last):
+                    saver.save(loop, running_loss, stopper)
+                if t.save_every and loop.step % t.save_every == 0:
+                    saver.save_once(loop, running_loss, stopper)
                 if distributed.any_rank(interrupt.requested is not None, place):
-                    save_once()
+                    saver.save_once(loop, running_loss, stopper)
                     ui.stop()
                     tracker.close()
                     signum = interrupt.requested or signal.SIGTERM
-                    stop = _interrupted(signum, loop, last_saved, run_dir, overrides, main)
-                    raise stop
+                    raise _interrupted(signum, loop, saver.last, run_dir, overrides, main)
                 eval_seconds += time.perf_counter() - pause
                 log_clock += time.perf_counter() - pause
                 if stopped_early or last:
                     break
-            if stopped_early or loop.step >= total_steps:
+            if stopped_early or loop.step >= steps.total_steps:
                 break
     train_seconds = time.perf_counter() - loop_clock - eval_seconds
-    ui.stop()
-    if stopped_early:
-        ui.info(
-            f"early stopping: {metric_name} did not improve for {stopper.patience}"
-            f" evaluation(s); best {stopper.best:.4f}"
-        )
+    timing = {"train": train_seconds, "first_step": first_step_seconds,
+              "wall_started": started, "resumed_from": resume_from}  # fmt: skip
+    end = _Ending(spec, run, backend, hw, place, ui, tracker, saver, run_dir, overrides)
+    return end.finish(loop, stopper, stopped_early, timing, (trainable, frozen))
 
+
+@dataclass
+class _Ending:
+    """What a run does after its loop: export, test, record, summary."""
+
+    spec: RunSpec
+    run: setup.RunSetup
+    backend: parallel.Backend
+    hw: Hardware
+    place: distributed.Dist
+    ui: RunConsole
+    tracker: Any
+    saver: _Saver
+    run_dir: Path
+    overrides: list[str]
+
+    def finish(self, loop: LoopState, stopper: Any, stopped_early: bool,
+               timing: dict[str, Any], counts: tuple[int, int]) -> RunResult:  # fmt: skip
+        spec, hw, place, run_dir = self.spec, self.hw, self.place, self.run_dir
+        metric_name, mode = metrics.monitored(spec.task.kind, spec.train.early_stopping)
+        self.ui.stop()
+        if stopped_early:
+            self.ui.info(
+                f"early stopping: {metric_name} did not improve for {stopper.patience}"
+                f" evaluation(s); best {stopper.best:.4f}"
+            )
+        export_dir, exported_from, run = _export(
+            spec, self.run, self.backend, hw, self.saver.root, loop, run_dir
+        )
+        test_metrics = _test_metrics(run, self.backend, hw, place)
+        if test_metrics:
+            self.tracker.scalars("test", test_metrics, loop.step)
+        totals = [loop.samples_seen, loop.real_tokens, loop.padded_tokens]
+        samples, tokens, padded = np.sum(distributed.gather(totals, place), axis=0).tolist()
+        best_value = stopper.best if run.val_loader is not None else None
+        assert run.steps is not None
+        resumed_from = timing["resumed_from"]
+        timing = {**timing, "wall": time.perf_counter() - timing["wall_started"]}
+        record = {
+            "status": "stopped_early" if stopped_early else "completed",
+            "monitor": {"metric": metric_name, "mode": mode.value, "best": best_value},
+            "best": loop.best_metrics,
+            "final": loop.last_metrics,
+            "test": test_metrics,
+            "steps": loop.step,
+            "epochs": round(loop.step / run.steps.steps_per_epoch, 4),
+            "skipped_steps": loop.skipped_steps,
+            **_throughput(samples, tokens, padded, timing),
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "trainable_parameters": counts[0],
+            "frozen_parameters": counts[1],
+            "device": hw.device.type,
+            "processes": place.world,
+            "precision": hw.precision.value,
+            "compiled": spec.hardware.compile,
+            "exported_from": exported_from,
+            "labels": run.labels,
+        }
+        if place.is_main:
+            tracking.write_metrics(run_dir, record)
+            model_card.write(export_dir, spec, record, self.overrides)
+        # Best and final metrics next to the flattened config: a sweep sorts by
+        # either in TensorBoard's HPARAMS tab (`tensorboard --logdir SWEEP_DIR`).
+        results = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}
+        results |= {f"final_{k}": v for k, v in loop.last_metrics.items()}
+        self.tracker.hparams(tracking.flat_hparams(spec), results or {"steps": float(loop.step)})
+        self.tracker.close()
+        if test_metrics:
+            self.ui.metrics_table("test", test_metrics)
+        self.ui.summary(_summary_rows(record, metric_name, export_dir, run_dir / "metrics.json",
+                                      self.saver.root, run_dir))  # fmt: skip
+        return RunResult(metric_name, best_value, loop.best_metrics, loop.last_metrics,
+                         loop.step, stopped_early, run_dir, run.net)  # fmt: skip
+
+
+def _forward_backward(
+    batch: dict[str, torch.Tensor],
+    loop: LoopState,
+    run: setup.RunSetup,
+    backend: parallel.Backend,
+    synced: Any,
+    hw: Hardware,
+    boundary: bool,
+    group_size: int,
+) -> tuple[torch.Tensor, int]:
+    """One micro-batch: forward under autocast, backward; (its detached loss, its rows)."""
+    mask = batch["attention_mask"]  # still on the CPU: counting costs no sync
+    loop.real_tokens += int(mask.sum())
+    loop.padded_tokens += mask.numel()
+    batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
+    rows = len(batch["input_ids"])
+    assert run.penalty is not None
+    try:
+        # Data-parallel ranks average gradients only at the group's last batch.
+        with backend.sync(synced, boundary), hw.autocast():
+            predictions, targets = synced(batch)
+        loss = run.objective.loss(predictions, targets)
+        objective_value = loss + run.penalty() if run.penalty.active else loss
+        with backend.sync(synced, boundary):
+            hw.backward(objective_value / group_size)
+    except torch.OutOfMemoryError as err:
+        batch_size = run.spec.train.batch_size
+        raise guards.oom_error(batch_size, mask.shape[1], hw.precision.value) from err
+    loop.running_batches += 1
+    loop.samples_seen += rows
+    return loss.detach(), rows
+
+
+def _seed_this_rank(place: distributed.Dist, seed: int, restored: dict[str, Any] | None) -> None:
+    if place.rank > 0:
+        # Same weights on every rank, but each its own dropout masks; rank 0
+        # draws exactly as a single process would.
+        seed_everything(seed + 1_000_003 * place.rank)
+    if restored is not None:
+        # Last, after everything that draws random numbers while setting up.
+        checkpoint.restore_rng(restored)
+
+
+def _train_logs(loop: LoopState, running_loss: torch.Tensor, scheduler: Any, outcome: Any,
+                samples_per_s: float, run: setup.RunSetup,
+                place: distributed.Dist) -> dict[str, float]:  # fmt: skip
+    """The train scalars of a log step; reads the loss from the device (the one sync)."""
+    assert run.steps is not None
+    window_loss = distributed.mean(running_loss.clone(), place)
+    logs = {
+        "loss": window_loss.item() / max(loop.running_batches, 1),
+        "lr": scheduler.get_last_lr()[0],
+        "grad_norm": float(outcome.grad_norm),
+        "samples_per_s": samples_per_s,
+        "epoch": loop.step / run.steps.steps_per_epoch,
+        "skipped_steps": float(loop.skipped_steps),
+    }
+    running_loss.zero_()
+    loop.running_batches = 0
+    return logs
+
+
+def _restore(
+    folder: Path,
+    fresh: LoopState,
+    run: setup.RunSetup,
+    backend: parallel.Backend,
+    hw: Hardware,
+    stopper: Any,
+    ui: RunConsole,
+) -> tuple[LoopState, dict[str, Any]]:
+    """Load a checkpoint into the run; (its loop state, this rank's RNG state)."""
+    saved = checkpoint.load_state(folder)
+    previous = LoopState.from_dict(saved["loop"])
+    changes = resume.config_changes(previous.config_yaml, fresh.config_yaml)
+    resume.check_drift(changes, previous.data_hash, fresh.data_hash, run.spec.resume_force,
+                       ui.warn)  # fmt: skip
+    backend.resume(folder, run.net, run.forward, run.optimizer, saved)
+    run.scheduler.load_state_dict(saved["scheduler"])
+    hw.scaler.load_state_dict(saved["scaler"])
+    loop = dataclasses.replace(previous, config_yaml=fresh.config_yaml, data_hash=fresh.data_hash)
+    stopper.best, stopper.bad_evals = loop.best_value, loop.bad_evals
+    rng = _rng_of_rank(saved["rng"], backend.place, ui)
+    ui.info(f"resuming from {folder} (step {loop.step}, epoch {loop.epoch})")
+    return loop, rng
+
+
+def _announce(
+    spec: RunSpec,
+    run: setup.RunSetup,
+    hw: Hardware,
+    place: distributed.Dist,
+    ui: RunConsole,
+    tracker: Any,
+    run_dir: Path,
+    spec_yaml: str,
+) -> tuple[int, int]:
+    """The run's first lines, its strategy table and record; (trainable, frozen) counts."""
+    steps, t, prepared = run.steps, spec.train, run.prepared
+    assert steps is not None
+    trainable, frozen = strategy.parameter_counts(run.net)
+    ui.set_total(steps.total_steps)
+    ui.info(
+        f"[bold]ft[/] {model.resolved_name(spec.model)} | train {len(prepared.train)} rows,"
+        f" validation {len(prepared.validation) if prepared.validation else 0} |"
+        f" {hw.device.type} {hw.precision.value} ({hw.reason}) |"
+        f" {trainable:,} trainable / {frozen:,} frozen parameters ({spec.strategy.kind.value})"
+    )
+    ui.info(f"{steps.epochs} epoch(s), {steps.total_steps} optimizer steps, run dir {run_dir}")
+    if place.enabled:
+        rows = place.world * t.batch_size * t.grad_accum
+        ui.info(
+            f"data parallel: {place.world} processes x batch {t.batch_size}"
+            f" x grad_accum {t.grad_accum} = {rows} rows per step"
+        )
+    record = strategy_report.strategy_record(
+        spec.strategy.kind.value, run.net, run.optimizer, run.applied, run.unfreeze_at
+    )
+    tracker.text("config", "```\n" + spec_yaml + "\n```")
+    if place.is_main:
+        strategy_report.write(run_dir, record)
+    tracker.text("strategy", "```\n" + json.dumps(record, indent=2) + "\n```")
+    opening = f" (unfreezing at steps {run.unfreeze_at})" if run.applied.unfreeze_every else ""
+    ui.table(f"strategy {spec.strategy.kind.value}{opening}",
+             ["layer group", "trainable", "frozen", "lr"],
+             strategy_report.table_rows(record))  # fmt: skip
+    return trainable, frozen
+
+
+def _export(
+    spec: RunSpec,
+    run: setup.RunSetup,
+    backend: parallel.Backend,
+    hw: Hardware,
+    ckpt_root: Path,
+    loop: LoopState,
+    run_dir: Path,
+) -> tuple[Path, str, setup.RunSetup]:
+    """Write model/ (the best or last weights, as the strategy exports them)."""
     export_dir = run_dir / "model"
     exported_from = "last step"
     best_dir = ckpt_root / loop.best_checkpoint if loop.best_checkpoint else None
     if spec.train.export == Export.best and best_dir is not None and best_dir.is_dir():
-        if fsdp:
-            sharded.load(best_dir, step_forward, optimizer, None)
-        else:
-            checkpoint.load_weights(net, best_dir)
+        backend.load_weights(best_dir, run.net, run.forward, run.optimizer)
         exported_from = f"best checkpoint {best_dir.name}"
-    if plan.kind == StrategyKind.lora:
-        keep = plan.lora.keep_adapter and main
-        net = lora.merged(net, run_dir / "adapter" if keep else None)
-        objective = _objective(spec, net, tokenizer, prepared.labels, num_labels, hw)
-        step_forward = StepForward(net, objective)
-    # FSDP: the full weights, gathered on rank 0 (every rank takes part).
-    weights = sharded.full_weights(step_forward, "net.", main) if fsdp else None
-    if main:
+    net = run.hooks.export(run.net, run_dir, backend.is_main)
+    if net is not run.net:  # a new model (LoRA merged): evaluate what is exported
+        objective = run.hooks.objective(net, spec, run.tokenizer, run.labels, hw.device)
+        run = dataclasses.replace(run, net=net, objective=objective,
+                                  forward=StepForward(net, objective))  # fmt: skip
+    weights = backend.full_weights(run.forward)
+    if backend.is_main:
         net.save_pretrained(export_dir, state_dict=weights)
-        tokenizer.save_pretrained(export_dir)
+        run.tokenizer.save_pretrained(export_dir)
+    return export_dir, exported_from, run
 
-    test_metrics: dict[str, float] = {}
-    if prepared.test is not None and all(label != -1 for label in prepared.test.labels):
-        test_collate = objective.collator(prepared.test, seed)
-        test_loader = batching.eval_loader(
-            prepared.test,
-            spec.train.eval_batch_size,
-            test_collate,
-            place.rank,
-            place.world,
-            even=fsdp,
-        )
-        test_metrics = evaluate(step_forward, objective, test_loader, hw, place)
-        tracker.scalars("test", test_metrics, loop.step)
-    samples, tokens, padded = np.sum(
-        distributed.gather([loop.samples_seen, loop.real_tokens, loop.padded_tokens], place),
-        axis=0,
-    ).tolist()
 
-    wall = time.perf_counter() - started
-    best_value = stopper.best if val_loader is not None else None
-    record = {
-        "status": "stopped_early" if stopped_early else "completed",
-        "monitor": {"metric": metric_name, "mode": mode.value, "best": best_value},
-        "best": loop.best_metrics,
-        "final": loop.last_metrics,
-        "test": test_metrics,
-        "steps": loop.step,
-        "epochs": round(loop.step / steps_per_epoch, 4),
-        "skipped_steps": loop.skipped_steps,
+def _test_metrics(run: setup.RunSetup, backend: parallel.Backend, hw: Hardware,
+                  place: distributed.Dist) -> dict[str, float]:  # fmt: skip
+    test = run.prepared.test
+    if test is None or any(label == -1 for label in test.labels):
+        return {}
+    loader = setup.eval_loader(run, test, place, backend)
+    return evaluate(run.forward, run.objective, loader, hw, backend)
+
+
+def _throughput(samples: int, tokens: int, padded: int, timing: dict[str, Any]) -> dict[str, Any]:
+    seconds = max(timing["train"], 1e-9)
+    return {
         "train_samples": samples,
-        "train_samples_per_s": samples / max(train_seconds, 1e-9),
-        "train_tokens_per_s": tokens / max(train_seconds, 1e-9),
+        "train_samples_per_s": samples / seconds,
+        "train_tokens_per_s": tokens / seconds,
         "padding_fraction": 1 - tokens / max(padded, 1),
-        "train_seconds": train_seconds,
-        "time_to_first_step_s": first_step_seconds,
-        "wall_seconds": wall,
-        "resumed_from": str(resume_from) if resume_from else None,
-        "trainable_parameters": trainable,
-        "frozen_parameters": frozen,
-        "device": hw.device.type,
-        "processes": place.world,
-        "precision": hw.precision.value,
-        "compiled": spec.hardware.compile,
-        "exported_from": exported_from,
-        "labels": prepared.labels,
+        "train_seconds": timing["train"],
+        "time_to_first_step_s": timing["first_step"],
+        "wall_seconds": timing["wall"],
     }
-    metrics_path = run_dir / "metrics.json"
-    if main:
-        tracking.write_metrics(run_dir, record)
-        model_card.write(export_dir, spec, record, overrides)
-    # Best and final metrics next to the flattened config: a sweep sorts by
-    # either in TensorBoard's HPARAMS tab (`tensorboard --logdir SWEEP_DIR`).
-    results = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}
-    results |= {f"final_{k}": v for k, v in loop.last_metrics.items()}
-    tracker.hparams(tracking.flat_hparams(spec), results or {"steps": float(loop.step)})
-    tracker.close()
-
-    if test_metrics:
-        ui.metrics_table("test", test_metrics)
-    ui.summary(_summary_rows(record, metric_name, export_dir, metrics_path, ckpt_root, run_dir))
-    return RunResult(
-        metric_name=metric_name,
-        metric=best_value,
-        best=loop.best_metrics,
-        final=loop.last_metrics,
-        steps=loop.step,
-        stopped_early=stopped_early,
-        run_dir=run_dir,
-        model=net,
-    )
-
-
-class StepForward(torch.nn.Module):
-    """The objective's forward pass as one module, so DistributedDataParallel can wrap it.
-
-    Some objectives call parts of the model (the masked-LM head runs on masked
-    positions only), so DDP wraps this module rather than the model itself.
-    """
-
-    def __init__(self, net: torch.nn.Module, objective: Objective) -> None:
-        super().__init__()
-        self.net = net
-        self.objective = objective  # a plain object: the teacher stays out of DDP
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.objective.outputs(batch)
-
-
-def _data_parallel(forward: StepForward, hw: Hardware, place: distributed.Dist) -> Any:
-    """`forward` itself, or wrapped in DistributedDataParallel when several processes train."""
-    if not place.enabled:
-        return forward
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [hw.device.index] if hw.device.type == "cuda" else None
-    return DistributedDataParallel(forward, device_ids=ids)
-
-
-def _grad_sync(synced: Any, boundary: bool) -> Any:
-    """No gradient all-reduce inside an accumulation group, only at its last batch."""
-    if hasattr(synced, "set_requires_gradient_sync"):  # FSDP2
-        sharded.set_gradient_sync(synced, boundary)
-        return contextlib.nullcontext()
-    if boundary or not hasattr(synced, "no_sync"):
-        return contextlib.nullcontext()
-    return synced.no_sync()
 
 
 def _rng_of_rank(saved: Any, place: distributed.Dist, ui: RunConsole) -> dict[str, Any]:
@@ -610,25 +573,6 @@ def _rng_of_rank(saved: Any, place: distributed.Dist, ui: RunConsole) -> dict[st
             f" {place.world}; data order and dropout differ from an uninterrupted run"
         )
     return states[place.rank % len(states)]
-
-
-def _objective(
-    spec: RunSpec,
-    net: torch.nn.Module,
-    tokenizer: Any,
-    labels: list[str] | None,
-    num_labels: int,
-    hw: Hardware,
-) -> Objective:
-    plan = spec.strategy
-    if plan.kind == StrategyKind.distill:
-        pad_id = tokenizer.pad_token_id or 0
-        return distill.build(
-            net, plan, spec.task.kind, labels, pad_id, hw.device, spec.hardware.compile
-        )
-    return build_objective(
-        net, spec.task, tokenizer, num_labels, spec.hardware.compile, plan.label_smoothing, labels
-    )
 
 
 def _interrupted(

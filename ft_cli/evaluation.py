@@ -78,39 +78,40 @@ class EvalSetup:
 def setup(
     folder: str, overrides: list[str], split: str = "validation", file: str | None = None
 ) -> EvalSetup:
-    from ft_cli import batching, data, engine, model, trained
+    """The trained model and the rows to evaluate, from the setup call training makes."""
+    from ft_cli import data, model, parallel, trained
+    from ft_cli import setup as run_setup
     from ft_cli.hardware import setup_hardware
-    from ft_cli.objective import build_objective
 
     found = trained.locate(folder)
     spec = trained.spec_for(found, overrides)
+    trained.check_loadable(found, spec)
     hw = setup_hardware(spec.hardware)
-    tokenizer = model.load_tokenizer(spec.model)
-    model.check_max_length(spec.model, spec.data.max_length)
+    given = None
     if file is not None:
         labels = spec.task.labels or None
+        tokenizer = model.load_tokenizer(spec.model)
         table = data.load_file(file, spec.data)
         rows = data.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
-        source = file
+        given = data.PreparedData(rows, None, None, labels, {"file": file})
+    backend = parallel.Backend()
+    ready = run_setup.build(spec, run_setup.Purpose.evaluate, backend, hw, prepared=given)
+    trained.load_checkpoint(found, ready.net)
+    if file is not None:
+        rows, source = ready.prepared.train, file
     else:
-        prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
-        labels = prepared.labels
-        rows = getattr(prepared, split, None) if split in data.SPLITS else None
+        rows = getattr(ready.prepared, split, None) if split in data.SPLITS else None
         if rows is None:
             raise FtError(
                 f"--split {split}: the run's data has no such split; splits: "
-                + ", ".join(s for s in data.SPLITS if getattr(prepared, s) is not None)
+                + ", ".join(s for s in data.SPLITS if getattr(ready.prepared, s) is not None)
             )
-        source = prepared.source.get(split, split)
+        source = ready.prepared.source.get(split, split)
     if getattr(rows, "labels", None) and all(label == -1 for label in rows.labels):
         raise FtError(f"{source}: no labels to evaluate against; ft predict gives predictions")
-    num_labels = len(labels) if labels else 1
-    net = trained.load_net(found, spec, labels, len(tokenizer)).to(hw.device)
-    objective = build_objective(net, spec.task, tokenizer, num_labels, False, labels=labels)
-    collate = objective.collator(rows, spec.train.seed)
-    loader = batching.eval_loader(rows, spec.train.eval_batch_size, collate)
-    forward = engine.StepForward(net, objective)
-    return EvalSetup(found, spec, rows, source, labels, forward, objective, loader, hw)
+    loader = run_setup.eval_loader(ready, rows, backend.place, backend)
+    return EvalSetup(found, spec, rows, source, ready.labels, ready.forward, ready.objective,
+                     loader, hw)  # fmt: skip
 
 
 def evaluate_trained(

@@ -10,9 +10,7 @@ built on PyTorch's meta device from its config: no weights are read.
 
 from __future__ import annotations
 
-import math
 import os
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,62 +49,47 @@ def main(args: list[str]) -> int:
 
 
 def plan(overrides: list[str]) -> Plan:
-    import torch
-
-    from ft_cli import compose, data, lora, model, optim, strategy, strategy_report
+    """What `ft train OVERRIDES` would do, from the same setup call training makes."""
+    from ft_cli import compose, distributed, optim, parallel, setup, strategy_report
     from ft_cli.hardware import setup_hardware
-    from ft_cli.schema import StrategyKind
 
     compose.check_overrides(overrides)
     spec = compose.to_spec(compose.compose_config(overrides))
     origins = value_origins(overrides)
-    tokenizer = model.load_tokenizer(spec.model)
-    model.check_max_length(spec.model, spec.data.max_length)
-    prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
-    config, auto = model.model_config(
-        spec.model, spec.task.kind, prepared.labels, len(tokenizer), spec.strategy.dropout
-    )
-    with torch.device("meta"):  # shapes only: no memory, no weights read
-        net = auto.from_config(config, trust_remote_code=spec.model.trust_remote_code)
-        if spec.strategy.kind == StrategyKind.lora:
-            net = lora.apply_lora(net, spec.strategy.lora)
-    applied = strategy.apply_strategy(net, spec.strategy)
+    # WORLD_SIZE=N plans for N data-parallel processes (rank 0's share of the data).
     processes = int(os.environ.get("WORLD_SIZE", "1"))
-    t = spec.train
-    global_batch = t.batch_size * processes
-    batches = math.ceil(len(prepared.train) / global_batch)
-    steps_per_epoch = math.ceil(batches / t.grad_accum)
-    total = t.max_steps or steps_per_epoch * t.epochs
-    gradual = spec.strategy.kind == StrategyKind.gradual_unfreeze
-    groups = optim.parameter_groups(
-        net, spec.optimizer.weight_decay, spec.optimizer.lr, spec.strategy.lr_decay, gradual
-    )
-    unfreeze_at = strategy.unfreeze_steps(applied, steps_per_epoch, total)
-    record = strategy_report.strategy_record(
-        spec.strategy.kind.value, net, types.SimpleNamespace(param_groups=groups), applied,
-        unfreeze_at,
-    )  # fmt: skip
-    factor = optim.lr_factor(spec.schedule, total, unfreeze_at, spec.strategy.rewarm_steps)
-    schedule = [factor(step) for step in range(total + 1)]
-    peak = groups[0]["lr"] if groups else spec.optimizer.lr
-    chosen = sorted({1, optim.warmup_steps(spec.schedule, total), total // 2, total} - {0})
+    place = distributed.Dist(rank=0, world=processes)
     hw = setup_hardware(spec.hardware)
+    ready = setup.build(spec, setup.Purpose.explain, parallel.Backend(place), hw, place)
+    steps = ready.steps
+    assert steps is not None and ready.unfreeze_at is not None
+    record = strategy_report.strategy_record(
+        spec.strategy.kind.value, ready.net, ready.optimizer, ready.applied, ready.unfreeze_at
+    )
+    total = steps.total_steps
+    factor = optim.lr_factor(spec.schedule, total, ready.unfreeze_at, spec.strategy.rewarm_steps)
+    schedule = [factor(step) for step in range(total + 1)]
+    groups = ready.optimizer.param_groups
+    peak = groups[0].get("initial_lr", groups[0]["lr"]) if groups else spec.optimizer.lr
+    chosen = sorted({1, optim.warmup_steps(spec.schedule, total), total // 2, total} - {0})
+    config = getattr(ready.net, "config", None)
+    t = spec.train
     return Plan(
         origins=origins,
         strategy=record,
         processes=processes,
         batch_size=t.batch_size,
         grad_accum=t.grad_accum,
-        train_rows=len(prepared.train),
-        steps_per_epoch=steps_per_epoch,
+        train_rows=len(ready.prepared.train),
+        steps_per_epoch=steps.steps_per_epoch,
         total_steps=total,
-        epochs=math.ceil(total / steps_per_epoch),
+        epochs=steps.epochs,
         lr_at={step: peak * schedule[step] for step in chosen},
         schedule=schedule,
         device=hw.device.type,
         precision=hw.precision.value,
         reason=hw.reason,
-        memory=memory_estimate(spec, config, record, prepared.train, hw.precision.value),
+        memory=memory_estimate(spec, config, record, ready.prepared.train, hw.precision.value),
     )
 
 

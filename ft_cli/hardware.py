@@ -19,6 +19,15 @@ _DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
 
 
 @dataclass
+class StepOutcome:
+    """What one optimizer step did."""
+
+    grad_norm: torch.Tensor  # before clipping
+    nonfinite: bool = False  # not taken: the gradients were not finite
+    skipped: bool = False  # not taken, for that or because fp16's scaler found inf/nan
+
+
+@dataclass
 class Hardware:
     device: torch.device
     precision: Precision
@@ -29,6 +38,32 @@ class Hardware:
         if self.precision == Precision.fp32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward through the loss scaler (a no-op scaler outside fp16)."""
+        self.scaler.scale(loss).backward()
+
+    def optimizer_step(
+        self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_norm: float
+    ) -> StepOutcome:
+        """Unscale, clip, check, step, update the scaler and clear the gradients.
+
+        Without a scaler, non-finite gradients skip the step here (one scalar
+        sync per step); fp16's GradScaler makes that check itself and skips the
+        step by lowering its scale.
+        """
+        self.scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: sharded
+        if not self.scaler.is_enabled() and not torch.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            return StepOutcome(norm, nonfinite=True, skipped=True)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        skipped = scale is not None and self.scaler.get_scale() < scale
+        return StepOutcome(norm, skipped=skipped)
 
 
 def cpu_bf16_is_faster() -> tuple[bool, str]:

@@ -28,6 +28,13 @@ class LoopState:
     config_yaml: str = ""  # the resolved spec the run started with (drift checks)
     data_hash: str = ""  # of the tokenized training data (drift checks)
 
+    def advance(self, epoch: int, index: int, batches_per_epoch: int) -> None:
+        """One optimizer step done, its last batch `index` of `epoch`."""
+        self.step += 1
+        self.epoch, self.next_batch = epoch, index + 1
+        if self.next_batch == batches_per_epoch:
+            self.epoch, self.next_batch = epoch + 1, 0
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

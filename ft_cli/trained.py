@@ -91,10 +91,8 @@ def _export_labels(trained: Trained) -> list[str] | None:
     return [str(names[key]) for key in sorted(names, key=int)] or None
 
 
-def load_net(trained: Trained, spec: RunSpec, labels: list[str] | None, vocab: int) -> Any:
-    """The trained model, in eval mode, with the checkpoint's weights when one was given."""
-    from ft_cli import model
-
+def check_loadable(trained: Trained, spec: RunSpec) -> None:
+    """Checkpoints that load only where they were written say so in one line."""
     if trained.checkpoint is not None and spec.strategy.kind == StrategyKind.lora:
         raise FtError(
             f"{trained.checkpoint}: a LoRA checkpoint holds adapter weights only; evaluate the"
@@ -105,7 +103,19 @@ def load_net(trained: Trained, spec: RunSpec, labels: list[str] | None, vocab: i
             f"{trained.checkpoint}: a sharded (fsdp) checkpoint loads only under torchrun;"
             " use the run's model/ export"
         )
-    net, _ = model.load_model(spec.model, spec.task.kind, labels, vocab)
+
+
+def load_checkpoint(trained: Trained, net: Any) -> None:
+    """A checkpoint's weights replace the export's (or the base model's) when one was given."""
     if trained.checkpoint is not None:
         checkpoint.load_weights(net, trained.checkpoint)
+
+
+def load_net(trained: Trained, spec: RunSpec, labels: list[str] | None, vocab: int) -> Any:
+    """The trained model, in eval mode, with the checkpoint's weights when one was given."""
+    from ft_cli import model
+
+    check_loadable(trained, spec)
+    net, _ = model.load_model(spec.model, spec.task.kind, labels, vocab)
+    load_checkpoint(trained, net)
     return net.eval()

@@ -38,10 +38,14 @@ def _simulated_bf16_cpu(monkeypatch) -> None:
     """FT_TEST_SIMULATE_BF16_CPU=1: in-process runs see a CPU with fast native bf16, as
     hardware=auto does on AMD EPYC machines, so either kind of machine can check both."""
     if os.environ.get("FT_TEST_SIMULATE_BF16_CPU") == "1":
+        import torch
+
         from ft_cli import hardware
 
-        simulated = (True, "bf16 matmul 2.2x faster than fp32 here (simulated)")
-        monkeypatch.setattr(hardware, "cpu_bf16_is_faster", lambda: simulated)
+        # Below the probe, so that tests of the probe itself can fake the CPU again.
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+        seconds = {torch.float32: 2.2, torch.bfloat16: 1.0}
+        monkeypatch.setattr(hardware, "_matmul_seconds", lambda dtype, *a: seconds[dtype])
 
 
 def compose_spec(overrides: list[str]):

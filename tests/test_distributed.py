@@ -195,3 +195,25 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path
     a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
     b = load_file(tmp_path / "run" / "model" / "model.safetensors")
     assert max_delta(a, b) == 0.0
+
+
+def test_explain_eval_and_train_share_the_setup_under_torchrun(tmp_path: Path, monkeypatch) -> None:
+    """97 rows over 2 processes x batch 8: the last global batch (1 row) has fewer rows
+    than ranks, so every rank skips it; explain must count what training then runs."""
+    from ft_cli import evaluation, explain
+
+    overrides = ["data.max_train_samples=97", "train.epochs=2", "train.batch_size=8",
+                 "strategy=llrd", "hardware=cpu", "train.export=last"]  # fmt: skip
+    torchrun(tmp_path, [*overrides, "hydra.run.dir=run"])
+    run = tmp_path / "run"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    plan = explain.plan([*TINY, *overrides])
+    record = json.loads((run / "metrics.json").read_text())
+    assert plan.steps_per_epoch == 6 and plan.total_steps == record["steps"] == 12
+    strategy = json.loads((run / "strategy.json").read_text())
+    assert plan.strategy["groups"] == strategy["groups"]
+    assert plan.strategy["optimizer_groups"] == strategy["optimizer_groups"]
+    monkeypatch.delenv("WORLD_SIZE")
+    evaluated = evaluation.evaluate_trained(str(run), [])
+    assert evaluated["rows"] == 48  # the validation split training evaluated
+    assert evaluated["metrics"] == pytest.approx(record["final"], rel=1e-5)
