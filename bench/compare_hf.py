@@ -130,8 +130,8 @@ def matmul_peak(dtype_name: str) -> float:
 
 
 def run_ft(args: argparse.Namespace) -> dict:
-    from ft_cli import compose
-    from ft_cli.engine import train
+    from ft_cli.config import compose
+    from ft_cli.training.engine import train
 
     overrides = [
         "+recipe=minilm_mrpc",

@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_ft(args: argparse.Namespace) -> dict:
-    from ft_cli import compose
-    from ft_cli.engine import train
+    from ft_cli.config import compose
+    from ft_cli.training.engine import train
 
     overrides = [
         "+recipe=minilm_mlm",

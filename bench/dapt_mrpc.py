@@ -35,8 +35,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def run(overrides: list[str], run_dir: Path) -> tuple[dict, float]:
-    from ft_cli import compose
-    from ft_cli.engine import train
+    from ft_cli.config import compose
+    from ft_cli.training.engine import train
 
     spec = compose.to_spec(compose.compose_config(overrides))
     start = time.perf_counter()

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from ft_cli.errors import FtError
-from ft_cli.guards import RunInterrupted
+from ft_cli.training.guards import RunInterrupted
 
 USAGE = """\
 usage: ft COMMAND [ARGS]
@@ -110,7 +110,7 @@ def _list_recipes() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ft_cli import compose
+    from ft_cli.config import compose
 
     table = Table(title="ft recipes (use with: ft train +recipe=NAME)")
     table.add_column("recipe", style="bold cyan", no_wrap=True)
@@ -120,7 +120,7 @@ def _list_recipes() -> None:
     Console().print(table)
 
 
-# Commands that use what training made: module ft_cli.NAME, function main(args) -> exit code.
+# Commands that use what training made: module ft_cli.commands.NAME, main(args) -> exit code.
 TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain", "report": "report"}
 
 
@@ -129,11 +129,11 @@ def _run_tool(command: str, args: list[str]) -> int:
 
     from omegaconf.errors import OmegaConfBaseException
 
-    from ft_cli import compose
+    from ft_cli.config import compose
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        return importlib.import_module(f"ft_cli.{TOOLS[command]}").main(args)
+        return importlib.import_module(f"ft_cli.commands.{TOOLS[command]}").main(args)
     except FtError as err:
         _fail(f"ft {command}: {err}")
         return 2
@@ -143,7 +143,7 @@ def _run_tool(command: str, args: list[str]) -> int:
 
 
 def _list_runs(args: list[str]) -> int:
-    from ft_cli import runs
+    from ft_cli.commands import runs
 
     try:
         return runs.main(args)
@@ -157,11 +157,12 @@ def run_train(overrides: list[str]) -> int:
     import hydra
     from omegaconf.errors import OmegaConfBaseException
 
-    from ft_cli import compose, paths
+    from ft_cli import paths
+    from ft_cli.config import compose
 
     # Let errors reach us instead of Hydra's multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    from ft_cli import sweep
+    from ft_cli.commands import sweep
 
     _outcomes.error = None
     sweep.finished.clear()
@@ -198,7 +199,7 @@ def run_train(overrides: list[str]) -> int:
     except OSError as err:
         if err.filename is None:
             raise
-        from ft_cli.ownership import disk_error
+        from ft_cli.training.ownership import disk_error
 
         _fail(str(disk_error(err, "the run dir")))
         return 2
@@ -256,7 +257,7 @@ def _data_parallel_overrides(overrides: list[str]) -> list[str]:
     Hydra would stamp each process's own start time into its run dir; rank 0's
     is shared before Hydra starts, and only rank 0 writes Hydra's .hydra/ files.
     """
-    from ft_cli import distributed
+    from ft_cli.hardware import distributed
 
     place = distributed.from_env()
     if not place.enabled:
@@ -280,7 +281,7 @@ def _data_parallel_overrides(overrides: list[str]) -> list[str]:
 
 def _leave_process_group() -> None:
     if "torch.distributed" in sys.modules:
-        from ft_cli import distributed
+        from ft_cli.hardware import distributed
 
         distributed.shutdown()
 
@@ -298,7 +299,8 @@ def _train_job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ft_cli import compose, ownership
+    from ft_cli.config import compose
+    from ft_cli.training import ownership
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -309,7 +311,7 @@ def _train_job(cfg) -> float | None:
     fresh = not ownership.holds_run(Path(run_dir))
     try:
         spec = compose.to_spec(cfg)
-        from ft_cli.engine import train
+        from ft_cli.training.engine import train
 
         result = train(spec, run_dir, overrides, records)
     except Exception as err:

@@ -40,7 +40,7 @@ def _simulated_bf16_cpu(monkeypatch) -> None:
     if os.environ.get("FT_TEST_SIMULATE_BF16_CPU") == "1":
         import torch
 
-        from ft_cli import hardware
+        from ft_cli.hardware import device as hardware
 
         # Below the probe, so that tests of the probe itself can fake the CPU again.
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
@@ -49,13 +49,13 @@ def _simulated_bf16_cpu(monkeypatch) -> None:
 
 
 def compose_spec(overrides: list[str]):
-    from ft_cli import compose
+    from ft_cli.config import compose
 
     return compose.to_spec(compose.compose_config(overrides))
 
 
 def run_train(tmp_path: Path, overrides: list[str]):
-    from ft_cli.engine import train
+    from ft_cli.training.engine import train
 
     spec = compose_spec([*TINY, *overrides])
     return train(spec, run_dir=tmp_path / "run", overrides=overrides)

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from ft_cli.batching import ShuffledBatches, length_sorted_batches
-from ft_cli.encoded import EncodedSplit
+from ft_cli.data.batching import ShuffledBatches, length_sorted_batches
+from ft_cli.data.encoded import EncodedSplit
 
 _rng = random.Random(0)
 LENGTHS = [_rng.randint(5, 120) for _ in range(1000)]

@@ -8,9 +8,8 @@ import sys
 import pytest
 from conftest import MRPC, compose_spec
 
-from ft_cli import compose
-from ft_cli.errors import FtError
-from ft_cli.schema import (
+from ft_cli.config import compose
+from ft_cli.config.schema import (
     DataFormat,
     ModelInit,
     OptimizerName,
@@ -19,6 +18,7 @@ from ft_cli.schema import (
     StrategyKind,
     TaskKind,
 )
+from ft_cli.errors import FtError
 
 RECIPE_OVERRIDES = {name: ["data.path=/some/dir"] for name in ("minilm_mrpc", "minilm_mlm")}
 
@@ -214,10 +214,12 @@ def test_mrpc_folder_layout_matches_glue_mrpc_local() -> None:
 
 
 def test_readme_config_reference_matches_the_schema() -> None:
-    from ft_cli.reference import reference
+    from ft_cli.config.reference import reference
 
     readme = (compose.paths.PACKAGE_DIR.parent / "README.md").read_text()
-    assert reference() in readme, "README is stale: paste `python -m ft_cli.reference` into it"
+    assert reference() in readme, (
+        "README is stale: paste `python -m ft_cli.config.reference` into it"
+    )
 
 
 @pytest.mark.parametrize("token", ["+__dict__=0", "+foo=1", "outputdir=x"])

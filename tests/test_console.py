@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from ft_cli.console import RunConsole
+from ft_cli.outputs.console import RunConsole
 
 LOGS = {"loss": 0.5, "lr": 1e-4, "samples_per_s": 12.5}
 

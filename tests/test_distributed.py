@@ -20,8 +20,10 @@ from safetensors.torch import load_file
 from test_resume import cut_after, max_delta
 from test_train import scalars
 
-from ft_cli import batching, checkpoint, metrics
-from ft_cli.schema import TaskKind
+from ft_cli.config.schema import TaskKind
+from ft_cli.data import batching
+from ft_cli.tasks import metrics
+from ft_cli.training import checkpoint
 
 # Dropout off: each rank draws its own masks, which no single process can reproduce.
 SETTINGS = ["optimizer.lr=1e-3", "train.epochs=2", "strategy.dropout=0.0", "hardware=cpu",
@@ -56,7 +58,7 @@ def test_rank_shards_partition_each_global_batch() -> None:
 
 
 def test_even_eval_parts_cover_the_split_once_and_keep_ranks_in_step() -> None:
-    from ft_cli.encoded import EncodedSplit
+    from ft_cli.data.encoded import EncodedSplit
 
     split = EncodedSplit([[1] * (i % 5 + 1) for i in range(26)], None, [0] * 26)  # 7 batches of 4
     loaders = [batching.eval_loader(split, 4, list, r, 3, even=True) for r in range(3)]
@@ -200,7 +202,7 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path
 def test_explain_eval_and_train_share_the_setup_under_torchrun(tmp_path: Path, monkeypatch) -> None:
     """97 rows over 2 processes x batch 8: the last global batch (1 row) has fewer rows
     than ranks, so every rank skips it; explain must count what training then runs."""
-    from ft_cli import evaluation, explain
+    from ft_cli.commands import evaluation, explain
 
     overrides = ["data.max_train_samples=97", "train.epochs=2", "train.batch_size=8",
                  "strategy=llrd", "hardware=cpu", "train.export=last"]  # fmt: skip

@@ -265,7 +265,7 @@ def test_a_finished_run_is_not_trained_over(finished: Path, capsys) -> None:
 
 
 def test_a_second_writer_is_refused(finished: Path, capsys) -> None:
-    from ft_cli import ownership
+    from ft_cli.training import ownership
 
     lock = finished / ownership.LOCK
     import socket
@@ -285,7 +285,7 @@ def test_a_second_writer_is_refused(finished: Path, capsys) -> None:
 def test_a_stale_lock_is_taken_over(tmp_path: Path, capsys) -> None:
     import socket
 
-    from ft_cli import ownership
+    from ft_cli.training import ownership
 
     run = tmp_path / "run"
     run.mkdir()
@@ -450,8 +450,8 @@ def test_runs_lists_a_damaged_metrics_file(finished: Path, tmp_path: Path, capsy
 
 
 def test_tsv_text_with_double_quotes_reads_as_written(tmp_path: Path) -> None:
-    from ft_cli import data
-    from ft_cli.schema import DataConfig, DataFiles, DataFormat, Quoting
+    from ft_cli.config.schema import DataConfig, DataFiles, DataFormat, Quoting
+    from ft_cli.data import dataset as data
 
     tab = "\t"
     path = _write(

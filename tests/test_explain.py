@@ -9,7 +9,8 @@ import pytest
 from conftest import TINY
 from test_train import scalars
 
-from ft_cli import cli, explain
+from ft_cli import cli
+from ft_cli.commands import explain
 
 SETTINGS = [*TINY, "+recipe=demo", "strategy=llrd", "strategy.lr_decay=0.5", "train.grad_accum=2",
             "train.batch_size=8", "optimizer.lr=2e-3", "schedule=cosine"]  # fmt: skip

@@ -8,9 +8,9 @@ import typing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ft_cli import compose, schema
+from ft_cli.config import compose, schema
 from ft_cli.errors import FtError
-from ft_cli.metrics import monitored
+from ft_cli.tasks.metrics import monitored
 
 
 def _keys(cls: type, prefix: str = "") -> list[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ft_cli import hardware
+from ft_cli.config.schema import Device, HardwareConfig, Precision
 from ft_cli.errors import FtError
-from ft_cli.schema import Device, HardwareConfig, Precision
+from ft_cli.hardware import device as hardware
 
 
 def fake_cpu(monkeypatch, native: bool, fp32_s: float = 1.0, bf16_s: float = 1.0) -> None:

@@ -15,7 +15,7 @@ import torch
 from conftest import TINY
 from safetensors.torch import load_file
 
-from ft_cli import checkpoint
+from ft_cli.training import checkpoint
 
 # About 500 optimizer steps: long enough to be caught mid-run.
 LONG = [*TINY, "data.max_train_samples=800", "train.epochs=10", "train.save_every=7",

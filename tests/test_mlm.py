@@ -10,11 +10,12 @@ import torch
 from conftest import compose_spec, run_train
 from safetensors.torch import load_file
 
-from ft_cli import corpus, mlm
-from ft_cli.encoded import EncodedSplit
+from ft_cli.config.schema import DataConfig, Packing, TaskConfig, TaskKind
+from ft_cli.data import corpus
+from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.paths import resolve_path
-from ft_cli.schema import DataConfig, Packing, TaskConfig, TaskKind
+from ft_cli.tasks import mlm
 
 TINY_BERT = resolve_path("pkg:ft_cli/assets/tiny_bert", "model")
 CLS, SEP, PAD, MASK = 2, 3, 0, 4  # tiny_bert's vocab.txt order
@@ -176,7 +177,7 @@ TEXT = ["model=tiny_bert", "task=mlm", "data=text", "data.validation_fraction=0"
 
 
 def test_text_files_one_document_per_line_or_paragraph(tmp_path: Path) -> None:
-    from ft_cli.data import prepare
+    from ft_cli.data.dataset import prepare
 
     lines = [f"the lamp number {i} is very bright" for i in range(60)]
     by_line = tmp_path / "lines.txt"

@@ -23,7 +23,7 @@ def majority_accuracy(path: Path) -> float:
 def test_minilm_beats_the_majority_class_on_mrpc_dev(tmp_path: Path) -> None:
     if not (MRPC / "train.tsv").is_file():
         pytest.skip("../shared/data/glue/MRPC is absent")
-    from ft_cli.engine import train
+    from ft_cli.training.engine import train
 
     spec = compose_spec(
         [

@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from ft_cli.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
-from ft_cli.schema import OptimizerConfig, OptimizerName, ScheduleConfig, ScheduleName
+from ft_cli.config.schema import OptimizerConfig, OptimizerName, ScheduleConfig, ScheduleName
+from ft_cli.training.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 
 
 def factors(cfg: ScheduleConfig, total: int) -> list[float]:

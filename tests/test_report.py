@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
-from ft_cli import cli, report
+from ft_cli import cli
+from ft_cli.commands import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

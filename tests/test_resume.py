@@ -16,8 +16,8 @@ import torch
 from conftest import TINY, compose_spec, run_train
 from safetensors.torch import load_file
 
-from ft_cli import checkpoint
 from ft_cli.errors import FtError
+from ft_cli.training import checkpoint
 
 # Dropout on (tiny_bert has 0.1), shuffled length-grouped batches, 3 epochs of 6 batches.
 BASE = ["optimizer.lr=3e-3", "train.epochs=3", "train.save_every=1", "train.keep_checkpoints=100",
@@ -75,7 +75,7 @@ def test_negative_controls_break_exactness(tmp_path: Path, monkeypatch, sabotage
     if sabotage == "rng":
         monkeypatch.setattr(checkpoint, "restore_rng", lambda state: None)
     else:
-        from ft_cli.loop_state import LoopState
+        from ft_cli.training.loop_state import LoopState
 
         original = LoopState.from_dict.__func__
 
@@ -227,7 +227,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) ->
 
 
 def test_nonfinite_loss_stops_or_skips(tmp_path: Path, monkeypatch) -> None:
-    from ft_cli import metrics
+    from ft_cli.tasks import metrics
 
     real_loss = metrics.task_loss
     calls = {"n": 0}

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY
 from test_cli import ft
 
-from ft_cli import runs
+from ft_cli.commands import runs
 from ft_cli.errors import FtError
 
 

@@ -46,7 +46,7 @@ def test_an_optuna_search_completes_and_resumes_from_its_storage(tmp_path: Path)
 
 
 def test_a_loss_monitored_search_minimises() -> None:
-    from ft_cli.schema import search_direction
+    from ft_cli.config.schema import search_direction
 
     assert search_direction("classification", None, None) == "maximize"
     assert search_direction("mlm", None, None) == "minimize"
@@ -55,7 +55,8 @@ def test_a_loss_monitored_search_minimises() -> None:
 
 
 def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, capsys) -> None:
-    from ft_cli import cli, engine
+    from ft_cli import cli
+    from ft_cli.training import engine
 
     real_train = engine.train
     calls: list[int] = []
@@ -131,7 +132,7 @@ def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path) -> N
 def test_a_missing_plugin_is_named_with_its_install_command(tmp_path: Path, monkeypatch) -> None:
     import importlib.util
 
-    from ft_cli import compose
+    from ft_cli.config import compose
     from ft_cli.errors import FtError
 
     real = importlib.util.find_spec

@@ -11,11 +11,7 @@ import torch
 from conftest import run_train
 from safetensors.torch import load_file
 
-from ft_cli import lora, optim, regularize, strategy
-from ft_cli.distill import DistillObjective
-from ft_cli.errors import FtError
-from ft_cli.model import load_model
-from ft_cli.schema import (
+from ft_cli.config.schema import (
     LoraSettings,
     ModelConfig,
     OptimizerConfig,
@@ -25,6 +21,12 @@ from ft_cli.schema import (
     TaskKind,
     UnfreezeUnit,
 )
+from ft_cli.errors import FtError
+from ft_cli.models.model import load_model
+from ft_cli.strategies import layers as strategy
+from ft_cli.strategies import lora, regularize
+from ft_cli.strategies.distill import DistillObjective
+from ft_cli.training import optim
 
 
 def pretrained(tiny_pretrained: Path) -> list[str]:
@@ -258,7 +260,7 @@ def test_bad_strategy_settings_fail_with_the_key(
 
 
 def test_label_smoothing_and_dropout_knobs(tiny_pretrained: Path) -> None:
-    from ft_cli.metrics import task_loss
+    from ft_cli.tasks.metrics import task_loss
 
     logits, labels = torch.tensor([[4.0, -4.0]]), torch.tensor([0])
     plain = task_loss(TaskKind.classification, logits, labels)

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import MRPC, TINY  # noqa: F401  (TINY: the tiny model's settings)
 
-from ft_cli import cli, evaluation, predict, tagging
+from ft_cli import cli
+from ft_cli.commands import evaluation, predict
 from ft_cli.errors import FtError
+from ft_cli.tasks import tagging
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import compose_spec, write_csv
 
-from ft_cli import data, token_cache
-from ft_cli.model import load_tokenizer
+from ft_cli.data import dataset as data
+from ft_cli.data import token_cache
+from ft_cli.models.model import load_tokenizer
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import pytest
 from conftest import TINY, write_csv
 from test_cli import ft
 
-from ft_cli import cli, evaluation, predict
+from ft_cli import cli
+from ft_cli.commands import evaluation, predict
 from ft_cli.errors import FtError
 from ft_cli.paths import resolve_path
 

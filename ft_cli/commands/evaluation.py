@@ -1,0 +1,138 @@
+"""`ft eval RUN_OR_MODEL_DIR [--split NAME | --file FILE] [OVERRIDES]`.
+
+Evaluates a trained model (a run's export, a checkpoint, any exported
+folder) on a split of the run's data, prepared exactly as in training (the
+validation split carved with the same seed), or on a data file; prints the
+metrics table and writes `eval_metrics.json` beside the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ft_cli.errors import FtError
+
+USAGE = (
+    "usage: ft eval RUN_OR_MODEL_DIR [--split validation|test|train | --file FILE] [KEY=VALUE ...]"
+)
+
+
+def parse(args: list[str], flags: dict[str, str]) -> tuple[str, dict[str, str], list[str]]:
+    """(the model folder, the given flags, the overrides) from the command line."""
+    given: dict[str, str] = {}
+    rest: list[str] = []
+    items = iter(args)
+    for item in items:
+        if item in flags:
+            value = next(items, None)
+            if value is None or value.startswith("--"):
+                raise FtError(f"{item} needs a value ({flags[item]})")
+            given[item] = value
+        elif item.startswith("-"):
+            raise FtError(f"unknown option '{item}'; options: {', '.join(flags)}")
+        else:
+            rest.append(item)
+    folders = [a for a in rest if "=" not in a]
+    if len(folders) != 1:
+        raise FtError("give one run dir, model folder or checkpoint")
+    return folders[0], given, [a for a in rest if "=" in a]
+
+
+def main(args: list[str]) -> int:
+    flags = {"--split": "validation, test or train", "--file": "a .csv/.tsv/.jsonl/.parquet file"}
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    folder, given, overrides = parse(args, flags)
+    if "--split" in given and "--file" in given:
+        raise FtError("--split and --file: give one (what to evaluate on)")
+    result = evaluate_trained(folder, overrides, given.get("--split", "validation"),
+                              given.get("--file"))  # fmt: skip
+    from ft_cli.outputs.console import RunConsole
+
+    ui = RunConsole()
+    ui.metrics_table(f"eval: {result['split']} ({result['rows']} rows)", result["metrics"])
+    ui.info(f"written: {result['written']}")
+    return 0
+
+
+@dataclass
+class EvalSetup:
+    """A trained model ready to run over one split: what evaluation and reports share."""
+
+    found: Any  # trained.Trained
+    spec: Any
+    rows: Any  # the EncodedSplit
+    source: str
+    labels: list[str] | None
+    forward: Any  # engine.StepForward
+    objective: Any
+    loader: Any
+    hw: Any
+
+
+def setup(
+    folder: str, overrides: list[str], split: str = "validation", file: str | None = None
+) -> EvalSetup:
+    """The trained model and the rows to evaluate, from the setup call training makes."""
+    from ft_cli.data import dataset as data
+    from ft_cli.hardware import parallel
+    from ft_cli.hardware.device import setup_hardware
+    from ft_cli.models import model, trained
+    from ft_cli.training import setup as run_setup
+
+    found = trained.locate(folder)
+    spec = trained.spec_for(found, overrides)
+    trained.check_loadable(found, spec)
+    hw = setup_hardware(spec.hardware)
+    given = None
+    if file is not None:
+        labels = spec.task.labels or None
+        tokenizer = model.load_tokenizer(spec.model)
+        table = data.load_file(file, spec.data)
+        rows = data.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
+        given = data.PreparedData(rows, None, None, labels, {"file": file})
+    backend = parallel.Backend()
+    ready = run_setup.build(spec, run_setup.Purpose.evaluate, backend, hw, prepared=given)
+    trained.load_checkpoint(found, ready.net)
+    if file is not None:
+        rows, source = ready.prepared.train, file
+    else:
+        rows = getattr(ready.prepared, split, None) if split in data.SPLITS else None
+        if rows is None:
+            raise FtError(
+                f"--split {split}: the run's data has no such split; splits: "
+                + ", ".join(s for s in data.SPLITS if getattr(ready.prepared, s) is not None)
+            )
+        source = ready.prepared.source.get(split, split)
+    if getattr(rows, "labels", None) and all(label == -1 for label in rows.labels):
+        raise FtError(f"{source}: no labels to evaluate against; ft predict gives predictions")
+    loader = run_setup.eval_loader(ready, rows, backend.place, backend)
+    return EvalSetup(found, spec, rows, source, ready.labels, ready.forward, ready.objective,
+                     loader, hw)  # fmt: skip
+
+
+def evaluate_trained(
+    folder: str, overrides: list[str], split: str = "validation", file: str | None = None
+) -> dict[str, Any]:
+    from ft_cli.training import engine
+
+    started = time.perf_counter()
+    ready = setup(folder, overrides, split, file)
+    metrics = engine.evaluate(ready.forward, ready.objective, ready.loader, ready.hw)
+    record = {
+        "model": str(ready.found.checkpoint or ready.found.export),
+        "split": split if file is None else "file",
+        "source": ready.source,
+        "rows": len(ready.rows),
+        "metrics": metrics,
+        "seconds": time.perf_counter() - started,
+        "overrides": overrides,
+    }
+    written = Path(ready.found.home) / "eval_metrics.json"
+    written.write_text(json.dumps(record, indent=2) + "\n")
+    return {**record, "written": str(written)}

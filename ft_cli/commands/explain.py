@@ -1,0 +1,258 @@
+"""`ft explain [OVERRIDES]`: what `ft train` with these overrides would do, without training.
+
+The composed config (each value that differs from the schema default, with
+where it came from), the parameters each layer group trains after the
+strategy, the optimizer groups and their peak learning rates, the batch and
+step counts, the learning-rate schedule as a text plot, the device and
+precision with the reason, and a rough peak memory per step. The model is
+built on PyTorch's meta device from its config: no weights are read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+PLOT_WIDTH, PLOT_HEIGHT = 60, 8
+
+
+@dataclass
+class Plan:
+    origins: list[tuple[str, str, str]]  # key, value, where it came from
+    strategy: dict[str, Any]  # strategy_report's record
+    processes: int
+    batch_size: int
+    grad_accum: int
+    train_rows: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    lr_at: dict[int, float]  # step -> lr of the first optimizer group after that step
+    schedule: list[float] = field(repr=False, default_factory=list)  # the multiplier per step
+    device: str = ""
+    precision: str = ""
+    reason: str = ""
+    memory: dict[str, float] = field(default_factory=dict)  # MiB by part
+
+    @property
+    def effective_batch(self) -> int:
+        return self.processes * self.batch_size * self.grad_accum
+
+
+def main(args: list[str]) -> int:
+    if args and args[0] in ("-h", "--help"):
+        print("usage: ft explain [OVERRIDES]   (the overrides of ft train, +recipe=NAME too)")
+        return 0
+    show(plan(args))
+    return 0
+
+
+def plan(overrides: list[str]) -> Plan:
+    """What `ft train OVERRIDES` would do, from the same setup call training makes."""
+    from ft_cli.config import compose
+    from ft_cli.hardware import distributed, parallel
+    from ft_cli.hardware.device import setup_hardware
+    from ft_cli.strategies import report as strategy_report
+    from ft_cli.training import optim, setup
+
+    compose.check_overrides(overrides)
+    spec = compose.to_spec(compose.compose_config(overrides))
+    origins = value_origins(overrides)
+    # WORLD_SIZE=N plans for N data-parallel processes (rank 0's share of the data).
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    place = distributed.Dist(rank=0, world=processes)
+    hw = setup_hardware(spec.hardware)
+    ready = setup.build(spec, setup.Purpose.explain, parallel.Backend(place), hw, place)
+    steps = ready.steps
+    assert steps is not None and ready.unfreeze_at is not None
+    record = strategy_report.strategy_record(
+        spec.strategy.kind.value, ready.net, ready.optimizer, ready.applied, ready.unfreeze_at
+    )
+    total = steps.total_steps
+    factor = optim.lr_factor(spec.schedule, total, ready.unfreeze_at, spec.strategy.rewarm_steps)
+    schedule = [factor(step) for step in range(total + 1)]
+    groups = ready.optimizer.param_groups
+    peak = groups[0].get("initial_lr", groups[0]["lr"]) if groups else spec.optimizer.lr
+    chosen = sorted({1, optim.warmup_steps(spec.schedule, total), total // 2, total} - {0})
+    config = getattr(ready.net, "config", None)
+    t = spec.train
+    return Plan(
+        origins=origins,
+        strategy=record,
+        processes=processes,
+        batch_size=t.batch_size,
+        grad_accum=t.grad_accum,
+        train_rows=len(ready.prepared.train),
+        steps_per_epoch=steps.steps_per_epoch,
+        total_steps=total,
+        epochs=steps.epochs,
+        lr_at={step: peak * schedule[step] for step in chosen},
+        schedule=schedule,
+        device=hw.device.type,
+        precision=hw.precision.value,
+        reason=hw.reason,
+        memory=memory_estimate(spec, config, record, ready.prepared.train, hw.precision.value),
+    )
+
+
+def value_origins(overrides: list[str]) -> list[tuple[str, str, str]]:
+    """Every value that differs from the schema default, and where it was set.
+
+    Composes the config three times, adding one source each time: the group
+    options (configs/GROUP/OPTION.yaml), then the recipe, then the rest of the
+    command line; a value belongs to the last source that changed it.
+    """
+    from omegaconf import OmegaConf
+
+    from ft_cli.config import compose, schema
+
+    recipe = [o for o in overrides if o.lstrip("+").startswith(f"{compose.RECIPE_GROUP}=")]
+    rest = [o for o in overrides if o not in recipe]
+    stages = [("schema default", None), ("group file", []), ("recipe", recipe)]
+    stages.append(("command line", [*recipe, *rest]))
+    flat_stages = []
+    for _, given in stages:
+        if given is None:
+            tree = OmegaConf.structured(schema.RunSpec)
+            choices: dict[str, str] = {}
+        else:
+            tree, choices = compose.compose_with_choices(given)
+        flat_stages.append((_flatten(OmegaConf.to_container(tree, enum_to_str=True)), choices))
+    rows = []
+    final, final_choices = flat_stages[-1]
+    for key, value in final.items():
+        where = None
+        for index in range(1, len(stages)):
+            before = flat_stages[index - 1][0].get(key, "<unset>")
+            if flat_stages[index][0].get(key, "<unset>") != before:
+                where = index
+        if where is None:
+            continue
+        group = key.split(".")[0]
+        source = stages[where][0]
+        if source == "group file" or (source != "recipe" and group in final_choices
+                                      and not _set_directly(key, rest)):  # fmt: skip
+            source = f"configs/{group}/{final_choices.get(group)}.yaml"
+        elif source == "recipe":
+            name = recipe[-1].split("=", 1)[1]
+            source = f"recipe {name}"
+            if key not in _recipe_keys(name) and group in final_choices:
+                source = f"configs/{group}/{final_choices[group]}.yaml (chosen by recipe {name})"
+        rows.append((key, str(value), source))
+    return rows
+
+
+def _recipe_keys(name: str) -> set[str]:
+    """The dotted keys a recipe file sets itself (not through its group choices)."""
+    from omegaconf import OmegaConf
+
+    from ft_cli import paths
+
+    tree = OmegaConf.to_container(OmegaConf.load(paths.recipes_dir() / f"{name}.yaml"))
+    return set(_flatten(tree))
+
+
+def _set_directly(key: str, given: list[str]) -> bool:
+    return any(o.lstrip("+~").split("=", 1)[0] == key for o in given)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: node}
+
+
+def memory_estimate(
+    spec: Any, config: Any, record: dict[str, Any], train: Any, precision: str
+) -> dict[str, float]:
+    """Rough peak memory of one training step, in MiB, by part.
+
+    Weights stay fp32 under autocast (4 bytes each); gradients of the trainable
+    ones (4); Adam(W) keeps two moments (8), SGD with momentum one (4).
+    Activations kept for the backward pass follow the usual transformer-layer
+    estimate: batch x sequence x hidden x (34 + 5 x heads x sequence / hidden)
+    bytes per layer in 16-bit, twice that in fp32, over the layers gradients
+    flow through; the sequence is the longest tokenized row.
+    """
+    mib = 1024 * 1024
+    total = sum(g["trainable"] + g["frozen"] for g in record["groups"])
+    trainable = sum(g["trainable"] for g in record["groups"])
+    name = spec.optimizer.name.value
+    per_param = 8 if name in ("adam", "adamw") else (4 if spec.optimizer.momentum else 0)
+    hidden = getattr(config, "hidden_size", 0)
+    heads = getattr(config, "num_attention_heads", 1)
+    seq = max((len(row) for row in train.input_ids), default=0)
+    layers = [g for g in record["groups"] if g["group"].startswith("layer.")]
+    embeddings_train = any(g["trainable"] for g in record["groups"] if g["group"] == "embeddings")
+    first = next((i for i, g in enumerate(layers) if g["trainable"]), len(layers))
+    active = len(layers) if embeddings_train else len(layers) - first
+    width = 2 if precision in ("bf16", "fp16") else 4
+    per_layer = spec.train.batch_size * seq * hidden * (34 + 5 * heads * seq / max(hidden, 1))
+    activations = per_layer * active * width / 2
+    parts = {
+        "weights": total * 4 / mib,
+        "gradients": trainable * 4 / mib,
+        "optimizer state": trainable * per_param / mib,
+        "activations": activations / mib,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def text_plot(values: list[float], peak: float) -> list[str]:
+    """A small line plot of the lr multiplier over the steps (peak lr at the top)."""
+    if not values:
+        return []
+    columns = [values[round(c * (len(values) - 1) / (PLOT_WIDTH - 1))] for c in range(PLOT_WIDTH)]
+    top = max(max(columns), 1e-12)
+    lines = []
+    for row in range(PLOT_HEIGHT, 0, -1):
+        low, high = (row - 1) / PLOT_HEIGHT, row / PLOT_HEIGHT
+        marks = "".join(
+            "*" if low < v / top <= high or (row == 1 and v == 0) else " " for v in columns
+        )
+        label = "          |"
+        if row == PLOT_HEIGHT:
+            label = f"{peak * top:9.2e} |"
+        elif row == 1:
+            label = f"{0:9.2g} |"
+        lines.append(label + marks)
+    lines.append("          +" + "-" * PLOT_WIDTH)
+    steps = f"step 0{' ' * (PLOT_WIDTH - 8 - len(str(len(values) - 1)))}{len(values) - 1}"
+    lines.append("           " + steps)
+    return lines
+
+
+def show(p: Plan) -> None:
+    from rich.console import Console
+
+    from ft_cli.outputs.console import RunConsole
+    from ft_cli.strategies import report as strategy_report
+
+    ui = RunConsole(Console(highlight=False))
+    ui.table("config: values that differ from the schema default", ["key", "value", "set by"],
+             [list(row) for row in p.origins])  # fmt: skip
+    ui.table(f"strategy {p.strategy['kind']}", ["layer group", "trainable", "frozen", "lr"],
+             strategy_report.table_rows(p.strategy))  # fmt: skip
+    ui.table("optimizer groups", ["group", "parameters", "peak lr", "weight decay"],
+             [[g["name"], f"{g['parameters']:,}", f"{g['lr']:.2e}", f"{g['weight_decay']:g}"]
+              for g in p.strategy["optimizer_groups"]])  # fmt: skip
+    ui.table("steps", ["what", "value"], [
+        ["train rows", f"{p.train_rows:,}"],
+        ["effective batch", f"{p.effective_batch} = {p.processes} process(es) x batch"
+                            f" {p.batch_size} x grad_accum {p.grad_accum}"],
+        ["steps per epoch", str(p.steps_per_epoch)],
+        ["total steps", f"{p.total_steps} ({p.epochs} epoch(s))"],
+        *[[f"lr after step {s}", f"{lr:.3e}"] for s, lr in p.lr_at.items()],
+        ["device, precision", f"{p.device} {p.precision} ({p.reason})"],
+    ])  # fmt: skip
+    peak = p.strategy["optimizer_groups"][0]["lr"] if p.strategy["optimizer_groups"] else 0.0
+    ui.info("learning rate over the steps (first optimizer group):")
+    for line in text_plot(p.schedule, peak):
+        ui.info(line)
+    ui.table("memory per step (rough estimate)", ["part", "MiB"],
+             [[k, f"{v:,.0f}"] for k, v in p.memory.items()])  # fmt: skip

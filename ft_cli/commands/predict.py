@@ -1,0 +1,295 @@
+"""`ft predict RUN_OR_MODEL_DIR --input FILE [--output FILE] [OVERRIDES]`.
+
+Reads csv, tsv, jsonl or parquet in chunks (a file of any size streams through
+in bounded memory), sorts each chunk by length so that batches pad little,
+and writes the same rows, in input order, with the prediction columns added:
+
+- classification: `predicted_label`, `predicted_probability` and one
+  `probability_<label>` column per class;
+- regression: `predicted_score`;
+- token classification: `predicted_tags`, a tag per word of the words column
+  (a list, or a string of words split on spaces; csv/tsv output: one spaced
+  string).
+
+Text columns are the run's (`data.text_column`, `data.text_pair_column`),
+overridable on the command line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ft_cli.commands.evaluation import parse
+from ft_cli.config.schema import DataFormat
+from ft_cli.data import dataset as data
+from ft_cli.data import files as table_files
+from ft_cli.errors import FtError
+
+USAGE = (
+    "usage: ft predict RUN_OR_MODEL_DIR --input FILE [--output FILE] [--batch-size N]"
+    " [KEY=VALUE ...]"
+)
+CHUNK_ROWS = 4096
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+DATA_FORMATS = {"csv": DataFormat.csv, "tsv": DataFormat.tsv, "jsonl": DataFormat.json,
+                "parquet": DataFormat.parquet}  # fmt: skip
+
+
+def main(args: list[str]) -> int:
+    flags = {"--input": "the file to predict", "--output": "where to write it",
+             "--batch-size": "rows per forward pass"}  # fmt: skip
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    folder, given, overrides = parse(args, flags)
+    if "--input" not in given:
+        raise FtError("--input FILE is required (csv, tsv, jsonl or parquet)")
+    source = Path(given["--input"])
+    target = Path(given.get("--output") or f"{source.stem}.predictions{source.suffix}")
+    batch = given.get("--batch-size")
+    if batch is not None and (not batch.isdigit() or int(batch) < 1):
+        raise FtError(f"--batch-size {batch}: give a positive whole number")
+    rows = predict_file(folder, source, target, overrides, int(batch) if batch else None)
+    print(f"{rows} rows predicted: {target}")
+    return 0
+
+
+def file_format(path: Path, flag: str) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise FtError(f"{flag} '{path}': not a .csv, .tsv, .jsonl or .parquet file")
+    return fmt
+
+
+def predict_file(
+    folder: str, source: Path, target: Path, overrides: list[str], batch_size: int | None = None
+) -> int:
+    """Predict every row of `source` into `target`; returns the number of rows."""
+    from ft_cli.config.schema import TaskKind
+    from ft_cli.hardware.device import setup_hardware
+    from ft_cli.models import model, trained
+
+    in_fmt, out_fmt = file_format(source, "--input"), file_format(target, "--output")
+    table_files.require_file(source, "--input")
+    if target.resolve() == source.resolve():
+        raise FtError(f"--output '{target}' is the input file; name another file")
+    if not target.resolve().parent.is_dir():
+        raise FtError(
+            f"--output '{target}': folder '{target.parent}' does not exist; create it or name"
+            " a file in an existing folder"
+        )
+    found = trained.locate(folder)
+    spec = trained.spec_for(found, overrides)
+    if spec.task.kind == TaskKind.mlm:
+        raise FtError("a masked-LM model predicts tokens, not rows; fine-tune it first")
+    data.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
+    labels = spec.task.labels or None
+    if spec.task.kind != TaskKind.regression and labels is None:
+        labels = _labels_from_data(found, spec)
+    hw = setup_hardware(spec.hardware)
+    tokenizer = model.load_tokenizer(spec.model)
+    net = trained.load_net(found, spec, labels, len(tokenizer)).to(hw.device)
+    batch = batch_size or spec.train.eval_batch_size
+    predictor = Predictor(net, tokenizer, spec, labels, hw, batch, out_fmt in ("jsonl", "parquet"))
+    total = count_rows(source, in_fmt)
+    partial = target.with_name(f".{target.name}.partial")  # renamed into place when complete
+    done = 0
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress, _writer(partial, out_fmt) as write:
+        task = progress.add_task(f"predicting {source.name}", total=total)
+        quoted = in_fmt in ("csv", "tsv") and data.quotes_enclose(spec.data, DATA_FORMATS[in_fmt])
+        for chunk in read_rows(source, in_fmt, not quoted):
+            write(chunk, predictor(chunk))
+            done += len(chunk)
+            progress.update(task, completed=done)
+    if done == 0:
+        partial.unlink(missing_ok=True)
+        raise FtError(f"--input '{source}' has no rows")
+    os.replace(partial, target)
+    return done
+
+
+def _labels_from_data(found: Any, spec: Any) -> list[str]:
+    """A run stopped before its export: its head's labels, derived as training derived them."""
+    from ft_cli.models import model
+
+    if found.export is not None:
+        raise FtError(f"{found.home}: no label names in the model's config.json (id2label)")
+    tokenizer = model.load_tokenizer(spec.model)
+    labels = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed).labels
+    assert labels is not None
+    return labels
+
+
+class Predictor:
+    """Rows in, prediction columns out (in the rows' order)."""
+
+    def __init__(
+        self, net: Any, tokenizer: Any, spec: Any, labels: Any, hw: Any, batch: int, lists: bool
+    ) -> None:
+        self.net, self.tokenizer, self.spec, self.labels, self.hw = net, tokenizer, spec, labels, hw
+        self.batch = batch
+        self.lists = lists  # tags as a list (jsonl, parquet) or one spaced string (csv, tsv)
+
+    def _column(self, rows: list[dict], key: str, name: str, keep_lists: bool = False) -> list:
+        if name not in rows[0]:
+            raise FtError(
+                f"{key}: column '{name}' is not in the input; its columns are:"
+                f" {', '.join(rows[0])} (set {key}=NAME)"
+            )
+        values = ["" if row.get(name) is None else row[name] for row in rows]
+        return values if keep_lists else [str(value) for value in values]
+
+    def __call__(self, rows: list[dict]) -> list[dict[str, Any]]:
+        import torch
+
+        from ft_cli.config.schema import TaskKind
+
+        split, collate, tagged = self._encode(rows)
+        order = sorted(range(len(rows)), key=lambda i: len(split.input_ids[i]))
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        regression = self.spec.task.kind == TaskKind.regression
+        with torch.no_grad(), self.hw.autocast():
+            for start in range(0, len(order), self.batch):
+                indices = order[start : start + self.batch]
+                batch = collate(indices)
+                batch.pop("labels")
+                starts = batch.pop("word_starts", None)
+                batch = {k: v.to(self.hw.device) for k, v in batch.items()}
+                logits = self.net(**batch).logits.float().cpu()
+                for j, row in enumerate(indices):
+                    if tagged:
+                        out[row] = self._tags(logits[j], starts[j], len(tagged[row]))
+                    else:
+                        out[row] = self._columns(logits[j], regression)
+        return out
+
+    def _encode(self, rows: list[dict]) -> tuple[Any, Any, list[list[str]] | None]:
+        """The chunk tokenized, its collator, and (token classification) its words."""
+        from ft_cli.config.schema import TaskKind
+        from ft_cli.data.batching import Collator
+        from ft_cli.data.encoded import EncodedSplit
+        from ft_cli.tasks import tagging
+
+        data = self.spec.data
+        pad = self.tokenizer.pad_token_id or 0
+        if self.spec.task.kind == TaskKind.token_classification:
+            raw = self._column(rows, "data.text_column", data.text_column, keep_lists=True)
+            words = [value if isinstance(value, list) else str(value).split() for value in raw]
+            split = tagging.encode_tagged(self.tokenizer, words, None, self.labels,
+                                          data.max_length, False, "input")  # fmt: skip
+            return split, tagging.TaggedCollator(split, pad), words
+        texts = self._column(rows, "data.text_column", data.text_column)
+        pairs = None
+        if data.text_pair_column is not None:
+            pairs = self._column(rows, "data.text_pair_column", data.text_pair_column)
+        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=data.max_length)
+        split = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), [0] * len(rows))
+        return split, Collator(split, pad, regression=False), None
+
+    def _tags(self, logits: Any, starts: Any, words: int) -> dict[str, Any]:
+        """A tag per word (its first sub-token's); words cut off by max_length get O."""
+        picked = logits[starts.bool()].argmax(-1).tolist()
+        tags = [self.labels[i] for i in picked] + ["O"] * (words - len(picked))
+        return {"predicted_tags": tags if self.lists else " ".join(tags)}
+
+    def _columns(self, logits: Any, regression: bool) -> dict[str, Any]:
+        if regression:
+            return {"predicted_score": float(logits[0])}
+        probs = logits.softmax(-1).tolist()
+        best = max(range(len(probs)), key=probs.__getitem__)
+        columns = {"predicted_label": self.labels[best], "predicted_probability": probs[best]}
+        for name, p in zip(self.labels, probs, strict=True):
+            columns[f"probability_{name}"] = p
+        return columns
+
+
+def count_rows(path: Path, fmt: str) -> int | None:
+    """Rows in the file (for the progress bar), without parsing them."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if fmt == "jsonl":
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    return None  # csv fields may hold newlines: unknown until read
+
+
+def read_rows(path: Path, fmt: str, quotes_are_text: bool = False) -> Iterator[list[dict]]:
+    """The file's rows as dicts, CHUNK_ROWS at a time."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS):
+            yield batch.to_pylist()
+        return
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        if fmt == "jsonl":
+            lines = (json.loads(line) for line in handle if line.strip())
+            yield from _chunks(lines)
+        else:
+            delimiter = "\t" if fmt == "tsv" else ","
+            quoting = csv.QUOTE_NONE if quotes_are_text else csv.QUOTE_MINIMAL
+            yield from _chunks(csv.DictReader(handle, delimiter=delimiter, quoting=quoting))
+
+
+def _chunks(rows: Iterator[dict]) -> Iterator[list[dict]]:
+    chunk: list[dict] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == CHUNK_ROWS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _writer:
+    """A context manager giving write(rows, predictions) for the output format."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.fmt = path, fmt
+        self.handle: Any = None
+        self.csv: Any = None
+        self.parquet: Any = None
+
+    def __enter__(self) -> Any:
+        if self.fmt != "parquet":
+            self.handle = open(self.path, "w", encoding="utf-8", newline="")
+        return self.write
+
+    def write(self, rows: list[dict], predictions: list[dict]) -> None:
+        merged = [{**row, **extra} for row, extra in zip(rows, predictions, strict=True)]
+        if self.fmt == "jsonl":
+            for row in merged:
+                self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pylist(merged)
+            if self.parquet is None:
+                self.parquet = pq.ParquetWriter(self.path, table.schema)
+            self.parquet.write_table(table.cast(self.parquet.schema))
+        else:
+            if self.csv is None:
+                delimiter = "\t" if self.fmt == "tsv" else ","
+                self.csv = csv.DictWriter(self.handle, fieldnames=list(merged[0]),
+                                          delimiter=delimiter)  # fmt: skip
+                self.csv.writeheader()
+            self.csv.writerows(merged)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        if self.parquet is not None:
+            self.parquet.close()
+        if exc[0] is not None:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,224 @@
+"""`ft report RUN_OR_SWEEP_DIR`: PNG plots and one self-contained report.html.
+
+Curves come from each run's TensorBoard events: train loss, learning rate and
+every eval metric over the optimizer steps, one line per run (a sweep's runs
+overlaid). A classification run (a sweep's best) also gets a confusion matrix
+on its validation split, from its exported model. A sweep gets its monitored
+metric against each hyperparameter it varied. The HTML embeds every plot
+(one file to share) and links the PNG files beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ft_cli.commands import runs
+from ft_cli.errors import FtError
+
+USAGE = "usage: ft report RUN_OR_SWEEP_DIR [--no-confusion]"
+
+
+def main(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    folders = [a for a in args if not a.startswith("-")]
+    unknown = [a for a in args if a.startswith("-") and a != "--no-confusion"]
+    if unknown or len(folders) != 1:
+        raise FtError(f"give one run or sweep dir ({USAGE})")
+    written = write_report(Path(folders[0]), confusion="--no-confusion" not in args)
+    print(f"written: {written} ({len(list(written.parent.glob('*.png')))} plots)")
+    return 0
+
+
+def write_report(root: Path, confusion: bool = True) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    rows = runs.summarise(root)
+    curves = {row.job: scalar_series(Path(row.run_dir)) for row in rows}
+    if not any(curves.values()):
+        raise FtError(f"{root}: no TensorBoard events in its runs (tensorboard/)")
+    plots: list[tuple[str, Path]] = []
+    for tag, title in _tags(curves):
+        path = root / f"{tag.replace('/', '_')}.png"
+        _line_plot(curves, tag, title, path)
+        plots.append((title, path))
+    best = next((r for r in rows if r.best is not None), None)
+    if confusion and best is not None:
+        matrix = confusion_matrix(Path(best.run_dir))
+        if matrix is not None:
+            path = root / "confusion_matrix.png"
+            _confusion_plot(*matrix, path, f"confusion matrix, validation ({best.job})")
+            plots.append(("confusion matrix", path))
+    if len(rows) > 1:
+        for key, points in varied_hyperparameters(rows).items():
+            path = root / f"sweep_{key.replace('.', '_')}.png"
+            _sweep_plot(points, key, rows[0].metric or "metric", path)
+            plots.append((f"{rows[0].metric} vs {key}", path))
+    page = root / "report.html"
+    page.write_text(_html(root, rows, plots))
+    return page
+
+
+def scalar_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar a run logged, by tag: [(step, value), ...]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = run_dir / "tensorboard"
+    if not folder.is_dir():
+        return {}
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags().get("scalars", [])}  # fmt: skip
+
+
+def _tags(curves: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    present = {tag for series in curves.values() for tag in series}
+    wanted = [("train/loss", "train loss"), ("train/lr", "learning rate")]
+    wanted += [(t, f"eval {t.split('/', 1)[1]}") for t in sorted(present) if t.startswith("eval/")]
+    return [(tag, title) for tag, title in wanted if tag in present]
+
+
+def _line_plot(curves: dict[str, dict[str, Any]], tag: str, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for job, series in curves.items():
+        if tag in series:
+            steps, values = zip(*series[tag], strict=True)
+            axes.plot(steps, values, label=job, marker="o" if len(steps) < 30 else None)
+    axes.set_xlabel("optimizer step")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if len(curves) > 1:
+        axes.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def confusion_matrix(run_dir: Path) -> tuple[list[list[int]], list[str]] | None:
+    """Counts[true][predicted] on the run's validation split, or None (not classification)."""
+    from ft_cli.commands import evaluation
+    from ft_cli.config.schema import TaskKind
+
+    metrics_file = run_dir / "metrics.json"
+    record = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    if not record.get("labels") or not (run_dir / "model" / "config.json").is_file():
+        return None
+    ready = evaluation.setup(str(run_dir), [])
+    if ready.spec.task.kind != TaskKind.classification or ready.labels is None:
+        return None
+    import torch
+
+    size = len(ready.labels)
+    counts = [[0] * size for _ in range(size)]
+    ready.forward.eval()
+    with torch.no_grad(), ready.hw.autocast():
+        for batch in ready.loader:
+            batch = {k: v.to(ready.hw.device) for k, v in batch.items()}
+            logits, targets = ready.forward(batch)
+            for truth, guess in zip(targets.tolist(), logits.argmax(-1).tolist(), strict=True):
+                counts[truth][guess] += 1
+    return counts, ready.labels
+
+
+def _confusion_plot(counts: list[list[int]], labels: list[str], path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    size = len(labels)
+    figure, axes = plt.subplots(figsize=(1.2 * size + 3, 1.2 * size + 2.5))
+    axes.imshow(counts, cmap="Blues")
+    top = max(max(row) for row in counts) or 1
+    for i in range(size):
+        for j in range(size):
+            color = "white" if counts[i][j] > top / 2 else "black"
+            axes.text(j, i, str(counts[i][j]), ha="center", va="center", color=color)
+    axes.set_xticks(range(size), labels, rotation=45, ha="right")
+    axes.set_yticks(range(size), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def varied_hyperparameters(rows: list[runs.RunRow]) -> dict[str, list[tuple[float, float]]]:
+    """Numeric overrides that differ between a sweep's runs: {key: [(value, best), ...]}."""
+    values: dict[str, dict[str, float]] = {}
+    for row in rows:
+        for token in row.overrides.split():
+            key, _, value = token.partition("=")
+            try:
+                values.setdefault(key, {})[row.job] = float(value)
+            except ValueError:
+                continue
+    varied = {}
+    for key, by_job in values.items():
+        if len(set(by_job.values())) < 2:
+            continue
+        points = [(by_job[r.job], r.best) for r in rows if r.job in by_job and r.best is not None]
+        points = [(x, y) for x, y in points if math.isfinite(y)]
+        if points:
+            varied[key] = sorted(points)
+    return varied
+
+
+def _sweep_plot(points: list[tuple[float, float]], key: str, metric: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    xs, ys = zip(*points, strict=True)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(xs, ys, "o")
+    if min(xs) > 0 and max(xs) / min(xs) >= 10:
+        axes.set_xscale("log")
+    axes.set_xlabel(key)
+    axes.set_ylabel(f"best {metric}")
+    axes.set_title(f"best {metric} by {key}")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _html(root: Path, rows: list[runs.RunRow], plots: list[tuple[str, Path]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return html.escape("-" if value is None else str(value))
+
+    header = ["job", "overrides", "status", "metric", "best", "final", "steps", "wall s"]
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in (
+            r.job, r.overrides, r.status if not r.error else f"{r.status}: {r.error}", r.metric,
+            r.best, r.final, r.steps, r.wall_seconds)) + "</tr>"
+        for r in rows
+    )  # fmt: skip
+    figures = "".join(
+        f'<figure><a href="{html.escape(path.name)}"><img alt="{html.escape(title)}"'
+        f' src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"></a>'
+        f"<figcaption>{html.escape(title)} ({html.escape(path.name)})</figcaption></figure>"
+        for title, path in plots
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>ft report: {html.escape(root.name)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 700px; }}
+</style></head><body>
+<h1>ft report: {html.escape(str(root))}</h1>
+<h2>runs, best first</h2>
+<table><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr>{body}</table>
+<h2>plots</h2>
+{figures}
+</body></html>
+"""

@@ -1,0 +1,204 @@
+"""Compose configs/ + recipes/ + overrides into a validated `RunSpec`.
+
+Also turns Hydra's and OmegaConf's composition errors into one line that names
+the key or option and what would fix it. No torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from ft_cli import paths
+from ft_cli.config import schema
+from ft_cli.errors import FtError, closest
+
+RECIPE_GROUP = "recipe"
+# Added with +GROUP=NAME; they set up Hydra itself (search sweeper, launcher).
+ADDON_GROUPS = ("search", "launcher")
+_registered = False
+
+# A search's direction follows the run's monitored metric (configs/search/).
+OmegaConf.register_new_resolver("ft.direction", schema.search_direction, replace=True)
+
+
+def register() -> None:
+    """Register the root schema and every recipe in Hydra's ConfigStore (once)."""
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    schema.register_configs()
+    for path in recipe_files():
+        node = OmegaConf.load(path)
+        store.store(group=RECIPE_GROUP, name=path.stem, node=node, package="_global_")
+    _registered = True
+
+
+def recipe_files() -> list[Path]:
+    return sorted(paths.recipes_dir().glob("*.yaml"))
+
+
+def recipe_purpose(path: Path) -> str:
+    """The recipe's one-line purpose: its `# Purpose:` comment."""
+    for line in path.read_text().splitlines():
+        match = re.match(r"#\s*Purpose:\s*(.*)", line)
+        if match:
+            return match.group(1).strip()
+    return ""
+
+
+def group_options(group: str) -> list[str]:
+    if group == RECIPE_GROUP:
+        return [p.stem for p in recipe_files()]
+    return sorted(p.stem for p in (paths.config_dir() / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Catch unknown group options and keys early, with the valid choices named.
+
+    Sweep values (`a,b`) are checked one by one; anything this cannot judge is
+    left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for token in overrides:
+        try:
+            parser.parse_overrides([token])
+        except Exception as err:
+            detail = " ".join(str(err).split()).split(" See https://")[0]
+            key, _, value = token.partition("=")
+            quoted = f"""'{key}="{value}"'""" if value else "'key=\"a value\"'"
+            raise FtError(
+                f"cannot parse '{token}': {detail}; write key=value, group=option or"
+                f" +key=value, and quote a value with spaces, quotes or non-ASCII letters:"
+                f" {quoted}"
+            ) from err
+        if token.startswith("hydra.") or token.startswith("hydra/") or "=" not in token:
+            continue
+        key, _, value = token.partition("=")
+        key = key.lstrip("+~")
+        if key in (*schema.GROUPS, RECIPE_GROUP, *ADDON_GROUPS):
+            options = group_options(key)
+            for choice in _sweep_values(value):
+                if choice not in options:
+                    raise FtError(
+                        f"unknown {key} option '{choice}' in '{token}'{closest(choice, options)};"
+                        f" valid options: {', '.join(options)}"
+                    )
+                _check_plugin(key, choice, token)
+        else:  # a dotted key or a top-level one (output_dir, resume, ...)
+            _check_key(key, token)
+
+
+# Add-on options that need a Hydra plugin from the `sweep` extra.
+PLUGINS = {
+    ("search", None): "hydra_plugins.hydra_optuna_sweeper",
+    ("launcher", "joblib"): "hydra_plugins.hydra_joblib_launcher",
+    ("launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def _check_plugin(group: str, option: str, token: str) -> None:
+    import importlib.util
+
+    module = PLUGINS.get((group, option)) or PLUGINS.get((group, None))
+    if module is None:
+        return
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        package = module.split(".")[-1].replace("_", "-")
+        raise FtError(
+            f"'{token}' needs {package}: pip install 'ft-cli[sweep]'"
+            " (from a checkout: pip install -e '.[sweep]')"
+        )
+
+
+def _sweep_values(value: str) -> list[str]:
+    value = re.sub(r"^(choice|range|glob)\((.*)\)$", r"\2", value)
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _check_key(dotted: str, token: str) -> None:
+    node: type = schema.RunSpec
+    walked: list[str] = []
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node):
+            return  # a list element or a free-form value: Hydra judges it
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            where = ".".join(walked) or "the config"
+            hint = closest(part, fields)
+            raise FtError(
+                f"unknown key '{dotted}' in '{token}'{hint}; keys in {where}: {', '.join(fields)}"
+            )
+        walked.append(part)
+        node = _field_type(node, part)
+
+
+def _field_type(cls: type, name: str) -> type:
+    hint = typing.get_type_hints(cls)[name]
+    return hint if isinstance(hint, type) else object
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose and validate in-process (tests, `ft recipes`-style checks)."""
+    return compose_with_choices(overrides)[0]
+
+
+def compose_with_choices(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+    """The composed config and the option chosen for each group (`ft explain`)."""
+    from hydra import compose, initialize_config_dir
+
+    register()
+    check_overrides(overrides)
+    try:
+        with initialize_config_dir(str(paths.config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    except Exception as err:
+        raise explain_error(err) from err
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if k in schema.GROUPS}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def to_spec(cfg: DictConfig) -> schema.RunSpec:
+    """Turn a composed config into the typed RunSpec; missing values fail by key."""
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            key = missing[0]
+            raise FtError(f"{key} is required but not set; add {key}=VALUE to the command")
+        spec = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise explain_error(err) from err
+    assert isinstance(spec, schema.RunSpec)
+    schema.check_spec(spec)
+    return spec
+
+
+def explain_error(err: BaseException) -> FtError:
+    """One readable line for a Hydra/OmegaConf composition error."""
+    if isinstance(err, FtError):
+        return err
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        key = cause.full_key
+        message = str(getattr(cause, "msg", "") or str(cause)).splitlines()[0]
+        if "not in struct" in message or ("Key '" in message and "not in" in message):
+            return FtError(f"unknown key '{key}': {message}")
+        return FtError(f"{key}: {message}")
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return FtError(text)

@@ -1,0 +1,399 @@
+"""Load, check, label and tokenize the data; batch it with dynamic padding.
+
+Tokenization happens once, up front, into plain lists; batches are padded only
+to their own longest row.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ft_cli import paths
+from ft_cli.config.schema import DataConfig, DataFormat, Quoting, TaskConfig, TaskKind
+from ft_cli.data import corpus, token_cache
+from ft_cli.data import files as table_files
+from ft_cli.data.encoded import EncodedSplit
+from ft_cli.errors import FtError, closest
+from ft_cli.models import hub
+from ft_cli.tasks import tagging
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class RawData:
+    """The untokenized splits (a `datasets.Dataset` each) and where they came from."""
+
+    splits: dict[str, Any]
+    source: dict[str, str]
+    label_names: list[str] | None = None  # from a hub ClassLabel feature
+
+
+@dataclass
+class PreparedData:
+    train: EncodedSplit
+    validation: EncodedSplit | None
+    test: EncodedSplit | None
+    labels: list[str] | None  # class names in id order (classification)
+    source: dict[str, str]
+
+
+def load_raw(cfg: DataConfig) -> RawData:
+    _quiet_datasets()
+    if cfg.format == DataFormat.hub:
+        return _load_hub(cfg)
+    return _load_files(cfg)
+
+
+def _quiet_datasets() -> None:
+    """No "Generating train split" bars between ft's own lines."""
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+def _load_hub(cfg: DataConfig) -> RawData:
+    import datasets
+
+    if not cfg.hub_path:
+        raise FtError("data.hub_path is required for data.format=hub (e.g. nyu-mll/glue)")
+    name = f"{cfg.hub_path}/{cfg.hub_name}" if cfg.hub_name else cfg.hub_path
+    reachable = hub.hub_reachable()
+    previous = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = previous or not reachable  # unreachable: cache only
+    try:
+        dataset = datasets.load_dataset(cfg.hub_path, cfg.hub_name)
+    except Exception as err:
+        if not reachable:
+            raise hub.unreachable_error(
+                "data.hub_path",
+                name,
+                "use local files instead (data=glue_mrpc_local data.path=DIR, or data=csv/tsv/"
+                "json/parquet with data.files.train=FILE)",
+            ) from err
+        raise FtError(f"data.hub_path: cannot load '{name}': {str(err).splitlines()[0]}") from err
+    finally:
+        datasets.config.HF_HUB_OFFLINE = previous
+    splits = {s: dataset[s] for s in SPLITS if s in dataset}
+    feature = splits["train"].features.get(cfg.label_column) if "train" in splits else None
+    label_names = list(feature.names) if hasattr(feature, "names") else None
+    return RawData(splits, {s: f"hub {name} [{s}]" for s in splits}, label_names)
+
+
+def _load_files(cfg: DataConfig) -> RawData:
+    import datasets
+
+    files: dict[str, str] = {}
+    for split in SPLITS:
+        value = getattr(cfg.files, split)
+        if value is None:
+            continue
+        path = paths.resolve_path(value, f"data.files.{split}", base=cfg.path)
+        if Path(path).is_dir():
+            table_files.require_file(path, f"data.files.{split}")
+        if not Path(path).is_file():
+            raise FtError(
+                f"data.files.{split}: file '{path}' does not exist; set data.files.{split}"
+                + (" or data.path" if cfg.path is not None else "")
+                + " to an existing file"
+            )
+        files[split] = path
+    if "train" not in files:
+        raise FtError("data.files.train is required: set data.files.train=FILE")
+    if cfg.format == DataFormat.conll:
+        for split, path in files.items():
+            table_files.check_utf8(Path(path), f"data.files.{split}")
+        found = {s: tagging.conll_dataset(p, cfg.text_column, cfg.label_column)
+                 for s, p in files.items()}  # fmt: skip
+        return RawData(found, files)
+    builder, options = _builder(cfg)
+    splits = {}
+    for split, path in files.items():
+        key = f"data.files.{split}"
+        check_file(Path(path), cfg, cfg.format, key)
+        try:
+            loaded = datasets.load_dataset(builder, data_files={split: path}, **options)
+        except Exception as err:
+            if _has_no_rows(Path(path), cfg.format):
+                raise FtError(_empty_split(split, path)) from err
+            raise FtError(
+                f"{key}: cannot read '{path}' as {cfg.format.value}: {table_files.root_cause(err)}"
+            ) from err
+        splits[split] = loaded[split]
+    return RawData(splits, files)
+
+
+def check_file(path: Path, cfg: DataConfig, fmt: DataFormat, key: str) -> None:
+    """The cheap pass over a file that names a bad line before the loaders see it."""
+    if fmt in DELIMITERS:
+        table_files.check_delimited(path, DELIMITERS[fmt], quotes_enclose(cfg, fmt), key)
+    elif fmt == DataFormat.json:
+        table_files.check_json(path, key)
+    elif fmt == DataFormat.parquet:
+        table_files.check_parquet(path, key)
+    else:
+        table_files.check_utf8(path, key)
+
+
+DELIMITERS = {DataFormat.csv: ",", DataFormat.tsv: "\t", DataFormat.glue_tsv: "\t"}
+
+
+def quotes_enclose(cfg: DataConfig, fmt: DataFormat) -> bool:
+    """Whether double quotes enclose fields: csv by default; TSV has no quoting convention."""
+    if cfg.quoting == Quoting.auto:
+        return fmt == DataFormat.csv
+    return cfg.quoting == Quoting.quoted
+
+
+def _has_no_rows(path: Path, fmt: DataFormat) -> bool:
+    if fmt == DataFormat.parquet:
+        return False
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        lines = [line for line in itertools.islice(handle, 3) if line.strip()]
+    header_lines = 0 if fmt in (DataFormat.json, DataFormat.text) else 1
+    return len(lines) <= header_lines
+
+
+def _empty_split(split: str, source: str) -> str:
+    return (
+        f"data: the {split} split is empty ({source}); check the file"
+        " or max_train_samples / max_eval_samples"
+    )
+
+
+def _builder(cfg: DataConfig) -> tuple[str, dict[str, Any]]:
+    # utf-8-sig drops a byte-order mark (GLUE's train.tsv starts with one).
+    fmt = cfg.format
+    if fmt == DataFormat.text:
+        return "text", {"sample_by": cfg.text_documents.value, "encoding": "utf-8-sig"}
+    if fmt in DELIMITERS:
+        # GLUE's TSVs hold unbalanced double quotes: quoting is off for TSV by default.
+        options = {"encoding": "utf-8-sig", "sep": DELIMITERS[fmt]}
+        quoting = csv.QUOTE_MINIMAL if quotes_enclose(cfg, fmt) else csv.QUOTE_NONE
+        return "csv", {**options, "quoting": quoting}
+    return fmt.value, {}
+
+
+def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> PreparedData:
+    """Check columns and labels, carve a validation split if needed, and tokenize."""
+    raw = load_raw(cfg)
+    splits = dict(raw.splits)
+    for split, dataset in splits.items():
+        _check_columns(cfg, task, dataset, split, raw.source[split])
+    if "train" not in splits:
+        raise FtError(
+            "data: no train split found; set data.files.train (or a hub dataset with one)"
+        )
+    if "validation" not in splits and cfg.validation_fraction > 0:
+        if len(splits["train"]) < 2:
+            raise FtError(
+                "data.files.train has fewer than 2 rows: too few to carve a validation split"
+            )
+        parts = splits["train"].train_test_split(test_size=cfg.validation_fraction, seed=seed)
+        splits["train"], splits["validation"] = parts["train"], parts["test"]
+        raw.source["validation"] = f"{cfg.validation_fraction:.0%} of train (seed {seed})"
+    limits = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples}
+    limits["test"] = cfg.max_eval_samples
+    for split, limit in limits.items():
+        if split in splits and limit is not None:
+            splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
+    for split, dataset in splits.items():
+        if len(dataset) == 0:
+            raise FtError(_empty_split(split, raw.source.get(split, split)))
+    if task.kind == TaskKind.mlm:
+        encoded = {s: corpus.encode_corpus(cfg, task, tokenizer, ds, s) for s, ds in splits.items()}
+        return PreparedData(
+            encoded["train"], encoded.get("validation"), encoded.get("test"), None, raw.source
+        )
+    labels = _label_names(task, cfg, splits["train"], raw.label_names)
+    if task.kind == TaskKind.classification and len(labels or []) < 2:
+        # Before the other splits are encoded: their labels would be blamed instead.
+        found = ", ".join(labels or [])
+        if task.labels:
+            raise FtError(
+                f"task.labels=[{found}] lists one class; classification needs two or more"
+            )
+        raise FtError(
+            f"data.label_column: the train split has {len(labels or [])} distinct label(s)"
+            f" ({found}); classification needs at least 2"
+        )
+    encoded = {s: encode_split(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
+    return PreparedData(
+        train=encoded["train"],
+        validation=encoded.get("validation"),
+        test=encoded.get("test"),
+        labels=labels,
+        source=raw.source,
+    )
+
+
+FILE_FORMATS = {".csv": DataFormat.csv, ".tsv": DataFormat.tsv, ".json": DataFormat.json,
+                ".jsonl": DataFormat.json, ".parquet": DataFormat.parquet,
+                ".conll": DataFormat.conll}  # fmt: skip
+
+
+def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
+    """One data file as a dataset, its format from its extension (GLUE TSVs as the run's)."""
+    import dataclasses
+
+    import datasets
+
+    fmt = FILE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        kinds = ", ".join(FILE_FORMATS)
+        raise FtError(f"{key}: '{path}' is not one of these file types: {kinds}")
+    table_files.require_file(path, key)
+    _quiet_datasets()
+    if fmt == DataFormat.conll:
+        table_files.check_utf8(Path(path), key)
+        return tagging.conll_dataset(path, cfg.text_column, cfg.label_column)
+    check_file(Path(path), cfg, fmt, key)
+    builder, options = _builder(dataclasses.replace(cfg, format=fmt))
+    try:
+        return datasets.load_dataset(builder, data_files={"file": path}, **options)["file"]
+    except Exception as err:
+        cause = table_files.root_cause(err)
+        raise FtError(f"{key}: cannot read '{path}' as {fmt.value}: {cause}") from err
+
+
+def encode_split(
+    cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any, labels: list[str] | None,
+    split: str, source: str | None = None,
+) -> EncodedSplit:  # fmt: skip
+    """Check and tokenize one split the way training does (also: eval on a file)."""
+    if len(dataset) == 0:
+        raise FtError(_empty_split(split, source or split))
+    _check_columns(cfg, task, dataset, split, source or split)
+    if task.kind == TaskKind.mlm:
+        return corpus.encode_corpus(cfg, task, tokenizer, dataset, split)
+    if task.kind == TaskKind.token_classification:
+        assert labels is not None
+        tags = dataset[cfg.label_column] if cfg.label_column in dataset.column_names else None
+        return tagging.encode_tagged(tokenizer, dataset[cfg.text_column], tags, labels,
+                                     cfg.max_length, task.label_all_subtokens, split)  # fmt: skip
+    return _encode(cfg, task, tokenizer, dataset, labels, split)
+
+
+def _check_columns(
+    cfg: DataConfig, task: TaskConfig, dataset: Any, split: str, source: str
+) -> None:
+    columns = list(dataset.column_names)
+    wanted = {"data.text_column": cfg.text_column}
+    if task.kind != TaskKind.mlm:
+        wanted["data.label_column"] = cfg.label_column
+    if cfg.text_pair_column is not None:
+        wanted["data.text_pair_column"] = cfg.text_pair_column
+    for key, column in wanted.items():
+        if column not in columns:
+            if split == "test" and key == "data.label_column":
+                continue  # an unlabelled test file is fine
+            hint = closest(column, columns) or _delimiter_hint(columns)
+            raise FtError(
+                f"{key}: column '{column}' is not in the {split} data ({source}){hint};"
+                f" its columns are: {', '.join(columns)}"
+            )
+        if task.kind == TaskKind.token_classification and len(dataset):
+            _check_word_lists(dataset[0][column], key, column, split, source)
+
+
+def _delimiter_hint(columns: list[str]) -> str:
+    """One column whose name holds the other delimiter: the file was read with the wrong one."""
+    if len(columns) != 1:
+        return ""
+    if "," in columns[0]:
+        return " (one column named with commas: is the file comma-separated? use data=csv)"
+    if "\t" in columns[0]:
+        return " (one column named with tabs: is the file tab-separated? use data=tsv)"
+    return ""
+
+
+def _check_word_lists(first: Any, key: str, column: str, split: str, source: str) -> None:
+    """Token classification reads a list of words and a list of tags per row."""
+    if isinstance(first, (list, tuple)):
+        return
+    what = "words" if key == "data.text_column" else "tags"
+    raise FtError(
+        f"{key}: column '{column}' of the {split} data ({source}) holds a"
+        f" {type(first).__name__} per row (row 0: {str(first)[:40]!r}); task=token_classification"
+        f" needs a list of {what} per row: JSON lists in json/parquet files, or data=conll"
+    )
+
+
+def _label_names(
+    task: TaskConfig, cfg: DataConfig, train: Any, hub_names: list[str] | None
+) -> list[str] | None:
+    if task.kind == TaskKind.regression:
+        return None
+    if task.labels:
+        return [str(label) for label in task.labels]
+    if task.kind == TaskKind.token_classification:
+        return tagging.tag_names(train[cfg.label_column])
+    if hub_names:
+        return hub_names
+    values = {v for v in train[cfg.label_column] if v is not None}
+    if all(isinstance(v, (int, bool)) for v in values):
+        return [str(v) for v in sorted(values)]
+    return sorted(str(v) for v in values)
+
+
+def _encode(
+    cfg: DataConfig,
+    task: TaskConfig,
+    tokenizer: Any,
+    dataset: Any,
+    labels: list[str] | None,
+    split: str,
+) -> EncodedSplit:
+    texts = [t if t is not None else "" for t in dataset[cfg.text_column]]
+    pairs = None
+    if cfg.text_pair_column is not None:
+        pairs = [t if t is not None else "" for t in dataset[cfg.text_pair_column]]
+
+    def tokenize() -> EncodedSplit:
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
+        return EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), labels=[])
+
+    key = token_cache.cache_key(tokenizer, [texts, pairs or []], f"rows|{cfg.max_length}")
+    encoded = token_cache.cached(key, cfg.cache, tokenize)
+    if cfg.label_column in dataset.column_names:
+        encoded.labels = _targets(dataset[cfg.label_column], task, labels, split, cfg.label_column)
+    else:
+        encoded.labels = [-1] * len(texts)  # unlabelled test rows: predictions only
+    return encoded
+
+
+def _targets(
+    values: list[Any], task: TaskConfig, labels: list[str] | None, split: str, column: str
+) -> list[int] | list[float]:
+    if task.kind == TaskKind.regression:
+        out: list[float] = []
+        for row, value in enumerate(values):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if math.isnan(number):
+                raise FtError(
+                    f"data.label_column: value {value!r} in column '{column}' of the {split} split"
+                    f" (row {row}) is not a number; task=regression needs float labels"
+                )
+            out.append(number)
+        return out
+    assert labels is not None
+    ids = {name: i for i, name in enumerate(labels)}
+    result: list[int] = []
+    for row, value in enumerate(values):
+        label_id = ids.get(str(value))
+        if label_id is None:
+            raise FtError(
+                f"data.label_column: label {value!r} in column '{column}' of the {split} split"
+                f" (row {row}) is not in the label set [{', '.join(labels)}]; fix the data or"
+                " list every class in task.labels"
+            )
+        result.append(label_id)
+    return result

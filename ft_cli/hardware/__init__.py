@@ -1,0 +1,3 @@
+"""Device and precision (autocast, scaler, the optimizer step), and the parallel backends (one
+process, DDP, FSDP).
+"""

@@ -1,0 +1,245 @@
+"""Build the tokenizer and the task model from the `model` and `task` configs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ft_cli import paths
+from ft_cli.config.schema import ModelConfig, ModelInit, TaskKind
+from ft_cli.errors import FtError
+from ft_cli.models import hub
+
+T = TypeVar("T")
+
+_HINT = "use a local folder (model.name_or_path=DIR) or the packaged model=minilm_l6"
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def resolved_name(cfg: ModelConfig) -> str:
+    if cfg.from_run is not None:
+        return str(run_export(cfg.from_run))
+    return paths.resolve_path(cfg.name_or_path, "model.name_or_path")
+
+
+def run_export(run: str) -> Path:
+    """The model/ export of an earlier run (or the export folder itself)."""
+    path = Path(paths.resolve_path(run, "model.from_run"))
+    export = path if (path / "config.json").is_file() else path / "model"
+    if not (export / "config.json").is_file():
+        raise FtError(
+            f"model.from_run: '{path}' holds no exported model (model/config.json); point it at"
+            " the run dir of a finished ft run"
+        )
+    return export
+
+
+def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, **kwargs: Any) -> T:
+    """Load from a folder, else the hub cache, else the hub (checked reachable first)."""
+    name = resolved_name(cfg)
+    common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, **kwargs}
+    if Path(name).is_dir():
+        check_model_code(Path(name), cfg.trust_remote_code)
+        return _friendly(lambda: loader(name, local_files_only=True, **common), name, what)
+    if cfg.name_or_path.startswith(paths.PKG_PREFIX) or name.startswith((".", "/")):
+        raise FtError(f"model.name_or_path: folder '{name}' does not exist; {_HINT}")
+    try:
+        return loader(name, local_files_only=True, **common)
+    except (OSError, ValueError):
+        pass  # not cached: try the hub below
+    if not hub.hub_reachable():
+        raise hub.unreachable_error("model.name_or_path", name, _HINT)
+    return _friendly(lambda: loader(name, **common), name, what)
+
+
+def shipped_code(folder: Path) -> list[str]:
+    """The Python files a model folder's configs name in `auto_map` (its own model code)."""
+    import json
+
+    modules: set[str] = set()
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            mapping = json.loads((folder / name).read_text()).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for target in mapping.values():
+            for ref in target if isinstance(target, list) else [target]:
+                if isinstance(ref, str):
+                    modules.add(ref.split("--")[-1].rsplit(".", 1)[0] + ".py")
+    return sorted(modules)
+
+
+_announced: set[str] = set()
+
+
+def check_model_code(folder: Path, trusted: bool) -> None:
+    """A folder that ships model code runs it only when the user said so; ft says what runs."""
+    files = shipped_code(folder)
+    if not files:
+        return
+    listed = ", ".join(files)
+    if not trusted:
+        raise FtError(
+            f"model.name_or_path: '{folder}' ships its own model code ({listed}); ft does not run"
+            " it unless you add model.trust_remote_code=true to this command"
+        )
+    if str(folder) not in _announced:
+        _announced.add(str(folder))
+        print(f"model.trust_remote_code=true: running {listed} from {folder}", file=sys.stderr)
+
+
+def _friendly(load: Callable[[], T], name: str, what: str) -> T:
+    import pickle
+
+    try:
+        return load()
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FtError(f"model.name_or_path: cannot load the {what} from '{name}': {first}") from err
+    except pickle.UnpicklingError as err:
+        raise FtError(
+            f"model.name_or_path: the weights in '{name}' are a pickle that would run code when"
+            " loaded, refused; convert them to model.safetensors where they were made"
+        ) from err
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    return _load(cfg, AutoTokenizer.from_pretrained, "tokenizer")
+
+
+def load_config(cfg: ModelConfig) -> Any:
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    return _load(cfg, AutoConfig.from_pretrained, "model config")
+
+
+# Models whose position ids start after the padding id (RoBERTa's scheme).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+def check_max_length(cfg: ModelConfig, max_length: int) -> None:
+    """data.max_length must fit the model's position embeddings (else an index error mid-run)."""
+    config = load_config(cfg)
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return  # relative or rotary positions: no fixed table to overflow
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+    if max_length > positions:
+        raise FtError(
+            f"data.max_length={max_length} is longer than {resolved_name(cfg)} can read"
+            f" ({positions} positions); set data.max_length={positions} or less"
+        )
+
+
+def load_classifier(cfg: ModelConfig) -> Any:
+    """A trained sequence classifier/regressor as saved (a distillation teacher)."""
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    return _load(cfg, AutoModelForSequenceClassification.from_pretrained, "model")
+
+
+def load_model(
+    cfg: ModelConfig,
+    task: TaskKind,
+    labels: list[str] | None,
+    vocab_size: int,
+    dropout: float | None = None,
+) -> tuple[Any, set[str]]:
+    """The task model (a sequence classifier/regressor, or a masked LM) and the
+    names of its parameters that did not come from the checkpoint (the new head).
+
+    Args:
+        cfg: the model config.
+        task: classification (one logit per label), regression (one output) or mlm.
+        labels: class names in id order (classification only).
+        vocab_size: the tokenizer's size; a scratch model's embeddings match it.
+        dropout: when set, every dropout probability of the model's config.
+    """
+    config, auto = model_config(cfg, task, labels, vocab_size, dropout)
+    if cfg.init == ModelInit.scratch and cfg.from_run is None:
+        net = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        return net, {name for name, _ in net.named_parameters()}
+    net, info = _load(cfg, auto.from_pretrained, "model", config=config, output_loading_info=True)
+    new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
+    return net, new
+
+
+def model_config(
+    cfg: ModelConfig,
+    task: TaskKind,
+    labels: list[str] | None,
+    vocab_size: int,
+    dropout: float | None = None,
+) -> tuple[Any, Any]:
+    """(the transformers config of the task model, the Auto class that builds it)."""
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    _quiet_transformers()
+    head: dict[str, Any]
+    if task == TaskKind.mlm:
+        head, auto = {}, AutoModelForMaskedLM
+    elif task == TaskKind.regression:
+        head = {"num_labels": 1, "problem_type": "regression"}
+        auto = AutoModelForSequenceClassification
+    else:
+        assert labels is not None
+        head = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+        if task == TaskKind.token_classification:
+            auto = AutoModelForTokenClassification
+        else:
+            head["problem_type"] = "single_label_classification"
+            auto = AutoModelForSequenceClassification
+    scratch = cfg.init == ModelInit.scratch and cfg.from_run is None
+    if scratch:
+        head.update(scratch_sizes(cfg), vocab_size=vocab_size)
+    from transformers import AutoConfig
+
+    config = _load(cfg, AutoConfig.from_pretrained, "model config", **head)
+    if dropout is not None:
+        for key, value in list(vars(config).items()):
+            if "dropout" in key and (value is None or isinstance(value, float)):
+                setattr(config, key, dropout)
+    if scratch:
+        heads = getattr(config, "num_attention_heads", 1)
+        if config.hidden_size % heads:
+            raise FtError(
+                f"model.hidden_size={config.hidden_size} must be a multiple of the attention"
+                f" heads ({heads}); set model.heads"
+            )
+    return config, auto
+
+
+def scratch_sizes(cfg: ModelConfig) -> dict[str, int]:
+    """Config overrides for a fresh model, in the names transformers configs share."""
+    names = {
+        "layers": "num_hidden_layers",
+        "hidden_size": "hidden_size",
+        "heads": "num_attention_heads",
+        "intermediate_size": "intermediate_size",
+    }
+    sizes = {names[k]: getattr(cfg, k) for k in names if getattr(cfg, k) is not None}
+    if cfg.hidden_size is not None and cfg.intermediate_size is None:
+        sizes["intermediate_size"] = 4 * cfg.hidden_size  # keep the usual BERT ratio
+    return sizes

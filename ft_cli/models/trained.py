@@ -1,0 +1,122 @@
+"""A trained model to use: find its run, the spec it was trained with, and its weights.
+
+`ft eval` and `ft predict` take a run dir, its `model/` export, a checkpoint
+(`checkpoints/step-N`) or any exported model folder. The run's recorded
+overrides recompose its spec, so data columns, max length and labels are the
+ones the model was trained with; the user's overrides come last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ft_cli.commands import runs
+from ft_cli.config.schema import RunSpec, StrategyKind, TaskKind
+from ft_cli.errors import FtError
+from ft_cli.training import checkpoint
+
+# Recorded overrides that say where and how a run ran, not what it trained.
+_NOT_CARRIED = ("hydra.", "hydra/", "resume", "output_dir", "model.from_run", "+search",
+                "+launcher")  # fmt: skip
+
+
+@dataclass
+class Trained:
+    run_dir: Path | None
+    export: Path | None  # save_pretrained folder: config, weights, tokenizer
+    checkpoint: Path | None  # step-N folder whose weights replace the export's
+    overrides: list[str]  # what the run was launched with
+
+    @property
+    def home(self) -> Path:
+        """Where results about this model are written (the run dir, else the export)."""
+        folder = self.run_dir or self.export
+        assert folder is not None
+        return folder
+
+
+def locate(path: str) -> Trained:
+    target = Path(path)
+    if not target.is_dir():
+        raise FtError(f"'{path}' is not a folder; pass a run dir, its model/ or a checkpoint")
+    if (target / checkpoint.MANIFEST).is_file():
+        run = target.parent.parent
+        export = run / "model" if (run / "model" / "config.json").is_file() else None
+        return Trained(run, export, target, runs.recorded_overrides(run))
+    if (target / "config.json").is_file():
+        run = target.parent if (target.parent / "config.yaml").is_file() else None
+        return Trained(run, target, None, runs.recorded_overrides(run) if run else [])
+    if (target / "model" / "config.json").is_file():
+        return Trained(target, target / "model", None, runs.recorded_overrides(target))
+    newest = checkpoint.newest_valid(target / "checkpoints", lambda _: None)
+    if newest is not None:  # a run stopped before its export: its newest checkpoint
+        return locate(str(newest))
+    raise FtError(
+        f"'{path}' holds no ft run, exported model (config.json) or checkpoint (manifest.json)"
+    )
+
+
+# Recorded overrides that would widen what code runs: only the user's command line says them.
+_CODE_KEYS = ("model.trust_remote_code",)
+
+
+def spec_for(trained: Trained, overrides: list[str]) -> RunSpec:
+    """The run's spec, recomposed from its overrides, with the user's on top.
+
+    Nothing recorded in a run may make ft run code: `model.trust_remote_code`
+    is taken from the user's own overrides only.
+    """
+    from ft_cli.config import compose
+
+    kept = [
+        o for o in trained.overrides if not o.lstrip("~+").startswith(_NOT_CARRIED + _CODE_KEYS)
+    ]
+    extra = [f"model.from_run={trained.export}"] if trained.export is not None else []
+    spec = compose.to_spec(compose.compose_config([*kept, *extra, *overrides]))
+    labels = _export_labels(trained)
+    tagged = (TaskKind.classification, TaskKind.token_classification)
+    if spec.task.kind in tagged and labels is not None:
+        spec.task.labels = labels  # the model's own label ids, whatever the data holds
+    return spec
+
+
+def _export_labels(trained: Trained) -> list[str] | None:
+    import json
+
+    if trained.export is None:
+        return None
+    config = json.loads((trained.export / "config.json").read_text())
+    names = config.get("id2label") or {}
+    return [str(names[key]) for key in sorted(names, key=int)] or None
+
+
+def check_loadable(trained: Trained, spec: RunSpec) -> None:
+    """Checkpoints that load only where they were written say so in one line."""
+    if trained.checkpoint is not None and spec.strategy.kind == StrategyKind.lora:
+        raise FtError(
+            f"{trained.checkpoint}: a LoRA checkpoint holds adapter weights only; evaluate the"
+            " run's model/ export (adapters merged) instead"
+        )
+    if trained.checkpoint is not None and (trained.checkpoint / "sharded").is_dir():
+        raise FtError(
+            f"{trained.checkpoint}: a sharded (fsdp) checkpoint loads only under torchrun;"
+            " use the run's model/ export"
+        )
+
+
+def load_checkpoint(trained: Trained, net: Any) -> None:
+    """A checkpoint's weights replace the export's (or the base model's) when one was given."""
+    if trained.checkpoint is not None:
+        checkpoint.load_weights(net, trained.checkpoint)
+
+
+def load_net(trained: Trained, spec: RunSpec, labels: list[str] | None, vocab: int) -> Any:
+    """The trained model, in eval mode, with the checkpoint's weights when one was given."""
+    from ft_cli.models import model
+
+    check_loadable(trained, spec)
+    net, _ = model.load_model(spec.model, spec.task.kind, labels, vocab)
+    load_checkpoint(trained, net)
+    return net.eval()

@@ -1,0 +1,3 @@
+"""Fine-tuning strategies: layer groups and freezing, LoRA, distillation, weight penalties, and
+the hooks the engine calls.
+"""

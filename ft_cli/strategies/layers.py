@@ -1,0 +1,209 @@
+"""Fine-tuning strategies: which parameters train when, and how fast each part may move.
+
+Parameters fall into layer groups by name: `embeddings`, `layer.0` (bottom)
+... `layer.N-1` (top), and `head` (pooler, classifier, MLM head: everything
+else). Depth counts down from the head: head 0, top layer 1, ..., embeddings
+N+1; layer-wise lr decay gives a group `lr * lr_decay**depth`, and gradual
+unfreezing opens the groups in order of depth.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ft_cli.config.schema import StrategyConfig, StrategyKind, UnfreezeUnit
+from ft_cli.errors import FtError
+
+EMBEDDINGS, HEAD = "embeddings", "head"
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
+
+
+def group_of(name: str) -> str:
+    """The layer group of a parameter name (BERT-family naming, adapters included)."""
+    match = _LAYER.search(name)
+    if match:
+        return f"layer.{match.group(1)}"
+    return EMBEDDINGS if ".embeddings." in f".{name}" else HEAD
+
+
+def group_names(num_layers: int) -> list[str]:
+    """Bottom to top: embeddings, layer.0 ... layer.N-1, head."""
+    return [EMBEDDINGS, *(f"layer.{i}" for i in range(num_layers)), HEAD]
+
+
+def depth(group: str, num_layers: int) -> int:
+    if group == HEAD:
+        return 0
+    if group == EMBEDDINGS:
+        return num_layers + 1
+    return num_layers - int(group.split(".")[1])
+
+
+def num_layers_of(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    if layers is None:
+        found = {int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))}
+        layers = max(found) + 1 if found else 0
+    return layers
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers of the backbone (BERT: encoder.layer)."""
+    wanted = num_layers_of(model)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == wanted:
+            return module
+    raise FtError(
+        f"strategy: cannot find the {wanted} encoder layers of {type(model).__name__};"
+        " use strategy=full or strategy=freeze_backbone"
+    )
+
+
+def group_modules(model: nn.Module, need_layers: bool) -> dict[str, nn.Module]:
+    """The module of each layer group that can be switched to eval mode when frozen.
+
+    Strategies that pick layers (`need_layers`) fail without a layer stack;
+    the others work on any model.
+    """
+    modules: dict[str, nn.Module] = {}
+    try:
+        layers = encoder_layers(model)
+    except FtError:
+        if need_layers:
+            raise
+        layers = nn.ModuleList()
+    for index, layer in enumerate(layers):
+        modules[f"layer.{index}"] = layer
+    for name, module in model.named_modules():
+        if name.endswith("embeddings") and group_of(f"{name}.x") == EMBEDDINGS:
+            modules[EMBEDDINGS] = module
+            break
+    return modules
+
+
+@dataclass
+class AppliedStrategy:
+    """What a strategy froze, and (gradual unfreezing) when each group opens."""
+
+    num_layers: int
+    frozen_groups: set[str] = field(default_factory=set)
+    frozen_names: set[str] = field(default_factory=set)  # by pattern
+    modules: dict[str, nn.Module] = field(default_factory=dict)
+    unfreeze_every: int = 0  # 0: the frozen set never changes
+    unfreeze_unit: UnfreezeUnit = UnfreezeUnit.epochs
+    stage: int = -1
+
+    def train_mode(self, model: nn.Module) -> None:
+        """Training mode, with the frozen groups' modules in eval mode (no dropout)."""
+        model.train()
+        for group in self.frozen_groups:
+            if group in self.modules:
+                self.modules[group].eval()
+
+    def stage_at(self, step: int, epoch: int) -> int:
+        counter = epoch if self.unfreeze_unit == UnfreezeUnit.epochs else step
+        return counter // self.unfreeze_every
+
+    def update(self, model: nn.Module, step: int, epoch: int) -> bool:
+        """Gradual unfreezing: open the groups due at (step, epoch); True when it changed."""
+        if not self.unfreeze_every:
+            return False
+        stage = self.stage_at(step, epoch)
+        if stage == self.stage:
+            return False
+        self.stage = stage
+        order = sorted(group_names(self.num_layers), key=lambda g: depth(g, self.num_layers))
+        self.frozen_groups = set(order[stage + 1 :])  # stage 0: the head alone trains
+        _set_trainable(model, self)
+        self.train_mode(model)
+        return True
+
+
+def _set_trainable(model: nn.Module, applied: AppliedStrategy) -> None:
+    for name, param in model.named_parameters():
+        frozen = group_of(name) in applied.frozen_groups or name in applied.frozen_names
+        param.requires_grad_(not frozen)
+
+
+def unfreeze_steps(applied: AppliedStrategy, steps_per_epoch: int, total_steps: int) -> list[int]:
+    """Optimizer steps at which gradual unfreezing opens another group."""
+    if not applied.unfreeze_every:
+        return []
+    every = applied.unfreeze_every
+    if applied.unfreeze_unit == UnfreezeUnit.epochs:
+        every *= steps_per_epoch
+    stages = applied.num_layers + 1  # one group per stage after the head
+    return [s * every for s in range(1, stages + 1) if s * every < total_steps]
+
+
+def _freeze_layers_groups(cfg: StrategyConfig, num_layers: int) -> set[int]:
+    ids: set[int] = set()
+    counts = {"strategy.frozen_layers": cfg.frozen_layers}
+    counts["strategy.frozen_top_layers"] = cfg.frozen_top_layers
+    for key, count in counts.items():
+        if not 0 <= count <= num_layers:
+            raise FtError(
+                f"{key}={count} is out of range: the model has {num_layers} encoder layers"
+                f" (use 0..{num_layers})"
+            )
+    ids.update(range(cfg.frozen_layers))
+    ids.update(range(num_layers - cfg.frozen_top_layers, num_layers))
+    for index in cfg.frozen_layer_ids or []:
+        if not 0 <= index < num_layers:
+            raise FtError(
+                f"strategy.frozen_layer_ids: layer {index} does not exist; the model has"
+                f" layers 0..{num_layers - 1}"
+            )
+        ids.add(index)
+    return ids
+
+
+def _pattern_names(model: nn.Module, pattern: str) -> set[str]:
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise FtError(f"strategy.frozen_pattern: '{pattern}' is not a valid regex: {err}") from err
+    names = {name for name, _ in model.named_parameters() if regex.search(name)}
+    if not names:
+        raise FtError(
+            f"strategy.frozen_pattern: '{pattern}' matches no parameter name; names look"
+            f" like '{next(iter(model.named_parameters()))[0]}'"
+        )
+    return names
+
+
+def apply_strategy(model: nn.Module, cfg: StrategyConfig) -> AppliedStrategy:
+    """Freeze what the strategy says; the task head (and pooler) always trains."""
+    layers = num_layers_of(model)
+    by_layer = cfg.kind in (StrategyKind.freeze_layers, StrategyKind.gradual_unfreeze)
+    modules = group_modules(model, by_layer) if cfg.kind != StrategyKind.lora else {}
+    applied = AppliedStrategy(num_layers=layers, modules=modules)
+    if cfg.kind == StrategyKind.freeze_backbone:
+        applied.frozen_groups = set(group_names(layers)) - {HEAD}
+    elif cfg.kind == StrategyKind.freeze_layers:
+        ids = _freeze_layers_groups(cfg, layers)
+        applied.frozen_groups = {f"layer.{i}" for i in ids}
+        if cfg.freeze_embeddings:
+            applied.frozen_groups.add(EMBEDDINGS)
+        if cfg.frozen_pattern:
+            applied.frozen_names = _pattern_names(model, cfg.frozen_pattern)
+    elif cfg.kind == StrategyKind.gradual_unfreeze:
+        if cfg.unfreeze_every < 1:
+            raise FtError(f"strategy.unfreeze_every={cfg.unfreeze_every} must be at least 1")
+        applied.unfreeze_every, applied.unfreeze_unit = cfg.unfreeze_every, cfg.unfreeze_unit
+    if cfg.kind != StrategyKind.lora:  # peft already froze the base model
+        _set_trainable(model, applied)
+    if applied.unfreeze_every:
+        applied.update(model, 0, 0)
+    return applied
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total - trainable

@@ -1,0 +1,57 @@
+"""LoRA adapters through peft; the export merges them into a plain transformers model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ft_cli.config.schema import LoraSettings
+from ft_cli.errors import FtError
+
+
+def head_modules(model: nn.Module) -> list[str]:
+    """Names of the task-head modules, which train fully next to the adapters."""
+    prefix = getattr(model, "base_model_prefix", "")
+    names = [
+        name
+        for name, child in model.named_children()
+        if name != prefix and any(True for _ in child.parameters())
+    ]
+    backbone = getattr(model, prefix, None)
+    if backbone is not None and getattr(backbone, "pooler", None) is not None:
+        names.append("pooler")
+    return names
+
+
+def apply_lora(model: nn.Module, cfg: LoraSettings) -> Any:
+    """Wrap `model` in a peft model: base weights frozen, adapters and head trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    if cfg.r < 1:
+        raise FtError(f"strategy.lora.r={cfg.r} must be at least 1")
+    config = LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        modules_to_save=head_modules(model),
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        linear = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        )
+        raise FtError(
+            f"strategy.lora.target_modules={list(cfg.target_modules)} matches no layer that can"
+            f" take an adapter; linear layers of this model: {', '.join(linear)}"
+        ) from err
+
+
+def merged(model: Any, adapter_dir: Path | None) -> nn.Module:
+    """The plain model with the adapters merged in; saves the adapter first if asked."""
+    if adapter_dir is not None:
+        model.save_pretrained(adapter_dir)
+    return model.merge_and_unload()

@@ -1,0 +1,126 @@
+"""What a task computes per batch: its collator, forward pass, loss and metrics.
+
+The engine runs any task through this one interface: sequence classification
+and regression (a label per row) and masked-LM pretraining (the masked tokens
+of each row are the targets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ft_cli.config.schema import TaskConfig, TaskKind
+from ft_cli.data.batching import Collate, Collator
+from ft_cli.data.encoded import EncodedSplit
+from ft_cli.tasks import metrics, mlm, tagging
+
+Batch = dict[str, torch.Tensor]
+
+
+class Objective:
+    """Classification / regression: the model's logits against the row labels."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        task: TaskKind,
+        num_labels: int,
+        pad_id: int,
+        compile_model: bool,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        self.task, self.num_labels, self.pad_id = task, num_labels, pad_id
+        self.label_smoothing = label_smoothing
+        # The compiled wrapper shares its parameters with `net`.
+        self.forward = torch.compile(net, dynamic=True) if compile_model else net
+
+    def collator(self, split: EncodedSplit, seed: int) -> Collate:
+        return Collator(split, self.pad_id, self.task == TaskKind.regression)
+
+    def set_epoch(self, collate: Collate, epoch: int) -> None:
+        """Per-epoch state of a training collator (none here)."""
+
+    def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predictions, targets) of one batch already on the device."""
+        labels = batch.pop("labels")
+        return self.forward(**batch).logits, labels
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return metrics.task_loss(self.task, logits, targets, self.label_smoothing)
+
+    def new_metrics(self) -> Any:
+        return metrics.EvalMetrics(self.task, self.num_labels)
+
+
+class MaskedLMObjective(Objective):
+    """Masked-LM: fresh masks per batch; loss and metrics over the masked tokens."""
+
+    def __init__(
+        self, net: nn.Module, task: TaskConfig, tokenizer: Any, pad_id: int, compile_model: bool
+    ) -> None:
+        self.task, self.num_labels, self.pad_id = task.kind, 0, pad_id
+        self.rule = mlm.MaskingRule.from_task(task, tokenizer)
+        self.forward = mlm.MaskedLMForward(net, compile_model)
+
+    def collator(self, split: EncodedSplit, seed: int) -> Collate:
+        return mlm.MaskingCollator(split, self.pad_id, self.rule, seed)
+
+    def set_epoch(self, collate: Collate, epoch: int) -> None:
+        assert isinstance(collate, mlm.MaskingCollator)
+        collate.set_epoch(epoch)
+
+    def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(batch)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return mlm.mlm_loss(logits, targets)
+
+    def new_metrics(self) -> Any:
+        return mlm.MaskedLMMetrics()
+
+
+class TaggingObjective(Objective):
+    """Token classification: a tag per sub-token; targets carry the word starts for metrics."""
+
+    def __init__(
+        self, net: nn.Module, labels: list[str], pad_id: int, compile_model: bool,
+        label_smoothing: float,
+    ) -> None:  # fmt: skip
+        super().__init__(net, TaskKind.token_classification, len(labels), pad_id, compile_model,
+                         label_smoothing)  # fmt: skip
+        self.labels = labels
+
+    def collator(self, split: EncodedSplit, seed: int) -> Collate:
+        return tagging.TaggedCollator(split, self.pad_id)
+
+    def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [rows, tokens, tags], targets [rows, tokens, 2]: label id, word start)."""
+        labels, starts = batch.pop("labels"), batch.pop("word_starts")
+        return self.forward(**batch).logits, torch.stack([labels, starts], dim=-1)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return tagging.tagging_loss(logits, targets, self.label_smoothing)
+
+    def new_metrics(self) -> Any:
+        return tagging.TaggingMetrics(self.labels)
+
+
+def build_objective(
+    net: nn.Module,
+    task: TaskConfig,
+    tokenizer: Any,
+    num_labels: int,
+    compile_model: bool,
+    label_smoothing: float = 0.0,
+    labels: list[str] | None = None,
+) -> Objective:
+    pad_id = tokenizer.pad_token_id or 0
+    if task.kind == TaskKind.mlm:
+        return MaskedLMObjective(net, task, tokenizer, pad_id, compile_model)
+    if task.kind == TaskKind.token_classification:
+        assert labels is not None
+        return TaggingObjective(net, labels, pad_id, compile_model, label_smoothing)
+    return Objective(net, task.kind, num_labels, pad_id, compile_model, label_smoothing)

@@ -1,0 +1,241 @@
+"""Token classification: word tags aligned to sub-tokens, batches, IOB2 entity metrics.
+
+Each row is a list of words with one tag per word (IOB2: B-TYPE opens an
+entity, I-TYPE continues it, O is outside). The tokenizer splits words into
+sub-tokens; the first sub-token of a word carries the word's tag and the
+others are ignored by the loss (-100), unless `task.label_all_subtokens`
+(then they carry it too, B- turned into I-). Metrics always read the first
+sub-token of each word, so they are per word, as the data is.
+
+Entities are counted the way seqeval does by default (conlleval): an entity
+starts at B-X, or at I-X after O or after another type, and runs while I-X
+follows; precision, recall and F1 are over exact (type, start, end) matches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from ft_cli.data.encoded import EncodedSplit
+from ft_cli.errors import FtError
+
+IGNORE = -100
+
+
+def read_conll(path: str) -> dict[str, list[list[str]]]:
+    """Sentences of a CoNLL file: a word per line (word first, tag last), blank lines between."""
+    tokens: list[list[str]] = []
+    tags: list[list[str]] = []
+    words: list[str] = []
+    labels: list[str] = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                if words:
+                    tokens.append(words)
+                    tags.append(labels)
+                words, labels = [], []
+                continue
+            if len(fields) < 2:
+                raise FtError(
+                    f"data: {path} line {number}: '{line.strip()}' has no tag; a CoNLL line is"
+                    " WORD [...] TAG, sentences separated by blank lines"
+                )
+            words.append(fields[0])
+            labels.append(fields[-1])
+    if words:
+        tokens.append(words)
+        tags.append(labels)
+    return {"tokens": tokens, "tags": tags}
+
+
+def tag_names(rows: list[list[str]]) -> list[str]:
+    """The tags seen, O first, then by entity type with B- before I-."""
+    seen = {str(tag) for row in rows for tag in row}
+    return sorted(seen, key=lambda t: (t != "O", t[2:], t[:2]))
+
+
+def encode_tagged(
+    tokenizer: Any,
+    words: list[list[str]],
+    tags: list[list[str]] | None,
+    labels: list[str],
+    max_length: int,
+    all_subtokens: bool,
+    split: str,
+) -> EncodedSplit:
+    """Tokenize rows of words; align word tags to sub-tokens."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise FtError("task=token_classification needs a fast tokenizer (word ids per token)")
+    rows = [[str(w) for w in row] for row in words]
+    encoded = tokenizer(rows, is_split_into_words=True, truncation=True, max_length=max_length)
+    ids = {name: i for i, name in enumerate(labels)}
+    aligned: list[list[int]] = []
+    starts: list[list[bool]] = []
+    for index in range(len(rows)):
+        word_ids = encoded.word_ids(index)
+        starts.append(first_subtokens(word_ids))
+        if tags is None:
+            aligned.append([IGNORE] * len(word_ids))
+            continue
+        row_tags = [str(t) for t in tags[index]]
+        if len(row_tags) != len(rows[index]):
+            raise FtError(
+                f"data: row {index} of the {split} split has {len(rows[index])} words but"
+                f" {len(row_tags)} tags; give one tag per word"
+            )
+        for tag in row_tags:
+            if tag not in ids:
+                raise FtError(
+                    f"data.label_column: tag '{tag}' in row {index} of the {split} split is not"
+                    f" in the label set [{', '.join(labels)}]; fix the data or list it in"
+                    " task.labels"
+                )
+        aligned.append(align(word_ids, [ids[t] for t in row_tags], labels, all_subtokens))
+    split_rows = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), aligned)
+    split_rows.word_starts = starts
+    return split_rows
+
+
+def first_subtokens(word_ids: list[int | None]) -> list[bool]:
+    previous = None
+    flags = []
+    for word in word_ids:
+        flags.append(word is not None and word != previous)
+        previous = word
+    return flags
+
+
+def align(
+    word_ids: list[int | None], word_tags: list[int], labels: list[str], all_subtokens: bool
+) -> list[int]:
+    """A label id per sub-token: the word's tag on its first, -100 (or I-) on the rest."""
+    inside = {i: labels.index("I-" + name[2:]) for i, name in enumerate(labels)
+              if name.startswith("B-") and "I-" + name[2:] in labels}  # fmt: skip
+    out, previous = [], None
+    for word in word_ids:
+        if word is None:
+            out.append(IGNORE)
+        elif word != previous:
+            out.append(word_tags[word])
+        else:
+            tag = word_tags[word]
+            out.append(inside.get(tag, tag) if all_subtokens else IGNORE)
+        previous = word
+    return out
+
+
+class TaggedCollator:
+    """Pads rows of sub-tokens; labels padded with -100, word starts with False."""
+
+    def __init__(self, split: EncodedSplit, pad_id: int) -> None:
+        self.split, self.pad_id = split, pad_id
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        width = max(len(self.split.input_ids[i]) for i in indices)
+        shape = (len(indices), width)
+        batch = {
+            "input_ids": torch.full(shape, self.pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros(shape, dtype=torch.long),
+            "labels": torch.full(shape, IGNORE, dtype=torch.long),
+            "word_starts": torch.zeros(shape, dtype=torch.long),
+        }
+        if self.split.token_type_ids is not None:
+            batch["token_type_ids"] = torch.zeros(shape, dtype=torch.long)
+        for j, i in enumerate(indices):
+            n = len(self.split.input_ids[i])
+            batch["input_ids"][j, :n] = torch.tensor(self.split.input_ids[i])
+            batch["attention_mask"][j, :n] = 1
+            batch["labels"][j, :n] = torch.tensor(self.split.labels[i])
+            batch["word_starts"][j, :n] = torch.tensor(self.split.word_starts[i])
+            if self.split.token_type_ids is not None:
+                batch["token_type_ids"][j, :n] = torch.tensor(self.split.token_type_ids[i])
+        return batch
+
+
+def tagging_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> Any:
+    """Mean cross-entropy over the labelled sub-tokens (targets[..., 0]; -100 ignored)."""
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    return F.cross_entropy(flat, targets[..., 0].reshape(-1), ignore_index=IGNORE,
+                           label_smoothing=smoothing)  # fmt: skip
+
+
+def entities(tags: list[str]) -> set[tuple[str, int, int]]:
+    """(type, first word, last word + 1) of every entity in a tag sequence (IOB2, lenient)."""
+    found = set()
+    kind, start = None, 0
+    for index, tag in enumerate([*tags, "O"]):
+        prefix, _, name = tag.partition("-") if tag != "O" else ("O", "", "")
+        continues = prefix == "I" and name == kind
+        if kind is not None and not continues:
+            found.add((kind, start, index))
+            kind = None
+        if prefix in ("B", "I") and not continues:
+            kind, start = name, index
+    return found
+
+
+class TaggingMetrics:
+    """Entity precision, recall and F1, word accuracy and sub-token loss over a pass."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
+        self.truth: list[list[str]] = []
+        self.guess: list[list[str]] = []
+        self.loss_sum, self.count = 0.0, 0
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        logits, targets = logits.detach().float().cpu(), targets.cpu()
+        labelled = targets[..., 0] != IGNORE
+        count = int(labelled.sum())
+        if count:
+            self.loss_sum += float(tagging_loss(logits, targets)) * count
+            self.count += count
+        predicted = logits.argmax(-1)
+        for row in range(len(targets)):
+            words = (targets[row, :, 1] == 1) & labelled[row]
+            self.truth.append([self.labels[i] for i in targets[row, words, 0].tolist()])
+            self.guess.append([self.labels[i] for i in predicted[row, words].tolist()])
+
+    def merge(self, others: list[TaggingMetrics]) -> TaggingMetrics:
+        for other in others:
+            self.truth += other.truth
+            self.guess += other.guess
+            self.loss_sum += other.loss_sum
+            self.count += other.count
+        return self
+
+    def compute(self) -> dict[str, float]:
+        return {**entity_scores(self.truth, self.guess),
+                "loss": self.loss_sum / max(self.count, 1)}  # fmt: skip
+
+
+def entity_scores(truth: list[list[str]], guess: list[list[str]]) -> dict[str, float]:
+    correct = predicted = actual = 0
+    words = right = 0
+    for true_tags, guessed in zip(truth, guess, strict=True):
+        true_entities, guessed_entities = entities(true_tags), entities(guessed)
+        correct += len(true_entities & guessed_entities)
+        predicted += len(guessed_entities)
+        actual += len(true_entities)
+        words += len(true_tags)
+        right += sum(a == b for a, b in zip(true_tags, guessed, strict=True))
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall,
+            "accuracy": right / words if words else 0.0}  # fmt: skip
+
+
+def conll_dataset(path: str, text_column: str, label_column: str) -> Any:
+    import datasets
+
+    if not Path(path).is_file():
+        raise FtError(f"data: CoNLL file '{path}' does not exist")
+    rows = read_conll(path)
+    return datasets.Dataset.from_dict({text_column: rows["tokens"], label_column: rows["tags"]})

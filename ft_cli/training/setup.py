@@ -1,0 +1,198 @@
+"""Everything a run needs, built from its spec in one place: `ft train`, `ft explain`
+and `ft eval` call `build`, so their data, model, step counts and optimizer groups
+can never disagree.
+
+- `Purpose.train`: pretrained (or `model.from_run`) weights on the device, the
+  strategy applied, loaders, optimizer and schedule.
+- `Purpose.explain`: the same on PyTorch's meta device (shapes only, no
+  weights read), for a given number of planned processes.
+- `Purpose.evaluate`: a trained model as exported (no strategy: adapters are
+  merged, a teacher is not needed), its task objective and data.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+
+from ft_cli.config.schema import RunSpec, StrategyConfig
+from ft_cli.data import batching
+from ft_cli.data import dataset as data
+from ft_cli.data.encoded import EncodedSplit
+from ft_cli.hardware import distributed
+from ft_cli.hardware.device import Hardware
+from ft_cli.hardware.distributed import Dist
+from ft_cli.hardware.parallel import Backend
+from ft_cli.models import model
+from ft_cli.strategies import hooks as strategies
+from ft_cli.strategies import layers as strategy
+from ft_cli.strategies import regularize
+from ft_cli.tasks.objective import Objective, build_objective
+from ft_cli.training import optim
+
+
+class Purpose(str, Enum):
+    train = "train"
+    explain = "explain"
+    evaluate = "evaluate"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class StepForward(torch.nn.Module):
+    """The objective's forward pass as one module, so DistributedDataParallel can wrap it.
+
+    Some objectives call parts of the model (the masked-LM head runs on masked
+    positions only), so DDP wraps this module rather than the model itself.
+    """
+
+    def __init__(self, net: torch.nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.net = net
+        self.objective = objective  # a plain object: the teacher stays out of DDP
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.objective.outputs(batch)
+
+
+@dataclass
+class StepPlan:
+    """How many batches and optimizer steps the run takes (per process)."""
+
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+
+@dataclass
+class RunSetup:
+    spec: RunSpec
+    tokenizer: Any
+    prepared: data.PreparedData
+    labels: list[str] | None
+    net: torch.nn.Module
+    new_names: set[str]  # parameters not from the checkpoint (the new head)
+    hooks: strategies.Strategy
+    applied: strategy.AppliedStrategy
+    objective: Objective
+    forward: StepForward
+    collate: Any = None  # the training collator (train, explain)
+    loader: Any = None
+    sampler: Any = None
+    val_loader: Any = None
+    steps: StepPlan | None = None
+    optimizer: Any = None
+    scheduler: Any = None
+    unfreeze_at: list[int] | None = None
+    penalty: regularize.Penalty | None = None
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels) if self.labels is not None else 1
+
+
+def build(
+    spec: RunSpec,
+    purpose: Purpose,
+    backend: Backend,
+    hw: Hardware,
+    place: Dist = distributed.SINGLE,
+    prepared: data.PreparedData | None = None,
+) -> RunSetup:
+    """Build the run's pieces in the order training needs them (seeds included).
+
+    Args:
+        spec: the run spec.
+        purpose: what the pieces are for (train, explain, evaluate).
+        backend: the parallel backend (shards the model before the optimizer).
+        hw: device and precision.
+        place: this process's rank and the number of processes (explain: planned).
+        prepared: data already prepared (evaluation of a file); None: the spec's.
+    """
+    seed_everything(spec.train.seed)
+    tokenizer = model.load_tokenizer(spec.model)
+    model.check_max_length(spec.model, spec.data.max_length)
+    if prepared is None:
+        # Rank 0 fills the token cache, the others read it (only real process groups wait).
+        first = place if purpose == Purpose.train else distributed.SINGLE
+        with distributed.main_first(first):
+            prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
+    labels = prepared.labels
+    seed_everything(spec.train.seed)  # the head's init does not depend on the data size
+    plan = spec.strategy if purpose != Purpose.evaluate else StrategyConfig()
+    hooks = strategies.for_config(plan)
+    net, new_names = _load_model(spec, plan, hooks, labels, len(tokenizer), purpose)
+    if purpose != Purpose.explain:
+        net = net.to(hw.device)
+    applied = strategy.apply_strategy(net, plan)
+    if purpose == Purpose.train:
+        objective = hooks.objective(net, spec, tokenizer, labels, hw.device)
+    else:  # the task's own objective: no teacher to load, nothing compiled
+        num_labels = len(labels) if labels is not None else 1
+        objective = build_objective(net, spec.task, tokenizer, num_labels, False, labels=labels)
+    forward = StepForward(net, objective)
+    ready = RunSetup(spec, tokenizer, prepared, labels, net, new_names, hooks, applied,
+                     objective, forward)  # fmt: skip
+    ready.val_loader = eval_loader(ready, prepared.validation, place, backend)
+    if purpose == Purpose.evaluate:
+        return ready
+    if purpose == Purpose.train:
+        backend.shard(forward, net)  # before the optimizer: it must hold the sharded parameters
+    _add_training(ready, place)
+    return ready
+
+
+def _load_model(spec: RunSpec, plan: StrategyConfig, hooks: strategies.Strategy,
+                labels: list[str] | None, vocab: int,
+                purpose: Purpose) -> tuple[torch.nn.Module, set[str]]:  # fmt: skip
+    """The task model with the strategy's wrapper (explain: on the meta device)."""
+    if purpose != Purpose.explain:
+        net, new_names = model.load_model(spec.model, spec.task.kind, labels, vocab, plan.dropout)
+        return hooks.wrap(net), new_names
+    config, auto = model.model_config(spec.model, spec.task.kind, labels, vocab, plan.dropout)
+    with torch.device("meta"):  # shapes only: no memory, no weights read
+        net = auto.from_config(config, trust_remote_code=spec.model.trust_remote_code)
+        return hooks.wrap(net), set()
+
+
+def eval_loader(ready: RunSetup, rows: EncodedSplit | None, place: Dist,
+                backend: Backend) -> Any:  # fmt: skip
+    """Length-sorted evaluation batches of `rows`, split over the processes."""
+    if rows is None:
+        return None
+    collate = ready.objective.collator(rows, ready.spec.train.seed)
+    return batching.eval_loader(rows, ready.spec.train.eval_batch_size, collate, place.rank,
+                                place.world, even=backend.even_eval_batches)  # fmt: skip
+
+
+def _add_training(ready: RunSetup, place: Dist) -> None:
+    spec, t = ready.spec, ready.spec.train
+    seed = t.seed
+    ready.collate = ready.objective.collator(ready.prepared.train, seed)
+    ready.loader, ready.sampler = batching.train_loader(
+        ready.prepared.train, t.batch_size, seed, ready.collate, t.group_by_length,
+        place.rank, place.world,
+    )  # fmt: skip
+    batches = len(ready.sampler)
+    per_epoch = math.ceil(batches / t.grad_accum)
+    total = t.max_steps or per_epoch * t.epochs
+    ready.steps = StepPlan(batches, per_epoch, total, math.ceil(total / per_epoch))
+    plan, net = spec.strategy, ready.net
+    include_frozen = ready.hooks.include_frozen
+    ready.optimizer = optim.build_optimizer(net, spec.optimizer, plan.lr_decay, include_frozen)
+    ready.unfreeze_at = strategy.unfreeze_steps(ready.applied, per_epoch, total)
+    ready.scheduler = optim.build_scheduler(
+        ready.optimizer, spec.schedule, total, ready.unfreeze_at, plan.rewarm_steps
+    )
+    ready.penalty = regularize.Penalty(net, plan, ready.new_names)
