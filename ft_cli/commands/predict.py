@@ -70,7 +70,7 @@ def predict_file(
     folder: str, source: Path, target: Path, overrides: list[str], batch_size: int | None = None
 ) -> int:
     """Predict every row of `source` into `target`; returns the number of rows."""
-    from ft_cli.config.schema import TaskKind
+    from ft_cli import tasks
     from ft_cli.hardware.device import setup_hardware
     from ft_cli.models import model, trained
 
@@ -85,11 +85,11 @@ def predict_file(
         )
     found = trained.locate(folder)
     spec = trained.spec_for(found, overrides)
-    if spec.task.kind == TaskKind.mlm:
-        raise FtError("a masked-LM model predicts tokens, not rows; fine-tune it first")
+    task = tasks.get(spec.task.kind)
+    task.check_predictable()
     data.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
     labels = spec.task.labels or None
-    if spec.task.kind != TaskKind.regression and labels is None:
+    if task.named_labels and labels is None:
         labels = _labels_from_data(found, spec)
     hw = setup_hardware(spec.hardware)
     tokenizer = model.load_tokenizer(spec.model)
@@ -149,12 +149,17 @@ class Predictor:
     def __call__(self, rows: list[dict]) -> list[dict[str, Any]]:
         import torch
 
-        from ft_cli.config.schema import TaskKind
+        from ft_cli import tasks
 
-        split, collate, tagged = self._encode(rows)
+        task = tasks.get(self.spec.task.kind)
+
+        def read(key: str, name: str, keep_lists: bool = False) -> list:
+            return self._column(rows, key, name, keep_lists)
+
+        split, collate, extra = task.predict_inputs(read, self.tokenizer, self.spec.data,
+                                                    self.labels)  # fmt: skip
         order = sorted(range(len(rows)), key=lambda i: len(split.input_ids[i]))
         out: list[dict[str, Any]] = [{} for _ in rows]
-        regression = self.spec.task.kind == TaskKind.regression
         with torch.no_grad(), self.hw.autocast():
             for start in range(0, len(order), self.batch):
                 indices = order[start : start + self.batch]
@@ -164,50 +169,9 @@ class Predictor:
                 batch = {k: v.to(self.hw.device) for k, v in batch.items()}
                 logits = self.net(**batch).logits.float().cpu()
                 for j, row in enumerate(indices):
-                    if tagged:
-                        out[row] = self._tags(logits[j], starts[j], len(tagged[row]))
-                    else:
-                        out[row] = self._columns(logits[j], regression)
+                    own = (starts[j], extra[row]) if extra is not None else None
+                    out[row] = task.prediction(logits[j], self.labels, own, self.lists)
         return out
-
-    def _encode(self, rows: list[dict]) -> tuple[Any, Any, list[list[str]] | None]:
-        """The chunk tokenized, its collator, and (token classification) its words."""
-        from ft_cli.config.schema import TaskKind
-        from ft_cli.data.batching import Collator
-        from ft_cli.data.encoded import EncodedSplit
-        from ft_cli.tasks import tagging
-
-        data = self.spec.data
-        pad = self.tokenizer.pad_token_id or 0
-        if self.spec.task.kind == TaskKind.token_classification:
-            raw = self._column(rows, "data.text_column", data.text_column, keep_lists=True)
-            words = [value if isinstance(value, list) else str(value).split() for value in raw]
-            split = tagging.encode_tagged(self.tokenizer, words, None, self.labels,
-                                          data.max_length, False, "input")  # fmt: skip
-            return split, tagging.TaggedCollator(split, pad), words
-        texts = self._column(rows, "data.text_column", data.text_column)
-        pairs = None
-        if data.text_pair_column is not None:
-            pairs = self._column(rows, "data.text_pair_column", data.text_pair_column)
-        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=data.max_length)
-        split = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), [0] * len(rows))
-        return split, Collator(split, pad, regression=False), None
-
-    def _tags(self, logits: Any, starts: Any, words: int) -> dict[str, Any]:
-        """A tag per word (its first sub-token's); words cut off by max_length get O."""
-        picked = logits[starts.bool()].argmax(-1).tolist()
-        tags = [self.labels[i] for i in picked] + ["O"] * (words - len(picked))
-        return {"predicted_tags": tags if self.lists else " ".join(tags)}
-
-    def _columns(self, logits: Any, regression: bool) -> dict[str, Any]:
-        if regression:
-            return {"predicted_score": float(logits[0])}
-        probs = logits.softmax(-1).tolist()
-        best = max(range(len(probs)), key=probs.__getitem__)
-        columns = {"predicted_label": self.labels[best], "predicted_probability": probs[best]}
-        for name, p in zip(self.labels, probs, strict=True):
-            columns[f"probability_{name}"] = p
-        return columns
 
 
 def count_rows(path: Path, fmt: str) -> int | None:

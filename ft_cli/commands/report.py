@@ -106,15 +106,15 @@ def _line_plot(curves: dict[str, dict[str, Any]], tag: str, title: str, path: Pa
 
 def confusion_matrix(run_dir: Path) -> tuple[list[list[int]], list[str]] | None:
     """Counts[true][predicted] on the run's validation split, or None (not classification)."""
+    from ft_cli import tasks
     from ft_cli.commands import evaluation
-    from ft_cli.config.schema import TaskKind
 
     metrics_file = run_dir / "metrics.json"
     record = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     if not record.get("labels") or not (run_dir / "model" / "config.json").is_file():
         return None
     ready = evaluation.setup(str(run_dir), [])
-    if ready.spec.task.kind != TaskKind.classification or ready.labels is None:
+    if not tasks.get(ready.spec.task.kind).confusion_matrix or ready.labels is None:
         return None
     import torch
 

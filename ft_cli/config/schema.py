@@ -13,6 +13,8 @@ from enum import Enum
 
 from omegaconf import MISSING
 
+from ft_cli.tasks import TASKS
+
 GROUPS = ("model", "data", "task", "strategy", "optimizer", "schedule", "hardware")
 
 
@@ -154,11 +156,8 @@ class DataConfig:
     )
 
 
-class TaskKind(str, Enum):
-    classification = "classification"
-    regression = "regression"
-    mlm = "mlm"
-    token_classification = "token_classification"
+# One member per module in ft_cli/tasks (TASKS names them, without importing them).
+TaskKind = Enum("TaskKind", {name: name for name in TASKS}, type=str, module=__name__)  # type: ignore[misc]
 
 
 class Packing(str, Enum):
@@ -446,13 +445,7 @@ class RunSpec:
     )
 
 
-TASK_METRICS = {
-    TaskKind.classification: ("accuracy", "f1", "mcc", "loss"),
-    TaskKind.regression: ("pearson", "spearman", "mse", "loss"),
-    TaskKind.mlm: ("loss", "perplexity", "accuracy"),
-    # Entity-level (IOB2 chunks, as seqeval counts them); accuracy is per word.
-    TaskKind.token_classification: ("f1", "precision", "recall", "accuracy", "loss"),
-}
+TASK_METRICS = {TaskKind(name): info.metrics for name, info in TASKS.items()}
 LOWER_IS_BETTER = ("loss", "mse", "perplexity")
 
 

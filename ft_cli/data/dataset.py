@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import csv
 import itertools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ft_cli import paths
-from ft_cli.config.schema import DataConfig, DataFormat, Quoting, TaskConfig, TaskKind
-from ft_cli.data import corpus, token_cache
+from ft_cli import paths, tasks
+from ft_cli.config.schema import DataConfig, DataFormat, Quoting, TaskConfig
 from ft_cli.data import files as table_files
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError, closest
@@ -205,24 +203,10 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
     for split, dataset in splits.items():
         if len(dataset) == 0:
             raise FtError(_empty_split(split, raw.source.get(split, split)))
-    if task.kind == TaskKind.mlm:
-        encoded = {s: corpus.encode_corpus(cfg, task, tokenizer, ds, s) for s, ds in splits.items()}
-        return PreparedData(
-            encoded["train"], encoded.get("validation"), encoded.get("test"), None, raw.source
-        )
-    labels = _label_names(task, cfg, splits["train"], raw.label_names)
-    if task.kind == TaskKind.classification and len(labels or []) < 2:
-        # Before the other splits are encoded: their labels would be blamed instead.
-        found = ", ".join(labels or [])
-        if task.labels:
-            raise FtError(
-                f"task.labels=[{found}] lists one class; classification needs two or more"
-            )
-        raise FtError(
-            f"data.label_column: the train split has {len(labels or [])} distinct label(s)"
-            f" ({found}); classification needs at least 2"
-        )
-    encoded = {s: encode_split(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
+    kind = tasks.get(task.kind)
+    labels = kind.label_names(task, cfg, splits["train"], raw.label_names)
+    kind.check_labels(labels, task)  # before the other splits' labels are blamed instead
+    encoded = {s: kind.encode(cfg, task, tokenizer, ds, labels, s) for s, ds in splits.items()}
     return PreparedData(
         train=encoded["train"],
         validation=encoded.get("validation"),
@@ -269,22 +253,16 @@ def encode_split(
     if len(dataset) == 0:
         raise FtError(_empty_split(split, source or split))
     _check_columns(cfg, task, dataset, split, source or split)
-    if task.kind == TaskKind.mlm:
-        return corpus.encode_corpus(cfg, task, tokenizer, dataset, split)
-    if task.kind == TaskKind.token_classification:
-        assert labels is not None
-        tags = dataset[cfg.label_column] if cfg.label_column in dataset.column_names else None
-        return tagging.encode_tagged(tokenizer, dataset[cfg.text_column], tags, labels,
-                                     cfg.max_length, task.label_all_subtokens, split)  # fmt: skip
-    return _encode(cfg, task, tokenizer, dataset, labels, split)
+    return tasks.get(task.kind).encode(cfg, task, tokenizer, dataset, labels, split)
 
 
 def _check_columns(
     cfg: DataConfig, task: TaskConfig, dataset: Any, split: str, source: str
 ) -> None:
     columns = list(dataset.column_names)
+    kind = tasks.get(task.kind)
     wanted = {"data.text_column": cfg.text_column}
-    if task.kind != TaskKind.mlm:
+    if kind.uses_labels:
         wanted["data.label_column"] = cfg.label_column
     if cfg.text_pair_column is not None:
         wanted["data.text_pair_column"] = cfg.text_pair_column
@@ -297,8 +275,8 @@ def _check_columns(
                 f"{key}: column '{column}' is not in the {split} data ({source}){hint};"
                 f" its columns are: {', '.join(columns)}"
             )
-        if task.kind == TaskKind.token_classification and len(dataset):
-            _check_word_lists(dataset[0][column], key, column, split, source)
+        if len(dataset):
+            kind.check_column(dataset[0][column], key, column, split, source)
 
 
 def _delimiter_hint(columns: list[str]) -> str:
@@ -310,90 +288,3 @@ def _delimiter_hint(columns: list[str]) -> str:
     if "\t" in columns[0]:
         return " (one column named with tabs: is the file tab-separated? use data=tsv)"
     return ""
-
-
-def _check_word_lists(first: Any, key: str, column: str, split: str, source: str) -> None:
-    """Token classification reads a list of words and a list of tags per row."""
-    if isinstance(first, (list, tuple)):
-        return
-    what = "words" if key == "data.text_column" else "tags"
-    raise FtError(
-        f"{key}: column '{column}' of the {split} data ({source}) holds a"
-        f" {type(first).__name__} per row (row 0: {str(first)[:40]!r}); task=token_classification"
-        f" needs a list of {what} per row: JSON lists in json/parquet files, or data=conll"
-    )
-
-
-def _label_names(
-    task: TaskConfig, cfg: DataConfig, train: Any, hub_names: list[str] | None
-) -> list[str] | None:
-    if task.kind == TaskKind.regression:
-        return None
-    if task.labels:
-        return [str(label) for label in task.labels]
-    if task.kind == TaskKind.token_classification:
-        return tagging.tag_names(train[cfg.label_column])
-    if hub_names:
-        return hub_names
-    values = {v for v in train[cfg.label_column] if v is not None}
-    if all(isinstance(v, (int, bool)) for v in values):
-        return [str(v) for v in sorted(values)]
-    return sorted(str(v) for v in values)
-
-
-def _encode(
-    cfg: DataConfig,
-    task: TaskConfig,
-    tokenizer: Any,
-    dataset: Any,
-    labels: list[str] | None,
-    split: str,
-) -> EncodedSplit:
-    texts = [t if t is not None else "" for t in dataset[cfg.text_column]]
-    pairs = None
-    if cfg.text_pair_column is not None:
-        pairs = [t if t is not None else "" for t in dataset[cfg.text_pair_column]]
-
-    def tokenize() -> EncodedSplit:
-        encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
-        return EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), labels=[])
-
-    key = token_cache.cache_key(tokenizer, [texts, pairs or []], f"rows|{cfg.max_length}")
-    encoded = token_cache.cached(key, cfg.cache, tokenize)
-    if cfg.label_column in dataset.column_names:
-        encoded.labels = _targets(dataset[cfg.label_column], task, labels, split, cfg.label_column)
-    else:
-        encoded.labels = [-1] * len(texts)  # unlabelled test rows: predictions only
-    return encoded
-
-
-def _targets(
-    values: list[Any], task: TaskConfig, labels: list[str] | None, split: str, column: str
-) -> list[int] | list[float]:
-    if task.kind == TaskKind.regression:
-        out: list[float] = []
-        for row, value in enumerate(values):
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                number = math.nan
-            if math.isnan(number):
-                raise FtError(
-                    f"data.label_column: value {value!r} in column '{column}' of the {split} split"
-                    f" (row {row}) is not a number; task=regression needs float labels"
-                )
-            out.append(number)
-        return out
-    assert labels is not None
-    ids = {name: i for i, name in enumerate(labels)}
-    result: list[int] = []
-    for row, value in enumerate(values):
-        label_id = ids.get(str(value))
-        if label_id is None:
-            raise FtError(
-                f"data.label_column: label {value!r} in column '{column}' of the {split} split"
-                f" (row {row}) is not in the label set [{', '.join(labels)}]; fix the data or"
-                " list every class in task.labels"
-            )
-        result.append(label_id)
-    return result

@@ -186,31 +186,13 @@ def model_config(
     dropout: float | None = None,
 ) -> tuple[Any, Any]:
     """(the transformers config of the task model, the Auto class that builds it)."""
-    from transformers import (
-        AutoModelForMaskedLM,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
+    import transformers
+
+    from ft_cli import tasks
 
     _quiet_transformers()
-    head: dict[str, Any]
-    if task == TaskKind.mlm:
-        head, auto = {}, AutoModelForMaskedLM
-    elif task == TaskKind.regression:
-        head = {"num_labels": 1, "problem_type": "regression"}
-        auto = AutoModelForSequenceClassification
-    else:
-        assert labels is not None
-        head = {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-        }
-        if task == TaskKind.token_classification:
-            auto = AutoModelForTokenClassification
-        else:
-            head["problem_type"] = "single_label_classification"
-            auto = AutoModelForSequenceClassification
+    head, auto_name = tasks.get(task).head(labels)
+    auto = getattr(transformers, auto_name)
     scratch = cfg.init == ModelInit.scratch and cfg.from_run is None
     if scratch:
         head.update(scratch_sizes(cfg), vocab_size=vocab_size)

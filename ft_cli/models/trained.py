@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ft_cli import tasks
 from ft_cli.commands import runs
-from ft_cli.config.schema import RunSpec, StrategyKind, TaskKind
+from ft_cli.config.schema import RunSpec, StrategyKind
 from ft_cli.errors import FtError
 from ft_cli.training import checkpoint
 
@@ -76,8 +77,7 @@ def spec_for(trained: Trained, overrides: list[str]) -> RunSpec:
     extra = [f"model.from_run={trained.export}"] if trained.export is not None else []
     spec = compose.to_spec(compose.compose_config([*kept, *extra, *overrides]))
     labels = _export_labels(trained)
-    tagged = (TaskKind.classification, TaskKind.token_classification)
-    if spec.task.kind in tagged and labels is not None:
+    if tasks.get(spec.task.kind).named_labels and labels is not None:
         spec.task.labels = labels  # the model's own label ids, whatever the data holds
     return spec
 

@@ -33,8 +33,7 @@ class Strategy:
 
     def objective(self, net: nn.Module, spec: RunSpec, tokenizer: Any,
                   labels: list[str] | None, device: Any) -> Objective:  # fmt: skip
-        num_labels = len(labels) if labels is not None else 1
-        return build_objective(net, spec.task, tokenizer, num_labels, spec.hardware.compile,
+        return build_objective(net, spec.task, tokenizer, spec.hardware.compile,
                                self.cfg.label_smoothing, labels)  # fmt: skip
 
     def export(self, net: nn.Module, run_dir: Path, main: bool) -> nn.Module:

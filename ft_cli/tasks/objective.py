@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ft_cli.config.schema import TaskConfig, TaskKind
+from ft_cli.config.schema import TaskConfig
 from ft_cli.data.batching import Collate, Collator
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.tasks import metrics, mlm, tagging
@@ -26,7 +26,7 @@ class Objective:
     def __init__(
         self,
         net: nn.Module,
-        task: TaskKind,
+        task: str,
         num_labels: int,
         pad_id: int,
         compile_model: bool,
@@ -38,7 +38,7 @@ class Objective:
         self.forward = torch.compile(net, dynamic=True) if compile_model else net
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return Collator(split, self.pad_id, self.task == TaskKind.regression)
+        return Collator(split, self.pad_id, self.task == "regression")
 
     def set_epoch(self, collate: Collate, epoch: int) -> None:
         """Per-epoch state of a training collator (none here)."""
@@ -89,7 +89,7 @@ class TaggingObjective(Objective):
         self, net: nn.Module, labels: list[str], pad_id: int, compile_model: bool,
         label_smoothing: float,
     ) -> None:  # fmt: skip
-        super().__init__(net, TaskKind.token_classification, len(labels), pad_id, compile_model,
+        super().__init__(net, "token_classification", len(labels), pad_id, compile_model,
                          label_smoothing)  # fmt: skip
         self.labels = labels
 
@@ -112,15 +112,12 @@ def build_objective(
     net: nn.Module,
     task: TaskConfig,
     tokenizer: Any,
-    num_labels: int,
     compile_model: bool,
     label_smoothing: float = 0.0,
     labels: list[str] | None = None,
 ) -> Objective:
-    pad_id = tokenizer.pad_token_id or 0
-    if task.kind == TaskKind.mlm:
-        return MaskedLMObjective(net, task, tokenizer, pad_id, compile_model)
-    if task.kind == TaskKind.token_classification:
-        assert labels is not None
-        return TaggingObjective(net, labels, pad_id, compile_model, label_smoothing)
-    return Objective(net, task.kind, num_labels, pad_id, compile_model, label_smoothing)
+    """The task's objective (its module in ft_cli.tasks builds it)."""
+    from ft_cli import tasks
+
+    return tasks.get(task.kind).objective(net, task, tokenizer, labels, compile_model,
+                                          label_smoothing)  # fmt: skip

@@ -139,8 +139,7 @@ def build(
     if purpose == Purpose.train:
         objective = hooks.objective(net, spec, tokenizer, labels, hw.device)
     else:  # the task's own objective: no teacher to load, nothing compiled
-        num_labels = len(labels) if labels is not None else 1
-        objective = build_objective(net, spec.task, tokenizer, num_labels, False, labels=labels)
+        objective = build_objective(net, spec.task, tokenizer, False, labels=labels)
     forward = StepForward(net, objective)
     ready = RunSetup(spec, tokenizer, prepared, labels, net, new_names, hooks, applied,
                      objective, forward)  # fmt: skip

@@ -1,0 +1,99 @@
+"""What every task provides; the defaults serve tasks with one label per row of text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ft_cli.config.schema import DataConfig, TaskConfig
+from ft_cli.data import token_cache
+from ft_cli.data.batching import Collator
+from ft_cli.data.encoded import EncodedSplit
+from ft_cli.errors import FtError
+
+
+class Task:
+    """One task's part in data preparation, the model head, training and prediction."""
+
+    name = ""
+    uses_labels = True  # the data must have data.label_column
+    named_labels = True  # the head predicts named classes (id2label in the export)
+    confusion_matrix = False  # ft report plots one (a class per row)
+
+    def label_names(self, task: TaskConfig, cfg: DataConfig, train: Any,
+                    hub_names: list[str] | None) -> list[str] | None:  # fmt: skip
+        """The label set in id order (None: the task has no classes)."""
+        return None
+
+    def check_labels(self, labels: list[str] | None, task: TaskConfig) -> None:
+        """Refuse a label set the task cannot train on (before any split is encoded)."""
+
+    def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
+        """Refuse a column whose values have the wrong shape (its first row's value)."""
+
+    def encode(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
+               labels: list[str] | None, split: str) -> EncodedSplit:  # fmt: skip
+        """Tokenize the rows' text (and pair), cached, and attach their targets."""
+        texts = [t if t is not None else "" for t in dataset[cfg.text_column]]
+        pairs = None
+        if cfg.text_pair_column is not None:
+            pairs = [t if t is not None else "" for t in dataset[cfg.text_pair_column]]
+
+        def tokenize() -> EncodedSplit:
+            encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
+            return EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), labels=[])
+
+        key = token_cache.cache_key(tokenizer, [texts, pairs or []], f"rows|{cfg.max_length}")
+        encoded = token_cache.cached(key, cfg.cache, tokenize)
+        if cfg.label_column in dataset.column_names:
+            encoded.labels = self.targets(dataset[cfg.label_column], labels, split,
+                                          cfg.label_column)  # fmt: skip
+        else:
+            encoded.labels = [-1] * len(texts)  # unlabelled test rows: predictions only
+        return encoded
+
+    def targets(self, values: list[Any], labels: list[str] | None, split: str,
+                column: str) -> list[Any]:  # fmt: skip
+        """The training target of each row's label value."""
+        raise FtError(f"task={self.name} reads no label column")
+
+    def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
+        """(model config values for the head, the transformers Auto class that builds it)."""
+        assert labels is not None
+        return {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }, "AutoModelForSequenceClassification"
+
+    def objective(self, net: nn.Module, task: TaskConfig, tokenizer: Any,
+                  labels: list[str] | None, compile_model: bool,
+                  label_smoothing: float) -> Any:  # fmt: skip
+        """The per-batch collator, forward, loss and metrics (`tasks.objective`)."""
+        from ft_cli.tasks.objective import Objective
+
+        num_labels = len(labels) if labels is not None else 1
+        pad_id = tokenizer.pad_token_id or 0
+        return Objective(net, self.name, num_labels, pad_id, compile_model, label_smoothing)
+
+    # Prediction (ft predict): rows of a file in, columns out.
+
+    def check_predictable(self) -> None:
+        """Refuse prediction where the task's model predicts no row-level output."""
+
+    def predict_inputs(self, read: Any, tokenizer: Any, cfg: DataConfig,
+                       labels: list[str] | None) -> tuple[EncodedSplit, Any, Any]:  # fmt: skip
+        """(the rows tokenized, their collator, what each row's prediction needs besides)."""
+        texts = read("data.text_column", cfg.text_column)
+        pairs = None
+        if cfg.text_pair_column is not None:
+            pairs = read("data.text_pair_column", cfg.text_pair_column)
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
+        split = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), [0] * len(texts))
+        return split, Collator(split, tokenizer.pad_token_id or 0, regression=False), None
+
+    def prediction(self, logits: Any, labels: list[str] | None, extra: Any,
+                   lists: bool) -> dict[str, Any]:  # fmt: skip
+        """The prediction columns of one row."""
+        raise FtError(f"task={self.name} predicts no rows")

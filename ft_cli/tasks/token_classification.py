@@ -1,0 +1,77 @@
+"""Token classification (named entities): a tag per word, IOB2; see `tasks.tagging`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ft_cli.config.schema import DataConfig, TaskConfig
+from ft_cli.data.encoded import EncodedSplit
+from ft_cli.errors import FtError
+from ft_cli.tasks import tagging
+from ft_cli.tasks.base import Task
+
+
+class TokenClassification(Task):
+    name = "token_classification"
+
+    def label_names(self, task: TaskConfig, cfg: DataConfig, train: Any,
+                    hub_names: list[str] | None) -> list[str] | None:  # fmt: skip
+        if task.labels:
+            return [str(label) for label in task.labels]
+        return tagging.tag_names(train[cfg.label_column])
+
+    def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
+        if isinstance(first, (list, tuple)):
+            return
+        what = "words" if key == "data.text_column" else "tags"
+        raise FtError(
+            f"{key}: column '{column}' of the {split} data ({source}) holds a"
+            f" {type(first).__name__} per row (row 0: {str(first)[:40]!r});"
+            f" task=token_classification needs a list of {what} per row: JSON lists in"
+            " json/parquet files, or data=conll"
+        )
+
+    def encode(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
+               labels: list[str] | None, split: str) -> EncodedSplit:  # fmt: skip
+        assert labels is not None
+        tags = dataset[cfg.label_column] if cfg.label_column in dataset.column_names else None
+        return tagging.encode_tagged(tokenizer, dataset[cfg.text_column], tags, labels,
+                                     cfg.max_length, task.label_all_subtokens, split)  # fmt: skip
+
+    def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
+        values, _ = super().head(labels)
+        return values, "AutoModelForTokenClassification"
+
+    def objective(self, net: nn.Module, task: TaskConfig, tokenizer: Any,
+                  labels: list[str] | None, compile_model: bool,
+                  label_smoothing: float) -> Any:  # fmt: skip
+        from ft_cli.tasks.objective import TaggingObjective
+
+        assert labels is not None
+        pad_id = tokenizer.pad_token_id or 0
+        return TaggingObjective(net, labels, pad_id, compile_model, label_smoothing)
+
+    def predict_inputs(self, read: Any, tokenizer: Any, cfg: DataConfig,
+                       labels: list[str] | None) -> tuple[EncodedSplit, Any, Any]:  # fmt: skip
+        # Words as a list (jsonl, parquet), or a string of words split on spaces.
+        raw = read("data.text_column", cfg.text_column, keep_lists=True)
+        words = [value if isinstance(value, list) else str(value).split() for value in raw]
+        assert labels is not None
+        split = tagging.encode_tagged(tokenizer, words, None, labels, cfg.max_length, False,
+                                      "input")  # fmt: skip
+        collate = tagging.TaggedCollator(split, tokenizer.pad_token_id or 0)
+        return split, collate, [len(row) for row in words]
+
+    def prediction(self, logits: Any, labels: list[str] | None, extra: Any,
+                   lists: bool) -> dict[str, Any]:  # fmt: skip
+        """A tag per word (its first sub-token's); words cut off by max_length get O."""
+        assert labels is not None
+        starts, words = extra
+        picked = logits[starts.bool()].argmax(-1).tolist()
+        tags = [labels[i] for i in picked] + ["O"] * (words - len(picked))
+        return {"predicted_tags": tags if lists else " ".join(tags)}
+
+
+TASK = TokenClassification()
