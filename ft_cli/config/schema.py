@@ -13,6 +13,7 @@ from enum import Enum
 
 from omegaconf import MISSING
 
+from ft_cli.strategies import STRATEGIES
 from ft_cli.tasks import TASKS
 
 GROUPS = ("model", "data", "task", "strategy", "optimizer", "schedule", "hardware")
@@ -196,15 +197,10 @@ class TaskConfig:
     )
 
 
-class StrategyKind(str, Enum):
-    full = "full"
-    freeze_backbone = "freeze_backbone"
-    freeze_layers = "freeze_layers"
-    gradual_unfreeze = "gradual_unfreeze"
-    llrd = "llrd"
-    lora = "lora"
-    l2sp = "l2sp"
-    distill = "distill"
+# One member per module in ft_cli/strategies (STRATEGIES names them, without importing them).
+StrategyKind = Enum(  # type: ignore[misc]
+    "StrategyKind", {name: name for name in STRATEGIES}, type=str, module=__name__
+)
 
 
 class UnfreezeUnit(str, Enum):

@@ -17,22 +17,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ft_cli.config.schema import StrategyConfig, StrategyKind
+from ft_cli.config.schema import StrategyConfig
 from ft_cli.errors import FtError
 from ft_cli.strategies import layers as strategy
 
 SHARDS = "sharded"
-UNSUPPORTED = {
-    StrategyKind.lora: "its adapters are merged into a full model at the end",
-    StrategyKind.gradual_unfreeze: "it changes the trainable parameters after sharding",
-}
 
 
 def check_supported(plan: StrategyConfig) -> None:
-    if plan.kind in UNSUPPORTED:
+    from ft_cli import strategies
+
+    refusal = strategies.for_config(plan).fsdp_refusal
+    if refusal is not None:
         raise FtError(
             f"hardware.distributed=fsdp: strategy={plan.kind.value} is not supported"
-            f" ({UNSUPPORTED[plan.kind]}); use hardware.distributed=ddp"
+            f" ({refusal}); use hardware.distributed=ddp"
         )
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ft_cli import tasks
+from ft_cli import strategies, tasks
 from ft_cli.commands import runs
-from ft_cli.config.schema import RunSpec, StrategyKind
+from ft_cli.config.schema import RunSpec
 from ft_cli.errors import FtError
 from ft_cli.training import checkpoint
 
@@ -94,7 +94,7 @@ def _export_labels(trained: Trained) -> list[str] | None:
 
 def check_loadable(trained: Trained, spec: RunSpec) -> None:
     """Checkpoints that load only where they were written say so in one line."""
-    if trained.checkpoint is not None and spec.strategy.kind == StrategyKind.lora:
+    if trained.checkpoint is not None and strategies.for_config(spec.strategy).partial_checkpoints:
         raise FtError(
             f"{trained.checkpoint}: a LoRA checkpoint holds adapter weights only; evaluate the"
             " run's model/ export (adapters merged) instead"

@@ -9,15 +9,18 @@ logits can be kept per training example, as they never change.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ft_cli.config.schema import ModelConfig, StrategyConfig, TaskKind
+from ft_cli.config.schema import ModelConfig, RunSpec, StrategyConfig, TaskKind
 from ft_cli.data.batching import Collate, Collator
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.models import model
+from ft_cli.strategies.base import Strategy
 from ft_cli.tasks import metrics
 from ft_cli.tasks.objective import Batch, Objective
 
@@ -137,3 +140,15 @@ def build(
     teacher = load_teacher(cfg, task, labels).to(device)
     num_labels = len(labels) if labels else 1
     return DistillObjective(net, teacher, task, num_labels, pad_id, cfg, compile_model)
+
+
+class Distill(Strategy):
+    """strategy=distill: the task loss plus a frozen teacher's soft targets."""
+
+    def objective(self, net: nn.Module, spec: RunSpec, tokenizer: Any,
+                  labels: list[str] | None, device: Any) -> Objective:  # fmt: skip
+        pad_id = tokenizer.pad_token_id or 0
+        return build(net, self.cfg, spec.task.kind, labels, pad_id, device, spec.hardware.compile)
+
+
+STRATEGY = Distill

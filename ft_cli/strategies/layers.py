@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ft_cli.config.schema import StrategyConfig, StrategyKind, UnfreezeUnit
+from ft_cli.config.schema import StrategyConfig, UnfreezeUnit
 from ft_cli.errors import FtError
 
 EMBEDDINGS, HEAD = "embeddings", "head"
@@ -140,62 +140,16 @@ def unfreeze_steps(applied: AppliedStrategy, steps_per_epoch: int, total_steps: 
     return [s * every for s in range(1, stages + 1) if s * every < total_steps]
 
 
-def _freeze_layers_groups(cfg: StrategyConfig, num_layers: int) -> set[int]:
-    ids: set[int] = set()
-    counts = {"strategy.frozen_layers": cfg.frozen_layers}
-    counts["strategy.frozen_top_layers"] = cfg.frozen_top_layers
-    for key, count in counts.items():
-        if not 0 <= count <= num_layers:
-            raise FtError(
-                f"{key}={count} is out of range: the model has {num_layers} encoder layers"
-                f" (use 0..{num_layers})"
-            )
-    ids.update(range(cfg.frozen_layers))
-    ids.update(range(num_layers - cfg.frozen_top_layers, num_layers))
-    for index in cfg.frozen_layer_ids or []:
-        if not 0 <= index < num_layers:
-            raise FtError(
-                f"strategy.frozen_layer_ids: layer {index} does not exist; the model has"
-                f" layers 0..{num_layers - 1}"
-            )
-        ids.add(index)
-    return ids
-
-
-def _pattern_names(model: nn.Module, pattern: str) -> set[str]:
-    try:
-        regex = re.compile(pattern)
-    except re.error as err:
-        raise FtError(f"strategy.frozen_pattern: '{pattern}' is not a valid regex: {err}") from err
-    names = {name for name, _ in model.named_parameters() if regex.search(name)}
-    if not names:
-        raise FtError(
-            f"strategy.frozen_pattern: '{pattern}' matches no parameter name; names look"
-            f" like '{next(iter(model.named_parameters()))[0]}'"
-        )
-    return names
-
-
 def apply_strategy(model: nn.Module, cfg: StrategyConfig) -> AppliedStrategy:
     """Freeze what the strategy says; the task head (and pooler) always trains."""
+    from ft_cli import strategies
+
+    plan = strategies.for_config(cfg)
     layers = num_layers_of(model)
-    by_layer = cfg.kind in (StrategyKind.freeze_layers, StrategyKind.gradual_unfreeze)
-    modules = group_modules(model, by_layer) if cfg.kind != StrategyKind.lora else {}
+    modules = {} if plan.wraps_model else group_modules(model, plan.picks_layers)
     applied = AppliedStrategy(num_layers=layers, modules=modules)
-    if cfg.kind == StrategyKind.freeze_backbone:
-        applied.frozen_groups = set(group_names(layers)) - {HEAD}
-    elif cfg.kind == StrategyKind.freeze_layers:
-        ids = _freeze_layers_groups(cfg, layers)
-        applied.frozen_groups = {f"layer.{i}" for i in ids}
-        if cfg.freeze_embeddings:
-            applied.frozen_groups.add(EMBEDDINGS)
-        if cfg.frozen_pattern:
-            applied.frozen_names = _pattern_names(model, cfg.frozen_pattern)
-    elif cfg.kind == StrategyKind.gradual_unfreeze:
-        if cfg.unfreeze_every < 1:
-            raise FtError(f"strategy.unfreeze_every={cfg.unfreeze_every} must be at least 1")
-        applied.unfreeze_every, applied.unfreeze_unit = cfg.unfreeze_every, cfg.unfreeze_unit
-    if cfg.kind != StrategyKind.lora:  # peft already froze the base model
+    plan.freeze(applied, model)
+    if not plan.wraps_model:  # a wrapper (peft) already froze the base model
         _set_trainable(model, applied)
     if applied.unfreeze_every:
         applied.update(model, 0, 0)

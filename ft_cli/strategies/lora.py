@@ -9,6 +9,7 @@ from torch import nn
 
 from ft_cli.config.schema import LoraSettings
 from ft_cli.errors import FtError
+from ft_cli.strategies.base import Strategy
 
 
 def head_modules(model: nn.Module) -> list[str]:
@@ -55,3 +56,21 @@ def merged(model: Any, adapter_dir: Path | None) -> nn.Module:
     if adapter_dir is not None:
         model.save_pretrained(adapter_dir)
     return model.merge_and_unload()
+
+
+class LoRA(Strategy):
+    """strategy=lora: adapters on the chosen linear layers; the export merges them."""
+
+    wraps_model = True
+    partial_checkpoints = True
+    fsdp_refusal = "its adapters are merged into a full model at the end"
+
+    def wrap(self, net: nn.Module) -> nn.Module:
+        return apply_lora(net, self.cfg.lora)
+
+    def export(self, net: nn.Module, run_dir: Path, main: bool) -> nn.Module:
+        keep = self.cfg.lora.keep_adapter and main
+        return merged(net, run_dir / "adapter" if keep else None)
+
+
+STRATEGY = LoRA

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ft_cli.config.schema import StrategyConfig, StrategyKind
+from ft_cli import strategies
+from ft_cli.config.schema import StrategyConfig
 from ft_cli.errors import FtError
 from ft_cli.hardware.distributed import full_tensor
 
@@ -29,7 +30,7 @@ class Penalty:
         self.anchored: list[nn.Parameter] = []
         self.anchors: list[torch.Tensor] = []
         self.new: list[nn.Parameter] = []
-        if cfg.kind == StrategyKind.l2sp:
+        if strategies.for_config(cfg).anchored:
             self.alpha, self.beta = cfg.l2sp_alpha, cfg.l2sp_beta
             for name, param in named:
                 if name in new_names:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ft_cli import strategies
 from ft_cli.config.schema import RunSpec, StrategyConfig
 from ft_cli.data import batching
 from ft_cli.data import dataset as data
@@ -30,9 +31,9 @@ from ft_cli.hardware.device import Hardware
 from ft_cli.hardware.distributed import Dist
 from ft_cli.hardware.parallel import Backend
 from ft_cli.models import model
-from ft_cli.strategies import hooks as strategies
 from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import regularize
+from ft_cli.strategies.base import Strategy
 from ft_cli.tasks.objective import Objective, build_objective
 from ft_cli.training import optim
 
@@ -83,7 +84,7 @@ class RunSetup:
     labels: list[str] | None
     net: torch.nn.Module
     new_names: set[str]  # parameters not from the checkpoint (the new head)
-    hooks: strategies.Strategy
+    hooks: Strategy
     applied: strategy.AppliedStrategy
     objective: Objective
     forward: StepForward
@@ -152,7 +153,7 @@ def build(
     return ready
 
 
-def _load_model(spec: RunSpec, plan: StrategyConfig, hooks: strategies.Strategy,
+def _load_model(spec: RunSpec, plan: StrategyConfig, hooks: Strategy,
                 labels: list[str] | None, vocab: int,
                 purpose: Purpose) -> tuple[torch.nn.Module, set[str]]:  # fmt: skip
     """The task model with the strategy's wrapper (explain: on the meta device)."""
