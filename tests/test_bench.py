@@ -23,6 +23,7 @@ def run_bench(script: str, *args: str, trainer: bool = True) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_compare_hf_quick_on_the_tiny_model(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     stdout = run_bench(
@@ -39,6 +40,7 @@ def test_compare_hf_quick_on_the_tiny_model(tmp_path: Path) -> None:
         assert record["runs"][side][0]["train_samples"] == 3 * 32
 
 
+@pytest.mark.slow
 def test_compare_mlm_on_the_tiny_model(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     stdout = run_bench("compare_mlm.py", "--max-steps", "3", "--json", str(out))
@@ -51,11 +53,13 @@ def test_compare_mlm_on_the_tiny_model(tmp_path: Path) -> None:
         assert record["table"][side]["train tokens/s"] > 0
 
 
+@pytest.mark.slow
 def test_dapt_chain_quick_on_the_tiny_model() -> None:
     stdout = run_bench("dapt_mrpc.py", "--quick", trainer=False)
     assert "MLM then fine-tune" in stdout and "perplexity" in stdout
 
 
+@pytest.mark.slow
 def test_compare_strategies_quick_on_the_tiny_model(tmp_path: Path) -> None:
     out = tmp_path / "strategies.json"
     stdout = run_bench(
@@ -70,6 +74,7 @@ def test_compare_strategies_quick_on_the_tiny_model(tmp_path: Path) -> None:
         assert row["trainable parameters"] > 0
 
 
+@pytest.mark.slow
 def test_compare_parallel_on_the_tiny_model() -> None:
     command = [sys.executable, str(REPO / "bench" / "compare_parallel.py"), "--tiny",
                "--steps", "3", "--batch", "8"]  # fmt: skip

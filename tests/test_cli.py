@@ -18,6 +18,7 @@ def ft(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProce
     return subprocess.run([*FT, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_multirun_gives_one_dir_per_job(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = ft(
@@ -37,6 +38,7 @@ def test_multirun_gives_one_dir_per_job(tmp_path: Path) -> None:
     assert "\x1b[" not in result.stdout  # not a terminal: plain lines, no control characters
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = ft(
@@ -60,6 +62,7 @@ def test_single_run_user_error_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("ft: error: data.files.train: file ")
 
 
+@pytest.mark.slow
 def test_hydra_run_dir_and_outputs(tmp_path: Path) -> None:
     run = tmp_path / "my_run"
     result = ft("train", *TINY, "train.max_steps=3", f"hydra.run.dir={run}", cwd=tmp_path)

@@ -82,6 +82,7 @@ def test_merged_eval_parts_equal_one_pass(task: TaskKind) -> None:
     assert merged == pytest.approx(whole.compute(), rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, parallel: str) -> None:
     single = run_train(tmp_path / "single", [*SETTINGS, f"train.batch_size={2 * BATCH}"])
@@ -120,6 +121,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, para
         assert len(shards) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path, parallel: str) -> None:
     overrides = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=3",
@@ -145,15 +147,25 @@ def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path, parallel: str
         # Masked-LM: DDP wraps the objective's forward (the head sees masked tokens only).
         ["task=mlm", "train.grad_accum=2"],
         # The trainable set grows mid-run: DDP is rebuilt at each unfreezing.
-        ["strategy=gradual_unfreeze", "strategy.unfreeze_every=2", "strategy.unfreeze_unit=steps"],
+        pytest.param(
+            [
+                "strategy=gradual_unfreeze",
+                "strategy.unfreeze_every=2",
+                "strategy.unfreeze_unit=steps",
+            ],
+            marks=pytest.mark.slow,
+        ),
         # FSDP: tied weights (decoder = embeddings) stored once; a penalty over shards.
         ["task=mlm", "train.grad_accum=2", "hardware.distributed=fsdp"],
-        [
-            "strategy=freeze_layers",
-            "strategy.frozen_layers=1",
-            "strategy.l2=0.01",
-            "hardware.distributed=fsdp",
-        ],
+        pytest.param(
+            [
+                "strategy=freeze_layers",
+                "strategy.frozen_layers=1",
+                "strategy.l2=0.01",
+                "hardware.distributed=fsdp",
+            ],
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_data_parallel_runs_every_objective(tmp_path: Path, extra: list[str]) -> None:
@@ -172,6 +184,7 @@ def test_fsdp_names_the_strategies_it_cannot_run(tmp_path: Path) -> None:
     assert "ft: error: hardware.distributed=fsdp: strategy=lora is not supported" in done.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path) -> None:
     import signal
     import time
@@ -199,6 +212,7 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path
     assert max_delta(a, b) == 0.0
 
 
+@pytest.mark.slow
 def test_explain_eval_and_train_share_the_setup_under_torchrun(tmp_path: Path, monkeypatch) -> None:
     """97 rows over 2 processes x batch 8: the last global batch (1 row) has fewer rows
     than ranks, so every rank skips it; explain must count what training then runs."""

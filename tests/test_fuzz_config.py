@@ -60,7 +60,7 @@ overrides = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides)
 def test_overrides_compose_or_fail_with_one_line(tokens: list[str]) -> None:
     try:
@@ -90,7 +90,7 @@ BOUNDED = [b for b in _bounded(schema.RunSpec) if b[1].length is None]
 edges = st.sampled_from([-1e9, -1, -1e-9, 0, 1e-9, 0.5, 1, 1.5, 2, 3, 1e9])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.sampled_from(BOUNDED), st.one_of(edges, st.floats(-10, 10)))
 def test_numbers_outside_their_range_fail_naming_the_key(bounded, number) -> None:
     key, bounds, kind = bounded

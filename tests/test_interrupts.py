@@ -42,6 +42,7 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["train.grad_accum=2", "train.batch_size=8"]])
 def test_kill_9_then_resume_auto_is_bit_identical(tmp_path: Path, extra: list[str]) -> None:
     reference = start(tmp_path / "reference", extra)
@@ -70,6 +71,7 @@ def interrupt_with(tmp_path: Path, signum: int) -> tuple[int, str]:
     return finish(process)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
     code, err = interrupt_with(tmp_path, signal.SIGTERM)
     assert code == 143, err
@@ -111,6 +113,7 @@ def test_a_committed_checkpoint_survives_kill_9_mid_write(tmp_path: Path) -> Non
     assert torch.is_tensor(state["rng"]["torch"])
 
 
+@pytest.mark.slow
 def test_a_second_sigint_aborts_at_once(tmp_path: Path) -> None:
     process = start(tmp_path / "run", ["train.save_every=1"])
     wait_for_step(process, 20)

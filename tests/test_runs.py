@@ -14,6 +14,7 @@ from ft_cli.commands import runs
 from ft_cli.errors import FtError
 
 
+@pytest.mark.slow
 def test_a_sweep_ends_with_its_summary_and_ft_runs_names_the_best(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = ft(

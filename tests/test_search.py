@@ -24,6 +24,7 @@ def search(tmp_path: Path, name: str, trials: int) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_optuna_search_completes_and_resumes_from_its_storage(tmp_path: Path) -> None:
     for name in ("first", "second"):  # the second run continues the stored study
         result = ft("train", *search(tmp_path, name, 2), cwd=tmp_path)
@@ -88,6 +89,7 @@ def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, ca
     assert record["steps"] > 0 and record["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes_and_still_summarises(tmp_path: Path) -> None:
     result = ft(
         "train", "-m", *QUICK, "+launcher=joblib", "hardware.num_threads=1",
@@ -108,6 +110,7 @@ def test_the_slurm_launcher_requeues_and_resumes(tmp_path: Path) -> None:
     assert "\nresume: auto\n" in text
 
 
+@pytest.mark.slow
 def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path) -> None:
     """submitit's local executor runs jobs the way SLURM does (pickled, in new processes).
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, write_csv
-from test_cli import ft
+from test_error_corpus import run_ft
 
 from ft_cli import cli
 from ft_cli.commands import evaluation, predict
-from ft_cli.errors import FtError
 from ft_cli.paths import resolve_path
 
 VALIDATION = Path(resolve_path("pkg:ft_cli/assets/demo/validation.csv", "data"))
@@ -94,58 +93,24 @@ def test_predict_streams_every_format_in_chunks(
         )
 
 
-def test_use_errors_are_one_line(run_dir: Path, tmp_path: Path) -> None:
+def test_use_errors_are_one_line(run_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     bad = write_csv(tmp_path / "bad.csv", [{"review": "fine", "label": "positive"}])
-    result = ft(
-        "predict",
-        str(run_dir),
-        "--input",
-        str(bad),
-        "--output",
-        str(tmp_path / "o.csv"),
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    code, err = run_ft(["predict", str(run_dir), "--input", str(bad), "--output",
+                        str(tmp_path / "o.csv")], capsys)  # fmt: skip
+    assert code == 2
+    assert err.strip().splitlines() == [
         "ft: error: ft predict: data.text_column: column 'text' is not in the input; its columns"
         " are: review, label (set data.text_column=NAME)"
     ]
     assert not (tmp_path / "o.csv").exists()
-    renamed = ft(
-        "predict", str(run_dir), "--input", str(bad), "data.text_column=review", cwd=tmp_path
-    )
-    assert renamed.returncode == 0, renamed.stderr
+    code, err = run_ft(["predict", str(run_dir), "--input", str(bad), "data.text_column=review"],
+                       capsys)  # fmt: skip
+    assert code == 0, err
     assert (tmp_path / "bad.predictions.csv").is_file()
-    missing = ft("eval", str(tmp_path), cwd=tmp_path)
-    assert missing.returncode == 2
-    assert "holds no ft run, exported model" in missing.stderr
-    split = ft("eval", str(run_dir), "--split", "test", cwd=tmp_path)
-    assert split.returncode == 2
-    assert (
-        "--split test: the run's data has no such split; splits: train, validation" in split.stderr
-    )
-
-
-@pytest.mark.parametrize("task", ["mlm", "regression"])
-def test_eval_and_predict_work_for_every_task(tmp_path: Path, task: str) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    texts = [f"the kettle is {'great ' * (i % 4)}good" for i in range(64)]
-    path = tmp_path / "data.parquet"
-    pq.write_table(pa.table({"sentence": texts, "score": [float(i % 4) for i in range(64)]}), path)
-    run = tmp_path / "run"
-    overrides = [*TINY, "data=parquet", f"data.files.train={path}", "data.text_column=sentence",
-                 "data.label_column=score", f"task={task}", "train.epochs=2",
-                 "train.export=last", f"hydra.run.dir={run}"]  # fmt: skip
-    assert cli.run_train(overrides) == 0
-    final = json.loads((run / "metrics.json").read_text())["final"]
-    assert evaluation.evaluate_trained(str(run), [])["metrics"] == pytest.approx(final, rel=1e-5)
-    if task == "regression":
-        out = tmp_path / "scores.jsonl"
-        assert predict.predict_file(str(run), path, out, []) == 64
-        scores = [json.loads(line)["predicted_score"] for line in out.read_text().splitlines()]
-        assert len(scores) == 64 and all(isinstance(s, float) for s in scores)
-    else:
-        with pytest.raises(FtError, match="masked-LM model predicts tokens"):
-            predict.predict_file(str(run), path, tmp_path / "x.jsonl", [])
+    code, err = run_ft(["eval", str(tmp_path)], capsys)
+    assert code == 2
+    assert "holds no ft run, exported model" in err
+    code, err = run_ft(["eval", str(run_dir), "--split", "test"], capsys)
+    assert code == 2
+    assert "--split test: the run's data has no such split; splits: train, validation" in err

@@ -252,9 +252,16 @@ def newest_valid(root: Path, warn: Any = print) -> Path | None:
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
     """The non-weight state of a checkpoint, loaded without unpickling arbitrary objects."""
+    import pickle
+
     try:
         return torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
-    except Exception as err:  # the unpickler's refusal, a truncated file, ...
+    except pickle.UnpicklingError as err:  # torch's advice here would be to load it unsafely
+        raise FtError(
+            f"resume: cannot load {checkpoint / STATE} safely (it holds pickled objects that"
+            " could run code, refused); it is not a checkpoint ft wrote, or it was tampered with"
+        ) from err
+    except Exception as err:  # a truncated file, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FtError(
             f"resume: cannot load {checkpoint / STATE} safely ({first}); it is not a checkpoint"
