@@ -145,7 +145,7 @@ def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path, parallel: str
     "extra",
     [
         # Masked-LM: DDP wraps the objective's forward (the head sees masked tokens only).
-        ["task=mlm", "train.grad_accum=2"],
+        pytest.param(["task=mlm", "train.grad_accum=2"], marks=pytest.mark.slow),
         # The trainable set grows mid-run: DDP is rebuilt at each unfreezing.
         pytest.param(
             [

@@ -55,11 +55,11 @@ def resume_after(tmp_path: Path, overrides: list[str], cut: int):
     [
         ([], 3),  # mid-epoch
         ([], 6),  # at the epoch boundary
-        ([], 8),  # right after an evaluation
+        pytest.param([], 8, marks=pytest.mark.slow),  # right after an evaluation
         (["train.grad_accum=2", "train.batch_size=8"], 5),  # accumulation, mid-epoch
         # Masked-LM: the masks of the resumed batches must be the ones never drawn.
         (["task=mlm", "task.packing=line_by_line", "task.whole_word_mask=true"], 3),
-        (["task=mlm", "data.max_length=16"], 4),
+        pytest.param(["task=mlm", "data.max_length=16"], 4, marks=pytest.mark.slow),
     ],
 )
 def test_resumed_run_is_bit_identical(tmp_path: Path, extra: list[str], cut: int) -> None:
