@@ -154,37 +154,17 @@ def _list_runs(args: list[str]) -> int:
 
 def run_train(overrides: list[str]) -> int:
     """Run `ft train`; returns the process exit code."""
-    import hydra
     from omegaconf.errors import OmegaConfBaseException
 
-    from ft_cli import paths
+    from ft_cli.commands import sweep
     from ft_cli.config import compose
 
     # Let errors reach us instead of Hydra's multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    from ft_cli.commands import sweep
-
     _outcomes.error = None
     sweep.finished.clear()
     try:
-        compose.register()
-        # Flags and their values (--cfg job, --info defaults) are Hydra's to judge.
-        _check_modes(overrides)
-        given = _config_overrides(overrides)
-        compose.check_overrides(given)
-        if "--cfg" in overrides or "-c" in overrides:
-            # Hydra prints the config without running ft's job: check the values first.
-            compose.to_spec(compose.compose_config(given))
-        overrides = _data_parallel_overrides(overrides)
-        app = hydra.main(
-            config_path=str(paths.config_dir()), config_name="config", version_base="1.3"
-        )(_train_job)
-        saved_argv = sys.argv
-        sys.argv = ["ft", *overrides]
-        try:
-            app()
-        finally:
-            sys.argv = saved_argv
+        _launch(overrides)
     except FtError as err:
         _fail(str(err))
         return 2
@@ -218,6 +198,32 @@ def run_train(overrides: list[str]) -> int:
         _fail(f"{len(failures)} job(s) failed: " + "; ".join(failures))
         return 1
     return 0
+
+
+def _launch(overrides: list[str]) -> None:
+    """Check what ft can judge itself, then hand the arguments to Hydra."""
+    import hydra
+
+    from ft_cli import paths
+    from ft_cli.config import compose
+
+    compose.register()
+    # Flags and their values (--cfg job, --info defaults) are Hydra's to judge.
+    _check_modes(overrides)
+    given = _config_overrides(overrides)
+    compose.check_overrides(given)
+    if "--cfg" in overrides or "-c" in overrides:
+        # Hydra prints the config without running ft's job: check the values first.
+        compose.to_spec(compose.compose_config(given))
+    overrides = _data_parallel_overrides(overrides)
+    app = hydra.main(config_path=str(paths.config_dir()), config_name="config",
+                     version_base="1.3")(_train_job)  # fmt: skip
+    saved_argv = sys.argv
+    sys.argv = ["ft", *overrides]
+    try:
+        app()
+    finally:
+        sys.argv = saved_argv
 
 
 # Hydra's flags that take a value (`-sc install=bash` is no override).

@@ -96,6 +96,8 @@ def test_readme_commands(tmp_path: Path) -> None:
     run = tmp_path / "demo"
     result = ft("train", "+recipe=demo", "train.max_steps=4", f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    # Only ft's own lines: no "Generating train split" bars from the datasets library.
+    assert "Generating" not in result.stdout + result.stderr
     record = json.loads((run / "metrics.json").read_text())
     assert record["steps"] == 4
     assert record["labels"] == ["negative", "positive"]
