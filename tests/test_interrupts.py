@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from ft_cli.training import checkpoint
 
-# About 500 optimizer steps: long enough to be caught mid-run.
-LONG = [*TINY, "data.max_train_samples=800", "train.epochs=10", "train.save_every=7",
+# About 250 optimizer steps: long enough to be caught mid-run.
+LONG = [*TINY, "data.max_train_samples=400", "train.epochs=10", "train.save_every=7",
         "train.keep_checkpoints=3", "train.export=last", "train.eval_every=50"]  # fmt: skip
 
 
@@ -48,7 +48,7 @@ def test_kill_9_then_resume_auto_is_bit_identical(tmp_path: Path, extra: list[st
     reference = start(tmp_path / "reference", extra)
     code, err = finish(reference)
     assert code == 0, err
-    killed_at = random.Random().randint(10, 300)
+    killed_at = random.Random().randint(10, 200)
     victim = start(tmp_path / "run", extra)
     wait_for_step(victim, killed_at)
     victim.kill()  # SIGKILL: no handler runs, no checkpoint is written now
