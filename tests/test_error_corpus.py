@@ -180,6 +180,16 @@ TRAIN_CASES: dict[str, Case] = {
         lambda f: _csv(f, train=write_csv(f / "one.csv", [{"text": "a", "label": "pos"}] * 4).name),
         "the train split has 1 distinct label(s) (pos); classification needs at least 2",
     ),
+    "model_folder_without_config": (
+        "file",
+        lambda f: [f"model.name_or_path={f}", "model.init=pretrained"],
+        "holds no model (no config.json)",
+    ),
+    "lr_not_a_number": (
+        "range",
+        lambda f: ["optimizer.lr=nan"],
+        "optimizer.lr=nan must be a finite number greater than 0",
+    ),
     "pickled_weights": (
         "file",
         lambda f: _pickled_model(f),

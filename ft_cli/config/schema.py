@@ -487,7 +487,8 @@ def check_bounds(node: object, prefix: str = "") -> None:
             )
         for number in values:
             if not bounds.holds(number):
-                raise FtError(f"{key}={_shown(value)} must be {bounds.describe()}")
+                finite = "" if math.isfinite(number) else "a finite number "
+                raise FtError(f"{key}={_shown(value)} must be {finite}{bounds.describe()}")
 
 
 def _shown(value: object) -> str:

@@ -47,6 +47,11 @@ def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, **kwargs: Any) 
     name = resolved_name(cfg)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, **kwargs}
     if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise FtError(
+                f"model.name_or_path: folder '{name}' holds no model (no config.json); point it"
+                " at a save_pretrained folder, or use the packaged model=minilm_l6"
+            )
         check_model_code(Path(name), cfg.trust_remote_code)
         return _friendly(lambda: loader(name, local_files_only=True, **common), name, what)
     if cfg.name_or_path.startswith(paths.PKG_PREFIX) or name.startswith((".", "/")):
