@@ -379,7 +379,7 @@ def _received_run(finished: Path, tmp_path: Path) -> Path:
     return run
 
 
-@pytest.mark.parametrize("command", ["eval", "predict", "train"])
+@pytest.mark.parametrize("command", ["eval", "predict", "train", "teacher"])
 def test_a_received_run_runs_no_code(command: str, finished: Path, tmp_path: Path, capsys) -> None:
     run = _received_run(finished, tmp_path)
     rows = write_csv(tmp_path / "rows.csv", ROWS[:4])
@@ -400,11 +400,21 @@ def test_a_received_run_runs_no_code(command: str, finished: Path, tmp_path: Pat
             f"model.from_run={run}",
             f"hydra.run.dir={tmp_path / 'new'}",
         ],
+        "teacher": [
+            "train",
+            *TINY,
+            "strategy=distill",
+            f"strategy.teacher.from_run={run}",
+            f"hydra.run.dir={tmp_path / 'new'}",
+        ],
     }[command]
     before = snapshot(run)
     code, err = run_ft(args, capsys)
     assert code == 2 and err.count("\n") == 1, err
-    assert "ships its own model code (evil.py)" in err and "model.trust_remote_code=true" in err
+    assert "ships its own model code (evil.py)" in err
+    # A student may be trusted from the command line; a teacher never runs shipped code.
+    expected = "never runs shipped code" if command == "teacher" else "model.trust_remote_code=true"
+    assert expected in err
     assert not (tmp_path / "pwned").exists()
     assert snapshot(run) == before
 

@@ -9,6 +9,7 @@ logits can be kept per training example, as they never change.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,9 +37,16 @@ def load_teacher(cfg: StrategyConfig, task: TaskKind, labels: list[str] | None) 
         raise FtError("strategy=distill supports task=classification and task=regression")
     source = ModelConfig(name_or_path=teacher_cfg.name_or_path or "", from_run=teacher_cfg.from_run)
     try:
-        config = model.load_config(source)
+        folder = Path(model.resolved_name(source))
+        shipped = model.shipped_code(folder) if folder.is_dir() else []
+        config = None if shipped else model.load_config(source)
     except FtError as err:  # name the teacher's keys, not the student's
         raise FtError(str(err).replace("model.", "strategy.teacher.", 1)) from err
+    if config is None:  # a teacher is only read, never trusted with code of its own
+        raise FtError(
+            f"strategy.teacher: '{folder}' ships its own model code ({', '.join(shipped)}); a"
+            " distillation teacher never runs shipped code: distill from a model without it"
+        )
     expected = 1 if task == TaskKind.regression else len(labels or [])
     if config.num_labels != expected:
         raise FtError(
