@@ -79,7 +79,7 @@ def setup(
     folder: str, overrides: list[str], split: str = "validation", file: str | None = None
 ) -> EvalSetup:
     """The trained model and the rows to evaluate, from the setup call training makes."""
-    from ft_cli.data import dataset as data
+    from ft_cli.data import dataset
     from ft_cli.hardware import parallel
     from ft_cli.hardware.device import setup_hardware
     from ft_cli.models import model, trained
@@ -93,20 +93,20 @@ def setup(
     if file is not None:
         labels = spec.task.labels or None
         tokenizer = model.load_tokenizer(spec.model)
-        table = data.load_file(file, spec.data)
-        rows = data.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
-        given = data.PreparedData(rows, None, None, labels, {"file": file})
+        table = dataset.load_file(file, spec.data)
+        rows = dataset.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
+        given = dataset.PreparedData(rows, None, None, labels, {"file": file})
     backend = parallel.Backend()
     ready = run_setup.build(spec, run_setup.Purpose.evaluate, backend, hw, prepared=given)
     trained.load_checkpoint(found, ready.net)
     if file is not None:
         rows, source = ready.prepared.train, file
     else:
-        rows = getattr(ready.prepared, split, None) if split in data.SPLITS else None
+        rows = getattr(ready.prepared, split, None) if split in dataset.SPLITS else None
         if rows is None:
             raise FtError(
                 f"--split {split}: the run's data has no such split; splits: "
-                + ", ".join(s for s in data.SPLITS if getattr(ready.prepared, s) is not None)
+                + ", ".join(s for s in dataset.SPLITS if getattr(ready.prepared, s) is not None)
             )
         source = ready.prepared.source.get(split, split)
     if getattr(rows, "labels", None) and all(label == -1 for label in rows.labels):

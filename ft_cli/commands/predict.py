@@ -26,7 +26,7 @@ from typing import Any
 
 from ft_cli.commands.evaluation import parse
 from ft_cli.config.schema import DataFormat
-from ft_cli.data import dataset as data
+from ft_cli.data import dataset
 from ft_cli.data import files as table_files
 from ft_cli.errors import FtError
 
@@ -87,7 +87,7 @@ def predict_file(
     spec = trained.spec_for(found, overrides)
     task = tasks.get(spec.task.kind)
     task.check_predictable()
-    data.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
+    dataset.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
     labels = spec.task.labels or None
     if task.named_labels and labels is None:
         labels = _labels_from_data(found, spec)
@@ -103,7 +103,9 @@ def predict_file(
 
     with Progress(transient=True) as progress, _writer(partial, out_fmt) as write:
         task = progress.add_task(f"predicting {source.name}", total=total)
-        quoted = in_fmt in ("csv", "tsv") and data.quotes_enclose(spec.data, DATA_FORMATS[in_fmt])
+        quoted = in_fmt in ("csv", "tsv") and dataset.quotes_enclose(
+            spec.data, DATA_FORMATS[in_fmt]
+        )
         for chunk in read_rows(source, in_fmt, not quoted):
             write(chunk, predictor(chunk))
             done += len(chunk)
@@ -122,7 +124,7 @@ def _labels_from_data(found: Any, spec: Any) -> list[str]:
     if found.export is not None:
         raise FtError(f"{found.home}: no label names in the model's config.json (id2label)")
     tokenizer = model.load_tokenizer(spec.model)
-    labels = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed).labels
+    labels = dataset.prepare(spec.data, spec.task, tokenizer, spec.train.seed).labels
     assert labels is not None
     return labels
 

@@ -23,8 +23,7 @@ import torch
 
 from ft_cli import strategies
 from ft_cli.config.schema import RunSpec, StrategyConfig
-from ft_cli.data import batching
-from ft_cli.data import dataset as data
+from ft_cli.data import batching, dataset
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.hardware import distributed
 from ft_cli.hardware.device import Hardware
@@ -80,7 +79,7 @@ class StepPlan:
 class RunSetup:
     spec: RunSpec
     tokenizer: Any
-    prepared: data.PreparedData
+    prepared: dataset.PreparedData
     labels: list[str] | None
     net: torch.nn.Module
     new_names: set[str]  # parameters not from the checkpoint (the new head)
@@ -109,7 +108,7 @@ def build(
     backend: Backend,
     hw: Hardware,
     place: Dist = distributed.SINGLE,
-    prepared: data.PreparedData | None = None,
+    prepared: dataset.PreparedData | None = None,
 ) -> RunSetup:
     """Build the run's pieces in the order training needs them (seeds included).
 
@@ -128,7 +127,7 @@ def build(
         # Rank 0 fills the token cache, the others read it (only real process groups wait).
         first = place if purpose == Purpose.train else distributed.SINGLE
         with distributed.main_first(first):
-            prepared = data.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
+            prepared = dataset.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
     labels = prepared.labels
     seed_everything(spec.train.seed)  # the head's init does not depend on the data size
     plan = spec.strategy if purpose != Purpose.evaluate else StrategyConfig()
