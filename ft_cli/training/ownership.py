@@ -16,7 +16,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -200,18 +199,6 @@ def _unique(path: Path) -> Path:
         candidate = path.with_name(f"{path.name}-{number}")
         number += 1
     return candidate
-
-
-def leftovers(root: Path) -> tuple[list[Path], list[Path]]:
-    """(interrupted checkpoint writes to keep aside, interrupted deletions to finish)."""
-    partial = [p for p in root.glob(".tmp-step-*") if p.is_dir()]
-    deleting = [p for p in root.glob(".tmp-deleting-*") if p.is_dir()]
-    return partial, deleting
-
-
-def finish_deletions(paths: list[Path]) -> None:
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def disk_error(err: OSError, what: str) -> FtError:
