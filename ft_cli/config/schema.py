@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -167,14 +168,21 @@ class Packing(str, Enum):
 
 
 @dataclass
-class TaskConfig:
+class TaskSettings:
+    """What one task is: its kind and the settings of that kind."""
+
     kind: TaskKind = _help(
         MISSING,
-        "classification, regression, token_classification (a tag per word: IOB2 entities)"
-        " or mlm (masked-LM pretraining).",
+        "classification, regression, token_classification (a tag per word: IOB2 entities),"
+        " mlm (masked-LM pretraining) or multitask (several tasks, one encoder).",
     )
     labels: list[str] | None = _help(
         None, "Class names in id order; null = the sorted labels found in train."
+    )
+    class_weights: Any = _help(
+        None,
+        "classification, token_classification: weight of each class in the loss: balanced"
+        " (inverse frequency in train), a list in label order, or {label: weight}; null = 1.",
     )
     mlm_probability: float = _help(0.15, "mlm: share of (non-special) tokens to predict.", DECAY)
     mask_replace_prob: float = _help(
@@ -195,6 +203,38 @@ class TaskConfig:
         "token_classification: train on every sub-token of a word (B- becomes I- after the"
         " first), not only the first; metrics always read the first.",
     )
+
+
+@dataclass
+class SubTaskConfig(TaskSettings):
+    """One task of a multi-task run: its kind and settings, its own data, its loss weight."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    weight: float = _help(1.0, "multitask: weight of this task's loss.", POSITIVE)
+    share: float = _help(
+        1.0, "multitask, mixing=weights: this task's relative share of the batches.", POSITIVE
+    )
+
+
+class Mixing(str, Enum):
+    proportional = "proportional"
+    temperature = "temperature"
+    round_robin = "round_robin"
+    weights = "weights"
+
+
+@dataclass
+class TaskConfig(TaskSettings):
+    tasks: dict[str, SubTaskConfig] = field(
+        default_factory=dict,
+        metadata={"help": "multitask: the tasks by name, each with kind, data, weight."},
+    )
+    mixing: Mixing = _help(
+        Mixing.proportional,
+        "multitask: which task each batch comes from: proportional (to size), temperature"
+        " (size^(1/T)), round_robin, or weights (each task's share).",
+    )
+    temperature: float = _help(2.0, "multitask, mixing=temperature: T.", POSITIVE)
 
 
 # One member per module in ft_cli/strategies (STRATEGIES names them, without importing them).
@@ -446,7 +486,16 @@ LOWER_IS_BETTER = ("loss", "mse", "perplexity")
 
 
 def default_mode(metric: str) -> Mode:
-    return Mode.min if metric in LOWER_IS_BETTER else Mode.max
+    """min for losses and errors (a multi-task run's `NAME/loss` too), else max."""
+    return Mode.min if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else Mode.max
+
+
+def valid_metrics(task: TaskSettings) -> list[str]:
+    """The metrics a run of `task` can monitor (multitask: `score` and every NAME/METRIC)."""
+    names = list(TASK_METRICS[task.kind])
+    for name, sub in getattr(task, "tasks", {}).items() if task.kind == TaskKind.multitask else ():
+        names += [f"{name}/{metric}" for metric in TASK_METRICS[sub.kind]]
+    return names
 
 
 def search_direction(task: str, metric: str | None, mode: str | None) -> str:
@@ -474,6 +523,11 @@ def check_bounds(node: object, prefix: str = "") -> None:
         key = f"{prefix}{item.name}"
         if dataclasses.is_dataclass(value):
             check_bounds(value, f"{key}.")
+            continue
+        if isinstance(value, dict):  # multitask: task.tasks.NAME
+            for name, item_value in value.items():
+                if dataclasses.is_dataclass(item_value):
+                    check_bounds(item_value, f"{key}.{name}.")
             continue
         bounds: Bounds | None = item.metadata.get("bounds")
         if bounds is None or value is None:
@@ -503,35 +557,108 @@ def has_validation(data: DataConfig) -> bool:
     return own or data.validation_fraction > 0
 
 
+def run_data(spec: RunSpec) -> dict[str, DataConfig]:
+    """The data of each task of the run: {"": data} for one task, {name: data} for several."""
+    if spec.task.kind == TaskKind.multitask:
+        return {name: sub.data for name, sub in spec.task.tasks.items()}
+    return {"": spec.data}
+
+
 def check_spec(spec: RunSpec) -> None:
     """Ranges declared in the schema, then cross-field rules; raises FtError naming the key."""
+    check_bounds(spec)
+    if spec.task.kind == TaskKind.multitask:
+        _check_multitask(spec)
+    else:
+        _check_data(spec.data, "data.")
+        _check_task(spec.task, spec.data, "task.", "data.")
+    _check_class_weights(spec.task, "task.")
+    _check_model(spec.model)
+    _check_evaluation(spec)
+
+
+def _check_data(data: DataConfig, key: str) -> None:
     from ft_cli.errors import FtError
 
-    check_bounds(spec)
-    data = spec.data
     if data.format == DataFormat.hub and not data.hub_path:
         raise FtError(
-            "data.hub_path is required for data.format=hub; e.g. data.hub_path=nyu-mll/glue"
+            f"{key}hub_path is required for {key}format=hub; e.g. {key}hub_path=nyu-mll/glue"
         )
     if data.format == DataFormat.glue_tsv and data.path is None:
         raise FtError(
-            "data.path is required for GLUE TSV data; set data.path=FOLDER (the folder with"
+            f"{key}path is required for GLUE TSV data; set {key}path=FOLDER (the folder with"
             " train.tsv and dev.tsv)"
         )
     if data.format not in (DataFormat.hub, DataFormat.glue_tsv) and data.files.train is None:
         raise FtError(
-            f"data.files.train is required for data.format={data.format.value};"
-            " set data.files.train=FILE"
+            f"{key}files.train is required for {key}format={data.format.value};"
+            f" set {key}files.train=FILE"
         )
-    _check_task(spec)
-    _check_model(spec.model)
-    _check_evaluation(spec)
+
+
+def _check_multitask(spec: RunSpec) -> None:
+    from ft_cli.errors import FtError
+
+    tasks = spec.task.tasks
+    if not tasks:
+        raise FtError(
+            "task=multitask lists no tasks: add task.tasks.NAME with kind and data for each"
+            " (see the README's multi-task section, or +recipe=demo_multitask)"
+        )
+    for name, sub in tasks.items():
+        key = f"task.tasks.{name}."
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise FtError(
+                f"task.tasks.{name}: a task name may hold letters, digits, _ and - only"
+            )
+        if sub.kind == TaskKind.multitask:
+            raise FtError(f"{key}kind=multitask: a task of a multi-task run cannot nest tasks")
+        _check_data(sub.data, f"{key}data.")
+        _check_task(sub, sub.data, key, f"{key}data.")
+        _check_class_weights(sub, key)
+    if all(sub.kind == TaskKind.mlm for sub in tasks.values()):
+        raise FtError(
+            "task=multitask: every task is mlm; add a task it helps (mlm is an auxiliary task"
+            " here), or pretrain with task=mlm"
+        )
+    if spec.strategy.kind.value == "distill":
+        raise FtError(
+            "strategy=distill needs one teacher for one task; task=multitask runs without it"
+        )
+
+
+def _check_class_weights(task: TaskSettings, key: str) -> None:
+    from ft_cli.errors import FtError
+
+    weights = task.class_weights
+    if weights is None:
+        return
+    if task.kind not in (TaskKind.classification, TaskKind.token_classification):
+        raise FtError(
+            f"{key}class_weights is for classification and token_classification, not"
+            f" {key}kind={task.kind.value}; drop it"
+        )
+    if isinstance(weights, str):
+        if weights != "balanced":
+            raise FtError(
+                f"{key}class_weights={weights}: use balanced, a list in label order"
+                " ([1.0,3.0]) or {label: weight}"
+            )
+        return
+    values = list(weights.values()) if hasattr(weights, "values") else list(weights)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FtError(f"{key}class_weights: {value!r} is not a number")
+        if not math.isfinite(value) or value < 0:
+            raise FtError(f"{key}class_weights: {value:g} must be a finite number, at least 0")
+    if values and not any(values):
+        raise FtError(f"{key}class_weights: every weight is 0; at least one must be positive")
 
 
 def _check_evaluation(spec: RunSpec) -> None:
     from ft_cli.errors import FtError
 
-    if has_validation(spec.data):
+    if any(has_validation(data) for data in run_data(spec).values()):
         return
     train = spec.train
     needs = {
@@ -546,30 +673,33 @@ def _check_evaluation(spec: RunSpec) -> None:
             )
 
 
-def _check_task(spec: RunSpec) -> None:
+def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -> None:
     from ft_cli.errors import FtError
 
-    task, data = spec.task, spec.data
     if data.format == DataFormat.text and task.kind != TaskKind.mlm:
         raise FtError(
-            "data.format=text holds no labels; use task=mlm to pretrain on it, or a csv/json/"
-            "parquet file with a label column"
+            f"{data_key}format=text holds no labels; use {key}kind=mlm to pretrain on it, or a"
+            " csv/json/parquet file with a label column"
         )
     tagged = task.kind == TaskKind.token_classification
     if data.format == DataFormat.conll and not tagged:
-        raise FtError("data.format=conll holds word tags: use task=token_classification")
+        raise FtError(
+            f"{data_key}format=conll holds word tags: use {key}kind=token_classification"
+        )
     if tagged and data.text_pair_column is not None:
-        raise FtError("task=token_classification tags one text; set data.text_pair_column=null")
+        raise FtError(
+            f"{key}kind=token_classification tags one text; set {data_key}text_pair_column=null"
+        )
     if task.kind != TaskKind.mlm:
         return
     if task.mask_replace_prob + task.random_replace_prob > 1:
         raise FtError(
-            f"task.mask_replace_prob + task.random_replace_prob ="
+            f"{key}mask_replace_prob + {key}random_replace_prob ="
             f" {task.mask_replace_prob + task.random_replace_prob:g} must be at most 1"
         )
     if task.packing == Packing.group_texts and data.max_length < 3:
         raise FtError(
-            f"data.max_length={data.max_length} is too short for task.packing=group_texts"
+            f"{data_key}max_length={data.max_length} is too short for {key}packing=group_texts"
             " (a block needs its special tokens and at least one token)"
         )
 

@@ -28,6 +28,9 @@ TASKS: dict[str, TaskInfo] = {
         "token_classification", ("f1", "precision", "recall", "accuracy", "loss")
     ),
     "mlm": TaskInfo("masked_lm", ("loss", "perplexity", "accuracy")),
+    # Several tasks on one encoder: `score` is the mean of each task's first metric
+    # (mlm tasks aside); each task's own metrics come as NAME/METRIC.
+    "multitask": TaskInfo("multitask", ("score",)),
 }
 
 

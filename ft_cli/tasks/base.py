@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ft_cli.config.schema import DataConfig, TaskConfig
+from ft_cli.config.schema import DataConfig, ModelConfig, TaskConfig
 from ft_cli.data import token_cache
 from ft_cli.data.batching import Collator
 from ft_cli.data.encoded import EncodedSplit
@@ -20,6 +21,38 @@ class Task:
     uses_labels = True  # the data must have data.label_column
     named_labels = True  # the head predicts named classes (id2label in the export)
     confusion_matrix = False  # ft report plots one (a class per row)
+
+    def prepare(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Any:
+        """The run's data, checked and tokenized (`dataset.PreparedData`)."""
+        from ft_cli.data import dataset
+
+        return dataset.prepare(cfg, task, tokenizer, seed)
+
+    def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
+        """The task settings with what depends on the data filled in (class_weights=balanced)."""
+        return task
+
+    def build_model(self, cfg: ModelConfig, task: TaskConfig, labels: Any, vocab: int,
+                    dropout: float | None, meta: bool) -> tuple[nn.Module, set[str]]:  # fmt: skip
+        """(the task model, the names of its parameters not from the checkpoint).
+
+        `meta`: shapes only, on PyTorch's meta device (no weights read).
+        """
+        import torch
+
+        from ft_cli.models import model
+
+        if not meta:
+            return model.load_model(cfg, task.kind, labels, vocab, dropout)
+        config, auto = model.model_config(cfg, task.kind, labels, vocab, dropout)
+        with torch.device("meta"):
+            return auto.from_config(config, trust_remote_code=cfg.trust_remote_code), set()
+
+    def save(self, net: nn.Module, tokenizer: Any, folder: Path, weights: Any,
+             task: TaskConfig, labels: Any) -> None:  # fmt: skip
+        """Write the trained model as a transformers folder (`weights`: None = its own)."""
+        net.save_pretrained(folder, state_dict=weights)
+        tokenizer.save_pretrained(folder)
 
     def label_names(self, task: TaskConfig, cfg: DataConfig, train: Any,
                     hub_names: list[str] | None) -> list[str] | None:  # fmt: skip
@@ -75,7 +108,8 @@ class Task:
 
         num_labels = len(labels) if labels is not None else 1
         pad_id = tokenizer.pad_token_id or 0
-        return Objective(net, self.name, num_labels, pad_id, compile_model, label_smoothing)
+        return Objective(net, self.name, num_labels, pad_id, compile_model, label_smoothing,
+                         task.class_weights)  # fmt: skip
 
     # Prediction (ft predict): rows of a file in, columns out.
 

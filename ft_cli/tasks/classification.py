@@ -6,6 +6,7 @@ from typing import Any
 
 from ft_cli.config.schema import DataConfig, TaskConfig
 from ft_cli.errors import FtError
+from ft_cli.tasks import class_weights
 from ft_cli.tasks.base import Task
 
 
@@ -52,6 +53,9 @@ class Classification(Task):
                 )
             result.append(label_id)
         return result
+
+    def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
+        return class_weights.settled(task, prepared.labels, prepared.train.labels, key)
 
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
         values, auto = super().head(labels)

@@ -8,17 +8,29 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ft_cli.config.schema import TASK_METRICS, EarlyStoppingConfig, Mode, TaskKind, default_mode
+from ft_cli.config.schema import (
+    EarlyStoppingConfig,
+    Mode,
+    TaskKind,
+    TaskSettings,
+    default_mode,
+    valid_metrics,
+)
 from ft_cli.errors import FtError
 
 
 def task_loss(
-    task: TaskKind, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+    task: TaskKind,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     # Computed in fp32: the logits may come out of autocast in bf16/fp16.
     if task == TaskKind.regression:
         return F.mse_loss(logits.float().squeeze(-1), labels.float())
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    return F.cross_entropy(logits.float(), labels, weight=class_weights,
+                           label_smoothing=label_smoothing)  # fmt: skip
 
 
 class EvalMetrics:
@@ -91,13 +103,13 @@ class EvalMetrics:
         return torchmetrics.MetricCollection(metrics)
 
 
-def monitored(task: TaskKind, cfg: EarlyStoppingConfig) -> tuple[str, Mode]:
+def monitored(task: TaskSettings, cfg: EarlyStoppingConfig) -> tuple[str, Mode]:
     """The metric that picks the best checkpoint (and early-stops), and its direction."""
-    valid = TASK_METRICS[task]
+    valid = valid_metrics(task)
     metric = cfg.metric or valid[0]
     if metric not in valid:
         raise FtError(
-            f"train.early_stopping.metric: '{metric}' is not a {task.value} metric;"
+            f"train.early_stopping.metric: '{metric}' is not a {task.kind.value} metric;"
             f" valid metrics: {', '.join(valid)}"
         )
     mode = cfg.mode or default_mode(metric)

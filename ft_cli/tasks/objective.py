@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ft_cli.config.schema import TaskConfig
+from ft_cli.data import batching
 from ft_cli.data.batching import Collate, Collator
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.tasks import metrics, mlm, tagging
@@ -31,9 +32,11 @@ class Objective:
         pad_id: int,
         compile_model: bool,
         label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
     ) -> None:
         self.task, self.num_labels, self.pad_id = task, num_labels, pad_id
         self.label_smoothing = label_smoothing
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights)
         # The compiled wrapper shares its parameters with `net`.
         self.forward = torch.compile(net, dynamic=True) if compile_model else net
 
@@ -49,7 +52,24 @@ class Objective:
         return self.forward(**batch).logits, labels
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return metrics.task_loss(self.task, logits, targets, self.label_smoothing)
+        return metrics.task_loss(self.task, logits, targets, self.label_smoothing,
+                                 self.weights_on(logits.device))  # fmt: skip
+
+    def weights_on(self, device: torch.device) -> torch.Tensor | None:
+        """The class weights on the logits' device (moved there once)."""
+        if self.class_weights is not None and self.class_weights.device != device:
+            self.class_weights = self.class_weights.to(device)
+        return self.class_weights
+
+    def train_loader(self, split: Any, collate: Collate, batch_size: int, seed: int,
+                     group_by_length: bool, rank: int, world: int) -> tuple[Any, Any]:  # fmt: skip
+        """(the training loader, its sampler, which selects the epoch)."""
+        return batching.train_loader(split, batch_size, seed, collate, group_by_length, rank,
+                                     world)  # fmt: skip
+
+    def eval_loader(self, split: Any, collate: Collate, batch_size: int, rank: int, world: int,
+                    even: bool) -> Any:  # fmt: skip
+        return batching.eval_loader(split, batch_size, collate, rank, world, even)
 
     def new_metrics(self) -> Any:
         return metrics.EvalMetrics(self.task, self.num_labels)
@@ -87,10 +107,10 @@ class TaggingObjective(Objective):
 
     def __init__(
         self, net: nn.Module, labels: list[str], pad_id: int, compile_model: bool,
-        label_smoothing: float,
+        label_smoothing: float, class_weights: list[float] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(net, "token_classification", len(labels), pad_id, compile_model,
-                         label_smoothing)  # fmt: skip
+                         label_smoothing, class_weights)  # fmt: skip
         self.labels = labels
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
@@ -102,7 +122,8 @@ class TaggingObjective(Objective):
         return self.forward(**batch).logits, torch.stack([labels, starts], dim=-1)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return tagging.tagging_loss(logits, targets, self.label_smoothing)
+        return tagging.tagging_loss(logits, targets, self.label_smoothing,
+                                    self.weights_on(logits.device))  # fmt: skip
 
     def new_metrics(self) -> Any:
         return tagging.TaggingMetrics(self.labels)

@@ -158,11 +158,13 @@ class TaggedCollator:
         return batch
 
 
-def tagging_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> Any:
-    """Mean cross-entropy over the labelled sub-tokens (targets[..., 0]; -100 ignored)."""
+def tagging_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0,
+                 weights: torch.Tensor | None = None) -> Any:  # fmt: skip
+    """Mean cross-entropy over the labelled sub-tokens (targets[..., 0]; -100 ignored);
+    with class `weights`, their weighted mean."""
     flat = logits.float().reshape(-1, logits.shape[-1])
-    return F.cross_entropy(flat, targets[..., 0].reshape(-1), ignore_index=IGNORE,
-                           label_smoothing=smoothing)  # fmt: skip
+    return F.cross_entropy(flat, targets[..., 0].reshape(-1), weight=weights,
+                           ignore_index=IGNORE, label_smoothing=smoothing)  # fmt: skip
 
 
 def entities(tags: list[str]) -> set[tuple[str, int, int]]:

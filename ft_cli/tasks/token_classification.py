@@ -10,6 +10,7 @@ from ft_cli.config.schema import DataConfig, TaskConfig
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.tasks import tagging
+from ft_cli.tasks import class_weights
 from ft_cli.tasks.base import Task
 
 
@@ -44,6 +45,9 @@ class TokenClassification(Task):
         values, _ = super().head(labels)
         return values, "AutoModelForTokenClassification"
 
+    def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
+        return class_weights.settled(task, prepared.labels, prepared.train.labels, key)
+
     def objective(self, net: nn.Module, task: TaskConfig, tokenizer: Any,
                   labels: list[str] | None, compile_model: bool,
                   label_smoothing: float) -> Any:  # fmt: skip
@@ -51,7 +55,8 @@ class TokenClassification(Task):
 
         assert labels is not None
         pad_id = tokenizer.pad_token_id or 0
-        return TaggingObjective(net, labels, pad_id, compile_model, label_smoothing)
+        return TaggingObjective(net, labels, pad_id, compile_model, label_smoothing,
+                                task.class_weights)  # fmt: skip
 
     def predict_inputs(self, read: Any, tokenizer: Any, cfg: DataConfig,
                        labels: list[str] | None) -> tuple[EncodedSplit, Any, Any]:  # fmt: skip

@@ -32,7 +32,8 @@ from ft_cli.outputs import model_card, tracking
 from ft_cli.outputs.console import RunConsole
 from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import report as strategy_report
-from ft_cli.tasks import metrics
+from ft_cli import tasks
+from ft_cli.tasks import class_weights, metrics
 from ft_cli.tasks.objective import Objective
 from ft_cli.training import checkpoint, guards, ownership, resume, setup
 from ft_cli.training.loop_state import LoopState
@@ -167,7 +168,7 @@ def _train(
 ) -> RunResult:
     started = time.perf_counter()
     first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
-    metric_name, mode = metrics.monitored(spec.task.kind, spec.train.early_stopping)
+    metric_name, mode = metrics.monitored(spec.task, spec.train.early_stopping)
     main, t = place.is_main, spec.train
     backend = parallel.for_run(spec.hardware, place)
     backend.check(spec.strategy)
@@ -321,7 +322,7 @@ class _Ending:
     def finish(self, loop: LoopState, stopper: Any, stopped_early: bool,
                timing: dict[str, Any], counts: tuple[int, int]) -> RunResult:  # fmt: skip
         spec, hw, place, run_dir = self.spec, self.hw, self.place, self.run_dir
-        metric_name, mode = metrics.monitored(spec.task.kind, spec.train.early_stopping)
+        metric_name, mode = metrics.monitored(spec.task, spec.train.early_stopping)
         self.ui.stop()
         if stopped_early:
             self.ui.info(
@@ -359,6 +360,7 @@ class _Ending:
             "compiled": spec.hardware.compile,
             "exported_from": exported_from,
             "labels": run.labels,
+            **_class_weights(run.spec.task, run.labels),
         }
         if place.is_main:
             tracking.write_metrics(run_dir, record)
@@ -375,6 +377,15 @@ class _Ending:
                                       self.saver.root, run_dir))  # fmt: skip
         return RunResult(metric_name, best_value, loop.best_metrics, loop.last_metrics,
                          loop.step, stopped_early, run_dir, run.net)  # fmt: skip
+
+
+def _class_weights(task: Any, labels: Any) -> dict[str, Any]:
+    """The loss's class weights per label (multitask: per task), when any are set."""
+    if isinstance(labels, dict):  # multitask: labels and settings per task
+        each = {n: class_weights.by_label(task.tasks[n], labels[n]) for n in labels}
+        return {"class_weights": each} if any(each.values()) else {}
+    weights = class_weights.by_label(task, labels)
+    return {"class_weights": weights} if weights else {}
 
 
 def _forward_backward(
@@ -524,13 +535,13 @@ def _export(
         exported_from = f"best checkpoint {best_dir.name}"
     net = run.hooks.export(run.net, run_dir, backend.is_main)
     if net is not run.net:  # a new model (LoRA merged): evaluate what is exported
-        objective = run.hooks.objective(net, spec, run.tokenizer, run.labels, hw.device)
+        objective = run.hooks.objective(net, run.spec, run.tokenizer, run.labels, hw.device)
         run = dataclasses.replace(run, net=net, objective=objective,
                                   forward=StepForward(net, objective))  # fmt: skip
     weights = backend.full_weights(run.forward)
     if backend.is_main:
-        net.save_pretrained(export_dir, state_dict=weights)
-        run.tokenizer.save_pretrained(export_dir)
+        tasks.get(spec.task.kind).save(net, run.tokenizer, export_dir, weights, run.spec.task,
+                                       run.labels)  # fmt: skip
     return export_dir, exported_from, run
 
 

@@ -12,6 +12,7 @@ can never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ft_cli import strategies
-from ft_cli.config.schema import RunSpec, StrategyConfig
-from ft_cli.data import batching, dataset
+from ft_cli import strategies, tasks
+from ft_cli.config.schema import RunSpec, StrategyConfig, run_data
+from ft_cli.data import dataset
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.hardware import distributed
 from ft_cli.hardware.device import Hardware
@@ -122,17 +123,22 @@ def build(
     """
     seed_everything(spec.train.seed)
     tokenizer = model.load_tokenizer(spec.model)
-    model.check_max_length(spec.model, spec.data.max_length)
+    kind = tasks.get(spec.task.kind)
     if prepared is None:
+        for data in run_data(spec).values():
+            model.check_max_length(spec.model, data.max_length)
         # Rank 0 fills the token cache, the others read it (only real process groups wait).
         first = place if purpose == Purpose.train else distributed.SINGLE
         with distributed.main_first(first):
-            prepared = dataset.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
+            prepared = kind.prepare(spec.data, spec.task, tokenizer, spec.train.seed)
+    spec = dataclasses.replace(spec, task=kind.settle(spec.task, prepared))
     labels = prepared.labels
     seed_everything(spec.train.seed)  # the head's init does not depend on the data size
     plan = spec.strategy if purpose != Purpose.evaluate else StrategyConfig()
     hooks = strategies.for_config(plan)
-    net, new_names = _load_model(spec, plan, hooks, labels, len(tokenizer), purpose)
+    net, new_names = kind.build_model(spec.model, spec.task, labels, len(tokenizer),
+                                      plan.dropout, meta=purpose == Purpose.explain)  # fmt: skip
+    net = hooks.wrap(net)
     if purpose != Purpose.explain:
         net = net.to(hw.device)
     applied = strategy.apply_strategy(net, plan)
@@ -152,35 +158,22 @@ def build(
     return ready
 
 
-def _load_model(spec: RunSpec, plan: StrategyConfig, hooks: Strategy,
-                labels: list[str] | None, vocab: int,
-                purpose: Purpose) -> tuple[torch.nn.Module, set[str]]:  # fmt: skip
-    """The task model with the strategy's wrapper (explain: on the meta device)."""
-    if purpose != Purpose.explain:
-        net, new_names = model.load_model(spec.model, spec.task.kind, labels, vocab, plan.dropout)
-        return hooks.wrap(net), new_names
-    config, auto = model.model_config(spec.model, spec.task.kind, labels, vocab, plan.dropout)
-    with torch.device("meta"):  # shapes only: no memory, no weights read
-        net = auto.from_config(config, trust_remote_code=spec.model.trust_remote_code)
-        return hooks.wrap(net), set()
-
-
 def eval_loader(ready: RunSetup, rows: EncodedSplit | None, place: Dist,
                 backend: Backend) -> Any:  # fmt: skip
     """Length-sorted evaluation batches of `rows`, split over the processes."""
     if rows is None:
         return None
     collate = ready.objective.collator(rows, ready.spec.train.seed)
-    return batching.eval_loader(rows, ready.spec.train.eval_batch_size, collate, place.rank,
-                                place.world, even=backend.even_eval_batches)  # fmt: skip
+    return ready.objective.eval_loader(rows, collate, ready.spec.train.eval_batch_size,
+                                       place.rank, place.world, backend.even_eval_batches)  # fmt: skip
 
 
 def _add_training(ready: RunSetup, place: Dist) -> None:
     spec, t = ready.spec, ready.spec.train
     seed = t.seed
     ready.collate = ready.objective.collator(ready.prepared.train, seed)
-    ready.loader, ready.sampler = batching.train_loader(
-        ready.prepared.train, t.batch_size, seed, ready.collate, t.group_by_length,
+    ready.loader, ready.sampler = ready.objective.train_loader(
+        ready.prepared.train, ready.collate, t.batch_size, seed, t.group_by_length,
         place.rank, place.world,
     )  # fmt: skip
     batches = len(ready.sampler)
