@@ -316,7 +316,7 @@ def _train_job(cfg) -> float | None:
     # A dir that held a run before this job keeps its record if the job fails.
     fresh = not ownership.holds_run(Path(run_dir))
     try:
-        spec = compose.to_spec(cfg)
+        spec = compose.to_spec(cfg, overrides)
         from ft_cli.training.engine import train
 
         result = train(spec, run_dir, overrides, records)

@@ -29,6 +29,8 @@ def test_every_recipe_composes_and_validates(recipe: str) -> None:
     kind = TaskKind.mlm if recipe.endswith("_mlm") else TaskKind.classification
     if recipe.endswith("_ner"):
         kind = TaskKind.token_classification
+    if recipe.endswith(("_multitask", "_mt")):
+        kind = TaskKind.multitask
     assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False
     assert compose.recipe_purpose(compose.paths.recipes_dir() / f"{recipe}.yaml")
@@ -72,6 +74,8 @@ def test_every_group_option_composes(group: str, check) -> None:
             extra = ["data.files.train=f.conll", "task=token_classification"]
         if option == "demo_ner":
             extra = ["task=token_classification"]
+        if option == "multitask":  # its tasks come from YAML: a recipe
+            extra = ["+recipe=demo_multitask"]
         spec = compose_spec([f"{group}={option}", *extra])
         assert check(spec, option), (group, option)
 

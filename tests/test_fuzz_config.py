@@ -65,7 +65,7 @@ overrides = st.lists(
 def test_overrides_compose_or_fail_with_one_line(tokens: list[str]) -> None:
     try:
         spec = compose.to_spec(compose.compose_config(tokens))
-        monitored(spec.task.kind, spec.train.early_stopping)
+        monitored(spec.task, spec.train.early_stopping)
     except FtError as err:
         message = str(err)
         assert message and "\n" not in message, (tokens, message)

@@ -17,7 +17,8 @@ from typing import Any
 from ft_cli.errors import FtError
 
 USAGE = (
-    "usage: ft eval RUN_OR_MODEL_DIR [--split validation|test|train | --file FILE] [KEY=VALUE ...]"
+    "usage: ft eval RUN_OR_MODEL_DIR [--task NAME] [--split validation|test|train | --file FILE]"
+    " [KEY=VALUE ...]"
 )
 
 
@@ -43,7 +44,8 @@ def parse(args: list[str], flags: dict[str, str]) -> tuple[str, dict[str, str], 
 
 
 def main(args: list[str]) -> int:
-    flags = {"--split": "validation, test or train", "--file": "a .csv/.tsv/.jsonl/.parquet file"}
+    flags = {"--split": "validation, test or train", "--file": "a .csv/.tsv/.jsonl/.parquet file",
+             "--task": "a task of a multi-task run"}  # fmt: skip
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -51,7 +53,7 @@ def main(args: list[str]) -> int:
     if "--split" in given and "--file" in given:
         raise FtError("--split and --file: give one (what to evaluate on)")
     result = evaluate_trained(folder, overrides, given.get("--split", "validation"),
-                              given.get("--file"))  # fmt: skip
+                              given.get("--file"), given.get("--task"))  # fmt: skip
     from ft_cli.outputs.console import RunConsole
 
     ui = RunConsole()
@@ -76,7 +78,11 @@ class EvalSetup:
 
 
 def setup(
-    folder: str, overrides: list[str], split: str = "validation", file: str | None = None
+    folder: str,
+    overrides: list[str],
+    split: str = "validation",
+    file: str | None = None,
+    task: str | None = None,
 ) -> EvalSetup:
     """The trained model and the rows to evaluate, from the setup call training makes."""
     from ft_cli.data import dataset
@@ -85,7 +91,7 @@ def setup(
     from ft_cli.models import model, trained
     from ft_cli.training import setup as run_setup
 
-    found = trained.locate(folder)
+    found = trained.locate(folder, task)
     spec = trained.spec_for(found, overrides)
     trained.check_loadable(found, spec)
     hw = setup_hardware(spec.hardware)
@@ -117,22 +123,28 @@ def setup(
 
 
 def evaluate_trained(
-    folder: str, overrides: list[str], split: str = "validation", file: str | None = None
+    folder: str,
+    overrides: list[str],
+    split: str = "validation",
+    file: str | None = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
     from ft_cli.training import engine
 
     started = time.perf_counter()
-    ready = setup(folder, overrides, split, file)
+    ready = setup(folder, overrides, split, file, task)
     metrics = engine.evaluate(ready.forward, ready.objective, ready.loader, ready.hw)
     record = {
         "model": str(ready.found.checkpoint or ready.found.export),
         "split": split if file is None else "file",
+        "task": ready.found.task,
         "source": ready.source,
         "rows": len(ready.rows),
         "metrics": metrics,
         "seconds": time.perf_counter() - started,
         "overrides": overrides,
     }
-    written = Path(ready.found.home) / "eval_metrics.json"
+    name = f"eval_metrics.{ready.found.task}.json" if ready.found.task else "eval_metrics.json"
+    written = Path(ready.found.home) / name
     written.write_text(json.dumps(record, indent=2) + "\n")
     return {**record, "written": str(written)}

@@ -34,6 +34,7 @@ class Plan:
     precision: str = ""
     reason: str = ""
     memory: dict[str, float] = field(default_factory=dict)  # MiB by part
+    tasks: list[list[str]] = field(default_factory=list)  # multitask: a row per task
 
     @property
     def effective_batch(self) -> int:
@@ -57,7 +58,7 @@ def plan(overrides: list[str]) -> Plan:
     from ft_cli.training import optim, setup
 
     compose.check_overrides(overrides)
-    spec = compose.to_spec(compose.compose_config(overrides))
+    spec = compose.compose_spec(overrides)
     origins = value_origins(overrides)
     # WORLD_SIZE=N plans for N data-parallel processes (rank 0's share of the data).
     processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -75,7 +76,8 @@ def plan(overrides: list[str]) -> Plan:
     groups = ready.optimizer.param_groups
     peak = groups[0].get("initial_lr", groups[0]["lr"]) if groups else spec.optimizer.lr
     chosen = sorted({1, optim.warmup_steps(spec.schedule, total), total // 2, total} - {0})
-    config = getattr(ready.net, "config", None)
+    net = getattr(ready.net, "encoder", ready.net)  # multitask: the shared encoder's config
+    config = getattr(net, "config", None)
     t = spec.train
     return Plan(
         origins=origins,
@@ -93,7 +95,23 @@ def plan(overrides: list[str]) -> Plan:
         precision=hw.precision.value,
         reason=hw.reason,
         memory=memory_estimate(spec, config, record, ready.prepared.train, hw.precision.value),
+        tasks=task_rows(spec, ready),
     )
+
+
+def task_rows(spec: Any, ready: Any) -> list[list[str]]:
+    """Multitask: each task's kind, data, loss weight and share of the batches of an epoch."""
+    counts = getattr(ready.sampler, "counts", None)
+    if spec.task.kind.value != "multitask" or counts is None:
+        return []
+    train, validation = ready.prepared.train, ready.prepared.validation
+    held = validation.sizes() if validation is not None else {}
+    total = sum(counts)
+    rows = []
+    for (name, sub), count in zip(spec.task.tasks.items(), counts, strict=True):
+        rows.append([name, sub.kind.value, f"{train.sizes()[name]:,}", f"{held.get(name, 0):,}",
+                     f"{count} ({count / total:.1%})", f"{sub.weight:g}"])  # fmt: skip
+    return rows
 
 
 def value_origins(overrides: list[str]) -> list[tuple[str, str, str]]:
@@ -250,6 +268,10 @@ def show(p: Plan) -> None:
         *[[f"lr after step {s}", f"{lr:.3e}"] for s, lr in p.lr_at.items()],
         ["device, precision", f"{p.device} {p.precision} ({p.reason})"],
     ])  # fmt: skip
+    if p.tasks:
+        ui.table("tasks (each batch comes from one)",
+                 ["task", "kind", "train", "validation", "batches/epoch", "weight"],
+                 p.tasks)  # fmt: skip
     peak = p.strategy["optimizer_groups"][0]["lr"] if p.strategy["optimizer_groups"] else 0.0
     ui.info("learning rate over the steps (first optimizer group):")
     for line in text_plot(p.schedule, peak):

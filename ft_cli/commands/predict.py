@@ -32,7 +32,7 @@ from ft_cli.errors import FtError
 
 USAGE = (
     "usage: ft predict RUN_OR_MODEL_DIR --input FILE [--output FILE] [--batch-size N]"
-    " [KEY=VALUE ...]"
+    " [--task NAME] [KEY=VALUE ...]"
 )
 CHUNK_ROWS = 4096
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -42,7 +42,8 @@ DATA_FORMATS = {"csv": DataFormat.csv, "tsv": DataFormat.tsv, "jsonl": DataForma
 
 def main(args: list[str]) -> int:
     flags = {"--input": "the file to predict", "--output": "where to write it",
-             "--batch-size": "rows per forward pass"}  # fmt: skip
+             "--batch-size": "rows per forward pass",
+             "--task": "a task of a multi-task run"}  # fmt: skip
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -54,7 +55,8 @@ def main(args: list[str]) -> int:
     batch = given.get("--batch-size")
     if batch is not None and (not batch.isdigit() or int(batch) < 1):
         raise FtError(f"--batch-size {batch}: give a positive whole number")
-    rows = predict_file(folder, source, target, overrides, int(batch) if batch else None)
+    rows = predict_file(folder, source, target, overrides, int(batch) if batch else None,
+                        given.get("--task"))  # fmt: skip
     print(f"{rows} rows predicted: {target}")
     return 0
 
@@ -67,7 +69,12 @@ def file_format(path: Path, flag: str) -> str:
 
 
 def predict_file(
-    folder: str, source: Path, target: Path, overrides: list[str], batch_size: int | None = None
+    folder: str,
+    source: Path,
+    target: Path,
+    overrides: list[str],
+    batch_size: int | None = None,
+    task_name: str | None = None,
 ) -> int:
     """Predict every row of `source` into `target`; returns the number of rows."""
     from ft_cli import tasks
@@ -83,7 +90,7 @@ def predict_file(
             f"--output '{target}': folder '{target.parent}' does not exist; create it or name"
             " a file in an existing folder"
         )
-    found = trained.locate(folder)
+    found = trained.locate(folder, task_name)
     spec = trained.spec_for(found, overrides)
     task = tasks.get(spec.task.kind)
     task.check_predictable()

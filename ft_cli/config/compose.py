@@ -157,6 +157,11 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return compose_with_choices(overrides)[0]
 
 
+def compose_spec(overrides: list[str]) -> schema.RunSpec:
+    """The typed spec of a command line's overrides."""
+    return to_spec(compose_config(overrides), overrides)
+
+
 def compose_with_choices(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     """The composed config and the option chosen for each group (`ft explain`)."""
     from hydra import compose, initialize_config_dir
@@ -174,8 +179,12 @@ def compose_with_choices(overrides: list[str]) -> tuple[DictConfig, dict[str, st
     return cfg, choices
 
 
-def to_spec(cfg: DictConfig) -> schema.RunSpec:
-    """Turn a composed config into the typed RunSpec; missing values fail by key."""
+def to_spec(cfg: DictConfig, overrides: list[str] | None = None) -> schema.RunSpec:
+    """Turn a composed config into the typed RunSpec; missing values fail by key.
+
+    `overrides`: the command line's, checked against the spec (a multi-task
+    run has no top-level data to set).
+    """
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
@@ -186,7 +195,22 @@ def to_spec(cfg: DictConfig) -> schema.RunSpec:
         raise explain_error(err) from err
     assert isinstance(spec, schema.RunSpec)
     schema.check_spec(spec)
+    if spec.task.kind == schema.TaskKind.multitask:
+        _check_multitask_overrides(spec, overrides or [])
     return spec
+
+
+def _check_multitask_overrides(spec: schema.RunSpec, overrides: list[str]) -> None:
+    """`data.KEY=V` would set nothing in a multi-task run: each task has its own data."""
+    for override in overrides:
+        key = override.lstrip("~+").split("=", 1)[0]
+        if key == "data" or key.startswith("data."):
+            inner = key[len("data") :] or ".max_length"
+            example = f"task.tasks.{next(iter(spec.task.tasks))}.data{inner}=..."
+            raise FtError(
+                f"{override}: task=multitask reads each task's own data; set it per task,"
+                f" e.g. {example}"
+            )
 
 
 def explain_error(err: BaseException) -> FtError:

@@ -39,6 +39,20 @@ def _rows(cls: type, prefix: str) -> Iterator[str]:
         )
         help_text = item.metadata.get("help", "")
         yield f"| `{prefix}{item.name}` | `{_show(default)}` | {_range(item)} | {help_text} |"
+        if item.name == "tasks":  # multitask: what each task adds to the task keys above
+            yield from _task_rows(f"{prefix}tasks.NAME.")
+
+
+def _task_rows(prefix: str) -> Iterator[str]:
+    own = {item.name for item in dataclasses.fields(schema.TaskSettings)}
+    for item in dataclasses.fields(schema.SubTaskConfig):
+        if item.name == "data":
+            yield f"| `{prefix}data` | | | This task's data: every `data.` key above. |"
+        elif item.name not in own:
+            default = _show(item.default)
+            help_text = item.metadata.get("help", "")
+            yield f"| `{prefix}{item.name}` | `{default}` | {_range(item)} | {help_text} |"
+    yield f"| `{prefix}KEY` | | | Every `task.` key above but tasks, mixing, temperature. |"
 
 
 def _range(item: dataclasses.Field) -> str:

@@ -608,9 +608,7 @@ def _check_multitask(spec: RunSpec) -> None:
     for name, sub in tasks.items():
         key = f"task.tasks.{name}."
         if not name.replace("_", "").replace("-", "").isalnum():
-            raise FtError(
-                f"task.tasks.{name}: a task name may hold letters, digits, _ and - only"
-            )
+            raise FtError(f"task.tasks.{name}: a task name may hold letters, digits, _ and - only")
         if sub.kind == TaskKind.multitask:
             raise FtError(f"{key}kind=multitask: a task of a multi-task run cannot nest tasks")
         _check_data(sub.data, f"{key}data.")
@@ -683,9 +681,7 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
         )
     tagged = task.kind == TaskKind.token_classification
     if data.format == DataFormat.conll and not tagged:
-        raise FtError(
-            f"{data_key}format=conll holds word tags: use {key}kind=token_classification"
-        )
+        raise FtError(f"{data_key}format=conll holds word tags: use {key}kind=token_classification")
     if tagged and data.text_pair_column is not None:
         raise FtError(
             f"{key}kind=token_classification tags one text; set {data_key}text_pair_column=null"

@@ -32,8 +32,12 @@ def resolved_name(cfg: ModelConfig) -> str:
 
 def run_export(run: str) -> Path:
     """The model/ export of an earlier run (or the export folder itself)."""
+    from ft_cli.models.multitask import ENCODER, MANIFEST
+
     path = Path(paths.resolve_path(run, "model.from_run"))
     export = path if (path / "config.json").is_file() else path / "model"
+    if (export / MANIFEST).is_file():  # a multi-task run: its shared encoder
+        export = export / ENCODER
     if not (export / "config.json").is_file():
         raise FtError(
             f"model.from_run: '{path}' holds no exported model (model/config.json); point it at"

@@ -29,6 +29,7 @@ class Trained:
     export: Path | None  # save_pretrained folder: config, weights, tokenizer
     checkpoint: Path | None  # step-N folder whose weights replace the export's
     overrides: list[str]  # what the run was launched with
+    task: str | None = None  # a multi-task run: the task whose model this is
 
     @property
     def home(self) -> Path:
@@ -38,7 +39,52 @@ class Trained:
         return folder
 
 
-def locate(path: str) -> Trained:
+def locate(path: str, task: str | None = None) -> Trained:
+    """The model at `path`; `task`: which task's model of a multi-task run."""
+    found = _find(path)
+    tasks_of = _multitask_names(found)
+    if tasks_of is None:
+        if task is not None:
+            raise FtError(f"--task {task}: '{path}' is not a multi-task run; drop --task")
+        return found
+    if found.checkpoint is not None:
+        raise FtError(
+            f"{found.checkpoint}: a multi-task checkpoint holds every task's weights; use the"
+            " run's model/ export with --task NAME"
+        )
+    if task is None and found.task is None:
+        raise FtError(
+            f"'{path}' is a multi-task run: pass --task NAME (its tasks: {', '.join(tasks_of)})"
+        )
+    chosen = task or found.task
+    if chosen not in tasks_of:
+        raise FtError(f"--task {chosen}: not a task of this run; its tasks: {', '.join(tasks_of)}")
+    assert found.run_dir is not None
+    export = found.run_dir / "model" / chosen
+    return Trained(found.run_dir, export, None, found.overrides, chosen)
+
+
+def _multitask_names(found: Trained) -> list[str] | None:
+    """The task names of a multi-task run (None for a single-task one)."""
+    from ft_cli.models import multitask
+
+    if found.run_dir is None:
+        return None
+    manifest = multitask.read_manifest(found.run_dir / "model")
+    if manifest is not None:
+        return list(manifest["tasks"])
+    recorded = found.run_dir / "config.yaml"
+    if not recorded.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    task = OmegaConf.load(recorded).get("task", {})
+    return list(task.get("tasks", {})) if task.get("kind") == "multitask" else None
+
+
+def _find(path: str) -> Trained:
+    from ft_cli.models import multitask
+
     target = Path(path)
     if not target.is_dir():
         raise FtError(f"'{path}' is not a folder; pass a run dir, its model/ or a checkpoint")
@@ -46,14 +92,22 @@ def locate(path: str) -> Trained:
         run = target.parent.parent
         export = run / "model" if (run / "model" / "config.json").is_file() else None
         return Trained(run, export, target, runs.recorded_overrides(run))
+    if multitask.read_manifest(target.parent) is not None and (target / "config.json").is_file():
+        run = target.parent.parent  # model/NAME of a multi-task run
+        return Trained(run, target, None, runs.recorded_overrides(run), target.name)
     if (target / "config.json").is_file():
         run = target.parent if (target.parent / "config.yaml").is_file() else None
         return Trained(run, target, None, runs.recorded_overrides(run) if run else [])
     if (target / "model" / "config.json").is_file():
         return Trained(target, target / "model", None, runs.recorded_overrides(target))
+    if multitask.read_manifest(target) is not None:  # model/ of a multi-task run
+        run = target.parent
+        return Trained(run, None, None, runs.recorded_overrides(run))
+    if multitask.read_manifest(target / "model") is not None:
+        return Trained(target, None, None, runs.recorded_overrides(target))
     newest = checkpoint.newest_valid(target / "checkpoints", lambda _: None)
     if newest is not None:  # a run stopped before its export: its newest checkpoint
-        return locate(str(newest))
+        return _find(str(newest))
     raise FtError(
         f"'{path}' holds no ft run, exported model (config.json) or checkpoint (manifest.json)"
     )
@@ -67,19 +121,47 @@ def spec_for(trained: Trained, overrides: list[str]) -> RunSpec:
     """The run's spec, recomposed from its overrides, with the user's on top.
 
     Nothing recorded in a run may make ft run code: `model.trust_remote_code`
-    is taken from the user's own overrides only.
+    is taken from the user's own overrides only. For one task of a multi-task
+    run, the spec is that task's alone (its settings and data as `task` and
+    `data`), and the user's `data.`/`task.` keys are that task's.
     """
     from ft_cli.config import compose
 
     kept = [
         o for o in trained.overrides if not o.lstrip("~+").startswith(_NOT_CARRIED + _CODE_KEYS)
     ]
+    if trained.task is not None:
+        overrides = [_into_task(o, trained.task) for o in overrides]
     extra = [f"model.from_run={trained.export}"] if trained.export is not None else []
     spec = compose.to_spec(compose.compose_config([*kept, *extra, *overrides]))
+    if trained.task is not None:
+        spec = _one_task(spec, trained.task)
     labels = _export_labels(trained)
     if tasks.get(spec.task.kind).named_labels and labels is not None:
         spec.task.labels = labels  # the model's own label ids, whatever the data holds
     return spec
+
+
+def _into_task(override: str, task: str) -> str:
+    """`data.KEY=V` / `task.KEY=V` of the command line, as keys of one multi-task task."""
+    head = override[: len(override) - len(override.lstrip("~+"))]
+    body = override[len(head) :]
+    for group in ("data.", "task."):
+        if body.startswith(group):
+            inner = body if group == "data." else body[len(group) :]
+            return f"{head}task.tasks.{task}.{inner}"
+    return override
+
+
+def _one_task(spec: RunSpec, name: str) -> RunSpec:
+    """The spec of one task of a multi-task run, as if it had been trained alone."""
+    import dataclasses
+
+    from ft_cli.config.schema import TaskConfig, TaskSettings
+
+    sub = spec.task.tasks[name]
+    own = {f.name: getattr(sub, f.name) for f in dataclasses.fields(TaskSettings)}
+    return dataclasses.replace(spec, task=TaskConfig(**own), data=sub.data)
 
 
 def _export_labels(trained: Trained) -> list[str] | None:

@@ -23,9 +23,6 @@ def resolve(task: TaskConfig, labels: list[str], train_targets: list[Any],
     given = task.class_weights
     if given is None:
         return None
-    if isinstance(given, list) and all(isinstance(w, float) for w in given):
-        if len(given) == len(labels):
-            return given  # already settled (a resumed or re-read spec)
     if given == "balanced":
         return _balanced(labels, train_targets, key)
     if hasattr(given, "items"):
@@ -47,7 +44,9 @@ def resolve(task: TaskConfig, labels: list[str], train_targets: list[Any],
 
 
 def _balanced(labels: list[str], targets: list[Any], key: str) -> list[float]:
-    flat = [t for row in targets for t in row] if targets and isinstance(targets[0], list) else targets
+    flat = (
+        [t for row in targets for t in row] if targets and isinstance(targets[0], list) else targets
+    )
     counts = Counter(t for t in flat if t != IGNORED)
     missing = [labels[i] for i in range(len(labels)) if counts[i] == 0]
     if missing:

@@ -101,8 +101,9 @@ class MultiTaskObjective(Objective):
         self.names = list(task.tasks)
         models = net.tasks  # through a LoRA wrapper too
         self.parts = [
-            tasks.get(sub.kind).objective(models[name], sub, tokenizer, labels[name],
-                                          compile_model, label_smoothing)  # fmt: skip
+            tasks.get(sub.kind).objective(
+                models[name], sub, tokenizer, labels[name], compile_model, label_smoothing
+            )
             for name, sub in task.tasks.items()
         ]
         self.weights = [sub.weight for sub in task.tasks.values()]
@@ -123,9 +124,7 @@ class MultiTaskObjective(Objective):
     def train_loader(self, split: Any, collate: Any, batch_size: int, seed: int,
                      group_by_length: bool, rank: int, world: int) -> tuple[Any, Any]:  # fmt: skip
         if world > 1:
-            raise FtError(
-                "task=multitask trains in one process for now; run it without torchrun"
-            )
+            raise FtError("task=multitask trains in one process for now; run it without torchrun")
         t = self.settings
         return mixing.train_loader(split, collate, batch_size, seed, group_by_length, t.mixing,
                                    t.temperature, [s.share for s in t.tasks.values()])  # fmt: skip

@@ -9,8 +9,7 @@ from torch import nn
 from ft_cli.config.schema import DataConfig, TaskConfig
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
-from ft_cli.tasks import tagging
-from ft_cli.tasks import class_weights
+from ft_cli.tasks import class_weights, tagging
 from ft_cli.tasks.base import Task
 
 

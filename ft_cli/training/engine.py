@@ -24,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 
+from ft_cli import tasks
 from ft_cli.config.schema import Export, NonFinite, RunSpec
 from ft_cli.hardware import distributed, parallel
 from ft_cli.hardware.device import Hardware, setup_hardware
@@ -32,7 +33,6 @@ from ft_cli.outputs import model_card, tracking
 from ft_cli.outputs.console import RunConsole
 from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import report as strategy_report
-from ft_cli import tasks
 from ft_cli.tasks import class_weights, metrics
 from ft_cli.tasks.objective import Objective
 from ft_cli.training import checkpoint, guards, ownership, resume, setup

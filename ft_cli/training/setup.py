@@ -164,8 +164,8 @@ def eval_loader(ready: RunSetup, rows: EncodedSplit | None, place: Dist,
     if rows is None:
         return None
     collate = ready.objective.collator(rows, ready.spec.train.seed)
-    return ready.objective.eval_loader(rows, collate, ready.spec.train.eval_batch_size,
-                                       place.rank, place.world, backend.even_eval_batches)  # fmt: skip
+    size, even = ready.spec.train.eval_batch_size, backend.even_eval_batches
+    return ready.objective.eval_loader(rows, collate, size, place.rank, place.world, even)
 
 
 def _add_training(ready: RunSetup, place: Dist) -> None:
