@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from ft_cli.config.schema import RunSpec
+from ft_cli.config.schema import DataConfig, RunSpec, TaskKind
 
 LIBRARIES = ("ft-cli", "torch", "transformers", "datasets", "peft", "torchmetrics")
 
@@ -19,14 +19,44 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def _data_source(spec: RunSpec) -> str:
-    data = spec.data
+def _data_source(data: DataConfig) -> str:
     if data.hub_path:
         return f"hub `{data.hub_path}`" + (f" / `{data.hub_name}`" if data.hub_name else "")
     files = [f"{s}: `{getattr(data.files, s)}`" for s in ("train", "validation", "test")]
     files = [f for f in files if not f.endswith("`None`")]
     where = f" in `{data.path}`" if data.path else ""
     return f"{data.format.value} files{where} ({', '.join(files)})"
+
+
+def _data_line(data: DataConfig) -> str:
+    pair = f" + `{data.text_pair_column}`" if data.text_pair_column else ""
+    return (
+        f"{_data_source(data)}, text column `{data.text_column}`{pair},"
+        f" max_length {data.max_length}"
+    )
+
+
+def _task_lines(spec: RunSpec, record: dict[str, Any]) -> list[str]:
+    """What the model was trained on: the task and its data (multitask: each task's)."""
+    weights = record.get("class_weights") or {}
+    labels = record.get("labels")
+    if spec.task.kind != TaskKind.multitask:
+        return [
+            f"- **Data:** {_data_line(spec.data)}",
+            f"- **Task:** {spec.task.kind.value}" + (f", labels {labels}" if labels else "")
+            + (f", class weights {weights}" if weights else ""),
+        ]  # fmt: skip
+    lines = [f"- **Tasks:** {len(spec.task.tasks)} on one encoder, mixing {spec.task.mixing.value}"
+             + " (`model/NAME` each; `model/encoder` the shared encoder)"]  # fmt: skip
+    for name, sub in spec.task.tasks.items():
+        own = (labels or {}).get(name)
+        lines.append(
+            f"  - **{name}:** {sub.kind.value}, loss weight {sub.weight:g}"
+            + (f", labels {own}" if own else "")
+            + (f", class weights {weights[name]}" if weights.get(name) else "")
+            + f"; {_data_line(sub.data)}"
+        )
+    return lines
 
 
 def _metrics_table(title: str, values: dict[str, float]) -> list[str]:
@@ -46,11 +76,7 @@ def render(spec: RunSpec, record: dict[str, Any], command: str) -> str:
         f"# {spec.task.kind.value} model trained with ft",
         "",
         f"- **Base model:** `{base}` ({spec.model.init.value})",
-        f"- **Data:** {_data_source(spec)}, text column `{spec.data.text_column}`"
-        + (f" + `{spec.data.text_pair_column}`" if spec.data.text_pair_column else "")
-        + f", max_length {spec.data.max_length}",
-        f"- **Task:** {spec.task.kind.value}"
-        + (f", labels {record['labels']}" if record.get("labels") else ""),
+        *_task_lines(spec, record),
         f"- **Strategy:** {plan.kind.value}",
         f"- **Training:** {record['steps']} steps ({record['epochs']} epochs), batch"
         f" {spec.train.batch_size} x {spec.train.grad_accum} accumulation, {opt.name.value}"
