@@ -85,3 +85,18 @@ def test_compare_parallel_on_the_tiny_model() -> None:
     # Same global batches on every side: the same model at the end.
     losses = {float(rows[side][-1]) for side in ("single", "ddp", "fsdp")}
     assert max(losses) - min(losses) < 1e-4
+
+
+@pytest.mark.slow
+def test_compare_multitask_on_the_tiny_model(tmp_path: Path) -> None:
+    if not (MRPC.parent / "SST-2" / "train.tsv").is_file():
+        pytest.skip("../shared/data/glue is absent")
+    out = tmp_path / "multitask.json"
+    command = [sys.executable, str(REPO / "bench" / "compare_multitask.py"), "--tiny",
+               "--glue", str(MRPC.parent), "--steps", "3", "--seeds", "1", "--json", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert set(record["multi-task"][0]["scores"]) == {"mrpc/f1", "mrpc/accuracy", "sst2/accuracy"}
+    assert set(record["SST-2 alone"][0]["scores"]) == {"sst2/accuracy"}
+    assert "Multi-task vs single-task" in result.stdout
