@@ -65,7 +65,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
             f"task.tasks.sst2.data.path={sst2}",
             *common,
             *multi,
-        ],  # fmt: skip
+        ],
         "MRPC alone": ["+recipe=minilm_mrpc", f"data.path={mrpc}", *common],
         "SST-2 alone": ["+recipe=minilm_mrpc", *SST2, f"data.path={sst2}", *common, *sst2_alone],
     }
