@@ -10,12 +10,12 @@ from ft_cli.assets import make_assets
 
 def test_shipped_assets_match_the_generator(tmp_path: Path, monkeypatch) -> None:
     shipped = make_assets.ASSETS
-    for sub in ("demo", "ner", "tiny_bert"):
+    for sub in ("demo", "ner", "corpus", "tiny_bert"):
         shutil.copytree(shipped / sub, tmp_path / sub)
     monkeypatch.setattr(make_assets, "ASSETS", tmp_path)
     make_assets.main()
     names = ("demo/train.csv", "demo/validation.csv", "ner/train.conll", "ner/validation.conll",
-             "tiny_bert/vocab.txt")  # fmt: skip
+             "corpus/train.txt", "corpus/validation.txt", "tiny_bert/vocab.txt")  # fmt: skip
     for name in names:
         assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), name
 

@@ -8,6 +8,9 @@
 - ner/{train,validation}.conll: short sentences written from templates with
   people, places and organisations tagged in IOB2 (multi-word names give I-
   tags; some names appear only in validation, so the model must generalise).
+- corpus/{train,validation}.txt: short multi-sentence reviews, one product each,
+  a blank line between documents: a pretraining corpus whose sentences belong
+  together (next-sentence prediction has something to learn).
 - tiny_bert/vocab.txt: special tokens, every word of the demo data, and single
   characters with their ## continuations, so any English text tokenizes.
 """
@@ -38,12 +41,12 @@ ADVERBS = ["really", "very", "quite", "truly", "rather", "surprisingly"]
 OPENERS = ["honestly", "overall", "after a month", "so far", "in short", "to be fair"]
 
 
-def _clause(rng: random.Random, positive: bool) -> str:
+def _clause(rng: random.Random, positive: bool, product: str | None = None) -> str:
     """A clause whose meaning is `positive`, sometimes said through a negation."""
     negate = rng.random() < 0.35
     pool = GOOD if positive != negate else BAD
     adjective = rng.choice(pool)
-    product = rng.choice(PRODUCTS)
+    product = product or rng.choice(PRODUCTS)
     adverb = rng.choice(ADVERBS)
     if negate:
         forms = [
@@ -79,6 +82,23 @@ def write_demo(rows: int, name: str, seed: int) -> None:
         writer.writerow(["text", "label"])
         for _ in range(rows):
             writer.writerow(review(rng))
+
+
+def corpus_document(rng: random.Random) -> str:
+    """Three to five sentences about one product: the sentences of a document belong together."""
+    product = rng.choice(PRODUCTS)
+    sentences = []
+    for _ in range(rng.randint(3, 5)):
+        text = _clause(rng, rng.random() < 0.5, product)
+        sentences.append(text[0].upper() + text[1:] + ".")
+    return " ".join(sentences)
+
+
+def write_corpus(documents: int, name: str, seed: int) -> None:
+    rng = random.Random(seed)
+    (ASSETS / "corpus").mkdir(exist_ok=True)
+    text = "\n\n".join(corpus_document(rng) for _ in range(documents))
+    (ASSETS / "corpus" / name).write_text(text + "\n")
 
 
 FIRST = ["Anna", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas",
@@ -154,6 +174,8 @@ def main() -> None:
     write_demo(200, "validation.csv", seed=2)
     write_ner(600, "train.conll", seed=3, held_out=False)
     write_ner(150, "validation.conll", seed=4, held_out=True)
+    write_corpus(600, "train.txt", seed=5)
+    write_corpus(150, "validation.txt", seed=6)
     write_vocab()
 
 

@@ -165,10 +165,10 @@ def _recipe_keys(name: str) -> set[str]:
     """The dotted keys a recipe file sets itself (not through its group choices)."""
     from omegaconf import OmegaConf
 
-    from ft_cli import paths
+    from ft_cli.config import compose
 
-    tree = OmegaConf.to_container(OmegaConf.load(paths.recipes_dir() / f"{name}.yaml"))
-    return set(_flatten(tree))
+    path = next(p for p in compose.recipe_files() if p.stem == name)
+    return set(_flatten(OmegaConf.to_container(OmegaConf.load(path))))
 
 
 def _set_directly(key: str, given: list[str]) -> bool:

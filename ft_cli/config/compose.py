@@ -7,6 +7,7 @@ the key or option and what would fix it. No torch here.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
 from pathlib import Path
@@ -43,7 +44,14 @@ def register() -> None:
 
 
 def recipe_files() -> list[Path]:
-    return sorted(paths.recipes_dir().glob("*.yaml"))
+    """The shipped recipes, then the user's (`$FT_RECIPES_DIR/*.yaml`; same name: theirs)."""
+    found = {p.stem: p for p in sorted(paths.recipes_dir().glob("*.yaml"))}
+    own = os.environ.get("FT_RECIPES_DIR")
+    if own:
+        if not Path(own).is_dir():
+            raise FtError(f"FT_RECIPES_DIR={own} is not a folder; point it at your recipes")
+        found |= {p.stem: p for p in sorted(Path(own).glob("*.yaml"))}
+    return sorted(found.values(), key=lambda p: p.stem)
 
 
 def recipe_purpose(path: Path) -> str:

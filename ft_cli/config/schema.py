@@ -194,6 +194,11 @@ class TaskSettings:
         SHARE,
     )
     whole_word_mask: bool = _help(False, "mlm: mask all pieces of a word together.")
+    nsp: bool = _help(
+        False,
+        "mlm: also next-sentence prediction (BERT pretraining): segment pairs, half of them"
+        " the true continuation; needs a model with an NSP head.",
+    )
     packing: Packing = _help(
         Packing.group_texts,
         "mlm: group_texts (concatenate, cut into max_length blocks) or line_by_line.",
@@ -686,6 +691,8 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
         raise FtError(
             f"{key}kind=token_classification tags one text; set {data_key}text_pair_column=null"
         )
+    if task.nsp and task.kind != TaskKind.mlm:
+        raise FtError(f"{key}nsp=true is masked-LM pretraining's: use {key}kind=mlm, or drop it")
     if task.kind != TaskKind.mlm:
         return
     if task.mask_replace_prob + task.random_replace_prob > 1:

@@ -167,6 +167,7 @@ def load_model(
     labels: list[str] | None,
     vocab_size: int,
     dropout: float | None = None,
+    auto_name: str | None = None,
 ) -> tuple[Any, set[str]]:
     """The task model (a sequence classifier/regressor, or a masked LM) and the
     names of its parameters that did not come from the checkpoint (the new head).
@@ -177,8 +178,9 @@ def load_model(
         labels: class names in id order (classification only).
         vocab_size: the tokenizer's size; a scratch model's embeddings match it.
         dropout: when set, every dropout probability of the model's config.
+        auto_name: the transformers Auto class to build; None = the task's.
     """
-    config, auto = model_config(cfg, task, labels, vocab_size, dropout)
+    config, auto = model_config(cfg, task, labels, vocab_size, dropout, auto_name)
     if cfg.init == ModelInit.scratch and cfg.from_run is None:
         net = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
         return net, {name for name, _ in net.named_parameters()}
@@ -193,6 +195,7 @@ def model_config(
     labels: list[str] | None,
     vocab_size: int,
     dropout: float | None = None,
+    auto_name: str | None = None,
 ) -> tuple[Any, Any]:
     """(the transformers config of the task model, the Auto class that builds it)."""
     import transformers
@@ -200,8 +203,8 @@ def model_config(
     from ft_cli import tasks
 
     _quiet_transformers()
-    head, auto_name = tasks.get(task).head(labels)
-    auto = getattr(transformers, auto_name)
+    head, own_auto = tasks.get(task).head(labels)
+    auto = getattr(transformers, auto_name or own_auto)
     scratch = cfg.init == ModelInit.scratch and cfg.from_run is None
     if scratch:
         head.update(scratch_sizes(cfg), vocab_size=vocab_size)

@@ -42,11 +42,16 @@ class Task:
 
         from ft_cli.models import model
 
+        auto_name = self.auto_class(task)
         if not meta:
-            return model.load_model(cfg, task.kind, labels, vocab, dropout)
-        config, auto = model.model_config(cfg, task.kind, labels, vocab, dropout)
+            return model.load_model(cfg, task.kind, labels, vocab, dropout, auto_name)
+        config, auto = model.model_config(cfg, task.kind, labels, vocab, dropout, auto_name)
         with torch.device("meta"):
             return auto.from_config(config, trust_remote_code=cfg.trust_remote_code), set()
+
+    def auto_class(self, task: TaskConfig) -> str | None:
+        """The transformers Auto class of the model when the settings change it (else None)."""
+        return None
 
     def save(self, net: nn.Module, tokenizer: Any, folder: Path, weights: Any,
              task: TaskConfig, labels: Any) -> None:  # fmt: skip

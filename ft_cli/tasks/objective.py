@@ -102,6 +102,35 @@ class MaskedLMObjective(Objective):
         return mlm.MaskedLMMetrics()
 
 
+class NextSentenceObjective(MaskedLMObjective):
+    """Masked-LM plus next-sentence prediction: the two losses summed."""
+
+    def __init__(
+        self, net: nn.Module, task: TaskConfig, tokenizer: Any, pad_id: int, compile_model: bool
+    ) -> None:
+        from ft_cli.tasks import nsp
+
+        self.task, self.num_labels, self.pad_id = task.kind, 0, pad_id
+        self.rule = mlm.MaskingRule.from_task(task, tokenizer)
+        self.forward = nsp.NextSentenceForward(net, compile_model)
+
+    def collator(self, split: EncodedSplit, seed: int) -> Collate:
+        from ft_cli.tasks import nsp
+
+        return nsp.PairMaskingCollator(split, self.pad_id, self.rule, seed)
+
+    def loss(self, predictions: Any, targets: Any) -> torch.Tensor:
+        from ft_cli.tasks import nsp
+
+        (logits, pair_logits), (tokens, pairs) = predictions, targets
+        return mlm.mlm_loss(logits, tokens) + nsp.nsp_loss(pair_logits, pairs)
+
+    def new_metrics(self) -> Any:
+        from ft_cli.tasks import nsp
+
+        return nsp.NextSentenceMetrics()
+
+
 class TaggingObjective(Objective):
     """Token classification: a tag per sub-token; targets carry the word starts for metrics."""
 
