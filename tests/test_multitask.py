@@ -275,3 +275,23 @@ def test_a_named_task_metric_can_pick_the_best_checkpoint(tmp_path: Path) -> Non
     result = run_multi(tmp_path / "run", ["train.early_stopping.metric=ner/loss"])
     assert result.metric_name == "ner/loss"
     assert result.metric == min(result.best["ner/loss"], result.final["ner/loss"])
+
+
+def test_the_readme_example_composes_as_a_user_recipe(tmp_path: Path, monkeypatch) -> None:
+    from conftest import REPO
+
+    from ft_cli.config import compose
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Multi-task training") :]
+    example = section[
+        section.index("```yaml\n") + 8 : section.index("```", section.index("```yaml") + 7)
+    ]
+    (tmp_path / "three_tasks.yaml").write_text(example)
+    monkeypatch.setenv("FT_RECIPES_DIR", str(tmp_path))
+    assert "three_tasks" in compose.group_options("recipe")
+    spec = compose.compose_spec(["+recipe=three_tasks", "task.tasks.tickets.weight=2"])
+    assert list(spec.task.tasks) == ["mrpc", "sst2", "tickets"]
+    assert spec.task.tasks["mrpc"].data.text_pair_column == "#2 String"  # from glue_mrpc_local
+    assert spec.task.tasks["sst2"].data.max_length == 64
+    assert spec.task.tasks["tickets"].weight == 2 and spec.task.mixing == Mixing.temperature

@@ -22,25 +22,27 @@ from ft_cli.errors import FtError, closest
 RECIPE_GROUP = "recipe"
 # Added with +GROUP=NAME; they set up Hydra itself (search sweeper, launcher).
 ADDON_GROUPS = ("search", "launcher")
-_registered = False
+_registered: tuple[Path, ...] | None = None  # the recipe files in the ConfigStore
 
 # A search's direction follows the run's monitored metric (configs/search/).
 OmegaConf.register_new_resolver("ft.direction", schema.search_direction, replace=True)
 
 
 def register() -> None:
-    """Register the root schema and every recipe in Hydra's ConfigStore (once)."""
+    """Register the root schema and every recipe in Hydra's ConfigStore (again only
+    when the recipe files changed: FT_RECIPES_DIR names another folder)."""
     global _registered
-    if _registered:
+    files = tuple(recipe_files())
+    if _registered == files:
         return
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     schema.register_configs()
-    for path in recipe_files():
+    for path in files:
         node = OmegaConf.load(path)
         store.store(group=RECIPE_GROUP, name=path.stem, node=node, package="_global_")
-    _registered = True
+    _registered = files
 
 
 def recipe_files() -> list[Path]:
