@@ -26,7 +26,7 @@ RECIPE_OVERRIDES = {name: ["data.path=/some/dir"] for name in ("minilm_mrpc", "m
 @pytest.mark.parametrize("recipe", compose.group_options("recipe"))
 def test_every_recipe_composes_and_validates(recipe: str) -> None:
     spec = compose_spec([f"+recipe={recipe}", *RECIPE_OVERRIDES.get(recipe, [])])
-    kind = TaskKind.mlm if recipe.endswith("_mlm") else TaskKind.classification
+    kind = TaskKind.mlm if recipe.endswith(("_mlm", "_nsp")) else TaskKind.classification
     if recipe.endswith("_ner"):
         kind = TaskKind.token_classification
     if recipe.endswith(("_multitask", "_mt")):
