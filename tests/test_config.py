@@ -70,6 +70,8 @@ def test_every_group_option_composes(group: str, check) -> None:
             extra = ["data.files.train=f"]
         if option == "text":
             extra = ["data.files.train=f.txt", "task=mlm"]
+        if option == "demo_corpus":
+            extra = ["task=mlm"]
         if option == "conll":
             extra = ["data.files.train=f.conll", "task=token_classification"]
         if option == "demo_ner":

@@ -679,20 +679,21 @@ def _check_evaluation(spec: RunSpec) -> None:
 def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -> None:
     from ft_cli.errors import FtError
 
+    kind = "task=" if key == "task." else f"{key}kind="  # how the user picks the kind
     if data.format == DataFormat.text and task.kind != TaskKind.mlm:
         raise FtError(
-            f"{data_key}format=text holds no labels; use {key}kind=mlm to pretrain on it, or a"
+            f"{data_key}format=text holds no labels; use {kind}mlm to pretrain on it, or a"
             " csv/json/parquet file with a label column"
         )
     tagged = task.kind == TaskKind.token_classification
     if data.format == DataFormat.conll and not tagged:
-        raise FtError(f"{data_key}format=conll holds word tags: use {key}kind=token_classification")
+        raise FtError(f"{data_key}format=conll holds word tags: use {kind}token_classification")
     if tagged and data.text_pair_column is not None:
         raise FtError(
-            f"{key}kind=token_classification tags one text; set {data_key}text_pair_column=null"
+            f"{kind}token_classification tags one text; set {data_key}text_pair_column=null"
         )
     if task.nsp and task.kind != TaskKind.mlm:
-        raise FtError(f"{key}nsp=true is masked-LM pretraining's: use {key}kind=mlm, or drop it")
+        raise FtError(f"{key}nsp=true is masked-LM pretraining's: use {kind}mlm, or drop it")
     if task.kind != TaskKind.mlm:
         return
     if task.mask_replace_prob + task.random_replace_prob > 1:
