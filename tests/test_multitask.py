@@ -295,3 +295,14 @@ def test_the_readme_example_composes_as_a_user_recipe(tmp_path: Path, monkeypatc
     assert spec.task.tasks["mrpc"].data.text_pair_column == "#2 String"  # from glue_mrpc_local
     assert spec.task.tasks["sst2"].data.max_length == 64
     assert spec.task.tasks["tickets"].weight == 2 and spec.task.mixing == Mixing.temperature
+
+
+def test_explain_shows_each_tasks_data_and_share_of_batches() -> None:
+    from ft_cli.commands import explain
+
+    plan = explain.plan([*MULTI, "task.mixing=round_robin"])
+    rows = {row[0]: row for row in plan.tasks}
+    assert set(rows) == {"sentiment", "ner"}
+    assert rows["sentiment"][1:4] == ["classification", "64", "32"]
+    assert rows["ner"][4].endswith("(50.0%)") and rows["sentiment"][4].endswith("(50.0%)")
+    assert plan.steps_per_epoch == 8  # (64 + 64 rows) / batch 16
