@@ -498,8 +498,9 @@ def default_mode(metric: str) -> Mode:
 def valid_metrics(task: TaskSettings) -> list[str]:
     """The metrics a run of `task` can monitor (multitask: `score` and every NAME/METRIC)."""
     names = list(TASK_METRICS[task.kind])
-    for name, sub in getattr(task, "tasks", {}).items() if task.kind == TaskKind.multitask else ():
-        names += [f"{name}/{metric}" for metric in TASK_METRICS[sub.kind]]
+    if task.kind == TaskKind.multitask:
+        for name, sub in task.tasks.items():  # type: ignore[attr-defined]
+            names += [f"{name}/{metric}" for metric in TASK_METRICS[sub.kind]]
     return names
 
 

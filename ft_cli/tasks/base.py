@@ -49,6 +49,13 @@ class Task:
         with torch.device("meta"):
             return auto.from_config(config, trust_remote_code=cfg.trust_remote_code), set()
 
+    def record(self, task: TaskConfig, labels: Any) -> dict[str, Any]:
+        """What the run's metrics.json adds about the task (the class weights used)."""
+        from ft_cli.tasks import class_weights
+
+        weights = class_weights.by_label(task, labels)
+        return {"class_weights": weights} if weights else {}
+
     def auto_class(self, task: TaskConfig) -> str | None:
         """The transformers Auto class of the model when the settings change it (else None)."""
         return None

@@ -87,6 +87,13 @@ class MultiTask(Task):
         }
         net.save_pretrained(folder, tokenizer, manifest)
 
+    def record(self, task: TaskConfig, labels: Any) -> dict[str, Any]:
+        own = {
+            name: tasks.get(sub.kind).record(sub, labels[name]) for name, sub in task.tasks.items()
+        }
+        weights = {name: part["class_weights"] for name, part in own.items() if part}
+        return {"class_weights": weights} if weights else {}
+
     def check_predictable(self) -> None:
         raise FtError("a multi-task model predicts per task: pass --task NAME")
 
@@ -124,7 +131,7 @@ class MultiTaskObjective(Objective):
     def train_loader(self, split: Any, collate: Any, batch_size: int, seed: int,
                      group_by_length: bool, rank: int, world: int) -> tuple[Any, Any]:  # fmt: skip
         if world > 1:
-            raise FtError("task=multitask trains in one process for now; run it without torchrun")
+            raise FtError("task=multitask trains in one process; run it without torchrun")
         t = self.settings
         return mixing.train_loader(split, collate, batch_size, seed, group_by_length, t.mixing,
                                    t.temperature, [s.share for s in t.tasks.values()])  # fmt: skip

@@ -33,7 +33,7 @@ from ft_cli.outputs import model_card, tracking
 from ft_cli.outputs.console import RunConsole
 from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import report as strategy_report
-from ft_cli.tasks import class_weights, metrics
+from ft_cli.tasks import metrics
 from ft_cli.tasks.objective import Objective
 from ft_cli.training import checkpoint, guards, ownership, resume, setup
 from ft_cli.training.loop_state import LoopState
@@ -360,7 +360,7 @@ class _Ending:
             "compiled": spec.hardware.compile,
             "exported_from": exported_from,
             "labels": run.labels,
-            **_class_weights(run.spec.task, run.labels),
+            **tasks.get(spec.task.kind).record(run.spec.task, run.labels),
         }
         if place.is_main:
             tracking.write_metrics(run_dir, record)
@@ -377,15 +377,6 @@ class _Ending:
                                       self.saver.root, run_dir))  # fmt: skip
         return RunResult(metric_name, best_value, loop.best_metrics, loop.last_metrics,
                          loop.step, stopped_early, run_dir, run.net)  # fmt: skip
-
-
-def _class_weights(task: Any, labels: Any) -> dict[str, Any]:
-    """The loss's class weights per label (multitask: per task), when any are set."""
-    if isinstance(labels, dict):  # multitask: labels and settings per task
-        each = {n: class_weights.by_label(task.tasks[n], labels[n]) for n in labels}
-        return {"class_weights": each} if any(each.values()) else {}
-    weights = class_weights.by_label(task, labels)
-    return {"class_weights": weights} if weights else {}
 
 
 def _forward_backward(
