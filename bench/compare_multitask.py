@@ -8,7 +8,7 @@ each task's dev metrics (mean and spread over the seeds) and the time per run.
 
     python bench/compare_multitask.py                      # 600 steps, seeds 1 2 3
     python bench/compare_multitask.py --steps 300 --seeds 1
-    python bench/compare_multitask.py --mixing proportional
+    python bench/compare_multitask.py --mixing round_robin --only multi-task
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ REPORTED = {("mrpc", "f1"): "f1", ("mrpc", "accuracy"): "accuracy",
             ("sst2", "accuracy"): "accuracy"}  # fmt: skip
 
 
+KINDS = ["multi-task", "MRPC alone", "SST-2 alone"]
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glue", type=Path, default=GLUE, help="folder with MRPC/ and SST-2/")
@@ -42,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--mixing", default="temperature", help="the multi-task run's mixing")
+    parser.add_argument("--only", nargs="+", choices=KINDS, default=KINDS, help="runs to make")
     parser.add_argument("--tiny", action="store_true", help="the tiny random BERT (smoke run)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     return parser.parse_args()
@@ -100,6 +104,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for kind, overrides in commands(args).items():
+                if kind not in args.only:
+                    continue
                 print(f"seed {seed}: {kind} ...", flush=True)
                 record = run(overrides, Path(tmp) / f"{kind}-{seed}".replace(" ", "_"), seed)
                 results.setdefault(kind, []).append(

@@ -85,3 +85,13 @@ def test_a_model_without_an_nsp_head_is_refused_in_one_line(tmp_path: Path) -> N
 def test_nsp_is_for_mlm_only() -> None:
     with pytest.raises(FtError, match=r"task\.nsp=true is masked-LM"):
         compose_spec(["+recipe=demo", "task.nsp=true"])
+
+
+@pytest.mark.slow
+def test_the_nsp_head_trains_well_above_chance_on_the_demo_corpus(tmp_path: Path) -> None:
+    """The shipped recipe with the packaged MiniLM: a segment and its true continuation
+    share a product, a random one mostly does not; the head must learn to tell."""
+    result = train(compose_spec(["+recipe=demo_nsp", "hardware.precision=fp32"]),
+                   run_dir=tmp_path / "nsp")  # fmt: skip
+    assert result.final["nsp_accuracy"] > 0.7, result.final
+    assert result.final["perplexity"] < 5
