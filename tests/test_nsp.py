@@ -91,7 +91,8 @@ def test_nsp_is_for_mlm_only() -> None:
 def test_the_nsp_head_trains_well_above_chance_on_the_demo_corpus(tmp_path: Path) -> None:
     """The shipped recipe with the packaged MiniLM: a segment and its true continuation
     share a product, a random one mostly does not; the head must learn to tell."""
-    result = train(compose_spec(["+recipe=demo_nsp", "hardware.precision=fp32"]),
-                   run_dir=tmp_path / "nsp")  # fmt: skip
+    # The recipe's precision (auto): bf16 where the CPU has it natively, else fp32;
+    # 0.93 is measured either way, far from the bound.
+    result = train(compose_spec(["+recipe=demo_nsp"]), run_dir=tmp_path / "nsp")
     assert result.final["nsp_accuracy"] > 0.7, result.final
     assert result.final["perplexity"] < 5

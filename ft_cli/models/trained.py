@@ -146,6 +146,8 @@ def _into_task(override: str, task: str) -> str:
     """`data.KEY=V` / `task.KEY=V` of the command line, as keys of one multi-task task."""
     head = override[: len(override) - len(override.lstrip("~+"))]
     body = override[len(head) :]
+    if body.startswith("task.tasks."):
+        return override  # already a task's key
     for group in ("data.", "task."):
         if body.startswith(group):
             inner = body if group == "data." else body[len(group) :]
