@@ -306,3 +306,24 @@ def test_explain_shows_each_tasks_data_and_share_of_batches() -> None:
     assert rows["sentiment"][1:4] == ["classification", "64", "32"]
     assert rows["ner"][4].endswith("(50.0%)") and rows["sentiment"][4].endswith("(50.0%)")
     assert plan.steps_per_epoch == 8  # (64 + 64 rows) / batch 16
+
+
+def test_a_regression_task_trains_beside_classification(tmp_path: Path) -> None:
+    from conftest import write_csv
+
+    from ft_cli.config.schema import DataConfig, DataFormat
+
+    rows = [{"text": f"score of {i % 5} stars", "score": float(i % 5)} for i in range(48)]
+    train_file = write_csv(tmp_path / "scores.csv", rows)
+
+    def add_regression(spec) -> None:
+        data = DataConfig(format=DataFormat.csv, label_column="score", max_length=32)
+        data.files.train = str(train_file)
+        spec.task.tasks["stars"] = SubTaskConfig(kind=TaskKind.regression, data=data)
+
+    result = run_multi(tmp_path / "run", ["~task.tasks.ner"], edit=add_regression)
+    assert {"stars/pearson", "stars/mse", "sentiment/accuracy"} <= result.final.keys()
+    expected = (result.final["sentiment/accuracy"] + result.final["stars/pearson"]) / 2
+    assert result.final["score"] == pytest.approx(expected)
+    manifest = json.loads((tmp_path / "run" / "model" / "multitask.json").read_text())
+    assert manifest["tasks"]["stars"] == {"kind": "regression", "labels": None, "weight": 1.0}
