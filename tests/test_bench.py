@@ -100,3 +100,14 @@ def test_compare_multitask_on_the_tiny_model(tmp_path: Path) -> None:
     assert set(record["multi-task"][0]["scores"]) == {"mrpc/f1", "mrpc/accuracy", "sst2/accuracy"}
     assert set(record["SST-2 alone"][0]["scores"]) == {"sst2/accuracy"}
     assert "Multi-task vs single-task" in result.stdout
+
+
+@pytest.mark.slow
+def test_profile_step_on_the_tiny_model() -> None:
+    if not (MRPC / "train.tsv").is_file():
+        pytest.skip("../shared/data/glue/MRPC is absent")
+    command = [sys.executable, str(REPO / "bench" / "profile_step.py"), "--tiny", "--data",
+               str(MRPC), "--steps", "2", "--precision", "fp32"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "a step's phases" in result.stdout and "matmul" in result.stdout
