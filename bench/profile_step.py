@@ -8,6 +8,7 @@ casts and copies, the optimizer update, other. One table per precision.
 
     python bench/profile_step.py                          # fp32 and bf16, 20 steps each
     python bench/profile_step.py --precision bf16 --steps 40 --top 15
+    python bench/profile_step.py --precision bf16 strategy.dropout=0   # without dropout
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--top", type=int, default=8, help="also list the N costliest operators")
     parser.add_argument("--tiny", action="store_true", help="the tiny random BERT (smoke run)")
+    parser.add_argument("overrides", nargs="*", help="ft overrides, e.g. strategy.dropout=0")
     return parser.parse_args()
 
 
@@ -67,7 +69,7 @@ def build(args: argparse.Namespace, precision: str):
                  f"train.batch_size={args.batch_size}"]  # fmt: skip
     if args.tiny:
         overrides.append("model=tiny_bert")
-    spec = compose.compose_spec(overrides)
+    spec = compose.compose_spec([*overrides, *args.overrides])
     hw = setup_hardware(spec.hardware)
     run = setup.build(spec, setup.Purpose.train, parallel.Backend(), hw)
     return run, hw
