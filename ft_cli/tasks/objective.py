@@ -83,7 +83,11 @@ class MaskedLMObjective(Objective):
     ) -> None:
         self.task, self.num_labels, self.pad_id = task.kind, 0, pad_id
         self.rule = mlm.MaskingRule.from_task(task, tokenizer)
-        self.forward = mlm.MaskedLMForward(net, compile_model)
+        self.forward = self.model_forward(net, compile_model)
+
+    def model_forward(self, net: nn.Module, compile_model: bool) -> Any:
+        """What runs the model on a batch (the masked positions' logits only)."""
+        return mlm.MaskedLMForward(net, compile_model)
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
         return mlm.MaskingCollator(split, self.pad_id, self.rule, seed)
@@ -105,14 +109,10 @@ class MaskedLMObjective(Objective):
 class NextSentenceObjective(MaskedLMObjective):
     """Masked-LM plus next-sentence prediction: the two losses summed."""
 
-    def __init__(
-        self, net: nn.Module, task: TaskConfig, tokenizer: Any, pad_id: int, compile_model: bool
-    ) -> None:
+    def model_forward(self, net: nn.Module, compile_model: bool) -> Any:
         from ft_cli.tasks import nsp
 
-        self.task, self.num_labels, self.pad_id = task.kind, 0, pad_id
-        self.rule = mlm.MaskingRule.from_task(task, tokenizer)
-        self.forward = nsp.NextSentenceForward(net, compile_model)
+        return nsp.NextSentenceForward(net, compile_model)
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
         from ft_cli.tasks import nsp
