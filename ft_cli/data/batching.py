@@ -113,11 +113,16 @@ class RankShard:
         return len(self.inner) - (1 if 0 < tail < self.world else 0)
 
     def __iter__(self) -> Iterator[list[int]]:
-        whole = [b for b in self.inner.batches() if len(b) >= self.world]
-        for batch in whole[self.start :]:
+        return iter(self.batches()[self.start :])
+
+    def batches(self) -> list[list[int]]:
+        """This rank's part of each global batch of the epoch."""
+        parts = []
+        for batch in (b for b in self.inner.batches() if len(b) >= self.world):
             base, extra = divmod(len(batch), self.world)
             begin = self.rank * base + min(self.rank, extra)
-            yield batch[begin : begin + base + (1 if self.rank < extra else 0)]
+            parts.append(batch[begin : begin + base + (1 if self.rank < extra else 0)])
+        return parts
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:

@@ -89,7 +89,7 @@ class MixedBatches:
     shuffle drawn from (seed, epoch), or task after task in turn (round_robin).
     """
 
-    def __init__(self, parts: list[batching.ShuffledBatches], counts: list[int], seed: int,
+    def __init__(self, parts: list[Any], counts: list[int], seed: int,
                  interleave: bool) -> None:  # fmt: skip
         self.parts, self.counts, self.seed = parts, counts, seed
         self.interleave = interleave
@@ -152,15 +152,20 @@ class TaskCollator:
 
 def train_loader(split: TaskSplits, collate: TaskCollator, batch_size: int, seed: int,
                  group_by_length: bool, mixing: Mixing, temperature: float,
-                 weights: Sequence[float]) -> tuple[Any, MixedBatches]:  # fmt: skip
-    """Mixed training batches of `batch_size` rows (one process)."""
-    parts = []
+                 weights: Sequence[float], rank: int = 0,
+                 world: int = 1) -> tuple[Any, MixedBatches]:  # fmt: skip
+    """Mixed training batches of `batch_size` rows per process. With several processes
+    every rank draws the same task at each step and takes its part of that task's
+    global batch, as `batching.train_loader` does for one task."""
+    parts: list[Any] = []
     for index, rows in enumerate(split.parts):
         assert rows is not None  # every task has a train split
         lengths = rows.lengths() if group_by_length else None
-        parts.append(batching.ShuffledBatches(len(rows), batch_size, task_seed(seed, index),
-                                              lengths))  # fmt: skip
-    probabilities = shares(mixing, [p.size for p in parts], temperature, weights)
+        part = batching.ShuffledBatches(len(rows), batch_size * world, task_seed(seed, index),
+                                        lengths)  # fmt: skip
+        parts.append(batching.RankShard(part, rank, world) if world > 1 else part)
+    sizes = [len(rows) for rows in split.parts if rows is not None]
+    probabilities = shares(mixing, sizes, temperature, weights)
     counts = batch_counts(probabilities, sum(len(p) for p in parts))
     if mixing == Mixing.proportional:
         counts = [len(p) for p in parts]  # exactly one pass over each task per epoch

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ft_cli.config.schema import HardwareConfig, Parallel, StrategyConfig
+from ft_cli.errors import FtError
 from ft_cli.hardware import distributed, sharded
 from ft_cli.hardware.distributed import Dist
 from ft_cli.training import checkpoint
@@ -78,7 +79,9 @@ class DataParallel(Backend):
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(forward, device_ids=ids)
+        # Multi-task: a batch trains one task's head; the others get no gradient.
+        partial = getattr(getattr(forward, "objective", None), "uses_part_of_model", False)
+        return DistributedDataParallel(forward, device_ids=ids, find_unused_parameters=partial)
 
     def sync(self, synced: Any, boundary: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if boundary else synced.no_sync()
@@ -103,6 +106,11 @@ class FullySharded(DataParallel):
         sharded.check_supported(plan)
 
     def shard(self, forward: nn.Module, net: nn.Module) -> None:
+        if getattr(getattr(forward, "objective", None), "uses_part_of_model", False):
+            raise FtError(
+                "hardware.distributed=fsdp cannot train task=multitask (each batch trains one"
+                " task's head); use hardware.distributed=ddp"
+            )
         sharded.shard(forward, net)
 
     def wrap(self, forward: nn.Module, device: torch.device) -> Any:

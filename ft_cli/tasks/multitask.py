@@ -101,6 +101,8 @@ class MultiTask(Task):
 class MultiTaskObjective(Objective):
     """Each batch goes to its task's objective; the loss is scaled by the task's weight."""
 
+    uses_part_of_model = True  # a batch leaves the other tasks' heads without gradients
+
     def __init__(self, net: nn.Module, task: TaskConfig, tokenizer: Any, labels: Any,
                  compile_model: bool, label_smoothing: float) -> None:  # fmt: skip
         self.task, self.num_labels, self.pad_id = "multitask", 0, tokenizer.pad_token_id or 0
@@ -130,11 +132,10 @@ class MultiTaskObjective(Objective):
 
     def train_loader(self, split: Any, collate: Any, batch_size: int, seed: int,
                      group_by_length: bool, rank: int, world: int) -> tuple[Any, Any]:  # fmt: skip
-        if world > 1:
-            raise FtError("task=multitask trains in one process; run it without torchrun")
         t = self.settings
         return mixing.train_loader(split, collate, batch_size, seed, group_by_length, t.mixing,
-                                   t.temperature, [s.share for s in t.tasks.values()])  # fmt: skip
+                                   t.temperature, [s.share for s in t.tasks.values()], rank,
+                                   world)  # fmt: skip
 
     def eval_loader(self, split: Any, collate: Any, batch_size: int, rank: int, world: int,
                     even: bool) -> Any:  # fmt: skip
