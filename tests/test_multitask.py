@@ -358,7 +358,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, monk
     (tmp_path / "recipes" / "two.yaml").write_text(TWO_CLASSIFIERS)
     monkeypatch.setenv("FT_RECIPES_DIR", str(tmp_path / "recipes"))
     settings = [*SMALL, "+recipe=two", "strategy.dropout=0.0", "hardware=cpu",
-                "optimizer.lr=1e-3", "train.epochs=2", "train.export=last"]  # fmt: skip
+                "optimizer.lr=1e-3", "train.epochs=1", "train.export=last"]  # fmt: skip
     spec = compose_spec([*settings, "train.batch_size=16"])
     train(spec, run_dir=tmp_path / "single")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
