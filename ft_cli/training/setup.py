@@ -124,9 +124,9 @@ def build(
     seed_everything(spec.train.seed)
     tokenizer = model.load_tokenizer(spec.model)
     kind = tasks.get(spec.task.kind)
+    for data in run_data(spec).values():
+        model.check_max_length(spec.model, data.max_length)
     if prepared is None:
-        for data in run_data(spec).values():
-            model.check_max_length(spec.model, data.max_length)
         # Rank 0 fills the token cache, the others read it (only real process groups wait).
         first = place if purpose == Purpose.train else distributed.SINGLE
         with distributed.main_first(first):
