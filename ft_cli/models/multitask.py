@@ -44,11 +44,9 @@ class MultiTaskNet(nn.Module):
         """The shared encoder (with the first task's pooler, if it has one)."""
         return backbone(next(iter(self.tasks.values())))
 
-    def head_modules(self) -> list[str]:
-        """Names of every task's head modules (LoRA trains them fully)."""
-        from ft_cli.strategies import lora
-
-        return sorted({name for net in self.tasks.values() for name in lora.head_modules(net)})
+    def task_models(self) -> list[nn.Module]:
+        """Each task's complete model (they share the encoder modules)."""
+        return list(self.tasks.values())
 
     def save_pretrained(self, folder: Path, tokenizer: Any, manifest: dict[str, Any]) -> None:
         """model/NAME for each task and model/encoder: each a plain transformers folder."""

@@ -14,8 +14,8 @@ from ft_cli.strategies.base import Strategy
 
 def head_modules(model: nn.Module) -> list[str]:
     """Names of the task-head modules, which train fully next to the adapters."""
-    if hasattr(model, "head_modules"):  # several task models (multitask): every head
-        return model.head_modules()
+    if hasattr(model, "task_models"):  # several task models on one encoder: every head
+        return sorted({name for net in model.task_models() for name in head_modules(net)})
     prefix = getattr(model, "base_model_prefix", "")
     names = [
         name
