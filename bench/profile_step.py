@@ -25,23 +25,29 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_hf import DEFAULT_DATA, cpu_name
 
-# Operator name (aten::NAME) -> kind; the first pattern found in the name wins.
+# Operator name (aten::NAME) -> kind; the first pattern found in the name wins
+# ("=NAME": that exact name).
 KINDS = [
     ("element-wise", ("log_softmax", "nll_loss")),  # the loss, not attention
-    ("optimizer update", ("adam", "_foreach", "clip_grad")),
+    ("optimizer update", ("adam", "_foreach", "clip_grad", "linalg_vector_norm")),
+    ("dropout masks", ("bernoulli", "random_", "=aten::ge")),
     ("attention", ("scaled_dot_product", "flash_attention", "_softmax", "softmax")),
     ("matmul", ("addmm", "::mm", "bmm", "baddbmm", "matmul", "linear", "mkldnn")),
     ("normalisation", ("layer_norm",)),
     ("casts and copies", ("_to_copy", "copy_", "::to", "contiguous", "clone", "cat", "index")),
     ("element-wise", ("add", "mul", "div", "sub", "gelu", "tanh", "dropout", "bernoulli",
-                      "where", "fill", "zero", "sqrt", "pow", "exp", "neg", "lerp", "foreach",
+                      "where", "fill", "zero", "copysign", "sqrt", "pow", "exp", "neg", "lerp",
+                      "foreach",
                       "masked", "sum", "mean", "threshold", "embedding", "nll", "log")),
+    ("allocation", ("empty", "resize_")),
+    ("views", ("view", "transpose", "as_strided", "::t", "reshape", "expand", "permute",
+               "slice", "select", "unsqueeze", "squeeze", "split", "detach", "alias")),
 ]  # fmt: skip
 
 
 def kind_of(name: str) -> str:
     for kind, patterns in KINDS:
-        if any(p in name for p in patterns):
+        if any(name == p[1:] if p.startswith("=") else p in name for p in patterns):
             return kind
     return "other"
 

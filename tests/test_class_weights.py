@@ -102,6 +102,7 @@ def test_balanced_raises_minority_recall_on_a_9_to_1_split(tmp_path: Path) -> No
         ("task.class_weights=[1.0,-2.0]", "-2 must be a finite number, at least 0"),
         ("task.class_weights={positive:2,neutral:1}", "label 'neutral' is not a class"),
         ("task.class_weights=inverse", "use balanced, a list"),
+        ("task.class_weights=0", "use balanced, a list"),
         ("task.class_weights=[0,0]", "every weight is 0"),
     ],
 )

@@ -396,6 +396,11 @@ class HardwareConfig:
     compile: bool = _help(
         False, "torch.compile the model (dynamic shapes); the first step includes compile time."
     )
+    fast_paths: bool = _help(
+        True,
+        "CPU training: ft's dropout masks (16-bit random draws, same keep probability) and"
+        " matmul attention instead of PyTorch's; false = PyTorch's own.",
+    )
     distributed: Parallel = _help(
         Parallel.ddp,
         "Under torchrun: ddp (a model copy per process) or fsdp (FSDP2: weights,"
@@ -642,7 +647,7 @@ def _check_class_weights(task: TaskSettings, key: str) -> None:
             f"{key}class_weights is for classification and token_classification, not"
             f" {key}kind={task.kind.value}; drop it"
         )
-    if isinstance(weights, str):
+    if isinstance(weights, (str, int, float)):
         if weights != "balanced":
             raise FtError(
                 f"{key}class_weights={weights}: use balanced, a list in label order"

@@ -26,7 +26,7 @@ from ft_cli import strategies, tasks
 from ft_cli.config.schema import RunSpec, StrategyConfig, run_data
 from ft_cli.data import dataset
 from ft_cli.data.encoded import EncodedSplit
-from ft_cli.hardware import distributed
+from ft_cli.hardware import distributed, kernels
 from ft_cli.hardware.device import Hardware
 from ft_cli.hardware.distributed import Dist
 from ft_cli.hardware.parallel import Backend
@@ -138,6 +138,8 @@ def build(
     hooks = strategies.for_config(plan)
     net, new_names = kind.build_model(spec.model, spec.task, labels, len(tokenizer),
                                       plan.dropout, meta=purpose == Purpose.explain)  # fmt: skip
+    if spec.hardware.fast_paths:
+        kernels.speed_up(net)  # before wrapping: LoRA's own dropouts are plain too
     net = hooks.wrap(net)
     if purpose != Purpose.explain:
         net = net.to(hw.device)

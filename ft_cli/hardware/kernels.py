@@ -1,0 +1,139 @@
+"""Faster training paths on the CPU for transformers encoders: dropout masks and attention.
+
+Two costs the profile (`bench/profile_step.py`) found in a CPU training step:
+
+- PyTorch's CPU dropout draws one Bernoulli sample per element, which in bf16
+  costs more than all the model's matrix multiplies together. Here the mask
+  comes from 16-bit random integers, four per 64-bit draw of the same torch
+  generator, compared with a threshold: the same distribution (keep
+  probability exact to 1/65536), seeded and resumed like any torch draw.
+- Without dropout, SDPA on the CPU takes its flash-attention kernel, whose
+  backward is several times slower than the plain matmul path. Training uses
+  the matmul path (softmax(QK^T) V, with the cheap dropout on the weights);
+  inference keeps SDPA, whose forward is the fastest.
+
+On CUDA both stay PyTorch's own (its dropout and SDPA are already fused there).
+The swap changes no parameter and no saved config: exports load in plain
+transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+ATTENTION = "ft_matmul"  # the name registered with transformers' attention interfaces
+_SWAPPABLE = ("sdpa", "eager")  # implementations the matmul path computes exactly
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """A bool tensor of `shape`, each element True with probability 1 - p (to 1/65536)."""
+    count = shape.numel()
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None)  # all 64 bits uniform: four 16-bit draws per word
+    draws = words.view(torch.int16)[:count].view(shape)
+    return draws >= round(p * 65536) - 32768
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout with `keep_mask`; PyTorch's own where it is already fast (CUDA)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return nn.functional.dropout(x, p, training)
+    return x * keep_mask(x.shape, p, x.device) * (1.0 / (1.0 - p))
+
+
+class MaskDropout(nn.Dropout):
+    """nn.Dropout with `dropout`'s masks; a drop-in for the modules of a loaded model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def matmul_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,  # the probability, by the name transformers passes it
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention as transformers' interface calls it: (B, H, L, D) in, (B, L, H, D) out.
+
+    `attention_mask`: SDPA's layout (True = attend, or an additive float mask),
+    broadcast over heads; None when nothing is padded.
+    """
+    # SDPA where it is the faster: inference, CUDA, and fp32 without dropout (its
+    # flash kernel's backward is slow only in bf16).
+    if (
+        not torch.is_grad_enabled()
+        or query.device.type != "cpu"
+        or (dropout == 0.0 and query.dtype == torch.float32)
+    ):
+        out = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling
+        )
+        return out.transpose(1, 2).contiguous(), None
+    scale = query.size(-1) ** -0.5 if scaling is None else scaling
+    out = attention_by_matmul(query, key, value, attention_mask, scale, dropout, module.training)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def attention_by_matmul(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    p: float,
+    training: bool,
+) -> torch.Tensor:
+    """softmax(Q K^T * scale + mask) V with `dropout` on the weights; (B, H, L, D)."""
+    scores = torch.matmul(query * scale, key.transpose(-1, -2))
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    elif mask is not None:
+        scores = scores + mask
+    weights = scores.softmax(dim=-1).to(value.dtype)
+    return torch.matmul(dropout(weights, p, training), value)
+
+
+def register() -> None:
+    """Make ATTENTION known to transformers (idempotent): the function and its mask layout."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, matmul_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
+
+
+def speed_up(net: nn.Module) -> dict[str, int]:
+    """Swap `net`'s dropout modules and attention for the paths above, in place.
+
+    Returns how many of each were swapped (for `ft explain` and tests).
+    """
+    register()
+    swapped = {"dropout": 0, "attention": 0}
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(parent, name, MaskDropout(child.p, child.inplace))
+                swapped["dropout"] += 1
+    held = (getattr(m, "config", None) for m in net.modules())
+    configs = {id(c): c for c in held if _is_config(c)}
+    for config in configs.values():
+        if getattr(config, "_attn_implementation", None) in _SWAPPABLE:
+            config._attn_implementation = ATTENTION
+            swapped["attention"] += 1
+    return swapped
+
+
+def _is_config(value: Any) -> bool:
+    from transformers import PretrainedConfig
+
+    return isinstance(value, PretrainedConfig)

@@ -1,0 +1,160 @@
+"""ft's CPU training paths: cheap dropout masks and matmul attention compute what PyTorch's do."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ft_cli.hardware import kernels
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_keep_mask_keeps_the_right_share(p) -> None:
+    torch.manual_seed(0)
+    mask = kernels.keep_mask(torch.Size([1000, 1001]), p, torch.device("cpu"))
+    assert mask.dtype == torch.bool and mask.shape == (1000, 1001)
+    kept = mask.float().mean().item()
+    # ~1e6 draws: the standard error of the share is under 5e-4.
+    assert abs(kept - (1 - p)) < 3e-3
+
+
+def test_keep_mask_follows_the_torch_generator() -> None:
+    shape = torch.Size([64, 129])  # not a multiple of four: the last word is cut
+    torch.manual_seed(3)
+    first = kernels.keep_mask(shape, 0.1, torch.device("cpu"))
+    again = kernels.keep_mask(shape, 0.1, torch.device("cpu"))
+    torch.manual_seed(3)
+    assert torch.equal(first, kernels.keep_mask(shape, 0.1, torch.device("cpu")))
+    assert not torch.equal(first, again)
+    # Neighbouring draws are independent (no pattern within one 64-bit word).
+    pairs = kernels.keep_mask(torch.Size([400_000]), 0.5, torch.device("cpu")).view(-1, 4).float()
+    both = (pairs[:, 0] * pairs[:, 1]).mean().item()
+    assert abs(both - 0.25) < 5e-3
+
+
+def test_dropout_scales_what_it_keeps_and_its_gradient_matches() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(256, 384, requires_grad=True)
+    torch.manual_seed(2)
+    out = kernels.dropout(x, 0.25)
+    kept = out != 0
+    assert torch.allclose(out[kept], x[kept] / 0.75)
+    out.sum().backward()
+    assert torch.allclose(x.grad, kept.float() / 0.75)
+    assert kernels.dropout(x, 0.25, training=False) is x
+    assert kernels.dropout(x, 0.0) is x
+    # The expectation is kept: the mean over many draws approaches the input.
+    big = torch.ones(2_000_000)
+    assert abs(kernels.dropout(big, 0.1).mean().item() - 1.0) < 3e-3
+
+
+def _sdpa_inputs(seed: int = 0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    q, k, v = (torch.randn(3, 4, 10, 8, dtype=dtype, requires_grad=True) for _ in range(3))
+    mask = torch.ones(3, 1, 10, 10, dtype=torch.bool)
+    mask[0, ..., 7:] = False  # padded keys
+    mask[2, ..., 4:] = False
+    return q, k, v, mask
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_matmul_attention_matches_sdpa_forward_and_backward(masked) -> None:
+    q, k, v, mask = _sdpa_inputs()
+    mask = mask if masked else None
+    ours = kernels.attention_by_matmul(q, k, v, mask, 0.3, 0.0, True).transpose(1, 2)
+    ours.square().sum().backward()
+    mine = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    ref = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
+    ref = ref.transpose(1, 2)
+    ref.square().sum().backward()
+    assert ours.shape == (3, 10, 4, 8)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    for got, want in zip(mine, (q.grad, k.grad, v.grad), strict=True):
+        assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_matmul_attention_drops_attention_weights_when_training() -> None:
+    q, k, v, mask = _sdpa_inputs(dtype=torch.bfloat16)
+    module = nn.Module().train()
+    torch.manual_seed(5)
+    dropped, _ = kernels.matmul_attention(module, q, k, v, mask, dropout=0.5)
+    clean, _ = kernels.matmul_attention(module, q, k, v, mask, dropout=0.0)
+    assert not torch.allclose(dropped, clean)
+    module.eval()
+    assert torch.allclose(kernels.matmul_attention(module, q, k, v, mask, dropout=0.5)[0], clean)
+
+
+def _tiny_classifier(attn: str = "sdpa"):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=3,
+                        attn_implementation=attn)  # fmt: skip
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config)
+
+
+def _batch():
+    torch.manual_seed(9)
+    ids = torch.randint(5, 99, (4, 12))
+    mask = torch.ones(4, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    mask[3, 5:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 1])}
+
+
+def _loss_and_grads(net):
+    net.zero_grad()
+    loss = net(**_batch()).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_a_swapped_model_computes_what_the_original_does(tmp_path, attn) -> None:
+    original = _tiny_classifier(attn)
+    swapped = _tiny_classifier(attn)
+    counts = kernels.speed_up(swapped)
+    assert counts["attention"] == 1
+    assert counts["dropout"] == sum(isinstance(m, nn.Dropout) for m in original.modules()) > 0
+    assert all(type(m) is not nn.Dropout for m in swapped.modules())
+    # Without dropout the step is the same computation: loss and every gradient.
+    for net in (original, swapped):
+        net.train()
+        for m in net.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        net.config.attention_probs_dropout_prob = 0.0
+    for m in original.modules():  # the attention reads its probability from here
+        if hasattr(m, "dropout") and isinstance(m.dropout, nn.Dropout):
+            m.dropout.p = 0.0
+    loss_a, grads_a = _loss_and_grads(original)
+    loss_b, grads_b = _loss_and_grads(swapped)
+    assert math.isclose(loss_a.item(), loss_b.item(), rel_tol=1e-5)
+    for name, grad in grads_a.items():
+        assert torch.allclose(grad, grads_b[name], atol=1e-5), name
+    # Inference (no grad) agrees too, and the export names no ft attention.
+    with torch.no_grad():
+        logits = swapped.eval()(**_batch()).logits
+        assert torch.allclose(logits, original.eval()(**_batch()).logits, atol=1e-5)
+    swapped.save_pretrained(tmp_path)
+    assert kernels.ATTENTION not in (tmp_path / "config.json").read_text()
+    assert len(json.loads((tmp_path / "config.json").read_text())["id2label"]) == 3
+
+
+def test_swapped_dropout_is_active_in_training_only() -> None:
+    net = _tiny_classifier()
+    kernels.speed_up(net)
+    batch = _batch()
+    torch.manual_seed(0)
+    first = net.train()(**batch).logits
+    second = net(**batch).logits
+    assert not torch.allclose(first, second)  # a new mask each call
+    with torch.no_grad():
+        assert torch.equal(net.eval()(**batch).logits, net(**batch).logits)
