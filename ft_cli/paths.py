@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from ft_cli.errors import FtError
@@ -42,3 +43,10 @@ def resolve_path(value: str, key: str, base: str | Path | None = None) -> str:
     if base is not None and not Path(value).is_absolute():
         return str(Path(base) / value)
     return value
+
+
+def cache_root() -> Path:
+    """ft's caches: $FT_CACHE_DIR, else $XDG_CACHE_HOME/ft, else ~/.cache/ft."""
+    if os.environ.get("FT_CACHE_DIR"):
+        return Path(os.environ["FT_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ft"

@@ -46,6 +46,7 @@ def _simulated_bf16_cpu(monkeypatch) -> None:
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
         seconds = {torch.float32: 2.2, torch.bfloat16: 1.0}
         monkeypatch.setattr(hardware, "_matmul_seconds", lambda dtype, *a: seconds[dtype])
+        monkeypatch.setattr(hardware.remembered, "value", lambda name, measure: measure())
 
 
 def compose_spec(overrides: list[str]):

@@ -54,3 +54,36 @@ def test_explain_prints_its_tables(capsys) -> None:
         assert heading in out
     assert cli._run_tool("explain", ["optimizer.lrr=1"]) == 2
     assert "unknown key 'optimizer.lrr'" in capsys.readouterr().err
+
+
+def test_a_repeated_explain_is_remembered_until_its_inputs_change(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from conftest import write_csv
+
+    monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path / "cache"))
+    rows = [{"text": f"row {i} {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(40)]
+    data = tmp_path / "train.csv"
+    write_csv(data, rows)
+    settings = [*TINY, "+recipe=demo", f"data.path={tmp_path}", "data.files.train=train.csv",
+                "data.files.validation=null", "data.files.test=null"]  # fmt: skip
+    built = []
+    real_plan = explain.plan
+    monkeypatch.setattr(explain, "plan", lambda o: built.append(o) or real_plan(o))
+
+    first = explain.remembered_plan(settings)
+    again = explain.remembered_plan(settings)
+    assert len(built) == 1 and again == first  # read back, every field equal
+    assert explain.remembered_plan(settings, fresh=True) == first and len(built) == 2
+    write_csv(data, rows + rows[:8])  # the data changed: built again, and it shows
+    changed = explain.remembered_plan(settings)
+    assert len(built) == 3 and changed.train_rows > first.train_rows
+    explain.remembered_plan([*settings, "train.batch_size=4"])  # another config
+    assert len(built) == 4
+    for entry in (tmp_path / "cache" / "plans").iterdir():
+        entry.write_text("{damaged")
+    assert explain.remembered_plan(settings) == changed and len(built) == 5
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["explain", *settings])
+    assert stop.value.code == 0
+    assert "steps per epoch" in capsys.readouterr().out and len(built) == 5

@@ -8,6 +8,7 @@ import torch
 from ft_cli.config.schema import Device, HardwareConfig, Precision
 from ft_cli.errors import FtError
 from ft_cli.hardware import device as hardware
+from ft_cli.hardware import remembered
 
 
 def fake_cpu(monkeypatch, native: bool, fp32_s: float = 1.0, bf16_s: float = 1.0) -> None:
@@ -16,6 +17,7 @@ def fake_cpu(monkeypatch, native: bool, fp32_s: float = 1.0, bf16_s: float = 1.0
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     seconds = {torch.float32: fp32_s, torch.bfloat16: bf16_s}
     monkeypatch.setattr(hardware, "_matmul_seconds", lambda dtype: seconds[dtype])
+    monkeypatch.setattr(remembered, "value", lambda name, measure: measure())  # no cache
 
 
 @pytest.mark.parametrize(
@@ -59,3 +61,26 @@ def test_probe_measures_real_matmuls() -> None:
 def test_fp16_on_cuda_uses_a_grad_scaler() -> None:
     hw = hardware.setup_hardware(HardwareConfig(device=Device.cuda, precision=Precision.fp16))
     assert hw.scaler.is_enabled()
+
+
+def test_the_probe_is_measured_once_per_machine(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("FT_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def measure() -> float:
+        calls.append(1)
+        return 2.5
+
+    assert remembered.value("speedup", measure) == 2.5
+    assert remembered.value("speedup", lambda: 9.0) == 2.5  # remembered, not measured
+    assert len(calls) == 1
+    monkeypatch.setattr(remembered, "machine_key", lambda: "another cpu|torch 9")
+    assert remembered.value("speedup", lambda: 1.1) == 1.1  # another machine measures
+    (tmp_path / remembered.FILE).write_text("{not json")
+    assert remembered.value("speedup", lambda: 3.0) == 3.0  # a damaged file is rewritten
+    assert remembered.value("speedup", lambda: 4.0) == 3.0
+
+
+def test_the_machine_key_names_the_cpu_and_torch() -> None:
+    key = remembered.machine_key()
+    assert f"torch {torch.__version__}" in key and "cores" in key

@@ -43,10 +43,28 @@ class Plan:
 
 def main(args: list[str]) -> int:
     if args and args[0] in ("-h", "--help"):
-        print("usage: ft explain [OVERRIDES]   (the overrides of ft train, +recipe=NAME too)")
+        print(
+            "usage: ft explain [--fresh] [OVERRIDES]   (the overrides of ft train,"
+            " +recipe=NAME too; --fresh: build the plan even if an unchanged one is remembered)"
+        )
         return 0
-    show(plan(args))
+    fresh = "--fresh" in args
+    show(remembered_plan([a for a in args if a != "--fresh"], fresh))
     return 0
+
+
+def remembered_plan(overrides: list[str], fresh: bool = False) -> Plan:
+    """`plan(overrides)`, read back when nothing it depends on has changed since."""
+    from ft_cli.commands import plan_cache
+    from ft_cli.config import compose
+
+    compose.check_overrides(overrides)
+    entry = plan_cache.key(overrides, compose.compose_spec(overrides))
+    found = None if fresh else plan_cache.load(entry, Plan)
+    if found is None:
+        found = plan(overrides)
+        plan_cache.store(entry, found)
+    return found
 
 
 def plan(overrides: list[str]) -> Plan:

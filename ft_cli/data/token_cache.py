@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ft_cli import paths
 from ft_cli.data.encoded import EncodedSplit
 
 VERSION = "1"  # bump when the layout of an entry changes
@@ -26,9 +27,8 @@ VERSION = "1"  # bump when the layout of an entry changes
 def cache_dir() -> Path:
     """$FT_CACHE_DIR, else $XDG_CACHE_HOME/ft/tokenized, else ~/.cache/ft/tokenized."""
     if os.environ.get("FT_CACHE_DIR"):
-        return Path(os.environ["FT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ft" / "tokenized"
+        return paths.cache_root()
+    return paths.cache_root() / "tokenized"
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

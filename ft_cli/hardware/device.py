@@ -14,6 +14,7 @@ import torch
 
 from ft_cli.config.schema import Device, HardwareConfig, Precision
 from ft_cli.errors import FtError
+from ft_cli.hardware import remembered
 
 _DTYPES = {Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
 
@@ -78,10 +79,15 @@ def cpu_bf16_is_faster() -> tuple[bool, str]:
     )
     if not native:
         return False, "no native bf16 on this CPU"
-    fp32, bf16 = (_matmul_seconds(dtype) for dtype in (torch.float32, torch.bfloat16))
-    if bf16 < 0.8 * fp32:
-        return True, f"bf16 matmul {fp32 / bf16:.1f}x faster than fp32 here"
-    return False, f"bf16 matmul not faster than fp32 here ({fp32 / bf16:.1f}x)"
+    # Measured once per machine (CPU model, flags, torch version), then remembered.
+    speedup = remembered.value("bf16_matmul_speedup", _bf16_speedup)
+    if speedup > 1.25:
+        return True, f"bf16 matmul {speedup:.1f}x faster than fp32 here"
+    return False, f"bf16 matmul not faster than fp32 here ({speedup:.1f}x)"
+
+
+def _bf16_speedup() -> float:
+    return _matmul_seconds(torch.float32) / _matmul_seconds(torch.bfloat16)
 
 
 def _matmul_seconds(dtype: torch.dtype, size: tuple[int, int, int] = (1024, 384, 1536)) -> float:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch stays unimported for `table_rows` (a remembered `ft explain`)
+    import torch
+    from torch import nn
 
-from ft_cli.strategies.layers import AppliedStrategy, group_names, group_of
+    from ft_cli.strategies.layers import AppliedStrategy
 
 
 def strategy_record(
@@ -23,6 +24,8 @@ def strategy_record(
     applied: AppliedStrategy,
     unfreeze_steps: list[int],
 ) -> dict[str, Any]:
+    from ft_cli.strategies.layers import group_names, group_of
+
     # The peak rates: the scheduler has already scaled "lr" for warmup.
     peak = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     lr_of = {
