@@ -60,7 +60,7 @@ overrides = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides)
 def test_overrides_compose_or_fail_with_one_line(tokens: list[str]) -> None:
     try:

@@ -318,3 +318,26 @@ def test_strategies_that_need_no_layers_work_on_any_model() -> None:
     assert not applied.frozen_groups and all(p.requires_grad for p in model.parameters())
     with pytest.raises(FtError, match="cannot find the 0 encoder layers of Sequential"):
         strategy.apply_strategy(model, StrategyConfig(kind=StrategyKind.freeze_layers))
+
+
+@pytest.mark.parametrize("kind", ["full", "gradual_unfreeze"])
+def test_frozen_word_embeddings_stay_as_loaded_and_the_rest_trains(
+    tmp_path: Path, tiny_pretrained: Path, kind: str
+) -> None:
+    result = run_train(
+        tmp_path,
+        [*pretrained(tiny_pretrained), f"strategy={kind}", "strategy.freeze_word_embeddings=true",
+         "strategy.unfreeze_every=1", "strategy.unfreeze_unit=steps", "train.max_steps=6",
+         "optimizer.lr=1e-2", "train.export=last"],
+    )  # fmt: skip
+    start = {f"bert.{k}": v for k, v in load_file(tiny_pretrained / "model.safetensors").items()}
+    end = load_file(result.run_dir / "model" / "model.safetensors")
+    word = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(end[word], start[word])
+    moved = [n for n in start if n != word and n in end and not torch.equal(end[n], start[n])]
+    assert "bert.embeddings.position_embeddings.weight" in moved  # the group itself trained
+    assert "bert.encoder.layer.0.attention.self.query.weight" in moved
+    if kind == "full":  # (gradual unfreezing records its start: all embeddings closed)
+        record = json.loads((result.run_dir / "strategy.json").read_text())
+        embeddings = next(g for g in record["groups"] if g["group"] == "embeddings")
+        assert embeddings["frozen"] == start[word].numel()

@@ -315,6 +315,11 @@ class StrategyConfig:
     dropout: float | None = _help(
         None, "Any strategy: set the model's dropout; null = its own.", FRACTION
     )
+    freeze_word_embeddings: bool = _help(
+        False,
+        "Any strategy: keep the input word embeddings (and an output layer tied to them) as"
+        " loaded; a faster step, no vocabulary-sized gradient or optimizer update.",
+    )
     label_smoothing: float = _help(
         0.0, "Any strategy: label smoothing of the classification loss.", FRACTION
     )

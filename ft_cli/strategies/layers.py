@@ -149,11 +149,23 @@ def apply_strategy(model: nn.Module, cfg: StrategyConfig) -> AppliedStrategy:
     modules = {} if plan.wraps_model else group_modules(model, plan.picks_layers)
     applied = AppliedStrategy(num_layers=layers, modules=modules)
     plan.freeze(applied, model)
+    if cfg.freeze_word_embeddings and not plan.wraps_model:
+        applied.frozen_names |= word_embedding_names(model)
     if not plan.wraps_model:  # a wrapper (peft) already froze the base model
         _set_trainable(model, applied)
     if applied.unfreeze_every:
         applied.update(model, 0, 0)
     return applied
+
+
+def word_embedding_names(model: nn.Module) -> set[str]:
+    """Names of the input word embedding weights (every task model's, in a multi-task net)."""
+    wanted = {
+        id(m.get_input_embeddings().weight)
+        for m in model.modules()
+        if hasattr(m, "get_input_embeddings") and m.get_input_embeddings() is not None
+    }
+    return {name for name, param in model.named_parameters() if id(param) in wanted}
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
