@@ -6,7 +6,7 @@ printed with their ratio. The other revision is checked out into a temporary
 git worktree; both sides use this environment's packages.
 
     python bench/compare_revisions.py --base 7756cb6            # MiniLM on MRPC, 40 steps
-    python bench/compare_revisions.py --base HEAD~3 --repeats 3 --steps 60
+    python bench/compare_revisions.py --base HEAD~3 --repeats 3 --steps 60 --precision bf16
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 
-def run(source: Path, run_dir: Path, steps: int) -> dict:
+def run(source: Path, run_dir: Path, steps: int, precision: str) -> dict:
     args = ["+recipe=minilm_mrpc", f"data.path={MRPC}", f"train.max_steps={steps}",
-            "train.log_every=10", "hardware.precision=fp32", "train.eval_every=100000",
+            "train.log_every=10", f"hardware.precision={precision}", "train.eval_every=100000",
             "data.max_eval_samples=64", f"hydra.run.dir={run_dir}"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(source), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "ft_cli", "train", *args], env=env,
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the git revision to compare against")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
     args = parser.parse_args()
     if not MRPC.is_dir():
         sys.exit(f"needs the GLUE MRPC TSVs in {MRPC}")
@@ -54,12 +55,13 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for name, source in sides.items():
                     run_dir = Path(tmp) / f"{name.replace(' ', '_')}-{repeat}"
-                    results[name].append(run(source, run_dir, args.steps))
+                    results[name].append(run(source, run_dir, args.steps, args.precision))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO)
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "?")
-    print(f"MiniLM on MRPC, {args.steps} steps, fp32, medians of {args.repeats}; {cpu}")
+    precision = args.precision
+    print(f"MiniLM on MRPC, {args.steps} steps, {precision}, medians of {args.repeats}; {cpu}")
     print(f"{'metric':<26}{args.base:>16}{'this checkout':>16}{'ratio':>9}")
     for key in ("train_samples_per_s", "time_to_first_step_s"):
         a, b = (statistics.median(r[key] for r in results[name]) for name in sides)

@@ -404,7 +404,7 @@ class HardwareConfig:
     fast_paths: bool = _help(
         True,
         "CPU training: ft's dropout masks (16-bit random draws, same keep probability) and"
-        " matmul attention instead of PyTorch's; false = PyTorch's own.",
+        " matmul attention; false = PyTorch's own (so does hardware.compile=true).",
     )
     distributed: Parallel = _help(
         Parallel.ddp,

@@ -1,6 +1,6 @@
-"""Faster training paths on the CPU for transformers encoders: dropout masks and attention.
+"""Faster training paths for transformers encoders: dropout masks and attention.
 
-Two costs the profile (`bench/profile_step.py`) found in a CPU training step:
+Costs the profile (`bench/profile_step.py`) found in a CPU training step:
 
 - PyTorch's CPU dropout draws one Bernoulli sample per element, which in bf16
   costs more than all the model's matrix multiplies together. Here the mask
@@ -12,7 +12,7 @@ Two costs the profile (`bench/profile_step.py`) found in a CPU training step:
   the matmul path (softmax(QK^T) V, with the cheap dropout on the weights);
   inference keeps SDPA, whose forward is the fastest.
 
-On CUDA both stay PyTorch's own (its dropout and SDPA are already fused there).
+On CUDA dropout and attention stay PyTorch's own (already fused there).
 The swap changes no parameter and no saved config: exports load in plain
 transformers.
 """
@@ -43,7 +43,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return nn.functional.dropout(x, p, training)
-    return x * keep_mask(x.shape, p, x.device) * (1.0 / (1.0 - p))
+    # x * mask * scale in one pass; its gradient is the same op on the gradient.
+    return torch.ops.aten.native_dropout_backward(x, keep_mask(x.shape, p, x.device), 1 / (1 - p))
 
 
 class MaskDropout(nn.Dropout):

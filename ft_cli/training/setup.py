@@ -138,7 +138,7 @@ def build(
     hooks = strategies.for_config(plan)
     net, new_names = kind.build_model(spec.model, spec.task, labels, len(tokenizer),
                                       plan.dropout, meta=purpose == Purpose.explain)  # fmt: skip
-    if spec.hardware.fast_paths:
+    if spec.hardware.fast_paths and not spec.hardware.compile:  # inductor fuses its own
         kernels.speed_up(net)  # before wrapping: LoRA's own dropouts are plain too
     net = hooks.wrap(net)
     if purpose != Purpose.explain:
