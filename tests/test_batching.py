@@ -56,3 +56,46 @@ def test_eval_batches_are_sorted_by_length_and_complete() -> None:
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(1000))
     assert [LENGTHS[i] for i in flat] == sorted(LENGTHS)
+
+
+@pytest.mark.parametrize("multiple", [1, 8, 16])
+def test_padded_width_only_pads_and_never_passes_the_longest_row(multiple) -> None:
+    from ft_cli.data.batching import padded_width
+
+    for cap in (5, 32, 100, 128):
+        for longest in range(1, cap + 1):
+            width = padded_width(longest, multiple, cap)
+            assert longest <= width <= max(cap, longest)  # never truncates
+            assert width % multiple == 0 or width == cap  # a multiple, unless the cap stops it
+            assert width - longest < multiple
+
+
+def test_padded_batches_hold_the_same_rows_and_mask_the_rest() -> None:
+    import torch
+
+    from ft_cli.data.batching import Collator
+    from ft_cli.tasks.mlm import MaskingCollator, MaskingRule
+    from ft_cli.tasks.tagging import IGNORE, TaggedCollator
+
+    random.seed(0)
+    ids = [[2] + [random.randint(5, 50) for _ in range(n)] + [3] for n in (3, 9, 20, 26)]
+    types = [[0] * len(r) for r in ids]
+    split = EncodedSplit(input_ids=ids, token_type_ids=types, labels=[0, 1, 0, 1])
+    plain, padded = Collator(split, 0, False), Collator(split, 0, False, multiple=8)
+    a, b = plain([0, 1]), padded([0, 1])
+    assert a["input_ids"].shape[1] == 11 and b["input_ids"].shape[1] == 16
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(b[key][:, :11], a[key]) and not b[key][:, 11:].any()
+    assert padded([2, 3])["input_ids"].shape[1] == 28  # capped at the split's longest row
+    # Token tasks pad their labels with the ignored id, masked LM only masks real tokens.
+    words = EncodedSplit(input_ids=ids, token_type_ids=types, labels=[[1] * len(r) for r in ids],
+                         word_starts=[[True] * len(r) for r in ids])  # fmt: skip
+    tagged = TaggedCollator(words, 0, multiple=8)([0, 1])
+    assert tagged["labels"].shape[1] == 16 and (tagged["labels"][:, 11:] == IGNORE).all()
+    rule = MaskingRule(probability=0.5, mask_replace_prob=0.8, random_replace_prob=0.1,
+                       whole_word=False, mask_id=4, vocab_size=60,
+                       special_ids=torch.tensor([0, 2, 3]))  # fmt: skip
+    masked = MaskingCollator(split, 0, rule, seed=1, multiple=8)([0, 1, 2, 3])
+    width = masked["input_ids"].shape[1]
+    real = masked["attention_mask"].view(-1)[masked["mlm_positions"]]
+    assert width == 28 and len(masked["mlm_positions"]) > 0 and real.all()

@@ -346,7 +346,12 @@ def test_bf16_autocast_on_cpu_trains(tmp_path: Path) -> None:
 
 
 def test_length_grouping_cuts_padding(tmp_path: Path) -> None:
-    common = ["train.epochs=1", "data.max_train_samples=512", "optimizer.lr=1e-12"]
+    common = [
+        "train.epochs=1",
+        "data.max_train_samples=512",
+        "optimizer.lr=1e-12",
+        "train.pad_to_multiple_of=1",
+    ]  # grouping alone
     grouped = run_train(tmp_path / "grouped", [*common, "train.group_by_length=true"])
     plain = run_train(tmp_path / "plain", [*common, "train.group_by_length=false"])
     padding = {
@@ -369,3 +374,17 @@ def test_compiled_model_trains_and_exports(tmp_path: Path) -> None:
     assert not any(name.startswith("_orig_mod") for name in exported)
     state = result.model.state_dict()
     assert all(torch.equal(exported[name], state[name]) for name in exported)
+
+
+def test_padding_to_a_multiple_changes_shapes_not_what_is_learned(tmp_path: Path) -> None:
+    # fp32 without dropout: the extra pad tokens are masked, so the losses match.
+    common = ["strategy.dropout=0", "train.max_steps=6", "train.export=last"]
+    runs = {m: run_train(tmp_path / f"pad{m}", [*common, f"train.pad_to_multiple_of={m}"])
+            for m in (1, 16)}  # fmt: skip
+    losses = {m: [v for _, v in scalars(r.run_dir, "train/loss")] for m, r in runs.items()}
+    assert len(losses[1]) == 6 and losses[16] == pytest.approx(losses[1], rel=1e-5)
+    padding = {m: json.loads((r.run_dir / "metrics.json").read_text())["padding_fraction"]
+               for m, r in runs.items()}  # fmt: skip
+    assert padding[16] > padding[1]  # the batches really were wider
+    a, b = (load_file(r.run_dir / "model" / "model.safetensors") for r in runs.values())
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

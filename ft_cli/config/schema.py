@@ -451,6 +451,12 @@ class TrainConfig:
     group_by_length: bool = _help(
         True, "Batch rows of similar length together (shuffled groups): far less padding."
     )
+    pad_to_multiple_of: int = _help(
+        8,
+        "Pad each batch's length up to a multiple of this (not past the longest row): fewer"
+        " shapes, less memory for per-shape kernels; 1 = to the longest row only.",
+        AT_LEAST_1,
+    )
     max_grad_norm: float | None = _help(
         1.0, "Clip the gradient norm to this; null = no clipping.", POSITIVE
     )

@@ -93,7 +93,7 @@ class DistillObjective(Objective):
         self.teacher_logits: torch.Tensor | None = None
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return RowCollator(split, self.pad_id, self.task == TaskKind.regression)
+        return RowCollator(split, self.pad_id, self.task == TaskKind.regression, self.pad_multiple)
 
     def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         rows = batch.pop("row_index").tolist()

@@ -119,6 +119,15 @@ class MultiTaskObjective(Objective):
         self.main = [TASK_METRICS[sub.kind][0] for sub in task.tasks.values()]
         self.scored = [sub.kind != TaskKind.mlm for sub in task.tasks.values()]
 
+    @property
+    def pad_multiple(self) -> int:  # type: ignore[override]
+        return self.parts[0].pad_multiple
+
+    @pad_multiple.setter
+    def pad_multiple(self, value: int) -> None:
+        for part in self.parts:
+            part.pad_multiple = value
+
     def collator(self, split: Any, seed: int) -> mixing.TaskCollator:
         return mixing.TaskCollator([
             part.collator(rows, mixing.task_seed(seed, index)) if rows is not None else None

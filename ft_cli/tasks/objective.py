@@ -24,6 +24,8 @@ Batch = dict[str, torch.Tensor]
 class Objective:
     """Classification / regression: the model's logits against the row labels."""
 
+    pad_multiple = 1  # batches padded to a multiple of this many tokens (train.pad_to_multiple_of)
+
     def __init__(
         self,
         net: nn.Module,
@@ -41,7 +43,7 @@ class Objective:
         self.forward = torch.compile(net, dynamic=True) if compile_model else net
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return Collator(split, self.pad_id, self.task == "regression")
+        return Collator(split, self.pad_id, self.task == "regression", self.pad_multiple)
 
     def set_epoch(self, collate: Collate, epoch: int) -> None:
         """Per-epoch state of a training collator (none here)."""
@@ -90,7 +92,7 @@ class MaskedLMObjective(Objective):
         return mlm.MaskedLMForward(net, compile_model)
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return mlm.MaskingCollator(split, self.pad_id, self.rule, seed)
+        return mlm.MaskingCollator(split, self.pad_id, self.rule, seed, self.pad_multiple)
 
     def set_epoch(self, collate: Collate, epoch: int) -> None:
         assert isinstance(collate, mlm.MaskingCollator)
@@ -117,7 +119,7 @@ class NextSentenceObjective(MaskedLMObjective):
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
         from ft_cli.tasks import nsp
 
-        return nsp.PairMaskingCollator(split, self.pad_id, self.rule, seed)
+        return nsp.PairMaskingCollator(split, self.pad_id, self.rule, seed, self.pad_multiple)
 
     def loss(self, predictions: Any, targets: Any) -> torch.Tensor:
         from ft_cli.tasks import nsp
@@ -143,7 +145,7 @@ class TaggingObjective(Objective):
         self.labels = labels
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return tagging.TaggedCollator(split, self.pad_id)
+        return tagging.TaggedCollator(split, self.pad_id, self.pad_multiple)
 
     def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [rows, tokens, tags], targets [rows, tokens, 2]: label id, word start)."""

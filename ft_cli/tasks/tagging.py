@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from ft_cli.data import batching
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
 
@@ -133,11 +134,13 @@ def align(
 class TaggedCollator:
     """Pads rows of sub-tokens; labels padded with -100, word starts with False."""
 
-    def __init__(self, split: EncodedSplit, pad_id: int) -> None:
-        self.split, self.pad_id = split, pad_id
+    def __init__(self, split: EncodedSplit, pad_id: int, multiple: int = 1) -> None:
+        self.split, self.pad_id, self.multiple = split, pad_id, multiple
+        self.cap = max(split.lengths(), default=0) if multiple > 1 else 0
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        width = max(len(self.split.input_ids[i]) for i in indices)
+        longest = max(len(self.split.input_ids[i]) for i in indices)
+        width = batching.padded_width(longest, self.multiple, self.cap)
         shape = (len(indices), width)
         batch = {
             "input_ids": torch.full(shape, self.pad_id, dtype=torch.long),

@@ -148,6 +148,7 @@ def build(
         objective = hooks.objective(net, spec, tokenizer, labels, hw.device)
     else:  # the task's own objective: no teacher to load, nothing compiled
         objective = build_objective(net, spec.task, tokenizer, False, labels=labels)
+    objective.pad_multiple = spec.train.pad_to_multiple_of
     forward = StepForward(net, objective)
     ready = RunSetup(spec, tokenizer, prepared, labels, net, new_names, hooks, applied,
                      objective, forward)  # fmt: skip
