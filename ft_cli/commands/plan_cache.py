@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -97,11 +98,11 @@ def _walk(roots: list[Path]) -> Iterator[Path]:
         if root.is_file():
             yield root
             continue
-        files = sorted(
+        found = (
             p
             for p in root.rglob("*")
             if p.is_file()
             and "__pycache__" not in p.parts
             and not p.resolve().is_relative_to(cache)
         )
-        yield from files[:_MAX_FILES]
+        yield from sorted(itertools.islice(found, _MAX_FILES))  # a huge folder is not walked
