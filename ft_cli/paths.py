@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 from ft_cli.errors import FtError
@@ -50,3 +51,16 @@ def cache_root() -> Path:
     if os.environ.get("FT_CACHE_DIR"):
         return Path(os.environ["FT_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ft"
+
+
+def write_atomic(path: Path, text: str) -> bool:
+    """Write `text` to `path` through a temporary file and a rename, so readers never see
+    half a file; False when the folder is read-only or full (a cache then only misses)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+            f.write(text)
+        os.replace(f.name, path)
+    except OSError:
+        return False
+    return True

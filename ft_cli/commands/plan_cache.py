@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,7 @@ def load(entry: str, plan_type: type) -> Any | None:
 
 
 def store(entry: str, plan: Any) -> None:
-    path = _path(entry)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-            json.dump(dataclasses.asdict(plan), f)
-        os.replace(f.name, path)
-    except OSError:
-        pass  # a read-only cache only costs the next explain its build
+    paths.write_atomic(_path(entry), json.dumps(dataclasses.asdict(plan)))
 
 
 def _path(entry: str) -> Path:

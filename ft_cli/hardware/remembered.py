@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -64,10 +63,4 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, known: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-            json.dump(known, f, indent=1)
-        os.replace(f.name, path)  # readers never see half a file
-    except OSError:
-        pass
+    paths.write_atomic(path, json.dumps(known, indent=1))
