@@ -462,7 +462,7 @@ def test_runs_lists_a_damaged_metrics_file(finished: Path, tmp_path: Path, capsy
             (sweep / name / "metrics.json").write_text(text)
     code, err = run_ft(["runs", str(sweep)], capsys)
     assert code == 0, err
-    summary = json.loads((sweep / "summary.json").read_text())
+    summary = json.loads((sweep / "summary.json").read_text())["runs"]
     errors = {row["job"]: row["error"] for row in summary}
     assert errors["broken"] == "metrics.json is not valid JSON"
     assert errors["list"].startswith("metrics.json holds no record")

@@ -50,14 +50,17 @@ def test_a_run_report(tmp_path: Path) -> None:
 
 def test_a_sweep_report_plots_the_metric_against_what_varied(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    assert cli.run_train(["-m", *TINY, "train.max_steps=4", "optimizer.lr=1e-4,1e-3,1e-2",
-                          f"hydra.sweep.dir={sweep}"]) == 0  # fmt: skip
+    assert cli.run_train(["-m", *TINY, "train.max_steps=4", "optimizer.lr=1e-3,1e-2",
+                          "train.seed=1,2", f"hydra.sweep.dir={sweep}"]) == 0  # fmt: skip
     assert cli._run_tool("report", [str(sweep), "--no-confusion"]) == 0
     names = {p.name for p in check_page(sweep)}
     assert "sweep_optimizer_lr.png" in names and "confusion_matrix.png" not in names
-    rows = json.loads((sweep / "summary.json").read_text())
+    assert "seed_spread.png" in names  # two groups of two seeds
+    page = (sweep / "report.html").read_text()
+    assert "seed statistics" in page and "optimizer.lr=0.01" in page
+    rows = json.loads((sweep / "summary.json").read_text())["runs"]
     varied = report.varied_hyperparameters(report.runs.summarise(sweep))
-    assert sorted(varied) == ["optimizer.lr"]
+    assert sorted(varied) == ["optimizer.lr", "train.seed"]
     assert sorted(y for _, y in varied["optimizer.lr"]) == sorted(r["best"] for r in rows)
 
 

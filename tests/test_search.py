@@ -42,7 +42,7 @@ def test_an_optuna_search_completes_and_resumes_from_its_storage(tmp_path: Path)
             record = json.loads((tmp_path / name / job / "metrics.json").read_text())
             recorded.append(record["monitor"]["best"])
     assert [t.value for t in trials] == pytest.approx(recorded)
-    summary = json.loads((tmp_path / "second" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "second" / "summary.json").read_text())["runs"]
     assert [row["status"] for row in summary] == ["done", "done"]
 
 
@@ -79,7 +79,7 @@ def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, ca
     study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'study.db'}")
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "FAIL", "COMPLETE"]
-    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())["runs"]
     by_job = {row["job"]: row for row in summary}
     assert by_job["0"]["error"] == "the GPU fell off the bus"
     assert by_job["1"]["status"] == "failed" and "no finite accuracy" in by_job["1"]["error"]
@@ -97,7 +97,7 @@ def test_joblib_runs_jobs_in_parallel_processes_and_still_summarises(tmp_path: P
     )  # fmt: skip
     assert result.returncode == 1
     assert "1 job(s) failed: job 1: train.max_steps=0 must be at least 1" in result.stderr
-    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())["runs"]
     assert sorted(row["status"] for row in summary) == ["done", "failed"]
 
 

@@ -61,8 +61,15 @@ def write_report(root: Path, confusion: bool = True) -> Path:
             path = root / f"sweep_{key.replace('.', '_')}.png"
             _sweep_plot(points, key, rows[0].metric or "metric", path)
             plots.append((f"{rows[0].metric} vs {key}", path))
+    from ft_cli.commands import seeds
+
+    groups = seeds.seed_groups(rows)
+    if groups:
+        path = root / "seed_spread.png"
+        _seed_plot(groups, rows, path)
+        plots.append((f"{rows[0].metric} over seeds", path))
     page = root / "report.html"
-    page.write_text(_html(root, rows, plots))
+    page.write_text(_html(root, rows, plots, _seed_rows(groups)))
     return page
 
 
@@ -181,15 +188,55 @@ def _sweep_plot(points: list[tuple[float, float]], key: str, metric: str, path: 
     if min(xs) > 0 and max(xs) / min(xs) >= 10:
         axes.set_xscale("log")
     axes.set_xlabel(key)
-    axes.set_ylabel(f"best {metric}")
-    axes.set_title(f"best {metric} by {key}")
+    _finish_plot(figure, axes, f"best {metric}", f"best {metric} by {key}", path)
+
+
+def _finish_plot(figure: Any, axes: Any, y_label: str, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    axes.set_ylabel(y_label)
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def _html(root: Path, rows: list[runs.RunRow], plots: list[tuple[str, Path]]) -> str:
+def _seed_plot(groups: list[Any], rows: list[runs.RunRow], path: Path) -> None:
+    """Each seed group's runs as points, with the mean and one standard deviation either side."""
+    import matplotlib.pyplot as plt
+
+    best = {row.job: row.best for row in rows}
+    shared = runs.shared_overrides(rows)
+    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.5))
+    for x, group in enumerate(groups):
+        values = [best[job] for job in group.jobs if best.get(job) is not None]
+        axes.plot([x] * len(values), values, "o", alpha=0.6, color="tab:blue")
+        stats = group.monitored()
+        if stats is not None:
+            spread = 0.0 if math.isnan(stats["std"]) else stats["std"]
+            axes.errorbar([x + 0.15], [stats["mean"]], yerr=[spread], fmt="s", color="tab:red",
+                          capsize=4)  # fmt: skip
+    labels = [" ".join(t for t in g.overrides.split() if t not in shared) or "-" for g in groups]
+    axes.set_xticks(range(len(groups)), [f"{label}\n(n={g.runs})" for label, g in
+                                         zip(labels, groups, strict=True)], fontsize=8)  # fmt: skip
+    metric = groups[0].metric or "metric"
+    title = f"best {metric} over seeds: runs (dots), mean +- std (red)"
+    _finish_plot(figure, axes, f"best {metric}", title, path)
+
+
+def _seed_rows(groups: list[Any]) -> list[list[Any]]:
+    """The seed table's rows: group, overrides, runs, metric, mean, std, min, max."""
+    return [
+        [index, group.overrides, group.runs, name.removeprefix("best "), *(
+            stats[key] for key in ("mean", "std", "min", "max"))]
+        for index, group in enumerate(groups, start=1)
+        for name, stats in group.stats.items() if name.startswith("best ")
+    ]  # fmt: skip
+
+
+def _html(root: Path, rows: list[runs.RunRow], plots: list[tuple[str, Path]],
+          seed_rows: list[list[Any]]) -> str:  # fmt: skip
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4f}"
@@ -202,6 +249,15 @@ def _html(root: Path, rows: list[runs.RunRow], plots: list[tuple[str, Path]]) ->
             r.best, r.final, r.steps, r.wall_seconds)) + "</tr>"
         for r in rows
     )  # fmt: skip
+    seed_table = ""
+    if seed_rows:
+        heads = ["group", "overrides", "runs", "metric", "mean", "std", "min", "max"]
+        seed_table = (
+            "<h2>seed statistics (best checkpoints; std with n - 1)</h2><table><tr>"
+            + "".join(f"<th>{h}</th>" for h in heads) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>"
+                      for r in seed_rows) + "</table>"
+        )  # fmt: skip
     figures = "".join(
         f'<figure><a href="{html.escape(path.name)}"><img alt="{html.escape(title)}"'
         f' src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"></a>'
@@ -218,6 +274,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 700px; }}
 <h1>ft report: {html.escape(str(root))}</h1>
 <h2>runs, best first</h2>
 <table><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr>{body}</table>
+{seed_table}
 <h2>plots</h2>
 {figures}
 </body></html>

@@ -142,13 +142,21 @@ def summarise(root: Path) -> list[RunRow]:
 
 
 def write_summary(root: Path, rows: list[RunRow]) -> tuple[Path, Path]:
-    fields = list(asdict(rows[0]))
+    """summary.csv (a line per run, with its seed group's statistics) and summary.json
+    ({"runs": [...], "seed_groups": [...]})."""
+    from ft_cli.commands import seeds
+
+    groups = seeds.seed_groups(rows)
+    group_of = {job: (g, i) for i, g in enumerate(groups, start=1) for job in g.jobs}
+    lines = [asdict(r) | seeds.csv_columns(*group_of.get(r.job, (None, None))) for r in rows]
     csv_path, json_path = Path(root) / "summary.csv", Path(root) / "summary.json"
     with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer = csv.DictWriter(handle, fieldnames=list(lines[0]))
         writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    json_path.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        writer.writerows(lines)
+    record = {"runs": [asdict(r) for r in rows],
+              "seed_groups": [asdict(g) | {"runs": g.runs} for g in groups]}  # fmt: skip
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
     return csv_path, json_path
 
 
@@ -159,9 +167,8 @@ def print_table(rows: list[RunRow], title: str) -> None:
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    # The overrides every run shares say nothing about the differences: shown once.
+    shared = shared_overrides(rows)
     tokens = [row.overrides.split() for row in rows]
-    shared = set.intersection(*(set(t) for t in tokens)) if len(rows) > 1 else set()
     if shared:
         title += f"\nshared overrides: {' '.join(t for t in tokens[0] if t in shared)}"
     table = Table(title=title, title_justify="left")
@@ -179,6 +186,17 @@ def print_table(rows: list[RunRow], title: str) -> None:
             style=style,
         )  # fmt: skip
     Console().print(table)
+    from ft_cli.commands import seeds
+
+    groups = seeds.seed_groups(rows)
+    if groups:
+        seeds.print_groups(groups, shared)
+
+
+def shared_overrides(rows: list[RunRow]) -> set[str]:
+    """The overrides every run shares: they say nothing about the differences (shown once)."""
+    tokens = [set(row.overrides.split()) for row in rows]
+    return set.intersection(*tokens) if len(rows) > 1 else set()
 
 
 def _short(override: str) -> str:
