@@ -37,6 +37,11 @@ commands:
   predict RUN --input FILE [--output FILE]
                       the rows of a csv/tsv/jsonl/parquet file with their predicted
                       label and class probabilities (or score, or tags), in input order
+  eval RUNS_OR_SWEEP... --ensemble mean|vote|weighted|greedy|stack|all
+                      every member and each ensemble method in one table
+  ensemble RUNS_OR_SWEEP... --method METHOD --output DIR
+                      fit an ensemble on the validation split and save it; ft predict
+                      DIR and ft eval DIR use it like a run
 
 examples:
   ft train +recipe=demo
@@ -121,7 +126,8 @@ def _list_recipes() -> None:
 
 
 # Commands that use what training made: module ft_cli.commands.NAME, main(args) -> exit code.
-TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain", "report": "report"}
+TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain", "report": "report",
+         "ensemble": "ensemble"}  # fmt: skip
 
 
 def _run_tool(command: str, args: list[str]) -> int:

@@ -18,12 +18,26 @@ from ft_cli.errors import FtError
 
 USAGE = (
     "usage: ft eval RUN_OR_MODEL_DIR [--task NAME] [--split validation|test|train | --file FILE]"
-    " [KEY=VALUE ...]"
+    " [KEY=VALUE ...]\n"
+    "       ft eval RUNS_OR_SWEEP_DIR... --ensemble METHOD[,METHOD...]|all [--weights W1,W2,...]"
+    " [--split S | --file F]\n"
+    "       ft eval ENSEMBLE_DIR [--split S | --file F]"
 )
+ENSEMBLE_HELP = "mean, vote, weighted, greedy, stack, a comma list, or all"
 
 
 def parse(args: list[str], flags: dict[str, str]) -> tuple[str, dict[str, str], list[str]]:
     """(the model folder, the given flags, the overrides) from the command line."""
+    folders, given, overrides = parse_many(args, flags)
+    if len(folders) != 1:
+        raise FtError("give one run dir, model folder or checkpoint")
+    return folders[0], given, overrides
+
+
+def parse_many(
+    args: list[str], flags: dict[str, str]
+) -> tuple[list[str], dict[str, str], list[str]]:
+    """(the folders, the given flags, the overrides) from the command line."""
     given: dict[str, str] = {}
     rest: list[str] = []
     items = iter(args)
@@ -38,20 +52,30 @@ def parse(args: list[str], flags: dict[str, str]) -> tuple[str, dict[str, str], 
         else:
             rest.append(item)
     folders = [a for a in rest if "=" not in a]
-    if len(folders) != 1:
-        raise FtError("give one run dir, model folder or checkpoint")
-    return folders[0], given, [a for a in rest if "=" in a]
+    if not folders:
+        raise FtError("give a run dir, model folder or checkpoint")
+    return folders, given, [a for a in rest if "=" in a]
 
 
 def main(args: list[str]) -> int:
     flags = {"--split": "validation, test or train", "--file": "a .csv/.tsv/.jsonl/.parquet file",
-             "--task": "a task of a multi-task run"}  # fmt: skip
+             "--task": "a task of a multi-task run", "--ensemble": ENSEMBLE_HELP,
+             "--weights": "weighted: one weight per member, W1,W2,..."}  # fmt: skip
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
-    folder, given, overrides = parse(args, flags)
+    folders, given, overrides = parse_many(args, flags)
     if "--split" in given and "--file" in given:
         raise FtError("--split and --file: give one (what to evaluate on)")
+    from ft_cli.ensembles import manifest
+
+    if "--ensemble" in given or manifest.read(Path(folders[0])) is not None:
+        from ft_cli.commands import ensemble
+
+        return ensemble.evaluate(folders, given, overrides)
+    if len(folders) != 1:
+        raise FtError("give one run dir, model folder or checkpoint (or --ensemble METHOD)")
+    folder = folders[0]
     result = evaluate_trained(folder, overrides, given.get("--split", "validation"),
                               given.get("--file"), given.get("--task"))  # fmt: skip
     from ft_cli.outputs.console import RunConsole
@@ -85,14 +109,29 @@ def setup(
     task: str | None = None,
 ) -> EvalSetup:
     """The trained model and the rows to evaluate, from the setup call training makes."""
+    from ft_cli.hardware import parallel
+    from ft_cli.models import trained
+    from ft_cli.training import setup as run_setup
+
+    found = trained.locate(folder, task)
+    spec = trained.spec_for(found, overrides)
+    ready, hw = built(found, spec, file)
+    rows, source = chosen_rows(ready, split, file)
+    backend = parallel.Backend()
+    loader = run_setup.eval_loader(ready, rows, backend.place, backend)
+    return EvalSetup(found, spec, rows, source, ready.labels, ready.forward, ready.objective,
+                     loader, hw)  # fmt: skip
+
+
+def built(found: Any, spec: Any, file: str | None = None) -> tuple[Any, Any]:
+    """(the evaluation RunSetup with the trained weights, the hardware); a file's rows
+    become its `prepared.train`."""
     from ft_cli.data import dataset
     from ft_cli.hardware import parallel
     from ft_cli.hardware.device import setup_hardware
     from ft_cli.models import model, trained
     from ft_cli.training import setup as run_setup
 
-    found = trained.locate(folder, task)
-    spec = trained.spec_for(found, overrides)
     trained.check_loadable(found, spec)
     hw = setup_hardware(spec.hardware)
     given = None
@@ -102,9 +141,16 @@ def setup(
         table = dataset.load_file(file, spec.data)
         rows = dataset.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
         given = dataset.PreparedData(rows, None, None, labels, {"file": file})
-    backend = parallel.Backend()
-    ready = run_setup.build(spec, run_setup.Purpose.evaluate, backend, hw, prepared=given)
+    ready = run_setup.build(spec, run_setup.Purpose.evaluate, parallel.Backend(), hw,
+                            prepared=given)  # fmt: skip
     trained.load_checkpoint(found, ready.net)
+    return ready, hw
+
+
+def chosen_rows(ready: Any, split: str, file: str | None) -> tuple[Any, str]:
+    """(the rows to evaluate: a split of the run's data or the file's, where they come from)."""
+    from ft_cli.data import dataset
+
     if file is not None:
         rows, source = ready.prepared.train, file
     else:
@@ -117,9 +163,7 @@ def setup(
         source = ready.prepared.source.get(split, split)
     if getattr(rows, "labels", None) and all(label == -1 for label in rows.labels):
         raise FtError(f"{source}: no labels to evaluate against; ft predict gives predictions")
-    loader = run_setup.eval_loader(ready, rows, backend.place, backend)
-    return EvalSetup(found, spec, rows, source, ready.labels, ready.forward, ready.objective,
-                     loader, hw)  # fmt: skip
+    return rows, source
 
 
 def evaluate_trained(

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ft_cli.commands.evaluation import parse
+from ft_cli.commands.evaluation import parse_many
 from ft_cli.config.schema import DataFormat
 from ft_cli.data import dataset
 from ft_cli.data import files as table_files
@@ -32,7 +32,9 @@ from ft_cli.errors import FtError
 
 USAGE = (
     "usage: ft predict RUN_OR_MODEL_DIR --input FILE [--output FILE] [--batch-size N]"
-    " [--task NAME] [KEY=VALUE ...]"
+    " [--task NAME] [KEY=VALUE ...]\n"
+    "       ft predict RUNS_OR_SWEEP_DIR... --ensemble METHOD [--weights W1,...] --input FILE\n"
+    "       ft predict ENSEMBLE_DIR --input FILE"
 )
 CHUNK_ROWS = 4096
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -43,11 +45,12 @@ DATA_FORMATS = {"csv": DataFormat.csv, "tsv": DataFormat.tsv, "jsonl": DataForma
 def main(args: list[str]) -> int:
     flags = {"--input": "the file to predict", "--output": "where to write it",
              "--batch-size": "rows per forward pass",
-             "--task": "a task of a multi-task run"}  # fmt: skip
+             "--task": "a task of a multi-task run", "--ensemble": "mean, vote, weighted,"
+             " greedy or stack", "--weights": "weighted: one weight per member"}  # fmt: skip
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
-    folder, given, overrides = parse(args, flags)
+    folders, given, overrides = parse_many(args, flags)
     if "--input" not in given:
         raise FtError("--input FILE is required (csv, tsv, jsonl or parquet)")
     source = Path(given["--input"])
@@ -55,8 +58,15 @@ def main(args: list[str]) -> int:
     batch = given.get("--batch-size")
     if batch is not None and (not batch.isdigit() or int(batch) < 1):
         raise FtError(f"--batch-size {batch}: give a positive whole number")
-    rows = predict_file(folder, source, target, overrides, int(batch) if batch else None,
-                        given.get("--task"))  # fmt: skip
+    size = int(batch) if batch else None
+    from ft_cli.ensembles import manifest
+
+    if len(folders) > 1 or "--ensemble" in given or manifest.read(Path(folders[0])):
+        from ft_cli.commands import ensemble
+
+        rows = ensemble.predict(folders, given, overrides, source, target, size)
+    else:
+        rows = predict_file(folders[0], source, target, overrides, size, given.get("--task"))
     print(f"{rows} rows predicted: {target}")
     return 0
 
@@ -78,9 +88,19 @@ def predict_file(
 ) -> int:
     """Predict every row of `source` into `target`; returns the number of rows."""
     from ft_cli import tasks
-    from ft_cli.hardware.device import setup_hardware
-    from ft_cli.models import model, trained
+    from ft_cli.models import trained
 
+    in_fmt, out_fmt = check_files(source, target)
+    found = trained.locate(folder, task_name)
+    spec = trained.spec_for(found, overrides)
+    tasks.get(spec.task.kind).check_predictable()
+    dataset.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
+    predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"))
+    return write_predictions(source, target, spec.data, predictor)
+
+
+def check_files(source: Path, target: Path) -> tuple[str, str]:
+    """(input format, output format); refuses a missing input or an unwritable output."""
     in_fmt, out_fmt = file_format(source, "--input"), file_format(target, "--output")
     table_files.require_file(source, "--input")
     if target.resolve() == source.resolve():
@@ -90,19 +110,31 @@ def predict_file(
             f"--output '{target}': folder '{target.parent}' does not exist; create it or name"
             " a file in an existing folder"
         )
-    found = trained.locate(folder, task_name)
-    spec = trained.spec_for(found, overrides)
-    task = tasks.get(spec.task.kind)
-    task.check_predictable()
-    dataset.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
+    return in_fmt, out_fmt
+
+
+def load_predictor(found: Any, spec: Any, batch_size: int | None, lists: bool) -> Predictor:
+    """The trained model, its tokenizer and labels, ready to predict rows."""
+    from ft_cli import tasks
+    from ft_cli.hardware.device import setup_hardware
+    from ft_cli.models import model, trained
+
     labels = spec.task.labels or None
-    if task.named_labels and labels is None:
+    if tasks.get(spec.task.kind).named_labels and labels is None:
         labels = _labels_from_data(found, spec)
     hw = setup_hardware(spec.hardware)
     tokenizer = model.load_tokenizer(spec.model)
     net = trained.load_net(found, spec, labels, len(tokenizer)).to(hw.device)
     batch = batch_size or spec.train.eval_batch_size
-    predictor = Predictor(net, tokenizer, spec, labels, hw, batch, out_fmt in ("jsonl", "parquet"))
+    return Predictor(net, tokenizer, spec, labels, hw, batch, lists)
+
+
+def write_predictions(source: Path, target: Path, data: Any, predict: Any) -> int:
+    """Every row of `source`, with `predict(rows)`'s columns, into `target`; the row count.
+
+    Written to a hidden partial file first and renamed into place when complete.
+    """
+    in_fmt, out_fmt = file_format(source, "--input"), file_format(target, "--output")
     total = count_rows(source, in_fmt)
     partial = target.with_name(f".{target.name}.partial")  # renamed into place when complete
     done = 0
@@ -110,11 +142,9 @@ def predict_file(
 
     with Progress(transient=True) as progress, _writer(partial, out_fmt) as write:
         task = progress.add_task(f"predicting {source.name}", total=total)
-        quoted = in_fmt in ("csv", "tsv") and dataset.quotes_enclose(
-            spec.data, DATA_FORMATS[in_fmt]
-        )
+        quoted = in_fmt in ("csv", "tsv") and dataset.quotes_enclose(data, DATA_FORMATS[in_fmt])
         for chunk in read_rows(source, in_fmt, not quoted):
-            write(chunk, predictor(chunk))
+            write(chunk, predict(chunk))
             done += len(chunk)
             progress.update(task, completed=done)
     if done == 0:
@@ -156,6 +186,15 @@ class Predictor:
         return values if keep_lists else [str(value) for value in values]
 
     def __call__(self, rows: list[dict]) -> list[dict[str, Any]]:
+        from ft_cli import tasks
+
+        task = tasks.get(self.spec.task.kind)
+        logits, extras = self.logits(rows)
+        return [task.prediction(row, self.labels, own, self.lists)
+                for row, own in zip(logits, extras, strict=True)]  # fmt: skip
+
+    def logits(self, rows: list[dict]) -> tuple[list[Any], list[Any]]:
+        """Each row's logits (fp32, CPU) and what its prediction needs besides, in row order."""
         import torch
 
         from ft_cli import tasks
@@ -168,7 +207,8 @@ class Predictor:
         split, collate, extra = task.predict_inputs(read, self.tokenizer, self.spec.data,
                                                     self.labels)  # fmt: skip
         order = sorted(range(len(rows)), key=lambda i: len(split.input_ids[i]))
-        out: list[dict[str, Any]] = [{} for _ in rows]
+        logits: list[Any] = [None] * len(rows)
+        extras: list[Any] = [None] * len(rows)
         with torch.no_grad(), self.hw.autocast():
             for start in range(0, len(order), self.batch):
                 indices = order[start : start + self.batch]
@@ -176,11 +216,11 @@ class Predictor:
                 batch.pop("labels")
                 starts = batch.pop("word_starts", None)
                 batch = {k: v.to(self.hw.device) for k, v in batch.items()}
-                logits = self.net(**batch).logits.float().cpu()
+                out = self.net(**batch).logits.float().cpu()
                 for j, row in enumerate(indices):
-                    own = (starts[j], extra[row]) if extra is not None else None
-                    out[row] = task.prediction(logits[j], self.labels, own, self.lists)
-        return out
+                    logits[row] = out[j]
+                    extras[row] = (starts[j], extra[row]) if extra is not None else None
+        return logits, extras
 
 
 def count_rows(path: Path, fmt: str) -> int | None:

@@ -1,0 +1,126 @@
+"""`ft ensemble`, and the ensemble side of `ft eval` and `ft predict`.
+
+- `ft ensemble RUNS_OR_SWEEP... --method M --output DIR`: fit the combination
+  on the validation split, print every member next to the ensemble, save the
+  manifest (`DIR/ensemble.json`) that `ft eval DIR` and `ft predict DIR` take.
+- `ft eval RUNS_OR_SWEEP... --ensemble M[,M...]|all`: the members and each
+  method on a split or file, in one table.
+- `ft predict RUNS_OR_SWEEP... --ensemble M --input F` (or an ensemble DIR):
+  the combined prediction columns, as a single run's `ft predict` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from ft_cli.commands.evaluation import ENSEMBLE_HELP, parse_many
+from ft_cli.ensembles import manifest, scoring
+from ft_cli.errors import FtError
+
+USAGE = (
+    "usage: ft ensemble RUNS_OR_SWEEP_DIR... --method METHOD --output DIR"
+    " [--weights W1,W2,...] [KEY=VALUE ...]\n"
+    "  METHOD: mean, vote, weighted, greedy or stack; fit on the validation split"
+)
+
+
+def _saved(folders: list[str]) -> manifest.Manifest | None:
+    return manifest.read(Path(folders[0])) if len(folders) == 1 else None
+
+
+def evaluate(folders: list[str], given: dict[str, str], overrides: list[str]) -> int:
+    """`ft eval ... --ensemble METHODS` (or an ensemble folder): the table and its JSON."""
+    saved = _saved(folders)
+    if saved is not None and "--ensemble" in given:
+        raise FtError(f"{folders[0]} is a saved {saved.combiner.method} ensemble; drop --ensemble")
+    methods = [saved.combiner.method] if saved else scoring.parse_methods(given["--ensemble"])
+    split, file = given.get("--split", "validation"), given.get("--file")
+    scored = scoring.score(folders, methods, given.get("--weights"), split, file, overrides,
+                           saved.combiner if saved else None)  # fmt: skip
+    title = f"ensemble of {len(scored.members)} on {scored.source} ({scored.count} rows)"
+    scoring.print_table(scored, title)
+    home = scoring.home_of(folders)
+    if home is not None:
+        written = home / "ensemble_metrics.json"
+        written.write_text(json.dumps(scoring.record(scored), indent=2) + "\n")
+        print(f"written: {written}")
+    return 0
+
+
+def main(args: list[str]) -> int:
+    """`ft ensemble RUNS... --method M --output DIR`: fit, score on validation, save."""
+    flags = {"--method": ENSEMBLE_HELP.replace(", a comma list, or all", ""),
+             "--output": "the folder for ensemble.json",
+             "--weights": "weighted: one weight per member, W1,W2,..."}  # fmt: skip
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    folders, given, overrides = parse_many(args, flags)
+    for flag in ("--method", "--output"):
+        if flag not in given:
+            raise FtError(f"{flag} is required ({flags[flag]})")
+    methods = scoring.parse_methods(given["--method"])
+    if len(methods) != 1:
+        raise FtError(f"--method {given['--method']}: one method per saved ensemble")
+    output = Path(given["--output"])
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise FtError(f"--output {output}: exists and is not an empty folder; name a new folder")
+    scored = scoring.score(folders, methods, given.get("--weights"), "validation", None,
+                           overrides)  # fmt: skip
+    scoring.print_table(scored, f"ensemble of {len(scored.members)} on {scored.source}")
+    first = scored.members[0]
+    command = shlex.join(["ft", "ensemble", *args])
+    written = manifest.write(output, [m.found.home for m in scored.members],
+                             scored.combiners[methods[0]], first.spec.task.kind.value,
+                             first.labels, scoring.record(scored), command)  # fmt: skip
+    print(f"written: {written} (ft predict {output} --input FILE; ft eval {output})")
+    return 0
+
+
+def predict(folders: list[str], given: dict[str, str], overrides: list[str], source: Path,
+            target: Path, batch_size: int | None) -> int:  # fmt: skip
+    """`ft predict RUNS... --ensemble METHOD --input F` (or an ensemble folder): the row count."""
+    import torch
+
+    from ft_cli import tasks
+    from ft_cli.commands import predict as single
+    from ft_cli.data import dataset
+    from ft_cli.ensembles import members
+
+    saved = _saved(folders)
+    if saved is None and "--ensemble" not in given:
+        raise FtError("several folders: add --ensemble METHOD (or give one ensemble folder)")
+    if saved is not None and "--ensemble" in given:
+        raise FtError(f"{folders[0]} is a saved {saved.combiner.method} ensemble; drop --ensemble")
+    in_fmt, out_fmt = single.check_files(source, target)
+    combiner = saved.combiner if saved else _fitted(folders, given, overrides)
+    found = members.load(members.run_dirs(folders), overrides)
+    for member in found:
+        dataset.check_file(source, member.spec.data, single.DATA_FORMATS[in_fmt], "--input")
+    lists = out_fmt in ("jsonl", "parquet")
+    predictors = [single.load_predictor(m.found, m.spec, batch_size, lists) for m in found]
+    first = found[0]
+    task, labels = tasks.get(first.spec.task.kind), first.labels
+
+    def combined(rows: list[dict]) -> list[dict[str, Any]]:
+        outputs = []
+        for predictor in predictors:
+            logits = torch.stack(predictor.logits(rows)[0])
+            outputs.append(logits if first.regression else logits.softmax(-1))
+        values = combiner(torch.stack(outputs).double())
+        logits = scoring.as_logits(values, first.regression)
+        return [task.prediction(row, labels, None, lists) for row in logits]
+
+    return single.write_predictions(source, target, first.spec.data, combined)
+
+
+def _fitted(folders: list[str], given: dict[str, str], overrides: list[str]) -> Any:
+    methods = scoring.parse_methods(given["--ensemble"])
+    if len(methods) != 1:
+        raise FtError(f"--ensemble {given['--ensemble']}: ft predict combines with one method")
+    scored = scoring.score(folders, methods, given.get("--weights"), "validation", None,
+                           overrides)  # fmt: skip
+    return scored.combiners[methods[0]]

@@ -1,0 +1,1 @@
+"""Ensembles of trained runs: members, combination methods, the saved manifest, scoring."""

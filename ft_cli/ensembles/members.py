@@ -1,0 +1,168 @@
+"""An ensemble's members: which runs, whether they fit together, and their outputs.
+
+A path is a run dir (or its model/), a sweep dir (every finished run in it), or
+an ensemble folder written by `ft ensemble` (its members). Members must share
+the task and the label set; each keeps its own tokenizer and data settings, as
+`ft eval` would use them, so the rows each sees are the same rows encoded its way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ft_cli.commands import runs
+from ft_cli.errors import FtError
+from ft_cli.models import trained
+
+FINISHED = ("done", "stopped early")
+SUPPORTED = ("classification", "regression")
+
+
+@dataclass
+class Member:
+    name: str  # as the tables show it
+    found: trained.Trained
+    spec: Any
+    metric: str | None  # the run's monitored metric, its mode and best value
+    mode: str | None
+    best: float | None
+
+    @property
+    def regression(self) -> bool:
+        return self.spec.task.kind.value == "regression"
+
+    @property
+    def labels(self) -> list[str] | None:
+        return list(self.spec.task.labels) if self.spec.task.labels else None
+
+
+def run_dirs(paths: list[str]) -> list[Path]:
+    """The member run dirs (or model folders) the paths name, in a stable order."""
+    from ft_cli.ensembles import manifest
+
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if not path.is_dir():
+            raise FtError(f"'{text}' is not a folder; pass run dirs, a sweep dir or an ensemble")
+        saved = manifest.read(path)
+        if saved is not None:
+            found += saved.member_paths
+        elif _is_run(path):
+            found.append(path)
+        else:
+            rows = [r for r in runs.summarise(path) if r.status in FINISHED]
+            if not rows:
+                raise FtError(f"'{text}': no finished runs in this sweep dir")
+            found += sorted((Path(r.run_dir) for r in rows), key=_job_order)
+    if len(found) < 2:
+        raise FtError(f"an ensemble needs two or more members; found {len(found)} in {paths}")
+    return found
+
+
+def _is_run(path: Path) -> bool:
+    marks = ("config.json", "metrics.json", "model")
+    return any((path / mark).exists() for mark in marks) or (path / "checkpoints").is_dir()
+
+
+def _job_order(path: Path) -> tuple[int, str]:
+    """Sweep jobs 0, 1, ..., 10 in number order."""
+    return (int(path.name), "") if path.name.isdigit() else (1 << 30, path.name)
+
+
+def load(paths: list[Path], overrides: list[str]) -> list[Member]:
+    """Every member with its spec; refuses members of different tasks or label sets."""
+    members = []
+    for path in paths:
+        found = trained.locate(str(path))
+        spec = trained.spec_for(found, overrides)
+        members.append(Member(_name(path), found, spec, *_monitored(found.home)))
+    _check_compatible(members)
+    return members
+
+
+def _name(path: Path) -> str:
+    parts = path.resolve().parts
+    return "/".join(parts[-2:]) if path.name in ("model",) or path.name.isdigit() else path.name
+
+
+def _monitored(home: Path) -> tuple[str | None, str | None, float | None]:
+    try:
+        record = json.loads((home / "metrics.json").read_text())
+        monitor = record["monitor"]
+        best = monitor.get("best")
+        return monitor.get("metric"), monitor.get("mode"), None if best is None else float(best)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None, None
+
+
+def _check_compatible(members: list[Member]) -> None:
+    first = members[0]
+    kind = first.spec.task.kind.value
+    if kind not in SUPPORTED:
+        raise FtError(
+            f"{first.found.home}: task {kind}; ensembles combine classification or regression runs"
+        )
+    for member in members[1:]:
+        other = member.spec.task.kind.value
+        if other != kind:
+            raise FtError(
+                f"{member.found.home}: task {other}, but {first.found.home} is {kind}; an"
+                " ensemble's members share one task"
+            )
+        if member.labels != first.labels:
+            raise FtError(
+                f"{member.found.home}: labels {member.labels}, but {first.found.home} has"
+                f" {first.labels}; an ensemble's members share one label set, in one order"
+            )
+
+
+@dataclass
+class Outputs:
+    """Member outputs on some rows: [rows, K] probabilities or scores, and the targets."""
+
+    values: torch.Tensor
+    targets: torch.Tensor | None
+    source: str
+
+
+def evaluated(member: Member, splits: list[tuple[str, str | None]]) -> list[Outputs]:
+    """The member's outputs on each (split, file) pair, in row order; the model built once."""
+    from ft_cli.commands import evaluation
+    from ft_cli.hardware import parallel
+    from ft_cli.training import setup as run_setup
+
+    results = []
+    by_file: dict[str | None, Any] = {}
+    for split, file in splits:
+        if file not in by_file:
+            by_file[file] = evaluation.built(member.found, member.spec, file)
+        ready, hw = by_file[file]
+        rows, source = evaluation.chosen_rows(ready, split, file)
+        backend = parallel.Backend()
+        loader = run_setup.eval_loader(ready, rows, backend.place, backend)
+        values, targets = _run(ready.forward, loader, len(rows), hw, member.regression)
+        results.append(Outputs(values, targets, source))
+    return results
+
+
+def _run(forward: Any, loader: Any, count: int, hw: Any,
+         regression: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Probabilities (or scores) and targets in row order (the loader's batches are by length)."""
+    values: list[torch.Tensor | None] = [None] * count
+    targets: list[torch.Tensor | None] = [None] * count
+    forward.eval()
+    with torch.no_grad(), hw.autocast():
+        for indices, batch in zip(loader.batch_sampler, loader, strict=True):
+            batch = {k: v.to(hw.device) for k, v in batch.items()}
+            logits, labels = forward(batch)
+            out = logits.float().cpu()
+            out = out if regression else out.softmax(-1)
+            for j, row in enumerate(indices):
+                values[row], targets[row] = out[j], labels[j].cpu()
+    return torch.stack(values), torch.stack(targets)  # type: ignore[arg-type]

@@ -1,0 +1,172 @@
+"""Ensembles: each combination method on constructed outputs, then the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+from ft_cli import cli
+from ft_cli.commands import ensemble
+from ft_cli.ensembles import combine, scoring
+from ft_cli.errors import FtError
+
+
+def probabilities(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.double)
+
+
+def accuracy_of(targets: torch.Tensor):
+    return lambda combined: float((combined.argmax(-1) == targets).double().mean())
+
+
+def test_the_mean_of_identical_members_is_one_member() -> None:
+    member = torch.rand(7, 3, dtype=torch.double).softmax(-1)
+    combined = combine.Combiner("mean", regression=False)(torch.stack([member] * 4))
+    assert torch.allclose(combined, member)
+
+
+def test_vote_picks_the_majority_where_the_mean_would_not() -> None:
+    # One confident member for class 0, two lukewarm ones for class 1.
+    outputs = torch.stack([probabilities([[0.9, 0.1]]), probabilities([[0.4, 0.6]]),
+                           probabilities([[0.45, 0.55]])])  # fmt: skip
+    assert combine.Combiner("mean", False)(outputs).argmax(-1).item() == 0
+    voted = combine.Combiner("vote", False)(outputs)
+    assert voted.argmax(-1).item() == 1
+    assert voted.sum().item() == pytest.approx(1.0)
+    # A 1-1 tie goes to the class with the higher mean probability.
+    tie = torch.stack([probabilities([[0.6, 0.4]]), probabilities([[0.3, 0.7]])])
+    assert combine.Combiner("vote", False)(tie).argmax(-1).item() == 1
+
+
+def test_vote_of_regression_scores_is_their_median() -> None:
+    scores = torch.tensor([[[1.0], [5.0]], [[3.0], [0.0]], [[2.0], [9.0]]], dtype=torch.double)
+    assert combine.Combiner("vote", True)(scores).flatten().tolist() == [2.0, 5.0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_selection_never_does_worse_than_the_best_member(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, 3, (60,), generator=generator)
+    # Members right on a random share of rows, noisy elsewhere.
+    members = []
+    for _ in range(5):
+        logits = torch.randn(60, 3, generator=generator, dtype=torch.double)
+        right = torch.rand(60, generator=generator) < 0.6
+        logits[right, targets[right]] += 2
+        members.append(logits.softmax(-1))
+    outputs = torch.stack(members)
+    score = accuracy_of(targets)
+    fitted = combine.fit("greedy", (outputs, targets), score, regression=False)
+    assert fitted.weights is not None and sum(fitted.weights) >= 1
+    assert score(fitted(outputs)) >= max(score(m) for m in outputs)
+
+
+def test_stacking_learns_what_averaging_cannot_and_is_scored_out_of_fold() -> None:
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 2, (200,), generator=generator)
+    sure = torch.nn.functional.one_hot(targets, 2).double() * 0.8 + 0.1
+    inverted = sure.flip(-1)  # a member that is always confidently wrong
+    outputs = torch.stack([inverted, inverted, sure * 0.2 + 0.4])
+    score = accuracy_of(targets)
+    assert score(combine.Combiner("mean", False)(outputs)) < 0.1
+    fitted = combine.fit("stack", (outputs, targets), score, regression=False)
+    assert score(fitted(outputs)) == 1.0
+    out_of_fold = combine.cross_validated(outputs, targets, regression=False, seed=0)
+    assert score(out_of_fold) == 1.0
+    # Out of fold means fit without the row: a row alone is predicted by the rest's model.
+    assert not torch.allclose(out_of_fold, fitted(outputs))
+
+
+def test_a_linear_stack_recovers_regression_weights() -> None:
+    generator = torch.Generator().manual_seed(1)
+    a, b = torch.randn(100, generator=generator), torch.randn(100, generator=generator)
+    targets = (0.3 * a + 0.7 * b + 1.0).double()
+    outputs = torch.stack([a, b]).unsqueeze(-1).double()
+    fitted = combine.fit("stack", (outputs, targets), lambda c: 0.0, regression=True)
+    assert fitted.coef is not None and fitted.bias is not None
+    assert fitted.coef[0] == pytest.approx([0.3, 0.7], abs=0.02)
+    assert fitted.bias[0] == pytest.approx(1.0, abs=0.02)
+
+
+def test_bad_methods_and_weights_are_one_line_errors() -> None:
+    with pytest.raises(FtError, match="unknown method median; methods: mean, vote"):
+        scoring.parse_methods("mean,median")
+    with pytest.raises(FtError, match="--weights 1,x: give 3 non-negative numbers"):
+        scoring.parse_weights("1,x", 3)
+    with pytest.raises(FtError, match="give 2 non-negative"):
+        scoring.parse_weights("0,0", 2)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """Three tiny classifiers that differ in their seed."""
+    root = tmp_path_factory.mktemp("ensemble") / "sweep"
+    assert cli.run_train(["-m", *TINY, "train.max_steps=8", "optimizer.lr=3e-3",
+                          "train.seed=1,2,3", f"hydra.sweep.dir={root}"]) == 0  # fmt: skip
+    return root
+
+
+def predicted(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_eval_shows_every_member_and_method_and_a_manifest_reproduces_predictions(
+    sweep: Path, tmp_path: Path
+) -> None:
+    assert cli._run_tool("eval", [str(sweep), "--ensemble", "all"]) == 0
+    record = json.loads((sweep / "ensemble_metrics.json").read_text())
+    names = [model["name"] for model in record["models"]]
+    assert names[:3] == ["sweep/0", "sweep/1", "sweep/2"]
+    assert names[3:] == [f"ensemble: {m}" for m in combine.METHODS]
+    assert record["models"][-1]["fit"] == "5-fold CV"
+
+    data = str(Path(cli.__file__).parent / "assets" / "demo" / "validation.csv")
+    singles = []
+    for job in ("0", "1", "2"):
+        target = tmp_path / f"single{job}.csv"
+        assert cli._run_tool("predict", [str(sweep / job), "--input", data,
+                                         "--output", str(target)]) == 0  # fmt: skip
+        singles.append(predicted(target))
+    saved = tmp_path / "ensemble"
+    assert cli._run_tool("ensemble", [str(sweep), "--method", "greedy",
+                                      "--output", str(saved)]) == 0  # fmt: skip
+    weights = json.loads((saved / "ensemble.json").read_text())["combination"]["weights"]
+    from_manifest, fitted_again = tmp_path / "manifest.csv", tmp_path / "again.csv"
+    assert cli._run_tool("predict", [str(saved), "--input", data,
+                                     "--output", str(from_manifest)]) == 0  # fmt: skip
+    assert cli._run_tool("predict", [str(sweep), "--ensemble", "greedy", "--input", data,
+                                     "--output", str(fitted_again)]) == 0  # fmt: skip
+    rows = predicted(from_manifest)
+    assert rows == predicted(fitted_again)
+    assert len(rows) == len(singles[0]) == 200
+    for index, row in enumerate(rows):
+        mixed = sum(w * float(s[index]["probability_positive"]) for w, s in
+                    zip(weights, singles, strict=True)) / sum(weights)  # fmt: skip
+        assert float(row["probability_positive"]) == pytest.approx(mixed, abs=1e-5)
+
+
+def test_members_must_share_their_labels_and_outputs_must_be_new(
+    sweep: Path, tmp_path: Path, capsys
+) -> None:
+    other = tmp_path / "relabelled"
+    shutil.copytree(sweep / "1", other)
+    config_path = other / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["id2label"] = {"0": "no", "1": "yes"}
+    config["label2id"] = {"no": 0, "yes": 1}
+    config_path.write_text(json.dumps(config))
+    assert cli._run_tool("eval", [str(sweep / "0"), str(other), "--ensemble", "mean"]) == 2
+    err = capsys.readouterr().err
+    assert "an ensemble's members share one label set" in err and len(err.splitlines()) == 1
+    with pytest.raises(FtError, match="exists and is not an empty folder"):
+        ensemble.main([str(sweep), "--method", "mean", "--output", str(sweep / "0")])
+    assert not (sweep / "0" / "ensemble.json").exists()
+    with pytest.raises(FtError, match="two or more members"):
+        ensemble.main([str(sweep / "0"), "--method", "mean", "--output", str(tmp_path / "x")])
