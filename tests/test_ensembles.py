@@ -170,3 +170,32 @@ def test_members_must_share_their_labels_and_outputs_must_be_new(
     assert not (sweep / "0" / "ensemble.json").exists()
     with pytest.raises(FtError, match="two or more members"):
         ensemble.main([str(sweep / "0"), "--method", "mean", "--output", str(tmp_path / "x")])
+
+
+def test_several_teachers_distil_through_the_mean_of_their_logits(sweep: Path) -> None:
+    from conftest import compose_spec
+    from transformers import AutoModelForSequenceClassification
+
+    from ft_cli.hardware.device import setup_hardware
+    from ft_cli.hardware.parallel import Backend
+    from ft_cli.strategies.distill import Teachers
+    from ft_cli.training import setup
+
+    spec = compose_spec([*TINY, "strategy=distill", f"strategy.teacher.from_run={sweep}"])
+    run = setup.build(spec, setup.Purpose.train, Backend(), setup_hardware(spec.hardware))
+    assert isinstance(run.objective.teacher, Teachers) and len(run.objective.teacher.members) == 3
+    batch = next(iter(run.loader))
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "row_index")}
+    run.forward.train()
+    run.forward(dict(batch))
+    with torch.no_grad():
+        each = [AutoModelForSequenceClassification.from_pretrained(sweep / job / "model").eval()(
+                **inputs).logits for job in ("0", "1", "2")]  # fmt: skip
+    assert torch.allclose(run.objective.teacher_logits, torch.stack(each).mean(0), atol=1e-5)
+    # The same teachers named one by one.
+    listed = compose_spec([*TINY, "strategy=distill",
+                           f"strategy.teacher.from_runs=[{sweep}/0,{sweep}/1,{sweep}/2]"])  # fmt: skip
+    again = setup.build(listed, setup.Purpose.train, Backend(), setup_hardware(spec.hardware))
+    again.forward.train()
+    again.forward(dict(batch))
+    assert torch.allclose(again.objective.teacher_logits, run.objective.teacher_logits)

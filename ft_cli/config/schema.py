@@ -268,7 +268,15 @@ class LoraSettings:
 @dataclass
 class TeacherConfig:
     name_or_path: str | None = _help(None, "distill: the teacher (hub id, folder, pkg:...).")
-    from_run: str | None = _help(None, "distill: the teacher is an earlier run's model/.")
+    from_run: str | None = _help(
+        None,
+        "distill: the teacher is an earlier run's model/; a sweep dir or an ensemble folder:"
+        " every run in it teaches, their averaged logits are the target.",
+    )
+    from_runs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "distill: several teacher runs, [RUN1,RUN2,...]; logits averaged."},
+    )
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Knowledge distillation: a frozen teacher's soft targets added to the task loss.
 
+Several teachers (a list of runs, a sweep dir, a saved ensemble) act as one:
+their logits are averaged, so one student learns what the ensemble predicts.
+
 Classification: `(1 - a) * CE(student, labels) + a * T^2 * KL(teacher_T || student_T)`,
 both softmaxes at temperature T (the T^2 keeps the gradient scale of the soft
 term independent of T). Regression: `(1 - a) * MSE(student, labels) + a *
@@ -26,20 +29,74 @@ from ft_cli.tasks import metrics
 from ft_cli.tasks.objective import Batch, Objective
 
 
-def load_teacher(cfg: StrategyConfig, task: TaskKind, labels: list[str] | None) -> nn.Module:
-    teacher_cfg = cfg.teacher
-    if not teacher_cfg.name_or_path and not teacher_cfg.from_run:
+def teacher_sources(cfg: StrategyConfig) -> list[ModelConfig]:
+    """Each teacher's model: one hub id or folder, one run, or every run of a sweep dir,
+    an ensemble folder or the from_runs list."""
+    teacher = cfg.teacher
+    if not teacher.name_or_path and not teacher.from_run and not teacher.from_runs:
         raise FtError(
-            "strategy=distill needs a teacher: set strategy.teacher.from_run=RUN_DIR or"
-            " strategy.teacher.name_or_path=MODEL"
+            "strategy=distill needs a teacher: set strategy.teacher.from_run=RUN_DIR (or a sweep"
+            " dir), strategy.teacher.from_runs=[RUN,...] or strategy.teacher.name_or_path=MODEL"
         )
+    if teacher.name_or_path:
+        return [ModelConfig(name_or_path=teacher.name_or_path)]
+    runs = list(teacher.from_runs) + ([teacher.from_run] if teacher.from_run else [])
+    if len(runs) == 1 and _holds_runs(Path(runs[0])):
+        from ft_cli.ensembles import members
+
+        runs = [str(path) for path in members.run_dirs(runs)]
+    return [ModelConfig(name_or_path="", from_run=run) for run in runs]
+
+
+def _holds_runs(path: Path) -> bool:
+    """A sweep dir or an ensemble folder rather than one run."""
+    from ft_cli.ensembles import manifest
+
+    if not path.is_dir() or (path / "config.json").is_file() or (path / "model").is_dir():
+        return False
+    return (path / manifest.FILE).is_file() or any(path.glob("*/metrics.json"))
+
+
+class Teachers(nn.Module):
+    """Several frozen teachers as one: their logits averaged (computed in fp32)."""
+
+    def __init__(self, teachers: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(teachers)
+
+    def forward(self, **batch: torch.Tensor) -> Any:
+        from types import SimpleNamespace
+
+        logits = torch.stack([t(**batch).logits.float() for t in self.members])
+        return SimpleNamespace(logits=logits.mean(0))
+
+
+def load_teachers(cfg: StrategyConfig, task: TaskKind, labels: list[str] | None,
+                  student_tokenizer: Any = None) -> nn.Module:  # fmt: skip
+    """The frozen teacher, or several as one module whose logits are their mean."""
     if task in (TaskKind.mlm, TaskKind.token_classification):
         raise FtError("strategy=distill supports task=classification and task=regression")
-    source = ModelConfig(name_or_path=teacher_cfg.name_or_path or "", from_run=teacher_cfg.from_run)
+    teachers = [load_teacher(s, task, labels, student_tokenizer) for s in teacher_sources(cfg)]
+    return teachers[0] if len(teachers) == 1 else Teachers(teachers)
+
+
+def _check_tokenizer(source: ModelConfig, student: Any) -> None:
+    """Teachers read the student's token ids: their vocabularies must be the student's."""
+    if model.load_tokenizer(source).get_vocab() != student.get_vocab():
+        raise FtError(
+            f"strategy.teacher: {model.resolved_name(source)} tokenizes with another vocabulary"
+            " than the student; distill from teachers that share the student's tokenizer"
+        )
+
+
+def load_teacher(source: ModelConfig, task: TaskKind, labels: list[str] | None,
+                 student_tokenizer: Any = None) -> nn.Module:  # fmt: skip
     try:
         folder = Path(model.resolved_name(source))
         shipped = model.shipped_code(folder) if folder.is_dir() else []
         config = None if shipped else model.load_config(source)
+        if config is not None and student_tokenizer is not None:
+            _check_tokenizer(source, student_tokenizer)
     except FtError as err:  # name the teacher's keys, not the student's
         raise FtError(str(err).replace("model.", "strategy.teacher.", 1)) from err
     if config is None:  # a teacher is only read, never trusted with code of its own
@@ -50,13 +107,13 @@ def load_teacher(cfg: StrategyConfig, task: TaskKind, labels: list[str] | None) 
     expected = 1 if task == TaskKind.regression else len(labels or [])
     if config.num_labels != expected:
         raise FtError(
-            f"strategy.teacher: the teacher has {config.num_labels} outputs, the task has"
+            f"strategy.teacher: the teacher {folder} has {config.num_labels} outputs, the task has"
             f" {expected}; distill from a model trained on the same labels"
         )
     names = [config.id2label[i] for i in range(config.num_labels)]
     if labels is not None and set(names) == set(labels) and names != labels:
         raise FtError(
-            f"strategy.teacher: its labels are ordered {names}, the task's {labels};"
+            f"strategy.teacher: {folder}'s labels are ordered {names}, the task's {labels};"
             " set task.labels to the teacher's order"
         )
     teacher = model.load_classifier(source)
@@ -144,8 +201,9 @@ def build(
     pad_id: int,
     device: torch.device,
     compile_model: bool,
+    tokenizer: Any = None,
 ) -> DistillObjective:
-    teacher = load_teacher(cfg, task, labels).to(device)
+    teacher = load_teachers(cfg, task, labels, tokenizer).to(device)
     num_labels = len(labels) if labels else 1
     return DistillObjective(net, teacher, task, num_labels, pad_id, cfg, compile_model)
 
@@ -156,7 +214,8 @@ class Distill(Strategy):
     def objective(self, net: nn.Module, spec: RunSpec, tokenizer: Any,
                   labels: list[str] | None, device: Any) -> Objective:  # fmt: skip
         pad_id = tokenizer.pad_token_id or 0
-        return build(net, self.cfg, spec.task.kind, labels, pad_id, device, spec.hardware.compile)
+        return build(net, self.cfg, spec.task.kind, labels, pad_id, device, spec.hardware.compile,
+                     tokenizer)  # fmt: skip
 
 
 STRATEGY = Distill
