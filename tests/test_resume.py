@@ -60,6 +60,18 @@ def resume_after(tmp_path: Path, overrides: list[str], cut: int):
         # Masked-LM: the masks of the resumed batches must be the ones never drawn.
         (["task=mlm", "task.packing=line_by_line", "task.whole_word_mask=true"], 3),
         pytest.param(["task=mlm", "data.max_length=16"], 4, marks=pytest.mark.slow),
+        # Every augmentation at once, resumed mid-way through the second epoch.
+        (
+            [
+                "augment=token_mask",
+                "augment.token_delete=0.1",
+                "augment.token_swap=0.2",
+                "augment.span_cutoff=0.1",
+                "augment.embedding_noise=5",
+                "augment.mixup=0.4",
+            ],
+            8,
+        ),
     ],
 )
 def test_resumed_run_is_bit_identical(tmp_path: Path, extra: list[str], cut: int) -> None:

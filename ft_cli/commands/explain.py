@@ -10,6 +10,7 @@ built on PyTorch's meta device from its config: no weights are read.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ class Plan:
     reason: str = ""
     memory: dict[str, float] = field(default_factory=dict)  # MiB by part
     tasks: list[list[str]] = field(default_factory=list)  # multitask: a row per task
+    augmented: list[list[str]] = field(default_factory=list)  # what augmentation does, shown
 
     @property
     def effective_batch(self) -> int:
@@ -114,7 +116,34 @@ def plan(overrides: list[str]) -> Plan:
         reason=hw.reason,
         memory=memory_estimate(spec, config, record, ready.prepared.train, hw.precision.value),
         tasks=task_rows(spec, ready),
+        augmented=augment_rows(spec, ready, config),
     )
+
+
+def augment_rows(spec: Any, ready: Any, config: Any) -> list[list[str]]:
+    """A training row as collated and as augmented in epoch 0; what the model-level ones do."""
+    aug = spec.augment
+    rows: list[list[str]] = []
+    train = ready.prepared.train
+    if not aug.active() or len(train) == 0:
+        return rows
+    lengths = train.lengths()
+    row = next((i for i, n in enumerate(lengths) if n >= 12), 0)
+    if aug.token_level():
+        from ft_cli.augment import tokens
+
+        original, changed = tokens.preview(ready.collate, row, ready.tokenizer)
+        rows += [[f"train row {row}", original], ["augmented, epoch 0", changed]]
+    hidden = getattr(config, "hidden_size", None)
+    if aug.embedding_noise and hidden:
+        words = lengths[row] - 2  # the row's tokens less [CLS] and [SEP]
+        bound = aug.embedding_noise / math.sqrt(max(words, 1) * hidden)
+        rows.append(["embedding noise", f"uniform in +-{aug.embedding_noise:g}/sqrt({words} tokens"
+                     f" x {hidden}) = +-{bound:.4f} on this row's input embeddings"])  # fmt: skip
+    if aug.mixup:
+        rows.append(["mixup", f"classifier input and labels mixed with a shuffled partner row,"
+                     f" weight ~ Beta({aug.mixup:g}, {aug.mixup:g})"])  # fmt: skip
+    return rows
 
 
 def task_rows(spec: Any, ready: Any) -> list[list[str]]:
@@ -290,6 +319,8 @@ def show(p: Plan) -> None:
         ui.table("tasks (each batch comes from one)",
                  ["task", "kind", "train", "validation", "batches/epoch", "weight"],
                  p.tasks)  # fmt: skip
+    if p.augmented:
+        ui.table("augmentation (training batches only)", ["what", "tokens"], p.augmented)
     peak = p.strategy["optimizer_groups"][0]["lr"] if p.strategy["optimizer_groups"] else 0.0
     ui.info("learning rate over the steps (first optimizer group):")
     for line in text_plot(p.schedule, peak):

@@ -17,7 +17,7 @@ from omegaconf import MISSING
 from ft_cli.strategies import STRATEGIES
 from ft_cli.tasks import TASKS
 
-GROUPS = ("model", "data", "task", "strategy", "optimizer", "schedule", "hardware")
+GROUPS = ("model", "data", "task", "strategy", "augment", "optimizer", "schedule", "hardware")
 
 
 @dataclass(frozen=True)
@@ -339,6 +339,44 @@ class StrategyConfig:
     cache_teacher: bool = _help(True, "distill: compute each example's teacher logits once.")
 
 
+@dataclass
+class AugmentConfig:
+    """Training-batch augmentation; each value 0 is off. Options compose."""
+
+    token_mask: float = _help(
+        0.0, "Share of each training row's tokens replaced by the mask token.", FRACTION
+    )
+    token_delete: float = _help(0.0, "Share of each training row's tokens deleted.", FRACTION)
+    token_swap: float = _help(
+        0.0, "Share of each training row's tokens swapped with a neighbour.", FRACTION
+    )
+    span_cutoff: float = _help(
+        0.0, "Share of each training row's tokens, one contiguous span, hidden from attention.",
+        FRACTION,
+    )  # fmt: skip
+    embedding_noise: float = _help(
+        0.0,
+        "NEFTune alpha: uniform noise in +-alpha/sqrt(length*hidden) added to the input word"
+        " embeddings of training rows (5 is a common choice).",
+        AT_LEAST_0,
+    )
+    mixup: float = _help(
+        0.0,
+        "Mixup alpha: sentence representations and labels of a training batch mixed with a"
+        " shuffled partner, weight ~ Beta(alpha, alpha) (0.4 is common).",
+        AT_LEAST_0,
+    )
+
+    def token_level(self) -> bool:
+        return any((self.token_mask, self.token_delete, self.token_swap, self.span_cutoff))
+
+    def model_level(self) -> bool:
+        return bool(self.embedding_noise or self.mixup)
+
+    def active(self) -> bool:
+        return self.token_level() or self.model_level()
+
+
 class OptimizerName(str, Enum):
     adamw = "adamw"
     adam = "adam"
@@ -494,6 +532,7 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
@@ -605,6 +644,33 @@ def check_spec(spec: RunSpec) -> None:
     _check_class_weights(spec.task, "task.")
     _check_model(spec.model)
     _check_evaluation(spec)
+    _check_augment(spec)
+
+
+def _check_augment(spec: RunSpec) -> None:
+    """Augmentations only where they keep the targets right."""
+    from ft_cli.errors import FtError
+
+    aug, kind = spec.augment, spec.task.kind
+    if not aug.active():
+        return
+    if kind in (TaskKind.mlm, TaskKind.multitask):
+        raise FtError(
+            f"augment: task={kind.value} is not augmented (masked-LM masks its own input); use"
+            " augment=none"
+        )
+    if kind == TaskKind.token_classification and (aug.token_delete or aug.token_swap):
+        key = "token_delete" if aug.token_delete else "token_swap"
+        raise FtError(
+            f"augment.{key}: would move words away from their tags in token_classification; use"
+            " augment.token_mask or augment.span_cutoff"
+        )
+    if aug.mixup and kind == TaskKind.token_classification:
+        raise FtError("augment.mixup: mixes sentence representations; task=classification or"
+                      " regression only")  # fmt: skip
+    if aug.mixup and spec.strategy.kind == StrategyKind.distill:
+        raise FtError("augment.mixup: the teacher's targets are for unmixed rows; not with"
+                      " strategy=distill")  # fmt: skip
 
 
 def _check_data(data: DataConfig, key: str) -> None:

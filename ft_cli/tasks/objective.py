@@ -46,7 +46,10 @@ class Objective:
         return Collator(split, self.pad_id, self.task == "regression", self.pad_multiple)
 
     def set_epoch(self, collate: Collate, epoch: int) -> None:
-        """Per-epoch state of a training collator (none here)."""
+        """Per-epoch state of a training collator (an augmenting one's)."""
+        setter = getattr(collate, "set_epoch", None)
+        if setter is not None:
+            setter(epoch)
 
     def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(predictions, targets) of one batch already on the device."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ft_cli import strategies, tasks
+from ft_cli import augment, strategies, tasks
 from ft_cli.config.schema import RunSpec, StrategyConfig, run_data
 from ft_cli.data import dataset
 from ft_cli.data.encoded import EncodedSplit
@@ -149,6 +149,8 @@ def build(
     else:  # the task's own objective: no teacher to load, nothing compiled
         objective = build_objective(net, spec.task, tokenizer, False, labels=labels)
     objective.pad_multiple = spec.train.pad_to_multiple_of
+    if purpose != Purpose.evaluate:
+        objective = augment.for_training(objective, net, spec.augment, spec.train.seed, tokenizer)
     forward = StepForward(net, objective)
     ready = RunSetup(spec, tokenizer, prepared, labels, net, new_names, hooks, applied,
                      objective, forward)  # fmt: skip
@@ -174,7 +176,8 @@ def eval_loader(ready: RunSetup, rows: EncodedSplit | None, place: Dist,
 def _add_training(ready: RunSetup, place: Dist) -> None:
     spec, t = ready.spec, ready.spec.train
     seed = t.seed
-    ready.collate = ready.objective.collator(ready.prepared.train, seed)
+    plain = ready.objective.collator(ready.prepared.train, seed)
+    ready.collate = augment.training_collator(plain, spec.augment, seed, ready.tokenizer)
     ready.loader, ready.sampler = ready.objective.train_loader(
         ready.prepared.train, ready.collate, t.batch_size, seed, t.group_by_length,
         place.rank, place.world,
