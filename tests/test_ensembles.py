@@ -199,3 +199,8 @@ def test_several_teachers_distil_through_the_mean_of_their_logits(sweep: Path) -
     again.forward.train()
     again.forward(dict(batch))
     assert torch.allclose(again.objective.teacher_logits, run.objective.teacher_logits)
+
+
+def test_a_sweep_dir_without_ensemble_says_how_to_use_it(sweep: Path, capsys) -> None:
+    assert cli._run_tool("eval", [str(sweep)]) == 2
+    assert "is a sweep dir: name one of its runs" in capsys.readouterr().err

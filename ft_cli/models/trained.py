@@ -108,6 +108,11 @@ def _find(path: str) -> Trained:
     newest = checkpoint.newest_valid(target / "checkpoints", lambda _: None)
     if newest is not None:  # a run stopped before its export: its newest checkpoint
         return _find(str(newest))
+    if any(target.glob("*/metrics.json")):
+        raise FtError(
+            f"'{path}' is a sweep dir: name one of its runs (ft runs {path} --best) or combine"
+            " them with --ensemble METHOD"
+        )
     raise FtError(
         f"'{path}' holds no ft run, exported model (config.json) or checkpoint (manifest.json)"
     )
