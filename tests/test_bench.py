@@ -113,3 +113,21 @@ def test_profile_step_on_the_tiny_model() -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "a step's phases" in result.stdout and "matmul" in result.stdout
+
+
+@pytest.mark.slow
+def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
+    if not (MRPC.parent / "SST-2" / "train.tsv").is_file():
+        pytest.skip("../shared/data/glue is absent")
+    out = tmp_path / "seeds.json"
+    command = [sys.executable, str(REPO / "bench" / "seeds_ensembles.py"), "--tiny", "--quick",
+               "--glue", str(MRPC.parent), "--tasks", "sst2", "--seeds", "1", "2", "--augment",
+               "token_mask", "--no-distill", "--out", str(tmp_path / "runs"),
+               "--json", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())["results"]["sst2"]
+    assert set(record["arms"]) == {"single runs", "augment=token_mask"}
+    assert record["arms"]["single runs"]["accuracy"]["n"] == 2
+    assert set(record["ensembles"]) == {"mean", "vote", "weighted", "greedy", "stack"}
+    assert "| sst2 | ensemble: greedy |" in result.stdout
