@@ -102,6 +102,8 @@ def score(
     saved: Combiner | None = None,
 ) -> Scored:
     """Every member's metrics and each method's, on the split (or file) asked for."""
+    if weights_text is not None and "weighted" not in methods:
+        raise FtError(f"--weights {weights_text}: only --ensemble weighted uses given weights")
     found = members.load(members.run_dirs(paths), overrides)
     given = parse_weights(weights_text, len(found))
     first = found[0]
