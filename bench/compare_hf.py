@@ -135,6 +135,7 @@ def run_ft(args: argparse.Namespace) -> dict:
 
     overrides = [
         "+recipe=minilm_mrpc",
+        "strategy=full",  # the Trainer's plain fine-tuning (the recipe uses llrd)
         f"data.path={args.data}",
         f"data.max_length={args.max_length}",
         f"optimizer.lr={args.lr}",

@@ -71,7 +71,8 @@ def build(args: argparse.Namespace, precision: str):
     from ft_cli.hardware.device import setup_hardware
     from ft_cli.training import setup
 
-    overrides = ["+recipe=minilm_mrpc", f"data.path={args.data}", f"hardware.precision={precision}",
+    overrides = ["+recipe=minilm_mrpc", "strategy=full", f"data.path={args.data}",
+                 f"hardware.precision={precision}",
                  f"train.batch_size={args.batch_size}"]  # fmt: skip
     if args.tiny:
         overrides.append("model=tiny_bert")
