@@ -204,3 +204,31 @@ def test_several_teachers_distil_through_the_mean_of_their_logits(sweep: Path) -
 def test_a_sweep_dir_without_ensemble_says_how_to_use_it(sweep: Path, capsys) -> None:
     assert cli._run_tool("eval", [str(sweep)]) == 2
     assert "is a sweep dir: name one of its runs" in capsys.readouterr().err
+
+
+def test_a_regression_ensemble_scores_and_predicts_scores(tmp_path: Path) -> None:
+    texts = [f"the kettle is {'great ' * (i % 4)}good" for i in range(48)]
+    data = tmp_path / "scores.csv"
+    with open(data, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sentence", "score"])
+        writer.writerows([t, float(i % 4)] for i, t in enumerate(texts))
+    root = tmp_path / "sweep"
+    assert cli.run_train(["-m", *TINY, "data=csv", f"data.files.train={data}",
+                          f"data.files.validation={data}", "data.text_column=sentence",
+                          "data.label_column=score", "task=regression", "optimizer.lr=5e-3",
+                          "train.max_steps=6", "train.seed=1,2", f"hydra.sweep.dir={root}"]) == 0  # fmt: skip
+    assert cli._run_tool("eval", [str(root), "--ensemble", "mean,vote,stack"]) == 0
+    record = json.loads((root / "ensemble_metrics.json").read_text())
+    assert set(record["models"][-1]["metrics"]) == {"pearson", "spearman", "mse", "loss"}
+    out = tmp_path / "predicted.csv"
+    assert cli._run_tool("predict", [str(root), "--ensemble", "mean", "--input", str(data),
+                                     "--output", str(out)]) == 0  # fmt: skip
+    singles = []
+    for job in ("0", "1"):
+        single = tmp_path / f"single{job}.csv"
+        assert cli._run_tool("predict", [str(root / job), "--input", str(data), "--output",
+                                         str(single)]) == 0  # fmt: skip
+        singles.append([float(r["predicted_score"]) for r in predicted(single)])
+    mean = [(a + b) / 2 for a, b in zip(*singles, strict=True)]
+    assert [float(r["predicted_score"]) for r in predicted(out)] == pytest.approx(mean, abs=1e-5)
