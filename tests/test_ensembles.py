@@ -117,6 +117,7 @@ def predicted(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_eval_shows_every_member_and_method_and_a_manifest_reproduces_predictions(
     sweep: Path, tmp_path: Path
 ) -> None:
@@ -152,6 +153,7 @@ def test_eval_shows_every_member_and_method_and_a_manifest_reproduces_prediction
         assert float(row["probability_positive"]) == pytest.approx(mixed, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_members_must_share_their_labels_and_outputs_must_be_new(
     sweep: Path, tmp_path: Path, capsys
 ) -> None:
@@ -172,6 +174,7 @@ def test_members_must_share_their_labels_and_outputs_must_be_new(
         ensemble.main([str(sweep / "0"), "--method", "mean", "--output", str(tmp_path / "x")])
 
 
+@pytest.mark.slow
 def test_several_teachers_distil_through_the_mean_of_their_logits(sweep: Path) -> None:
     from conftest import compose_spec
     from transformers import AutoModelForSequenceClassification
@@ -201,11 +204,13 @@ def test_several_teachers_distil_through_the_mean_of_their_logits(sweep: Path) -
     assert torch.allclose(again.objective.teacher_logits, run.objective.teacher_logits)
 
 
+@pytest.mark.slow
 def test_a_sweep_dir_without_ensemble_says_how_to_use_it(sweep: Path, capsys) -> None:
     assert cli._run_tool("eval", [str(sweep)]) == 2
     assert "is a sweep dir: name one of its runs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_regression_ensemble_scores_and_predicts_scores(tmp_path: Path) -> None:
     texts = [f"the kettle is {'great ' * (i % 4)}good" for i in range(48)]
     data = tmp_path / "scores.csv"
