@@ -20,6 +20,7 @@ from ft_cli.ensembles.combine import Combiner
 from ft_cli.errors import FtError
 
 NEEDS_VALIDATION = ("weighted", "greedy", "stack")
+FIT_ON_OUTPUTS = ("greedy", "stack")  # weighted reads each member's recorded metric instead
 
 
 def as_logits(combined: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -110,7 +111,7 @@ def score(
     kind, regression = first.spec.task.kind, first.regression
     num_labels = 1 if regression else len(first.labels or [])
     on_validation = file is None and split == "validation"
-    needs_fit = saved is None and any(m in NEEDS_VALIDATION for m in methods)
+    needs_fit = saved is None and any(m in FIT_ON_OUTPUTS for m in methods)
     wanted = [(split, file)] + ([("validation", None)] if needs_fit and not on_validation else [])
     outputs = [members.evaluated(m, wanted) for m in found]
     target = _stacked(found, [o[0] for o in outputs])
