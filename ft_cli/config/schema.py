@@ -100,6 +100,7 @@ class DataFormat(str, Enum):
     parquet = "parquet"
     text = "text"
     conll = "conll"
+    imagefolder = "imagefolder"
 
 
 class Quoting(str, Enum):
@@ -123,7 +124,9 @@ class DataFiles:
 @dataclass
 class DataConfig:
     format: DataFormat = _help(
-        MISSING, "hub, glue_tsv, csv, tsv, json (json or jsonl), parquet, text (.txt; task=mlm)."
+        MISSING,
+        "hub, glue_tsv, csv, tsv, json (json or jsonl), parquet, text (.txt; task=mlm),"
+        " imagefolder (data.files.* are folders of <label>/<image> files).",
     )
     hub_path: str | None = _help(None, "Hub dataset id (format=hub), e.g. nyu-mll/glue.")
     hub_name: str | None = _help(None, "Hub dataset config name (format=hub), e.g. mrpc.")
@@ -133,6 +136,24 @@ class DataConfig:
         "text", "Column with the (first) text; token_classification: the list of words."
     )
     text_pair_column: str | None = _help(None, "Column with the second text of a pair, if any.")
+    image_column: str = _help(
+        "image", "image_classification: column with each image's path (relative to its file)."
+    )
+    image_crop: list[float] | None = field(
+        default_factory=lambda: [0.25, 1.0],
+        metadata={
+            "help": "image_classification: each training image is cropped to a random share of"
+            " its area in [low, high], then resized; null = the processor's resize only.",
+            "bounds": Bounds(0, 1, low_open=True, length=2),
+        },
+    )
+    image_flip: bool = _help(
+        True, "image_classification: flip training images left-right at random."
+    )
+    image_workers: int = _help(
+        2, "image_classification: processes decoding images while the model trains; 0 = none.",
+        AT_LEAST_0,
+    )  # fmt: skip
     label_column: str = _help(
         "label",
         "Column with the label (class name, id, or float); token_classification: the tags.",
@@ -654,6 +675,11 @@ def _check_augment(spec: RunSpec) -> None:
     aug, kind = spec.augment, spec.task.kind
     if not aug.active():
         return
+    if kind == TaskKind.image_classification:
+        raise FtError(
+            "augment: changes tokens or sentence vectors; images are augmented by"
+            " data.image_crop and data.image_flip: use augment=none"
+        )
     if kind in (TaskKind.mlm, TaskKind.multitask):
         raise FtError(
             f"augment: task={kind.value} is not augmented (masked-LM masks its own input); use"
@@ -776,6 +802,7 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
             f"{data_key}format=text holds no labels; use {kind}mlm to pretrain on it, or a"
             " csv/json/parquet file with a label column"
         )
+    _check_images(task, data, kind, data_key)
     tagged = task.kind == TaskKind.token_classification
     if data.format == DataFormat.conll and not tagged:
         raise FtError(f"{data_key}format=conll holds word tags: use {kind}token_classification")
@@ -796,6 +823,31 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
         raise FtError(
             f"{data_key}max_length={data.max_length} is too short for {key}packing=group_texts"
             " (a block needs its special tokens and at least one token)"
+        )
+
+
+IMAGE_FORMATS = (DataFormat.imagefolder, DataFormat.hub, DataFormat.csv, DataFormat.tsv,
+                 DataFormat.json, DataFormat.parquet)  # fmt: skip
+
+
+def _check_images(task: TaskSettings, data: DataConfig, kind: str, data_key: str) -> None:
+    from ft_cli.errors import FtError
+
+    images = task.kind == TaskKind.image_classification
+    if data.format == DataFormat.imagefolder and not images:
+        raise FtError(f"{data_key}format=imagefolder holds images: use {kind}image_classification")
+    if not images:
+        return
+    if data.format not in IMAGE_FORMATS:
+        names = ", ".join(f.value for f in IMAGE_FORMATS)
+        raise FtError(
+            f"{kind}image_classification reads images: set {data_key}format to one of {names}"
+        )
+    crop = data.image_crop
+    if crop is not None and crop[0] > crop[1]:
+        raise FtError(
+            f"{data_key}image_crop=[{crop[0]:g}, {crop[1]:g}]: the low share is above the high"
+            " one; give [low, high], e.g. [0.25, 1.0]"
         )
 
 

@@ -145,7 +145,8 @@ def _chunks(items: list[int], size: int) -> list[list[int]]:
 
 def length_sorted_batches(split: EncodedSplit, batch_size: int) -> list[list[int]]:
     """Evaluation batches of similar lengths: little padding, same metrics."""
-    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+    lengths = split.lengths()
+    order = sorted(range(len(split)), key=lengths.__getitem__)
     return _chunks(order, batch_size)
 
 
@@ -160,8 +161,13 @@ def train_loader(
     group_by_length: bool,
     rank: int = 0,
     world: int = 1,
+    workers: int = 0,
 ) -> tuple[torch.utils.data.DataLoader, ShuffledBatches | RankShard]:
-    """Batches of `batch_size` rows per process; `world` processes share each global batch."""
+    """Batches of `batch_size` rows per process; `world` processes share each global batch.
+
+    `workers` > 0: that many processes build the batches (decoding images); each
+    epoch's iterator starts them afresh, with the collator's epoch already set.
+    """
     lengths = split.lengths() if group_by_length else None
     sampler: ShuffledBatches | RankShard
     sampler = ShuffledBatches(len(split), batch_size * world, seed, lengths)
@@ -170,8 +176,9 @@ def train_loader(
     # A private generator: otherwise each new iterator draws its seed from the
     # global RNG, and a resumed epoch would shift the dropout masks.
     loader = torch.utils.data.DataLoader(
-        split, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator()
-    )
+        split, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator(),
+        num_workers=workers,
+    )  # fmt: skip
     return loader, sampler
 
 
@@ -182,6 +189,7 @@ def eval_loader(
     rank: int = 0,
     world: int = 1,
     even: bool = False,
+    workers: int = 0,
 ) -> torch.utils.data.DataLoader:
     """Length-sorted batches; with several processes each takes every `world`-th batch.
 
@@ -195,7 +203,8 @@ def eval_loader(
     if even:
         batches += [every[0]] * (math.ceil(len(every) / world) - real)
     loader = torch.utils.data.DataLoader(
-        split, batch_sampler=batches, collate_fn=collate, generator=torch.Generator()
-    )
+        split, batch_sampler=batches, collate_fn=collate, generator=torch.Generator(),
+        num_workers=workers,
+    )  # fmt: skip
     loader.real_batches = real
     return loader

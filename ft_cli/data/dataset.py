@@ -179,7 +179,7 @@ def _builder(cfg: DataConfig) -> tuple[str, dict[str, Any]]:
 
 def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> PreparedData:
     """Check columns and labels, carve a validation split if needed, and tokenize."""
-    raw = load_raw(cfg)
+    raw = tasks.get(task.kind).load_raw(cfg)
     splits = dict(raw.splits)
     for split, dataset in splits.items():
         _check_columns(cfg, task, dataset, split, raw.source[split])
@@ -261,11 +261,9 @@ def _check_columns(
 ) -> None:
     columns = list(dataset.column_names)
     kind = tasks.get(task.kind)
-    wanted = {"data.text_column": cfg.text_column}
+    wanted = kind.input_columns(cfg)
     if kind.uses_labels:
         wanted["data.label_column"] = cfg.label_column
-    if cfg.text_pair_column is not None:
-        wanted["data.text_pair_column"] = cfg.text_pair_column
     for key, column in wanted.items():
         if column not in columns:
             if split == "test" and key == "data.label_column":

@@ -127,6 +127,15 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     return _load(cfg, AutoTokenizer.from_pretrained, "tokenizer")
 
 
+def load_image_processor(cfg: ModelConfig) -> Any:
+    """The model's image processor (resize, crop, normalisation), in its PIL version:
+    the same arithmetic as the torchvision one, without that dependency."""
+    from transformers import AutoImageProcessor
+
+    _quiet_transformers()
+    return _load(cfg, AutoImageProcessor.from_pretrained, "image processor", backend="pil")
+
+
 def load_config(cfg: ModelConfig) -> Any:
     from transformers import AutoConfig
 
@@ -168,6 +177,7 @@ def load_model(
     vocab_size: int,
     dropout: float | None = None,
     auto_name: str | None = None,
+    ignore_mismatched_sizes: bool = False,
 ) -> tuple[Any, set[str]]:
     """The task model (a sequence classifier/regressor, or a masked LM) and the
     names of its parameters that did not come from the checkpoint (the new head).
@@ -179,12 +189,15 @@ def load_model(
         vocab_size: the tokenizer's size; a scratch model's embeddings match it.
         dropout: when set, every dropout probability of the model's config.
         auto_name: the transformers Auto class to build; None = the task's.
+        ignore_mismatched_sizes: a checkpoint's head of another size is replaced (new).
     """
     config, auto = model_config(cfg, task, labels, vocab_size, dropout, auto_name)
     if cfg.init == ModelInit.scratch and cfg.from_run is None:
         net = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
         return net, {name for name, _ in net.named_parameters()}
-    net, info = _load(cfg, auto.from_pretrained, "model", config=config, output_loading_info=True)
+    extra = {"ignore_mismatched_sizes": True} if ignore_mismatched_sizes else {}
+    net, info = _load(cfg, auto.from_pretrained, "model", config=config, output_loading_info=True,
+                      **extra)  # fmt: skip
     new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
     return net, new
 
@@ -207,7 +220,9 @@ def model_config(
     auto = getattr(transformers, auto_name or own_auto)
     scratch = cfg.init == ModelInit.scratch and cfg.from_run is None
     if scratch:
-        head.update(scratch_sizes(cfg), vocab_size=vocab_size)
+        head.update(scratch_sizes(cfg))
+        if vocab_size:  # models of token ids (images have none)
+            head["vocab_size"] = vocab_size
     from transformers import AutoConfig
 
     config = _load(cfg, AutoConfig.from_pretrained, "model config", **head)
@@ -217,7 +232,7 @@ def model_config(
                 setattr(config, key, dropout)
     if scratch:
         heads = getattr(config, "num_attention_heads", 1)
-        if config.hidden_size % heads:
+        if getattr(config, "hidden_size", 0) % heads:
             raise FtError(
                 f"model.hidden_size={config.hidden_size} must be a multiple of the attention"
                 f" heads ({heads}); set model.heads"

@@ -27,6 +27,8 @@ TASKS: dict[str, TaskInfo] = {
     "token_classification": TaskInfo(
         "token_classification", ("f1", "precision", "recall", "accuracy", "loss")
     ),
+    # Images from folders or files, through transformers' image classifiers.
+    "image_classification": TaskInfo("image_classification", ("accuracy", "f1", "mcc", "loss")),
     "mlm": TaskInfo("masked_lm", ("loss", "perplexity", "accuracy")),
     # Several tasks on one encoder: `score` is the mean of each task's first metric
     # (mlm tasks aside); each task's own metrics come as NAME/METRIC.

@@ -22,6 +22,35 @@ class Task:
     named_labels = True  # the head predicts named classes (id2label in the export)
     confusion_matrix = False  # ft report plots one (a class per row)
 
+    def processor(self, cfg: ModelConfig) -> Any:
+        """What turns raw inputs into model inputs: the model's tokenizer."""
+        from ft_cli.models import model
+
+        return model.load_tokenizer(cfg)
+
+    def vocab_size(self, processor: Any) -> int:
+        """Token ids the model must embed (a fresh model's embedding table)."""
+        return len(processor)
+
+    def check_inputs(self, cfg: ModelConfig, data: DataConfig) -> None:
+        """Refuse data settings the model cannot read (before any data is loaded)."""
+        from ft_cli.models import model
+
+        model.check_max_length(cfg, data.max_length)
+
+    def load_raw(self, cfg: DataConfig) -> Any:
+        """The untokenized splits (`dataset.RawData`)."""
+        from ft_cli.data import dataset
+
+        return dataset.load_raw(cfg)
+
+    def input_columns(self, cfg: DataConfig) -> dict[str, str]:
+        """{config key: column} of the columns every row must have besides its label."""
+        wanted = {"data.text_column": cfg.text_column}
+        if cfg.text_pair_column is not None:
+            wanted["data.text_pair_column"] = cfg.text_pair_column
+        return wanted
+
     def prepare(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Any:
         """The run's data, checked and tokenized (`dataset.PreparedData`)."""
         from ft_cli.data import dataset

@@ -45,6 +45,22 @@ class Objective:
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
         return Collator(split, self.pad_id, self.task == "regression", self.pad_multiple)
 
+    def train_collator(self, split: Any, seed: int) -> Collate:
+        """The training batches' collator (an image task's also augments)."""
+        return self.collator(split, seed)
+
+    def configure(self, data: Any) -> None:
+        """Take what the data settings say about batches (images: augmentation, workers)."""
+
+    def count(self, batch: Batch) -> tuple[int, int, int]:
+        """(rows, real tokens, tokens with padding) of a collated batch."""
+        mask = batch["attention_mask"]
+        return len(mask), int(mask.sum()), mask.numel()
+
+    def input_shape(self, batch: Batch) -> str:
+        """One row's input size, in words (for an out-of-memory message)."""
+        return f"sequence length {batch['attention_mask'].shape[1]}"
+
     def set_epoch(self, collate: Collate, epoch: int) -> None:
         """Per-epoch state of a training collator (an augmenting one's)."""
         setter = getattr(collate, "set_epoch", None)

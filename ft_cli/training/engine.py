@@ -390,11 +390,11 @@ def _forward_backward(
     group_size: int,
 ) -> tuple[torch.Tensor, int]:
     """One micro-batch: forward under autocast, backward; (its detached loss, its rows)."""
-    mask = batch["attention_mask"]  # still on the CPU: counting costs no sync
-    loop.real_tokens += int(mask.sum())
-    loop.padded_tokens += mask.numel()
+    rows, real, padded = run.objective.count(batch)  # still on the CPU: costs no sync
+    loop.real_tokens += real
+    loop.padded_tokens += padded
+    shape = run.objective.input_shape(batch)
     batch = {k: v.to(hw.device, non_blocking=True) for k, v in batch.items()}
-    rows = len(batch["input_ids"])
     assert run.penalty is not None
     try:
         # Data-parallel ranks average gradients only at the group's last batch.
@@ -406,7 +406,7 @@ def _forward_backward(
             hw.backward(objective_value / group_size)
     except torch.OutOfMemoryError as err:
         batch_size = run.spec.train.batch_size
-        raise guards.oom_error(batch_size, mask.shape[1], hw.precision.value) from err
+        raise guards.oom_error(batch_size, shape, hw.precision.value) from err
     loop.running_batches += 1
     loop.samples_seen += rows
     return loss.detach(), rows
@@ -595,15 +595,14 @@ def _summary_rows(
     ckpt_root: Path,
     run_dir: Path,
 ) -> list[tuple[str, str]]:
+    speed = f"{record['train_samples_per_s']:.1f} samples/s"
+    if record["train_tokens_per_s"]:  # inputs of tokens (not images)
+        speed += (f", {record['train_tokens_per_s']:.0f} tokens/s,"
+                  f" {record['padding_fraction']:.1%} padding")  # fmt: skip
     rows = [
         ("status", record["status"]),
         ("steps", f"{record['steps']} ({record['epochs']} epochs)"),
-        (
-            "throughput",
-            f"{record['train_samples_per_s']:.1f} samples/s,"
-            f" {record['train_tokens_per_s']:.0f} tokens/s,"
-            f" {record['padding_fraction']:.1%} padding",
-        ),
+        ("throughput", speed),
         ("wall time", f"{record['wall_seconds']:.1f}s"),
     ]
     best = record["monitor"]["best"]

@@ -71,7 +71,8 @@ def nonfinite_error(step: int, epoch: float, value: float, last_checkpoint: str 
     )
 
 
-def oom_error(batch_size: int, seq_len: int, precision: str) -> FtError:
+def oom_error(batch_size: int, shape: str, precision: str) -> FtError:
+    """`shape`: what one row's input is (sequence length N, or an image's size)."""
     # Half precision roughly halves activation memory: only worth suggesting from fp32.
     half = (
         ", or use hardware.precision=bf16 (fp16 on GPUs without bf16)"
@@ -79,7 +80,7 @@ def oom_error(batch_size: int, seq_len: int, precision: str) -> FtError:
         else ""
     )
     return FtError(
-        f"out of memory at train.batch_size={batch_size}, sequence length {seq_len},"
-        f" precision {precision}; lower train.batch_size (and raise train.grad_accum to keep"
-        f" the effective batch), lower data.max_length{half}"
+        f"out of memory at train.batch_size={batch_size}, {shape}, precision {precision};"
+        " lower train.batch_size (and raise train.grad_accum to keep the effective batch),"
+        f" {'lower data.max_length' if 'sequence' in shape else 'use smaller images'}{half}"
     )

@@ -30,7 +30,6 @@ from ft_cli.hardware import distributed, kernels
 from ft_cli.hardware.device import Hardware
 from ft_cli.hardware.distributed import Dist
 from ft_cli.hardware.parallel import Backend
-from ft_cli.models import model
 from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import regularize
 from ft_cli.strategies.base import Strategy
@@ -122,10 +121,10 @@ def build(
         prepared: data already prepared (evaluation of a file); None: the spec's.
     """
     seed_everything(spec.train.seed)
-    tokenizer = model.load_tokenizer(spec.model)
     kind = tasks.get(spec.task.kind)
+    tokenizer = kind.processor(spec.model)
     for data in run_data(spec).values():
-        model.check_max_length(spec.model, data.max_length)
+        kind.check_inputs(spec.model, data)
     if prepared is None:
         # Rank 0 fills the token cache, the others read it (only real process groups wait).
         first = place if purpose == Purpose.train else distributed.SINGLE
@@ -136,7 +135,7 @@ def build(
     seed_everything(spec.train.seed)  # the head's init does not depend on the data size
     plan = spec.strategy if purpose != Purpose.evaluate else StrategyConfig()
     hooks = strategies.for_config(plan)
-    net, new_names = kind.build_model(spec.model, spec.task, labels, len(tokenizer),
+    net, new_names = kind.build_model(spec.model, spec.task, labels, kind.vocab_size(tokenizer),
                                       plan.dropout, meta=purpose == Purpose.explain)  # fmt: skip
     if spec.hardware.fast_paths and not spec.hardware.compile:  # inductor fuses its own
         kernels.speed_up(net)  # before wrapping: LoRA's own dropouts are plain too
@@ -149,6 +148,7 @@ def build(
     else:  # the task's own objective: no teacher to load, nothing compiled
         objective = build_objective(net, spec.task, tokenizer, False, labels=labels)
     objective.pad_multiple = spec.train.pad_to_multiple_of
+    objective.configure(spec.data)
     if purpose != Purpose.evaluate:
         objective = augment.for_training(objective, net, spec.augment, spec.train.seed, tokenizer)
     forward = StepForward(net, objective)
@@ -176,7 +176,7 @@ def eval_loader(ready: RunSetup, rows: EncodedSplit | None, place: Dist,
 def _add_training(ready: RunSetup, place: Dist) -> None:
     spec, t = ready.spec, ready.spec.train
     seed = t.seed
-    plain = ready.objective.collator(ready.prepared.train, seed)
+    plain = ready.objective.train_collator(ready.prepared.train, seed)
     ready.collate = augment.training_collator(plain, spec.augment, seed, ready.tokenizer)
     ready.loader, ready.sampler = ready.objective.train_loader(
         ready.prepared.train, ready.collate, t.batch_size, seed, t.group_by_length,

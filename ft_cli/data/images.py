@@ -1,0 +1,301 @@
+"""Images for image classification: finding them, checking them once, and turning a
+batch of them into the model's `pixel_values`.
+
+An image is referenced by its file path, or by its bytes (hub datasets). A
+split holds references only: each image is decoded when its batch is built,
+in the loader's worker processes, once per epoch. Training batches get a
+random resized crop and a horizontal flip, drawn from (seed, epoch, row) like
+every augmentation of ft, so a resumed epoch sees the same pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ft_cli.errors import FtError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratios a random crop may take (the usual range)
+
+ImageRef = str | bytes
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """Every file under `folder`, sorted, hidden ones (.DS_Store, .git) left out."""
+    found = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+    return sorted(found)
+
+
+def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
+    """(image paths, their labels) of a `root/<label>/<file>` tree, in sorted order."""
+    if not root.is_dir():
+        raise FtError(
+            f"{key}: folder '{root}' does not exist; point it at a folder with one sub-folder"
+            " per class"
+        )
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise FtError(
+            f"{key}: '{root}' holds no class folders; put each class's images in"
+            f" {root}/<label>/ (for example {root}/cat/1.jpg)"
+        )
+    paths: list[str] = []
+    labels: list[str] = []
+    others = 0
+    for folder in classes:
+        files = visible_files(folder)
+        images = [f for f in files if is_image_name(f)]
+        others += len(files) - len(images)
+        if not images:
+            raise FtError(
+                f"{key}: class folder '{folder}' holds no images; add images ("
+                + ", ".join(EXTENSIONS[:3])
+                + ", ...) or remove the folder"
+            )
+        paths += [str(f) for f in images]
+        labels += [folder.name] * len(images)
+    loose = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if others or loose:
+        warn(
+            f"{key}: skipped {others + len(loose)} file(s) in '{root}' that are not images in a"
+            " class folder"
+        )
+    return paths, labels
+
+
+def list_images(folder: Path) -> list[str]:
+    """The image files under `folder` (any depth), sorted: what `ft predict DIR` reads."""
+    return [str(p) for p in visible_files(folder) if is_image_name(p)]
+
+
+def open_image(ref: ImageRef) -> Any:
+    """The image as an RGB PIL image (grey-scale, palette and RGBA converted)."""
+    from PIL import Image, ImageOps
+
+    image = Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
+    image = ImageOps.exif_transpose(image)  # phone photos: upright, as viewers show them
+    return image.convert("RGB")
+
+
+def unreadable(ref: ImageRef) -> str | None:
+    """Why the image cannot be read (None: it can), from its header and structure."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref) as image:
+            image.verify()
+    except Exception as err:  # PIL raises many types for a bad file
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return text.replace(str(ref), "").strip(" :") if isinstance(ref, str) else text
+    return None
+
+
+def readable(refs: list[ImageRef], names: list[str], key: str) -> list[int]:
+    """Indices of the images that can be read; the others are counted in one warning."""
+    keep, bad = [], []
+    for index, ref in enumerate(refs):
+        why = unreadable(ref)
+        if why is None:
+            keep.append(index)
+        else:
+            bad.append((names[index], why))
+    if bad and not keep:
+        raise FtError(f"{key}: no image can be read (first: {bad[0][0]}: {bad[0][1]})")
+    if bad:
+        warn(
+            f"{key}: skipped {len(bad)} of {len(refs)} images that cannot be read (first:"
+            f" {bad[0][0]}: {bad[0][1]})"
+        )
+    return keep
+
+
+def resolve_refs(values: list[Any], base: Path | None, key: str) -> list[ImageRef]:
+    """Paths relative to `base` made absolute; hub image cells ({bytes, path}) as bytes."""
+    refs: list[ImageRef] = []
+    for row, value in enumerate(values):
+        if isinstance(value, dict):  # datasets' Image feature, not decoded
+            value = value.get("bytes") or value.get("path")
+        if isinstance(value, bytes):
+            refs.append(value)
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise FtError(f"{key}: row {row} holds {value!r}, not the path of an image file")
+        path = Path(value)
+        refs.append(str(path if path.is_absolute() or base is None else base / path))
+    return refs
+
+
+def missing_files(refs: list[ImageRef]) -> list[str]:
+    return [r for r in refs if isinstance(r, str) and not Path(r).is_file()]
+
+
+@dataclass
+class ImageSplit(torch.utils.data.Dataset):
+    """One split of images: references and targets; decoding happens per batch."""
+
+    images: list[ImageRef]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> int:
+        return index  # the collator gathers rows by index
+
+    def lengths(self) -> list[int]:
+        return [1] * len(self.images)  # no padding: every row costs the same
+
+    def name(self, index: int) -> str:
+        ref = self.images[index]
+        return ref if isinstance(ref, str) else f"row {index}"
+
+    def update_digest(self, digest: Any) -> None:
+        """Feed the split's identity to a hash (resume refuses changed data)."""
+        for ref in self.images:
+            digest.update(ref.encode() if isinstance(ref, str) else hashlib.sha1(ref).digest())
+            digest.update(b"|")
+        digest.update(repr(self.labels).encode())
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time changes to an image: crop share of the area, flip (None/False: off)."""
+
+    crop_scale: tuple[float, float] | None
+    flip: bool
+
+    @property
+    def active(self) -> bool:
+        return self.crop_scale is not None or self.flip
+
+
+def random_resized_crop(image: Any, scale: tuple[float, float], rng: np.random.Generator) -> Any:
+    """A crop of `scale` share of the area and an aspect ratio in CROP_RATIO (ten tries,
+    then the largest centred crop of an allowed ratio)."""
+    width, height = image.size
+    area = width * height
+    log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        ratio = math.exp(rng.uniform(log_low, log_high))
+        w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return image.crop((left, top, left + w, top + h))
+    ratio = min(max(width / height, CROP_RATIO[0]), CROP_RATIO[1])
+    if width / height < ratio:
+        w, h = width, round(width / ratio)
+    else:
+        w, h = round(height * ratio), height
+    left, top = (width - w) // 2, (height - h) // 2
+    return image.crop((left, top, left + w, top + h))
+
+
+class Pixels:
+    """The model's input for a list of PIL images, through its own image processor.
+
+    Evaluation uses the processor as it is (its resize, crop, rescale and
+    normalisation); training crops and resizes to the same output size here
+    and leaves the processor the rest.
+    """
+
+    def __init__(self, processor: Any) -> None:
+        from PIL import Image
+
+        self.processor = processor
+        probe = processor(Image.new("RGB", (64, 48)), return_tensors="pt")["pixel_values"]
+        self.channels, self.height, self.width = probe.shape[1:]
+        steps = ("do_resize", "do_center_crop")
+        self.no_resize = {k: False for k in steps if hasattr(processor, k)}
+
+    def evaluation(self, images: list[Any]) -> torch.Tensor:
+        return self.processor(images, return_tensors="pt")["pixel_values"]
+
+    def resized(self, images: list[Any]) -> torch.Tensor:
+        """Images already cropped: resized to the output size, then rescaled and normalised."""
+        from PIL import Image
+
+        sized = [im.resize((self.width, self.height), Image.Resampling.BILINEAR) for im in images]
+        return self.processor(sized, return_tensors="pt", **self.no_resize)["pixel_values"]
+
+    def blank(self) -> Any:
+        from PIL import Image
+
+        return Image.new("RGB", (self.width, self.height))
+
+
+class ImageCollator:
+    """Row indices of an image split in, `pixel_values` and `labels` out.
+
+    With an `augmentation`, training batches: each row is cropped and flipped
+    from its own generator of (seed, epoch, row); `set_epoch` selects the epoch.
+    An image that fails to decode mid-run (it passed the check at load) is
+    replaced by a blank one with a warning, so an epoch never dies on one file.
+    """
+
+    def __init__(self, split: ImageSplit, pixels: Pixels, seed: int = 0,
+                 augmentation: Augmentation | None = None) -> None:  # fmt: skip
+        self.split, self.pixels, self.seed = split, pixels, seed
+        self.augmentation = augmentation if augmentation and augmentation.active else None
+        self.epoch = 0
+
+    @property
+    def augments(self) -> bool:
+        return self.augmentation is not None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def load(self, index: int) -> Any:
+        try:
+            return open_image(self.split.images[index])
+        except Exception as err:
+            warn(f"cannot decode {self.split.name(index)} ({err}); a blank image stands in")
+            return self.pixels.blank()
+
+    def augmented(self, image: Any, row: int) -> Any:
+        from PIL import Image
+
+        from ft_cli import augment
+
+        assert self.augmentation is not None
+        if self.augmentation.crop_scale is not None:
+            rng = augment.draws(self.seed, self.epoch, row, "crop")
+            image = random_resized_crop(image, self.augmentation.crop_scale, rng)
+        flip = augment.draws(self.seed, self.epoch, row, "flip")
+        if self.augmentation.flip and flip.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        images = [self.load(i) for i in indices]
+        if self.augmentation is None:
+            pixels = self.pixels.evaluation(images)
+        else:
+            changed = [self.augmented(im, i) for im, i in zip(images, indices, strict=True)]
+            cropped = self.augmentation.crop_scale is not None
+            pixels = self.pixels.resized(changed) if cropped else self.pixels.evaluation(changed)
+        labels = torch.tensor([self.split.labels[i] for i in indices], dtype=torch.long)
+        return {"pixel_values": pixels, "labels": labels}

@@ -1,0 +1,233 @@
+"""Image classification: one class per image, through transformers' image classifiers
+(ViT, ResNet, ConvNeXt, ...) and the model's own image processor.
+
+Images come from a folder tree (`format=imagefolder`: `<split folder>/<label>/<file>`),
+from a table whose `data.image_column` holds paths relative to the table, or
+from a hub image dataset. Every image is checked once when the data is loaded;
+unreadable ones are left out with a counted warning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ft_cli import paths
+from ft_cli.config.schema import DataConfig, DataFormat, ModelConfig, TaskConfig
+from ft_cli.data import images
+from ft_cli.errors import FtError
+from ft_cli.tasks.classification import Classification
+from ft_cli.tasks.objective import Objective
+
+
+class ImageClassification(Classification):
+    name = "image_classification"
+
+    def processor(self, cfg: ModelConfig) -> Any:
+        from ft_cli.models import model
+
+        return model.load_image_processor(cfg)
+
+    def vocab_size(self, processor: Any) -> int:
+        return 0  # pixels, not token ids
+
+    def check_inputs(self, cfg: ModelConfig, data: DataConfig) -> None:
+        pass  # no token positions to overflow
+
+    def input_columns(self, cfg: DataConfig) -> dict[str, str]:
+        return {"data.image_column": cfg.image_column}
+
+    def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
+        if key == "data.image_column" and not isinstance(first, (str, bytes, dict)):
+            raise FtError(
+                f"{key}: column '{column}' of the {split} data ({source}) holds"
+                f" {type(first).__name__} values, not image paths; set {key} to the column of"
+                " image file paths"
+            )
+
+    def load_raw(self, cfg: DataConfig) -> Any:
+        from ft_cli.data import dataset
+
+        if cfg.format == DataFormat.imagefolder:
+            raw = _load_folders(cfg)
+        else:
+            raw = dataset.load_raw(cfg)
+            _resolve_paths(raw, cfg)
+        for split, table in list(raw.splits.items()):
+            raw.splits[split] = _readable_rows(table, cfg, f"data.files.{split}")
+        return raw
+
+    def encode(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
+               labels: list[str] | None, split: str) -> Any:  # fmt: skip
+        refs = images.resolve_refs(dataset[cfg.image_column], None, "data.image_column")
+        if cfg.label_column not in dataset.column_names:
+            return images.ImageSplit(refs, [-1] * len(refs))  # unlabelled: predictions only
+        targets = self.targets(dataset[cfg.label_column], labels, split, cfg.label_column)
+        if split != "train" and labels:
+            absent = [labels[i] for i in range(len(labels)) if i not in set(targets)]
+            if absent:
+                images.warn(
+                    f"the {split} split has no images of {len(absent)} class(es):"
+                    f" {', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}; their"
+                    " recall and F1 are not measured"
+                )
+        return images.ImageSplit(refs, targets)
+
+    def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
+        values, _ = super().head(labels)
+        return values, "AutoModelForImageClassification"
+
+    def build_model(self, cfg: ModelConfig, task: TaskConfig, labels: Any, vocab: int,
+                    dropout: float | None, meta: bool) -> tuple[nn.Module, set[str]]:  # fmt: skip
+        import torch
+
+        from ft_cli.models import model
+
+        if not meta:
+            # An ImageNet classifier's 1000-class head gives way to a new one of the task's size.
+            return model.load_model(cfg, task.kind, labels, vocab, dropout,
+                                    ignore_mismatched_sizes=True)  # fmt: skip
+        config, auto = model.model_config(cfg, task.kind, labels, vocab, dropout)
+        with torch.device("meta"):
+            return auto.from_config(config, trust_remote_code=cfg.trust_remote_code), set()
+
+    def save(self, net: nn.Module, processor: Any, folder: Path, weights: Any,
+             task: TaskConfig, labels: Any) -> None:  # fmt: skip
+        net.save_pretrained(folder, state_dict=weights)
+        processor.save_pretrained(folder)
+
+    def objective(self, net: nn.Module, task: TaskConfig, processor: Any,
+                  labels: list[str] | None, compile_model: bool,
+                  label_smoothing: float) -> Any:  # fmt: skip
+        return ImageObjective(net, len(labels or []), processor, compile_model, label_smoothing,
+                              task.class_weights)  # fmt: skip
+
+    def predict_inputs(self, read: Any, processor: Any, cfg: DataConfig,
+                       labels: list[str] | None) -> tuple[Any, Any, Any]:  # fmt: skip
+        base = Path(cfg.path) if cfg.path else None
+        refs = images.resolve_refs(read("data.image_column", cfg.image_column), base,
+                                   "data.image_column")  # fmt: skip
+        for index, ref in enumerate(refs):
+            why = "no such file" if images.missing_files([ref]) else images.unreadable(ref)
+            if why is not None:
+                raise FtError(f"--input: image {index + 1}, '{ref}', cannot be read: {why}")
+        split = images.ImageSplit(refs, [0] * len(refs))
+        return split, images.ImageCollator(split, images.Pixels(processor)), None
+
+
+class ImageObjective(Objective):
+    """Cross-entropy on images: batches decoded by worker processes; training ones augmented."""
+
+    def __init__(self, net: nn.Module, num_labels: int, processor: Any, compile_model: bool,
+                 label_smoothing: float, class_weights: Any) -> None:  # fmt: skip
+        super().__init__(net, "classification", num_labels, 0, compile_model, label_smoothing,
+                         class_weights)  # fmt: skip
+        self.pixels = images.Pixels(processor)
+        self.augmentation: images.Augmentation | None = None
+        self.workers = 0
+
+    def configure(self, cfg: DataConfig) -> None:
+        """The data settings of training batches (augmentation, decoding processes)."""
+        crop = tuple(cfg.image_crop) if cfg.image_crop is not None else None
+        self.augmentation = images.Augmentation(crop, cfg.image_flip)  # type: ignore[arg-type]
+        self.workers = cfg.image_workers
+
+    def collator(self, split: Any, seed: int) -> Any:
+        return images.ImageCollator(split, self.pixels, seed)
+
+    def count(self, batch: Any) -> tuple[int, int, int]:
+        return len(batch["pixel_values"]), 0, 0  # no tokens, no padding
+
+    def input_shape(self, batch: Any) -> str:
+        channels, height, width = batch["pixel_values"].shape[1:]
+        return f"images of {channels}x{height}x{width}"
+
+    def train_collator(self, split: Any, seed: int) -> Any:
+        return images.ImageCollator(split, self.pixels, seed, self.augmentation)
+
+    def train_loader(self, split: Any, collate: Any, batch_size: int, seed: int,
+                     group_by_length: bool, rank: int, world: int) -> tuple[Any, Any]:  # fmt: skip
+        from ft_cli.data import batching
+
+        return batching.train_loader(split, batch_size, seed, collate, False, rank, world,
+                                     self.workers)  # fmt: skip
+
+    def eval_loader(self, split: Any, collate: Any, batch_size: int, rank: int, world: int,
+                    even: bool) -> Any:  # fmt: skip
+        from ft_cli.data import batching
+
+        return batching.eval_loader(split, batch_size, collate, rank, world, even, self.workers)
+
+
+def _load_folders(cfg: DataConfig) -> Any:
+    """Each split from its folder of class folders."""
+    import datasets
+
+    from ft_cli.data import dataset
+
+    splits, source = {}, {}
+    for split in dataset.SPLITS:
+        value = getattr(cfg.files, split)
+        if value is None:
+            continue
+        key = f"data.files.{split}"
+        root = Path(_generated(paths.resolve_path(value, key, base=_base(cfg))))
+        found, labels = images.list_class_folders(root, key)
+        splits[split] = datasets.Dataset.from_dict(
+            {cfg.image_column: found, cfg.label_column: labels}
+        )
+        source[split] = str(root)
+    if "train" not in splits:
+        raise FtError("data.files.train is required: set data.files.train=FOLDER")
+    return dataset.RawData(splits, source)
+
+
+def _base(cfg: DataConfig) -> str | None:
+    return _generated(paths.resolve_path(cfg.path, "data.path")) if cfg.path else None
+
+
+def _generated(path: str) -> str:
+    """`generated:NAME` is a data set ft draws itself (the demo shapes), made on first use."""
+    if not path.startswith("generated:"):
+        return path
+    from ft_cli.assets import shapes
+
+    return str(shapes.ensure(path.removeprefix("generated:")))
+
+
+def _resolve_paths(raw: Any, cfg: DataConfig) -> None:
+    """Image paths in a table are relative to the table's own folder."""
+    import datasets
+
+    for split, table in list(raw.splits.items()):
+        key = f"data.image_column ({raw.source[split]})"
+        if cfg.image_column not in table.column_names:
+            continue  # the column check names it
+        if isinstance(table.features[cfg.image_column], datasets.Image):
+            table = table.cast_column(cfg.image_column, datasets.Image(decode=False))
+        source = Path(raw.source[split])
+        base = source.parent if source.is_file() else None
+        refs = images.resolve_refs(table[cfg.image_column], base, key)
+        missing = images.missing_files(refs)
+        if missing:
+            raise FtError(
+                f"{key}: {len(missing)} image file(s) do not exist (first: {missing[0]}); paths"
+                " are relative to the table's folder"
+            )
+        table = table.remove_columns(cfg.image_column).add_column(cfg.image_column, refs)
+        raw.splits[split] = table
+
+
+def _readable_rows(table: Any, cfg: DataConfig, key: str) -> Any:
+    """The rows whose image can be read; the others counted in one warning."""
+    if cfg.image_column not in table.column_names:
+        return table
+    refs = images.resolve_refs(table[cfg.image_column], None, key)
+    names = [r if isinstance(r, str) else f"row {i}" for i, r in enumerate(refs)]
+    keep = images.readable(refs, names, key)
+    return table if len(keep) == len(refs) else table.select(keep)
+
+
+TASK = ImageClassification()
