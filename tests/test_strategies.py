@@ -26,6 +26,7 @@ from ft_cli.models.model import load_model
 from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import lora, regularize
 from ft_cli.strategies.distill import DistillObjective
+from ft_cli.tasks.objective import Objective
 from ft_cli.training import optim
 
 
@@ -167,7 +168,7 @@ def test_distill_from_an_identical_teacher_has_zero_loss(tiny_pretrained: Path) 
     student, _ = classifier(tiny_pretrained, dropout=0.0)
     teacher = copy.deepcopy(student).eval()
     cfg = StrategyConfig(kind=StrategyKind.distill, distill_alpha=1.0, temperature=3.0)
-    objective = DistillObjective(student, teacher, TaskKind.classification, 2, 0, cfg, False)
+    objective = DistillObjective(Objective(student, "classification", 2, 0, False), teacher, cfg)
     student.train()
     batch = {
         "input_ids": torch.tensor([[2, 10, 11, 3], [2, 12, 3, 0]]),
@@ -306,7 +307,7 @@ def test_plain_penalties_and_regression_distillation(tiny_pretrained: Path) -> N
 
     student = torch.nn.Linear(3, 1)
     cfg = StrategyConfig(kind=StrategyKind.distill, distill_alpha=1.0)
-    objective = DistillObjective(student, student, TaskKind.regression, 1, 0, cfg, False)
+    objective = DistillObjective(Objective(student, "regression", 1, 0, False), student, cfg)
     objective.teacher_logits = torch.tensor([[1.0], [3.0]])
     loss = objective.loss(torch.tensor([[2.0], [2.0]]), torch.tensor([0.0, 0.0]))
     assert float(loss) == pytest.approx(1.0)  # MSE to the teacher's outputs only

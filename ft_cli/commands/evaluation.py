@@ -126,10 +126,11 @@ def setup(
 def built(found: Any, spec: Any, file: str | None = None) -> tuple[Any, Any]:
     """(the evaluation RunSetup with the trained weights, the hardware); a file's rows
     become its `prepared.train`."""
+    from ft_cli import tasks
     from ft_cli.data import dataset
     from ft_cli.hardware import parallel
     from ft_cli.hardware.device import setup_hardware
-    from ft_cli.models import model, trained
+    from ft_cli.models import trained
     from ft_cli.training import setup as run_setup
 
     trained.check_loadable(found, spec)
@@ -137,8 +138,9 @@ def built(found: Any, spec: Any, file: str | None = None) -> tuple[Any, Any]:
     given = None
     if file is not None:
         labels = spec.task.labels or None
-        tokenizer = model.load_tokenizer(spec.model)
-        table = dataset.load_file(file, spec.data)
+        kind = tasks.get(spec.task.kind)
+        tokenizer = kind.processor(spec.model)
+        table = kind.load_file(file, spec.data)
         rows = dataset.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
         given = dataset.PreparedData(rows, None, None, labels, {"file": file})
     ready = run_setup.build(spec, run_setup.Purpose.evaluate, parallel.Backend(), hw,

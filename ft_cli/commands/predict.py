@@ -13,6 +13,11 @@ and writes the same rows, in input order, with the prediction columns added:
 
 Text columns are the run's (`data.text_column`, `data.text_pair_column`),
 overridable on the command line.
+
+Image classification reads a folder (every image under it, sorted by path), a
+.txt list of image paths (one per line), or a table whose `data.image_column`
+holds paths; relative paths are relative to the folder or file given. The
+output (csv unless --output says otherwise) has the `image` column as given.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ def main(args: list[str]) -> int:
     if "--input" not in given:
         raise FtError("--input FILE is required (csv, tsv, jsonl or parquet)")
     source = Path(given["--input"])
-    target = Path(given.get("--output") or f"{source.stem}.predictions{source.suffix}")
+    suffix = source.suffix if source.suffix.lower() in FORMATS else ".csv"  # folder, .txt list
+    target = Path(given.get("--output") or f"{source.stem}.predictions{suffix}")
     batch = given.get("--batch-size")
     if batch is not None and (not batch.isdigit() or int(batch) < 1):
         raise FtError(f"--batch-size {batch}: give a positive whole number")
@@ -90,13 +96,51 @@ def predict_file(
     from ft_cli import tasks
     from ft_cli.models import trained
 
-    in_fmt, out_fmt = check_files(source, target)
     found = trained.locate(folder, task_name)
     spec = trained.spec_for(found, overrides)
-    tasks.get(spec.task.kind).check_predictable()
+    kind = tasks.get(spec.task.kind)
+    kind.check_predictable()
+    if kind.reads_files and (source.is_dir() or source.suffix.lower() == ".txt"):
+        return predict_images(found, spec, source, target, batch_size)
+    in_fmt, out_fmt = check_files(source, target)
     dataset.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
+    if kind.reads_files:  # image paths relative to the table's folder
+        spec = _paths_from(spec, source.resolve().parent)
     predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"))
     return write_predictions(source, target, spec.data, predictor)
+
+
+def _paths_from(spec: Any, base: Path) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, path=str(base)))
+
+
+def predict_images(found: Any, spec: Any, source: Path, target: Path,
+                   batch_size: int | None) -> int:  # fmt: skip
+    """The images of a folder or of a .txt list of paths, one output row each."""
+    from ft_cli.data import images
+
+    out_fmt = file_format(target, "--output")
+    if source.is_dir():
+        base, paths = source, [str(Path(p).relative_to(source)) for p in images.list_images(source)]
+    else:
+        table_files.require_file(source, "--input")
+        base = source.resolve().parent
+        lines = source.read_text(encoding="utf-8-sig").splitlines()
+        paths = [line.strip() for line in lines if line.strip()]
+    if not paths:
+        raise FtError(f"--input '{source}' holds no images ({', '.join(images.EXTENSIONS)})")
+    spec = _paths_from(spec, base)
+    predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"))
+    partial = target.with_name(f".{target.name}.partial")
+    column = spec.data.image_column
+    with _writer(partial, out_fmt) as write:
+        for start in range(0, len(paths), CHUNK_ROWS):
+            rows = [{column: p} for p in paths[start : start + CHUNK_ROWS]]
+            write(rows, predictor(rows))
+    os.replace(partial, target)
+    return len(paths)
 
 
 def check_files(source: Path, target: Path) -> tuple[str, str]:
@@ -117,14 +161,15 @@ def load_predictor(found: Any, spec: Any, batch_size: int | None, lists: bool) -
     """The trained model, its tokenizer and labels, ready to predict rows."""
     from ft_cli import tasks
     from ft_cli.hardware.device import setup_hardware
-    from ft_cli.models import model, trained
+    from ft_cli.models import trained
 
     labels = spec.task.labels or None
     if tasks.get(spec.task.kind).named_labels and labels is None:
         labels = _labels_from_data(found, spec)
     hw = setup_hardware(spec.hardware)
-    tokenizer = model.load_tokenizer(spec.model)
-    net = trained.load_net(found, spec, labels, len(tokenizer)).to(hw.device)
+    kind = tasks.get(spec.task.kind)
+    tokenizer = kind.processor(spec.model)
+    net = trained.load_net(found, spec, labels, kind.vocab_size(tokenizer)).to(hw.device)
     batch = batch_size or spec.train.eval_batch_size
     return Predictor(net, tokenizer, spec, labels, hw, batch, lists)
 
@@ -156,11 +201,11 @@ def write_predictions(source: Path, target: Path, data: Any, predict: Any) -> in
 
 def _labels_from_data(found: Any, spec: Any) -> list[str]:
     """A run stopped before its export: its head's labels, derived as training derived them."""
-    from ft_cli.models import model
+    from ft_cli import tasks
 
     if found.export is not None:
         raise FtError(f"{found.home}: no label names in the model's config.json (id2label)")
-    tokenizer = model.load_tokenizer(spec.model)
+    tokenizer = tasks.get(spec.task.kind).processor(spec.model)
     labels = dataset.prepare(spec.data, spec.task, tokenizer, spec.train.seed).labels
     assert labels is not None
     return labels
@@ -206,7 +251,8 @@ class Predictor:
 
         split, collate, extra = task.predict_inputs(read, self.tokenizer, self.spec.data,
                                                     self.labels)  # fmt: skip
-        order = sorted(range(len(rows)), key=lambda i: len(split.input_ids[i]))
+        lengths = split.lengths()
+        order = sorted(range(len(rows)), key=lengths.__getitem__)
         logits: list[Any] = [None] * len(rows)
         extras: list[Any] = [None] * len(rows)
         with torch.no_grad(), self.hw.autocast():

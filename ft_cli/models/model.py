@@ -162,12 +162,12 @@ def check_max_length(cfg: ModelConfig, max_length: int) -> None:
         )
 
 
-def load_classifier(cfg: ModelConfig) -> Any:
-    """A trained sequence classifier/regressor as saved (a distillation teacher)."""
-    from transformers import AutoModelForSequenceClassification
+def load_classifier(cfg: ModelConfig, auto_name: str = "AutoModelForSequenceClassification") -> Any:
+    """A trained classifier/regressor as saved (a distillation teacher)."""
+    import transformers
 
     _quiet_transformers()
-    return _load(cfg, AutoModelForSequenceClassification.from_pretrained, "model")
+    return _load(cfg, getattr(transformers, auto_name).from_pretrained, "model")
 
 
 def load_model(

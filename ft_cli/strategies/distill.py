@@ -20,12 +20,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ft_cli.config.schema import ModelConfig, RunSpec, StrategyConfig, TaskKind
-from ft_cli.data.batching import Collate, Collator
+from ft_cli.data.batching import Collate
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.models import model
 from ft_cli.strategies.base import Strategy
-from ft_cli.tasks import metrics
 from ft_cli.tasks.objective import Batch, Objective
 
 
@@ -72,31 +71,40 @@ class Teachers(nn.Module):
 
 
 def load_teachers(cfg: StrategyConfig, task: TaskKind, labels: list[str] | None,
-                  student_tokenizer: Any = None) -> nn.Module:  # fmt: skip
+                  student_inputs: Any = None) -> nn.Module:  # fmt: skip
     """The frozen teacher, or several as one module whose logits are their mean."""
     if task in (TaskKind.mlm, TaskKind.token_classification):
-        raise FtError("strategy=distill supports task=classification and task=regression")
-    teachers = [load_teacher(s, task, labels, student_tokenizer) for s in teacher_sources(cfg)]
+        raise FtError(
+            "strategy=distill supports task=classification, image_classification and regression"
+        )
+    teachers = [load_teacher(s, task, labels, student_inputs) for s in teacher_sources(cfg)]
     return teachers[0] if len(teachers) == 1 else Teachers(teachers)
 
 
-def _check_tokenizer(source: ModelConfig, student: Any) -> None:
-    """Teachers read the student's token ids: their vocabularies must be the student's."""
-    if model.load_tokenizer(source).get_vocab() != student.get_vocab():
+def _check_inputs(source: ModelConfig, task: TaskKind, student: Any) -> None:
+    """Teachers read the student's inputs: its token ids, or its pixels."""
+    from ft_cli import tasks
+
+    kind = tasks.get(task)
+    if not kind.same_inputs(kind.processor(source), student):
+        what = "images" if task == TaskKind.image_classification else "text"
         raise FtError(
-            f"strategy.teacher: {model.resolved_name(source)} tokenizes with another vocabulary"
-            " than the student; distill from teachers that share the student's tokenizer"
+            f"strategy.teacher: {model.resolved_name(source)} prepares its {what} otherwise than"
+            " the student (vocabulary, or image size and normalisation); distill from teachers"
+            " that read the student's inputs"
         )
 
 
 def load_teacher(source: ModelConfig, task: TaskKind, labels: list[str] | None,
-                 student_tokenizer: Any = None) -> nn.Module:  # fmt: skip
+                 student_inputs: Any = None) -> nn.Module:  # fmt: skip
+    from ft_cli import tasks
+
     try:
         folder = Path(model.resolved_name(source))
         shipped = model.shipped_code(folder) if folder.is_dir() else []
         config = None if shipped else model.load_config(source)
-        if config is not None and student_tokenizer is not None:
-            _check_tokenizer(source, student_tokenizer)
+        if config is not None and student_inputs is not None:
+            _check_inputs(source, task, student_inputs)
     except FtError as err:  # name the teacher's keys, not the student's
         raise FtError(str(err).replace("model.", "strategy.teacher.", 1)) from err
     if config is None:  # a teacher is only read, never trusted with code of its own
@@ -116,52 +124,66 @@ def load_teacher(source: ModelConfig, task: TaskKind, labels: list[str] | None,
             f"strategy.teacher: {folder}'s labels are ordered {names}, the task's {labels};"
             " set task.labels to the teacher's order"
         )
-    teacher = model.load_classifier(source)
+    teacher = model.load_classifier(source, tasks.get(task).head(labels)[1])
     teacher.eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher
 
 
-class RowCollator(Collator):
-    """Batches that also carry each row's index, the key of the teacher cache."""
+class RowIndexed:
+    """A collator whose batches also carry each row's index, the key of the teacher cache."""
+
+    def __init__(self, inner: Collate) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # set_epoch, augments, split of the inner one
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        batch = super().__call__(indices)
+        batch = self.inner(indices)
         batch["row_index"] = torch.tensor(indices)
         return batch
 
 
-class DistillObjective(Objective):
-    def __init__(
-        self,
-        net: nn.Module,
-        teacher: nn.Module,
-        task: TaskKind,
-        num_labels: int,
-        pad_id: int,
-        cfg: StrategyConfig,
-        compile_model: bool,
-    ) -> None:
-        super().__init__(net, task, num_labels, pad_id, compile_model, cfg.label_smoothing)
-        self.net, self.teacher = net, teacher
+class DistillObjective:
+    """The task's own objective (collators, loaders, metrics), with the teacher's soft
+    targets added to its loss on training batches."""
+
+    def __init__(self, inner: Objective, teacher: nn.Module, cfg: StrategyConfig) -> None:
+        self.inner, self.teacher = inner, teacher
         self.alpha, self.temperature = cfg.distill_alpha, cfg.temperature
         self.cache: dict[int, torch.Tensor] | None = {} if cfg.cache_teacher else None
         self.teacher_logits: torch.Tensor | None = None
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "pad_multiple":  # a batching setting of the task's collators
+            setattr(self.inner, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return RowCollator(split, self.pad_id, self.task == TaskKind.regression, self.pad_multiple)
+        return RowIndexed(self.inner.collator(split, seed))
+
+    def train_collator(self, split: Any, seed: int) -> Collate:
+        collate = self.inner.train_collator(split, seed)
+        if getattr(collate, "augments", False):
+            self.cache = None  # each epoch's inputs differ: the teacher must see them anew
+        return RowIndexed(collate)
 
     def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         rows = batch.pop("row_index").tolist()
-        labels = batch.pop("labels")
-        logits = self.forward(**batch).logits
-        self.teacher_logits = self._teacher(rows, batch) if self.net.training else None
+        logits, labels = self.inner.outputs(batch)  # takes the labels out of the batch
+        self.teacher_logits = self._teacher(rows, batch) if self.inner.forward.training else None
         return logits, labels
 
     def _teacher(self, rows: list[int], batch: Batch) -> torch.Tensor:
+        device = next(iter(batch.values())).device
         if self.cache is not None and all(r in self.cache for r in rows):
-            return torch.stack([self.cache[r] for r in rows]).to(batch["input_ids"].device)
+            return torch.stack([self.cache[r] for r in rows]).to(device)
         with torch.no_grad():
             logits = self.teacher(**batch).logits.float()
         if self.cache is not None:
@@ -170,7 +192,7 @@ class DistillObjective(Objective):
         return logits
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        task_loss = metrics.task_loss(self.task, logits, targets, self.label_smoothing)
+        task_loss = self.inner.loss(logits, targets)
         if self.teacher_logits is None:
             return task_loss
         return (1 - self.alpha) * task_loss + self.alpha * self.soft_loss(logits)
@@ -178,7 +200,7 @@ class DistillObjective(Objective):
     def soft_loss(self, logits: torch.Tensor) -> torch.Tensor:
         assert self.teacher_logits is not None
         student, teacher = logits.float(), self.teacher_logits
-        if self.task == TaskKind.regression:
+        if self.inner.task == TaskKind.regression:
             return F.mse_loss(student, teacher)
         t = self.temperature
         return (
@@ -193,29 +215,14 @@ class DistillObjective(Objective):
         )
 
 
-def build(
-    net: nn.Module,
-    cfg: StrategyConfig,
-    task: TaskKind,
-    labels: list[str] | None,
-    pad_id: int,
-    device: torch.device,
-    compile_model: bool,
-    tokenizer: Any = None,
-) -> DistillObjective:
-    teacher = load_teachers(cfg, task, labels, tokenizer).to(device)
-    num_labels = len(labels) if labels else 1
-    return DistillObjective(net, teacher, task, num_labels, pad_id, cfg, compile_model)
-
-
 class Distill(Strategy):
     """strategy=distill: the task loss plus a frozen teacher's soft targets."""
 
     def objective(self, net: nn.Module, spec: RunSpec, tokenizer: Any,
-                  labels: list[str] | None, device: Any) -> Objective:  # fmt: skip
-        pad_id = tokenizer.pad_token_id or 0
-        return build(net, self.cfg, spec.task.kind, labels, pad_id, device, spec.hardware.compile,
-                     tokenizer)  # fmt: skip
+                  labels: list[str] | None, device: Any) -> Any:  # fmt: skip
+        inner = super().objective(net, spec, tokenizer, labels, device)
+        teacher = load_teachers(self.cfg, spec.task.kind, labels, tokenizer).to(device)
+        return DistillObjective(inner, teacher, self.cfg)
 
 
 STRATEGY = Distill

@@ -2,7 +2,9 @@
 
 Parameters fall into layer groups by name: `embeddings`, `layer.0` (bottom)
 ... `layer.N-1` (top), and `head` (pooler, classifier, MLM head: everything
-else). Depth counts down from the head: head 0, top layer 1, ..., embeddings
+else). In a model built of stages (ResNet, ConvNeXt, Swin: `stages.K`), each
+stage is a layer group and the stem (`embedder`) counts as the embeddings.
+Depth counts down from the head: head 0, top layer 1, ..., embeddings
 N+1; layer-wise lr decay gives a group `lr * lr_decay**depth`, and gradual
 unfreezing opens the groups in order of depth.
 """
@@ -19,14 +21,16 @@ from ft_cli.errors import FtError
 
 EMBEDDINGS, HEAD = "embeddings", "head"
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
+_STAGE = re.compile(r"(?:^|\.)stages\.(\d+)\.")  # checked first: stages hold layers
+_STEM = (".embeddings.", ".embedder.")
 
 
 def group_of(name: str) -> str:
     """The layer group of a parameter name (BERT-family naming, adapters included)."""
-    match = _LAYER.search(name)
+    match = _STAGE.search(name) or _LAYER.search(name)
     if match:
         return f"layer.{match.group(1)}"
-    return EMBEDDINGS if ".embeddings." in f".{name}" else HEAD
+    return EMBEDDINGS if any(stem in f".{name}" for stem in _STEM) else HEAD
 
 
 def group_names(num_layers: int) -> list[str]:
@@ -44,6 +48,9 @@ def depth(group: str, num_layers: int) -> int:
 
 def num_layers_of(model: nn.Module) -> int:
     config = getattr(model, "config", None)
+    depths = getattr(config, "depths", None)
+    if isinstance(depths, (list, tuple)):  # a model of stages: one group per stage
+        return len(depths)
     layers = getattr(config, "num_hidden_layers", None)
     if layers is None:
         found = {int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))}
@@ -54,6 +61,9 @@ def num_layers_of(model: nn.Module) -> int:
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The stack of transformer layers of the backbone (BERT: encoder.layer)."""
     wanted = num_layers_of(model)
+    for name, module in model.named_modules():
+        if name.endswith("stages") and isinstance(module, nn.ModuleList) and len(module) == wanted:
+            return module
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == wanted:
             return module
@@ -79,7 +89,8 @@ def group_modules(model: nn.Module, need_layers: bool) -> dict[str, nn.Module]:
     for index, layer in enumerate(layers):
         modules[f"layer.{index}"] = layer
     for name, module in model.named_modules():
-        if name.endswith("embeddings") and group_of(f"{name}.x") == EMBEDDINGS:
+        stem = name.endswith(("embeddings", "embedder"))
+        if stem and group_of(f"{name}.x") == EMBEDDINGS:
             modules[EMBEDDINGS] = module
             break
     return modules

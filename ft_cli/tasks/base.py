@@ -19,6 +19,7 @@ class Task:
 
     name = ""
     uses_labels = True  # the data must have data.label_column
+    reads_files = False  # each row names an input file (an image): ft predict reads folders
     named_labels = True  # the head predicts named classes (id2label in the export)
     confusion_matrix = False  # ft report plots one (a class per row)
 
@@ -27,6 +28,10 @@ class Task:
         from ft_cli.models import model
 
         return model.load_tokenizer(cfg)
+
+    def same_inputs(self, processor: Any, other: Any) -> bool:
+        """Whether two models' processors give the same inputs (a teacher reads the student's)."""
+        return processor.get_vocab() == other.get_vocab()
 
     def vocab_size(self, processor: Any) -> int:
         """Token ids the model must embed (a fresh model's embedding table)."""
@@ -43,6 +48,12 @@ class Task:
         from ft_cli.data import dataset
 
         return dataset.load_raw(cfg)
+
+    def load_file(self, path: str, cfg: DataConfig) -> Any:
+        """One data file as a dataset (`ft eval --file`)."""
+        from ft_cli.data import dataset
+
+        return dataset.load_file(path, cfg)
 
     def input_columns(self, cfg: DataConfig) -> dict[str, str]:
         """{config key: column} of the columns every row must have besides its label."""

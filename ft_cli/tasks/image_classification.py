@@ -24,11 +24,19 @@ from ft_cli.tasks.objective import Objective
 
 class ImageClassification(Classification):
     name = "image_classification"
+    reads_files = True
 
     def processor(self, cfg: ModelConfig) -> Any:
         from ft_cli.models import model
 
         return model.load_image_processor(cfg)
+
+    def same_inputs(self, processor: Any, other: Any) -> bool:
+        def inputs(p: Any) -> tuple[Any, ...]:
+            pixels = images.Pixels(p)
+            return (pixels.height, pixels.width, list(p.image_mean), list(p.image_std))
+
+        return inputs(processor) == inputs(other)
 
     def vocab_size(self, processor: Any) -> int:
         return 0  # pixels, not token ids
@@ -58,6 +66,22 @@ class ImageClassification(Classification):
         for split, table in list(raw.splits.items()):
             raw.splits[split] = _readable_rows(table, cfg, f"data.files.{split}")
         return raw
+
+    def load_file(self, path: str, cfg: DataConfig) -> Any:
+        """A folder of class folders, or a table of image paths relative to it."""
+        import dataclasses
+
+        from ft_cli.data import dataset
+
+        if Path(path).is_dir():
+            found, labels = images.list_class_folders(Path(path), "--file")
+            table = _table(cfg, found, labels)
+        else:
+            table = dataset.load_file(path, cfg)
+            raw = dataset.RawData({"file": table}, {"file": path})
+            _resolve_paths(raw, dataclasses.replace(cfg, format=DataFormat.csv))
+            table = raw.splits["file"]
+        return _readable_rows(table, cfg, "--file")
 
     def encode(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
                labels: list[str] | None, split: str) -> Any:  # fmt: skip
@@ -163,8 +187,6 @@ class ImageObjective(Objective):
 
 def _load_folders(cfg: DataConfig) -> Any:
     """Each split from its folder of class folders."""
-    import datasets
-
     from ft_cli.data import dataset
 
     splits, source = {}, {}
@@ -175,13 +197,17 @@ def _load_folders(cfg: DataConfig) -> Any:
         key = f"data.files.{split}"
         root = Path(_generated(paths.resolve_path(value, key, base=_base(cfg))))
         found, labels = images.list_class_folders(root, key)
-        splits[split] = datasets.Dataset.from_dict(
-            {cfg.image_column: found, cfg.label_column: labels}
-        )
+        splits[split] = _table(cfg, found, labels)
         source[split] = str(root)
     if "train" not in splits:
         raise FtError("data.files.train is required: set data.files.train=FOLDER")
     return dataset.RawData(splits, source)
+
+
+def _table(cfg: DataConfig, found: list[str], labels: list[str]) -> Any:
+    import datasets
+
+    return datasets.Dataset.from_dict({cfg.image_column: found, cfg.label_column: labels})
 
 
 def _base(cfg: DataConfig) -> str | None:
