@@ -797,12 +797,12 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
     from ft_cli.errors import FtError
 
     kind = "task=" if key == "task." else f"{key}kind="  # how the user picks the kind
+    _check_images(task, data, kind, data_key)
     if data.format == DataFormat.text and task.kind != TaskKind.mlm:
         raise FtError(
             f"{data_key}format=text holds no labels; use {kind}mlm to pretrain on it, or a"
             " csv/json/parquet file with a label column"
         )
-    _check_images(task, data, kind, data_key)
     tagged = task.kind == TaskKind.token_classification
     if data.format == DataFormat.conll and not tagged:
         raise FtError(f"{data_key}format=conll holds word tags: use {kind}token_classification")

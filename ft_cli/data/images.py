@@ -48,7 +48,12 @@ def visible_files(folder: Path) -> list[Path]:
 
 
 def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
-    """(image paths, their labels) of a `root/<label>/<file>` tree, in sorted order."""
+    """(image paths, their labels) of a `root/<label>/<file>` tree.
+
+    Each class's files are sorted; the classes take turns (first image of each,
+    then the second, ...), so the first N rows (data.max_train_samples) hold
+    every class in proportion, as a shuffled table would.
+    """
     if not root.is_dir():
         raise FtError(
             f"{key}: folder '{root}' does not exist; point it at a folder with one sub-folder"
@@ -60,8 +65,7 @@ def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
             f"{key}: '{root}' holds no class folders; put each class's images in"
             f" {root}/<label>/ (for example {root}/cat/1.jpg)"
         )
-    paths: list[str] = []
-    labels: list[str] = []
+    per_class: list[list[Path]] = []
     others = 0
     for folder in classes:
         files = visible_files(folder)
@@ -73,8 +77,13 @@ def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
                 + ", ".join(EXTENSIONS[:3])
                 + ", ...) or remove the folder"
             )
-        paths += [str(f) for f in images]
-        labels += [folder.name] * len(images)
+        per_class.append(images)
+    turns = sorted(
+        ((i / len(files), c, f) for c, files in enumerate(per_class) for i, f in enumerate(files)),
+        key=lambda item: item[:2],
+    )
+    paths = [str(f) for _, _, f in turns]
+    labels = [classes[c].name for _, c, _ in turns]
     loose = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
     if others or loose:
         warn(
