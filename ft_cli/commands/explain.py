@@ -114,7 +114,7 @@ def plan(overrides: list[str]) -> Plan:
         device=hw.device.type,
         precision=hw.precision.value,
         reason=hw.reason,
-        memory=memory_estimate(spec, config, record, ready.prepared.train, hw.precision.value),
+        memory=memory_estimate(spec, config, record, ready, hw.precision.value),
         tasks=task_rows(spec, ready),
         augmented=augment_rows(spec, ready, config),
     )
@@ -232,7 +232,7 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def memory_estimate(
-    spec: Any, config: Any, record: dict[str, Any], train: Any, precision: str
+    spec: Any, config: Any, record: dict[str, Any], ready: Any, precision: str
 ) -> dict[str, float]:
     """Rough peak memory of one training step, in MiB, by part.
 
@@ -241,7 +241,8 @@ def memory_estimate(
     Activations kept for the backward pass follow the usual transformer-layer
     estimate: batch x sequence x hidden x (34 + 5 x heads x sequence / hidden)
     bytes per layer in 16-bit, twice that in fp32, over the layers gradients
-    flow through; the sequence is the longest tokenized row.
+    flow through; the sequence is the longest tokenized row. Images: the tensors
+    a forward pass of one batch saves for backward, counted on the meta device.
     """
     mib = 1024 * 1024
     total = sum(g["trainable"] + g["frozen"] for g in record["groups"])
@@ -250,14 +251,18 @@ def memory_estimate(
     per_param = 8 if name in ("adam", "adamw") else (4 if spec.optimizer.momentum else 0)
     hidden = getattr(config, "hidden_size", 0)
     heads = getattr(config, "num_attention_heads", 1)
-    seq = max((len(row) for row in train.input_ids), default=0)
-    layers = [g for g in record["groups"] if g["group"].startswith("layer.")]
-    embeddings_train = any(g["trainable"] for g in record["groups"] if g["group"] == "embeddings")
-    first = next((i for i, g in enumerate(layers) if g["trainable"]), len(layers))
-    active = len(layers) if embeddings_train else len(layers) - first
     width = 2 if precision in ("bf16", "fp16") else 4
-    per_layer = spec.train.batch_size * seq * hidden * (34 + 5 * heads * seq / max(hidden, 1))
-    activations = per_layer * active * width / 2
+    train = ready.prepared.train
+    if hasattr(train, "input_ids"):
+        seq = max((len(row) for row in train.input_ids), default=0)
+        layers = [g for g in record["groups"] if g["group"].startswith("layer.")]
+        trains = any(g["trainable"] for g in record["groups"] if g["group"] == "embeddings")
+        first = next((i for i, g in enumerate(layers) if g["trainable"]), len(layers))
+        active = len(layers) if trains else len(layers) - first
+        per_layer = spec.train.batch_size * seq * hidden * (34 + 5 * heads * seq / max(hidden, 1))
+        activations = per_layer * active * width / 2
+    else:
+        activations = image_activations(ready, spec.train.batch_size) * width / 4
     parts = {
         "weights": total * 4 / mib,
         "gradients": trainable * 4 / mib,
@@ -266,6 +271,19 @@ def memory_estimate(
     }
     parts["total"] = sum(parts.values())
     return parts
+
+
+def image_activations(ready: Any, batch: int) -> int:
+    """fp32 bytes one batch of images saves for backward (the net is on the meta device)."""
+    import torch
+
+    from ft_cli.models import profile
+
+    pixels = ready.objective.pixels
+    shape = (batch, pixels.channels, pixels.height, pixels.width)
+    return profile.saved_activation_bytes(
+        ready.net, {"pixel_values": torch.zeros(shape, device="meta")}
+    )
 
 
 def text_plot(values: list[float], peak: float) -> list[str]:

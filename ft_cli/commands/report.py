@@ -3,7 +3,8 @@
 Curves come from each run's TensorBoard events: train loss, learning rate and
 every eval metric over the optimizer steps, one line per run (a sweep's runs
 overlaid). A classification run (a sweep's best) also gets a confusion matrix
-on its validation split, from its exported model. A sweep gets its monitored
+on its validation split, from its exported model; an image classifier also a
+sheet of its most confident mistakes (misclassified.png). A sweep gets its monitored
 metric against each hyperparameter it varied. The HTML embeds every plot
 (one file to share) and links the PNG files beside it.
 """
@@ -14,9 +15,11 @@ import base64
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ft_cli import tasks
 from ft_cli.commands import runs
 from ft_cli.errors import FtError
 
@@ -50,12 +53,19 @@ def write_report(root: Path, confusion: bool = True) -> Path:
         _line_plot(curves, tag, title, path)
         plots.append((title, path))
     best = next((r for r in rows if r.best is not None), None)
-    if confusion and best is not None:
-        matrix = confusion_matrix(Path(best.run_dir))
-        if matrix is not None:
-            path = root / "confusion_matrix.png"
-            _confusion_plot(*matrix, path, f"confusion matrix, validation ({best.job})")
-            plots.append(("confusion matrix", path))
+    found = validation_outcomes(Path(best.run_dir)) if confusion and best else None
+    if found is not None and best is not None:
+        ready, outcomes = found
+        path = root / "confusion_matrix.png"
+        counts = _counts(outcomes, len(ready.labels))
+        _confusion_plot(counts, ready.labels, path, f"confusion matrix, validation ({best.job})")
+        plots.append(("confusion matrix", path))
+        path = root / "misclassified.png"
+        title = f"most confident mistakes, validation ({best.job})"
+        if tasks.get(ready.spec.task.kind).reads_files and _misclassified_sheet(
+            ready, outcomes, path, title
+        ):
+            plots.append(("misclassified images", path))
     if len(rows) > 1:
         for key, points in varied_hyperparameters(rows).items():
             path = root / f"sweep_{key.replace('.', '_')}.png"
@@ -111,9 +121,18 @@ def _line_plot(curves: dict[str, dict[str, Any]], tag: str, title: str, path: Pa
     plt.close(figure)
 
 
-def confusion_matrix(run_dir: Path) -> tuple[list[list[int]], list[str]] | None:
-    """Counts[true][predicted] on the run's validation split, or None (not classification)."""
-    from ft_cli import tasks
+@dataclass
+class Outcome:
+    """One validation row as the model saw it."""
+
+    row: int
+    truth: int
+    guess: int
+    confidence: float  # the predicted class's probability
+
+
+def validation_outcomes(run_dir: Path) -> tuple[Any, list[Outcome]] | None:
+    """(the evaluation setup, each validation row's outcome), or None (not classification)."""
     from ft_cli.commands import evaluation
 
     metrics_file = run_dir / "metrics.json"
@@ -125,16 +144,67 @@ def confusion_matrix(run_dir: Path) -> tuple[list[list[int]], list[str]] | None:
         return None
     import torch
 
-    size = len(ready.labels)
-    counts = [[0] * size for _ in range(size)]
+    outcomes: list[Outcome] = []
     ready.forward.eval()
     with torch.no_grad(), ready.hw.autocast():
-        for batch in ready.loader:
+        for indices, batch in zip(ready.loader.batch_sampler, ready.loader, strict=True):
             batch = {k: v.to(ready.hw.device) for k, v in batch.items()}
             logits, targets = ready.forward(batch)
-            for truth, guess in zip(targets.tolist(), logits.argmax(-1).tolist(), strict=True):
-                counts[truth][guess] += 1
-    return counts, ready.labels
+            best = logits.float().softmax(-1).max(-1)
+            for row, truth, guess, p in zip(indices, targets.tolist(), best.indices.tolist(),
+                                            best.values.tolist(), strict=True):  # fmt: skip
+                outcomes.append(Outcome(row, truth, guess, p))
+    return ready, outcomes
+
+
+def confusion_matrix(run_dir: Path) -> tuple[list[list[int]], list[str]] | None:
+    """Counts[true][predicted] on the run's validation split, or None (not classification)."""
+    found = validation_outcomes(run_dir)
+    if found is None:
+        return None
+    ready, outcomes = found
+    return _counts(outcomes, len(ready.labels)), ready.labels
+
+
+def _counts(outcomes: list[Outcome], size: int) -> list[list[int]]:
+    counts = [[0] * size for _ in range(size)]
+    for outcome in outcomes:
+        counts[outcome.truth][outcome.guess] += 1
+    return counts
+
+
+SHEET_IMAGES = 24
+
+
+def _misclassified_sheet(ready: Any, outcomes: list[Outcome], path: Path, title: str) -> bool:
+    """The most confidently wrong validation images as a thumbnail sheet; False if none."""
+    import matplotlib.pyplot as plt
+
+    from ft_cli.data import images
+
+    wrong = sorted((o for o in outcomes if o.truth != o.guess), key=lambda o: -o.confidence)
+    wrong = wrong[:SHEET_IMAGES]
+    if not wrong:
+        return False
+    columns = min(6, len(wrong))
+    lines = -(-len(wrong) // columns)
+    figure, grid = plt.subplots(lines, columns, figsize=(2.2 * columns, 2.5 * lines + 0.6),
+                                squeeze=False)  # fmt: skip
+    split, labels = ready.rows, ready.labels
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, outcome in zip(grid.flat, wrong, strict=False):
+        image = images.open_image(split.images[outcome.row])
+        image.thumbnail((160, 160))
+        axes.imshow(image)
+        name = Path(split.name(outcome.row)).name
+        guess = f"{labels[outcome.guess]} ({outcome.confidence:.2f})"
+        axes.set_title(f"{name}\ntrue {labels[outcome.truth]}\npredicted {guess}", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
 
 
 def _confusion_plot(counts: list[list[int]], labels: list[str], path: Path, title: str) -> None:

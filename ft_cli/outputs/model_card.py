@@ -12,6 +12,12 @@ from ft_cli.config.schema import DataConfig, RunSpec, TaskKind
 LIBRARIES = ("ft-cli", "torch", "transformers", "datasets", "peft", "torchmetrics")
 
 
+# The hub's pipeline tag of each task, so the hub and `transformers.pipeline` know the model.
+PIPELINES = {"classification": "text-classification", "regression": "text-classification",
+             "token_classification": "token-classification", "mlm": "fill-mask",
+             "image_classification": "image-classification"}  # fmt: skip
+
+
 def _version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -28,7 +34,16 @@ def _data_source(data: DataConfig) -> str:
     return f"{data.format.value} files{where} ({', '.join(files)})"
 
 
-def _data_line(data: DataConfig) -> str:
+def _data_line(data: DataConfig, kind: TaskKind) -> str:
+    if kind == TaskKind.image_classification:
+        crop = data.image_crop
+        changes = [f"random crops of {crop[0]:g}-{crop[1]:g} of the area"] if crop else []
+        changes += ["left-right flips"] if data.image_flip else []
+        return (
+            f"{_data_source(data)}, image column `{data.image_column}`; training images"
+            f" {' and '.join(changes) or 'unchanged'}, all resized and normalised by the saved"
+            " image processor"
+        )
     pair = f" + `{data.text_pair_column}`" if data.text_pair_column else ""
     return (
         f"{_data_source(data)}, text column `{data.text_column}`{pair},"
@@ -42,7 +57,7 @@ def _task_lines(spec: RunSpec, record: dict[str, Any]) -> list[str]:
     labels = record.get("labels")
     if spec.task.kind != TaskKind.multitask:
         return [
-            f"- **Data:** {_data_line(spec.data)}",
+            f"- **Data:** {_data_line(spec.data, spec.task.kind)}",
             f"- **Task:** {spec.task.kind.value}" + (f", labels {labels}" if labels else "")
             + (f", class weights {weights}" if weights else ""),
         ]  # fmt: skip
@@ -54,7 +69,7 @@ def _task_lines(spec: RunSpec, record: dict[str, Any]) -> list[str]:
             f"  - **{name}:** {sub.kind.value}, loss weight {sub.weight:g}"
             + (f", labels {own}" if own else "")
             + (f", class weights {weights[name]}" if weights.get(name) else "")
-            + f"; {_data_line(sub.data)}"
+            + f"; {_data_line(sub.data, sub.kind)}"
         )
     return lines
 
@@ -67,9 +82,11 @@ def _metrics_table(title: str, values: dict[str, float]) -> list[str]:
 def render(spec: RunSpec, record: dict[str, Any], command: str) -> str:
     base = spec.model.from_run or spec.model.name_or_path
     opt, plan = spec.optimizer, spec.strategy
+    pipeline = PIPELINES.get(spec.task.kind.value)
     lines = [
         "---",
         "library_name: transformers",
+        *([f"pipeline_tag: {pipeline}"] if pipeline else []),
         "tags: [ft]",
         "---",
         "",
