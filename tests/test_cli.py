@@ -77,7 +77,10 @@ def test_hydra_run_dir_and_outputs(tmp_path: Path) -> None:
 def test_hydra_help_and_info(tmp_path: Path) -> None:
     help_text = ft("train", "--help", cwd=tmp_path)
     assert help_text.returncode == 0
-    assert "model: bert_base_uncased, minilm_l6, tiny_bert" in help_text.stdout
+    assert (
+        "model: bert_base_uncased, convnext_tiny, minilm_l6, resnet50, tiny_bert, tiny_resnet, tiny_vit, vit_base"
+        in help_text.stdout
+    )
     info = ft("train", "--info", "config", cwd=tmp_path)
     assert info.returncode == 0
     assert "Config search path" in info.stdout

@@ -31,6 +31,8 @@ def test_every_recipe_composes_and_validates(recipe: str) -> None:
         kind = TaskKind.token_classification
     if recipe.endswith(("_multitask", "_mt")):
         kind = TaskKind.multitask
+    if recipe.endswith(("_images", "_beans")):
+        kind = TaskKind.image_classification
     assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False
     assert compose.recipe_purpose(compose.paths.recipes_dir() / f"{recipe}.yaml")
@@ -76,6 +78,8 @@ def test_every_group_option_composes(group: str, check) -> None:
             extra = ["data.files.train=f.conll", "task=token_classification"]
         if option == "demo_ner":
             extra = ["task=token_classification"]
+        if option in ("images", "demo_images", "beans"):
+            extra = ["task=image_classification", "data.path=d"]
         if option == "multitask":  # its tasks come from YAML: a recipe
             extra = ["+recipe=demo_multitask"]
         spec = compose_spec([f"{group}={option}", *extra])

@@ -76,6 +76,25 @@ def test_a_table_of_relative_paths_loads_the_same_rows_as_the_folders(tree: Path
     assert raw.splits["train"]["kind"] == labels
 
 
+def test_images_stored_as_bytes_in_a_table_load_like_files(tree: Path, tmp_path: Path) -> None:
+    """A hub image dataset keeps its images as encoded bytes (datasets' Image feature)."""
+    import datasets
+
+    from ft_cli.tasks import get
+
+    paths, labels = images.list_class_folders(tree / "train", "x")
+    cells = [{"bytes": Path(p).read_bytes(), "path": None} for p in paths]
+    table = datasets.Dataset.from_dict({"image": cells, "label": labels})
+    table = table.cast_column("image", datasets.Image())
+    table.to_parquet(tmp_path / "train.parquet")
+    spec = compose_spec([*SMALL, "data=parquet", f"data.files.train={tmp_path / 'train.parquet'}"])
+    raw = get("image_classification").load_raw(spec.data)
+    refs = raw.splits["train"]["image"]
+    assert all(isinstance(r, bytes) for r in refs)
+    assert refs[0] == Path(paths[0]).read_bytes()
+    assert raw.splits["train"]["label"] == labels
+
+
 def collator_for(tree: Path, augment: bool):
     from ft_cli.models import model
     from ft_cli.tasks import get
@@ -173,6 +192,13 @@ def test_predict_on_a_folder_writes_a_row_per_image_in_order(tree: Path, tmp_pat
         assert [r["predicted_label"] for r in csv.DictReader(handle)] == [
             r["predicted_label"] for r in rows[:3]
         ]
+    from ft_cli.commands import report
+
+    report.write_report(tmp_path / "run")
+    counts, labels = report.confusion_matrix(tmp_path / "run")
+    assert labels == ["circle", "cross", "square"] and sum(map(sum, counts)) == 12
+    wrong = sum(counts[i][j] for i in range(3) for j in range(3) if i != j)
+    assert (tmp_path / "run" / "misclassified.png").is_file() == (wrong > 0)
 
 
 def test_grey_and_rgba_images_become_rgb(tmp_path: Path) -> None:

@@ -48,11 +48,14 @@ def _parse(args: list[str]) -> tuple[list[str], dict[str, int | None], list[str]
     names: list[str] = []
     numbers: dict[str, int | None] = {"--seq": None, "--image": None, "--batch": None,
                                       "--rows": None}  # fmt: skip
+    overrides: list[str] | None = None  # after --for: the run spec's overrides
     index = 0
     while index < len(args):
         arg = args[index]
         if arg == "--for":
-            return names, numbers, args[index + 1 :]
+            overrides = []
+            index += 1
+            continue
         if arg in numbers:
             value = args[index + 1] if index + 1 < len(args) else ""
             if not value.isdigit() or int(value) < 1:
@@ -62,9 +65,9 @@ def _parse(args: list[str]) -> tuple[list[str], dict[str, int | None], list[str]
             continue
         if arg.startswith("-"):
             raise FtError(f"unknown option {arg}; {USAGE.splitlines()[0][7:]}")
-        names.append(arg)
+        (names if overrides is None else overrides).append(arg)
         index += 1
-    return names, numbers, None
+    return names, numbers, overrides
 
 
 def presets() -> list[tuple[str, str]]:
@@ -152,6 +155,10 @@ def _row(name: str, numbers: dict[str, int | None]) -> Any:
     return found, None
 
 
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _size(value: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if value >= scale:
@@ -185,9 +192,9 @@ def _print(rows: list[Any], numbers: Numbers, precision: str, rate: tuple[float,
     title = (f"models at {seq} tokens (images: their processor's size), batch {batch},"
              f" {count:,} training rows, {precision}")  # fmt: skip
     table = Table(title=title)
-    for column in ("model", "family", "ft tasks", "params", "w/o emb.", "layers x width",
-                   "train FLOPs", "weights+grads+AdamW", "activations/batch", "domain",
-                   "epoch here"):  # fmt: skip
+    table.add_column("model", no_wrap=True)
+    for column in ("family", "ft tasks", "params", "w/o emb.", "layers x width", "train FLOPs",
+                   "weights+grads+AdamW", "activations", "domain", "epoch here"):  # fmt: skip
         table.add_column(column, overflow="fold")
     notes = []
     for found, error in rows:
@@ -201,14 +208,14 @@ def _print(rows: list[Any], numbers: Numbers, precision: str, rate: tuple[float,
         table.add_row(name, found.family, ", ".join(found.heads) or "-", _size(found.params),
                       _size(found.params_without_embeddings), f"{found.layers} x {found.width}",
                       f"{_size(found.train_flops)}{unit}", _bytes(found.state_bytes),
-                      _bytes(activations), found.domain or "-",
+                      _bytes(activations), _short(found.domain) or "-",
                       _duration(found.epoch_seconds(count, peak * share)))  # fmt: skip
         notes += [f"{found.name}*: {note}" for note in found.notes]
     console = Console(highlight=False)
     console.print(table)
     console.print(
         "train FLOPs = 3 x forward (counted on the meta device); memory in fp32 for every"
-        " parameter trained; activations as saved for backward"
+        " parameter trained; activations: what one batch saves for backward"
         + (" (halved for 16-bit autocast)" if half else "")
         + f"; epoch time: FLOPs at {share:.0%} of this machine's {peak / 1e9:.0f} GFLOP/s"
         f" {precision} matmul rate, the share a small BERT's training step reached here",
