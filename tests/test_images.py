@@ -304,6 +304,19 @@ def test_distill_an_image_teacher_into_a_student(tree: Path, tmp_path: Path) -> 
     result = train(tmp_path / "student", [*data_of(tree), "train.max_steps=4", "strategy=distill",
                                           f"strategy.teacher.from_run={tmp_path / 'teacher'}"])  # fmt: skip
     assert result.steps == 4
+    from ft_cli.hardware import parallel
+    from ft_cli.hardware.device import setup_hardware
+    from ft_cli.training import setup
+
+    def teacher_cache(extra: list[str]):
+        spec = compose_spec([*SMALL, *data_of(tree), "strategy=distill",
+                             f"strategy.teacher.from_run={tmp_path / 'teacher'}", *extra])  # fmt: skip
+        ready = setup.build(spec, setup.Purpose.train, parallel.Backend(),
+                            setup_hardware(spec.hardware))  # fmt: skip
+        return ready.objective.cache
+
+    assert teacher_cache([]) is None  # cropped and flipped anew each epoch: never cached
+    assert teacher_cache(["data.image_crop=null", "data.image_flip=false"]) == {}
 
 
 def test_a_teacher_must_prepare_images_as_the_student_does() -> None:

@@ -169,10 +169,10 @@ class DistillObjective:
         return RowIndexed(self.inner.collator(split, seed))
 
     def train_collator(self, split: Any, seed: int) -> Collate:
-        collate = self.inner.train_collator(split, seed)
-        if getattr(collate, "augments", False):
-            self.cache = None  # each epoch's inputs differ: the teacher must see them anew
-        return RowIndexed(collate)
+        return RowIndexed(self.inner.train_collator(split, seed))
+
+    def inputs_vary(self) -> None:
+        self.cache = None  # each epoch's inputs differ: the teacher must see them anew
 
     def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         rows = batch.pop("row_index").tolist()

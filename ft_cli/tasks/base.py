@@ -20,6 +20,7 @@ class Task:
     name = ""
     uses_labels = True  # the data must have data.label_column
     reads_files = False  # each row names an input file (an image): ft predict reads folders
+    replaces_head = False  # a checkpoint's head of another size is replaced, not refused
     named_labels = True  # the head predicts named classes (id2label in the export)
     confusion_matrix = False  # ft report plots one (a class per row)
 
@@ -84,7 +85,8 @@ class Task:
 
         auto_name = self.auto_class(task)
         if not meta:
-            return model.load_model(cfg, task.kind, labels, vocab, dropout, auto_name)
+            return model.load_model(cfg, task.kind, labels, vocab, dropout, auto_name,
+                                    self.replaces_head)  # fmt: skip
         config, auto = model.model_config(cfg, task.kind, labels, vocab, dropout, auto_name)
         with torch.device("meta"):
             return auto.from_config(config, trust_remote_code=cfg.trust_remote_code), set()

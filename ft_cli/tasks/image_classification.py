@@ -25,6 +25,8 @@ from ft_cli.tasks.objective import Objective
 class ImageClassification(Classification):
     name = "image_classification"
     reads_files = True
+    # An ImageNet classifier's 1000-class head gives way to a new one of the task's size.
+    replaces_head = True
 
     def processor(self, cfg: ModelConfig) -> Any:
         from ft_cli.models import model
@@ -90,7 +92,8 @@ class ImageClassification(Classification):
             return images.ImageSplit(refs, [-1] * len(refs))  # unlabelled: predictions only
         targets = self.targets(dataset[cfg.label_column], labels, split, cfg.label_column)
         if split != "train" and labels:
-            absent = [labels[i] for i in range(len(labels)) if i not in set(targets)]
+            present = set(targets)
+            absent = [name for i, name in enumerate(labels) if i not in present]
             if absent:
                 images.warn(
                     f"the {split} split has no images of {len(absent)} class(es):"
@@ -102,25 +105,6 @@ class ImageClassification(Classification):
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
         values, _ = super().head(labels)
         return values, "AutoModelForImageClassification"
-
-    def build_model(self, cfg: ModelConfig, task: TaskConfig, labels: Any, vocab: int,
-                    dropout: float | None, meta: bool) -> tuple[nn.Module, set[str]]:  # fmt: skip
-        import torch
-
-        from ft_cli.models import model
-
-        if not meta:
-            # An ImageNet classifier's 1000-class head gives way to a new one of the task's size.
-            return model.load_model(cfg, task.kind, labels, vocab, dropout,
-                                    ignore_mismatched_sizes=True)  # fmt: skip
-        config, auto = model.model_config(cfg, task.kind, labels, vocab, dropout)
-        with torch.device("meta"):
-            return auto.from_config(config, trust_remote_code=cfg.trust_remote_code), set()
-
-    def save(self, net: nn.Module, processor: Any, folder: Path, weights: Any,
-             task: TaskConfig, labels: Any) -> None:  # fmt: skip
-        net.save_pretrained(folder, state_dict=weights)
-        processor.save_pretrained(folder)
 
     def objective(self, net: nn.Module, task: TaskConfig, processor: Any,
                   labels: list[str] | None, compile_model: bool,

@@ -52,6 +52,9 @@ class Objective:
     def configure(self, data: Any) -> None:
         """Take what the data settings say about batches (images: augmentation, workers)."""
 
+    def inputs_vary(self) -> None:
+        """Training batches are augmented: a row's inputs differ from epoch to epoch."""
+
     def count(self, batch: Batch) -> tuple[int, int, int]:
         """(rows, real tokens, tokens with padding) of a collated batch."""
         mask = batch["attention_mask"]

@@ -178,6 +178,8 @@ def _add_training(ready: RunSetup, place: Dist) -> None:
     seed = t.seed
     plain = ready.objective.train_collator(ready.prepared.train, seed)
     ready.collate = augment.training_collator(plain, spec.augment, seed, ready.tokenizer)
+    if ready.collate is not plain or getattr(plain, "augments", False):
+        ready.objective.inputs_vary()
     ready.loader, ready.sampler = ready.objective.train_loader(
         ready.prepared.train, ready.collate, t.batch_size, seed, t.group_by_length,
         place.rank, place.world,
