@@ -158,7 +158,10 @@ def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path, parallel: str
             marks=pytest.mark.slow,
         ),
         # FSDP: tied weights (decoder = embeddings) stored once; a penalty over shards.
-        ["task=mlm", "train.grad_accum=2", "hardware.distributed=fsdp"],
+        pytest.param(
+            ["task=mlm", "train.grad_accum=2", "hardware.distributed=fsdp"],
+            marks=pytest.mark.slow,
+        ),
         pytest.param(
             [
                 "strategy=freeze_layers",

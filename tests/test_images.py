@@ -123,6 +123,7 @@ def test_training_augmentation_is_seeded_per_epoch_and_off_for_evaluation(tree: 
     assert batch["pixel_values"].shape == first.shape == (3, 3, 32, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny_vit", "tiny_resnet"])
 def test_tiny_models_train_with_falling_loss(tree: Path, tmp_path: Path, model: str) -> None:
     from test_train import scalars
@@ -152,6 +153,7 @@ def test_freeze_backbone_leaves_the_backbone_bit_identical(tree: Path, tmp_path:
     assert not torch.equal(final["classifier.1.weight"], start["classifier.1.weight"])
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(tree: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -299,6 +301,7 @@ def test_image_settings_are_checked(overrides: list[str], message: str) -> None:
         compose_spec([*SMALL, "data.path=somewhere", *overrides])
 
 
+@pytest.mark.slow
 def test_distill_an_image_teacher_into_a_student(tree: Path, tmp_path: Path) -> None:
     train(tmp_path / "teacher", [*data_of(tree), "train.max_steps=4"])
     result = train(tmp_path / "student", [*data_of(tree), "train.max_steps=4", "strategy=distill",
@@ -330,3 +333,26 @@ def test_a_teacher_must_prepare_images_as_the_student_does() -> None:
     assert not task.same_inputs(small, ViTImageProcessorPil(size={"height": 64, "width": 64}))
     assert not task.same_inputs(small, ViTImageProcessorPil(size={"height": 32, "width": 32},
                                                             image_mean=[0.4, 0.4, 0.4]))  # fmt: skip
+
+
+def test_the_hub_recipe_fails_offline_in_one_line(tmp_path: Path) -> None:
+    from ft_cli import cli
+
+    code = cli.run_train(["+recipe=vit_beans", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert code != 0
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_hub_image_model_offline_message(monkeypatch) -> None:
+    from ft_cli.models import hub, model
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    spec = compose_spec(["+recipe=vit_beans"])
+    with pytest.raises(FtError) as caught:
+        model.load_image_processor(spec.model)
+    assert str(caught.value) == (
+        "model.name_or_path: 'google/vit-base-patch16-224-in21k' is not a local path, not in the"
+        " Hugging Face cache, and the hub cannot be reached (offline?); use a local folder"
+        " (model.name_or_path=DIR) or a packaged image model, model=tiny_resnet or"
+        " model=tiny_vit (fresh weights)"
+    )

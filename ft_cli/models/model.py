@@ -15,6 +15,10 @@ from ft_cli.models import hub
 T = TypeVar("T")
 
 _HINT = "use a local folder (model.name_or_path=DIR) or the packaged model=minilm_l6"
+_IMAGE_HINT = (
+    "use a local folder (model.name_or_path=DIR) or a packaged image model, model=tiny_resnet"
+    " or model=tiny_vit (fresh weights)"
+)
 
 
 def _quiet_transformers() -> None:
@@ -46,7 +50,8 @@ def run_export(run: str) -> Path:
     return export
 
 
-def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, **kwargs: Any) -> T:
+def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, hint: str = _HINT,
+          **kwargs: Any) -> T:  # fmt: skip
     """Load from a folder, else the hub cache, else the hub (checked reachable first)."""
     name = resolved_name(cfg)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, **kwargs}
@@ -59,13 +64,13 @@ def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, **kwargs: Any) 
         check_model_code(Path(name), cfg.trust_remote_code)
         return _friendly(lambda: loader(name, local_files_only=True, **common), name, what)
     if cfg.name_or_path.startswith(paths.PKG_PREFIX) or name.startswith((".", "/")):
-        raise FtError(f"model.name_or_path: folder '{name}' does not exist; {_HINT}")
+        raise FtError(f"model.name_or_path: folder '{name}' does not exist; {hint}")
     try:
         return loader(name, local_files_only=True, **common)
     except (OSError, ValueError):
         pass  # not cached: try the hub below
     if not hub.hub_reachable():
-        raise hub.unreachable_error("model.name_or_path", name, _HINT)
+        raise hub.unreachable_error("model.name_or_path", name, hint)
     return _friendly(lambda: loader(name, **common), name, what)
 
 
@@ -133,7 +138,8 @@ def load_image_processor(cfg: ModelConfig) -> Any:
     from transformers import AutoImageProcessor
 
     _quiet_transformers()
-    return _load(cfg, AutoImageProcessor.from_pretrained, "image processor", backend="pil")
+    return _load(cfg, AutoImageProcessor.from_pretrained, "image processor", _IMAGE_HINT,
+                 backend="pil")  # fmt: skip
 
 
 def load_config(cfg: ModelConfig) -> Any:
