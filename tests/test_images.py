@@ -356,3 +356,40 @@ def test_hub_image_model_offline_message(monkeypatch) -> None:
         " (model.name_or_path=DIR) or a packaged image model, model=tiny_resnet or"
         " model=tiny_vit (fresh weights)"
     )
+
+
+def test_layer_groups_follow_blocks_and_stages() -> None:
+    from transformers import AutoConfig, AutoModelForImageClassification, ConvNextConfig
+
+    from ft_cli.config.schema import StrategyConfig, StrategyKind
+    from ft_cli.strategies import layers
+
+    def groups(net) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for name, param in net.named_parameters():
+            found[layers.group_of(name)] = found.get(layers.group_of(name), 0) + param.numel()
+        return found
+
+    resnet = AutoModelForImageClassification.from_config(
+        AutoConfig.from_pretrained(resolve("tiny_resnet"), num_labels=3)
+    )
+    assert layers.num_layers_of(resnet) == 3
+    assert set(groups(resnet)) == {"embeddings", "layer.0", "layer.1", "layer.2", "head"}
+    assert (
+        layers.group_of("resnet.encoder.stages.2.layers.0.layer.1.convolution.weight") == "layer.2"
+    )
+    convnext = AutoModelForImageClassification.from_config(
+        ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3)
+    )
+    assert set(groups(convnext)) == {"embeddings", "layer.0", "layer.1", "head"}
+    # freeze_layers over stages: the stem and the first two stages stop training.
+    applied = layers.apply_strategy(resnet, StrategyConfig(kind=StrategyKind.freeze_layers,
+                                                           frozen_layers=2))  # fmt: skip
+    trainable = {layers.group_of(n) for n, p in resnet.named_parameters() if p.requires_grad}
+    assert trainable == {"layer.2", "head"} and applied.num_layers == 3
+
+
+def resolve(name: str) -> str:
+    from ft_cli.paths import resolve_path
+
+    return resolve_path(f"pkg:ft_cli/assets/{name}", "model")
