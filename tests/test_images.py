@@ -301,6 +301,14 @@ def test_image_settings_are_checked(overrides: list[str], message: str) -> None:
         compose_spec([*SMALL, "data.path=somewhere", *overrides])
 
 
+def test_images_are_not_a_task_of_a_multi_task_run() -> None:
+    with pytest.raises(
+        FtError,
+        match=r"^task\.tasks\.sentiment\.kind=image_classification: the tasks of a multi-task run share one text encoder; train the images in a run of their own$",
+    ):
+        compose_spec(["+recipe=demo_multitask", "task.tasks.sentiment.kind=image_classification"])
+
+
 @pytest.mark.slow
 def test_distill_an_image_teacher_into_a_student(tree: Path, tmp_path: Path) -> None:
     train(tmp_path / "teacher", [*data_of(tree), "train.max_steps=4"])

@@ -733,6 +733,11 @@ def _check_multitask(spec: RunSpec) -> None:
             raise FtError(f"task.tasks.{name}: a task name may hold letters, digits, _ and - only")
         if sub.kind == TaskKind.multitask:
             raise FtError(f"{key}kind=multitask: a task of a multi-task run cannot nest tasks")
+        if sub.kind == TaskKind.image_classification:
+            raise FtError(
+                f"{key}kind=image_classification: the tasks of a multi-task run share one text"
+                " encoder; train the images in a run of their own"
+            )
         _check_data(sub.data, f"{key}data.")
         _check_task(sub, sub.data, key, f"{key}data.")
         _check_class_weights(sub, key)
