@@ -127,7 +127,7 @@ def _list_recipes() -> None:
 
 # Commands that use what training made: module ft_cli.commands.NAME, main(args) -> exit code.
 TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain", "report": "report",
-         "ensemble": "ensemble", "models": "models"}  # fmt: skip
+         "ensemble": "ensemble", "models": "models", "export": "export"}  # fmt: skip
 
 
 def _run_tool(command: str, args: list[str]) -> int:

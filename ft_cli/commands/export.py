@@ -1,0 +1,80 @@
+"""`ft export RUN [--format onnx] [--quantize int8] [--output DIR] [--task NAME] [--opset N]`.
+
+Writes RUN/onnx/ (or DIR): the ONNX graph, an int8 copy when asked, the
+tokenizer or image processor, the model's config (label map) and onnx.json
+(opset, inputs, and how each variant agreed with torch on the validation
+split). See `ft_cli.deploy.onnx_export`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ft_cli.commands.evaluation import parse_many
+from ft_cli.errors import FtError
+
+USAGE = ("usage: ft export RUN_OR_MODEL_DIR [--format onnx] [--quantize int8] [--output DIR]"
+         " [--task NAME] [--opset N] [KEY=VALUE ...]")  # fmt: skip
+# Tasks whose model ends in one fixed-shape head the graph can return.
+EXPORTABLE = ("classification", "regression", "token_classification", "image_classification")
+
+
+def main(args: list[str]) -> int:
+    flags = {"--format": "onnx", "--quantize": "int8", "--output": "the folder to write",
+             "--task": "a task of a multi-task run", "--opset": "an ONNX opset (18)"}  # fmt: skip
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    folders, given, overrides = parse_many(args, flags)
+    if given.get("--format", "onnx") != "onnx":
+        raise FtError(f"--format {given['--format']}: the one export format is onnx")
+    quantize = given.get("--quantize")
+    if quantize not in (None, "int8"):
+        raise FtError(f"--quantize {quantize}: the one quantization is int8")
+    opset = given.get("--opset", "18")
+    if not opset.isdigit() or not 14 <= int(opset) <= 23:
+        raise FtError(f"--opset {opset}: give an ONNX opset from 14 to 23")
+    from ft_cli.commands import evaluation
+    from ft_cli.deploy import onnx_export
+    from ft_cli.models import trained
+
+    onnx_export.require_onnx()
+    found = trained.locate(folders[0], given.get("--task"))
+    spec = trained.spec_for(found, overrides)
+    if spec.task.kind.value not in EXPORTABLE:
+        raise FtError(
+            f"task={spec.task.kind.value} is not exported (its output is not one"
+            " fixed-shape head); exportable: " + ", ".join(EXPORTABLE)
+            + (" (a multi-task run: pick one with --task NAME)" if spec.task.kind.value
+               == "multitask" else "")
+        )  # fmt: skip
+    # Checked in fp32 on the CPU: the graph is compared with the model as saved.
+    ready = evaluation.setup(folders[0], [*overrides, "hardware.device=cpu",
+                             "hardware.precision=fp32"], task=given.get("--task"))  # fmt: skip
+    target = Path(given.get("--output") or found.home / "onnx")
+    if not target.resolve().parent.is_dir():
+        raise FtError(f"--output {target}: folder '{target.parent}' does not exist")
+    record = onnx_export.export(ready, target, quantize == "int8", int(opset))
+    _print(record, target)
+    return 0
+
+
+def _print(record: dict, target: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    checks = record["checks"]
+    metrics = list(checks["torch"]["metrics"])
+    table = Table(title=f"ONNX export checked on {record['checked_rows']} validation rows")
+    for column in ("variant", "file", "max |logit - torch|", *metrics):
+        table.add_column(column)
+    files = {"torch": "-", "onnx fp32": record["files"]["fp32"],
+             "onnx int8": record["files"].get("int8", "-")}  # fmt: skip
+    for name, found in checks.items():
+        diff = "-" if name == "torch" else f"{found['max_diff']:.2e}"
+        size = "-"
+        if name != "torch":
+            size = f"{files[name]} ({(target / files[name]).stat().st_size / 2**20:.1f} MiB)"
+        table.add_row(name, size, diff, *(f"{found['metrics'][m]:.4f}" for m in metrics))
+    Console(highlight=False).print(table)
+    print(f"written: {target}")

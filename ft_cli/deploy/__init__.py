@@ -1,0 +1,1 @@
+"""Getting a trained model out of ft: exports for other runtimes (ONNX)."""

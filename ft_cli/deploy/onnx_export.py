@@ -1,0 +1,197 @@
+"""A trained model as ONNX (torch's exporter), checked against torch before it is kept.
+
+The graph takes the task's model inputs (token ids, attention mask and token
+types; or pixel values) with dynamic batch and sequence axes and returns the
+logits. `int8` adds a copy whose weights onnxruntime's dynamic quantizer
+stored as 8-bit integers. Both are run by onnxruntime over the run's
+validation split next to the torch model in fp32: the largest logit
+difference and the task's metrics of each are printed and recorded in
+`onnx.json`, and an fp32 graph that strays more than `TOLERANCE` is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ft_cli.errors import FtError
+
+TOLERANCE = 1e-3  # largest |logit difference| an fp32 export may have against torch
+OPSET = 18
+FORMAT = "ft-onnx/1"
+MODEL, INT8, RECORD = "model.onnx", "model.int8.onnx", "onnx.json"
+INSTALL = "pip install 'ft-cli[onnx]' (onnx, onnxruntime, onnxscript)"
+# Inputs whose second axis is the sequence (the others only batch).
+SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def require_onnx() -> None:
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if not importlib.util.find_spec(m)]
+    if missing:
+        raise FtError(f"ft export --format onnx needs {', '.join(missing)}: {INSTALL}")
+
+
+class Logits(torch.nn.Module):
+    """The model with named tensor inputs in a fixed order, returning its logits alone."""
+
+    def __init__(self, net: torch.nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.net, self.names = net, names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(**dict(zip(self.names, inputs, strict=True))).logits
+
+
+class SessionNet(torch.nn.Module):
+    """An onnxruntime session that answers like a transformers model (`.logits`)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, **batch: torch.Tensor) -> Any:
+        from types import SimpleNamespace
+
+        feed = {name: batch[name].cpu().numpy() for name in self.names}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(None, feed)[0]))
+
+
+@dataclass
+class Check:
+    """One variant's agreement with torch and its metrics over the checked rows."""
+
+    max_diff: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def input_names(batch: dict[str, torch.Tensor]) -> list[str]:
+    """The model inputs of a collated batch (targets and bookkeeping left out)."""
+    return [k for k in batch if k not in ("labels", "word_starts", "row_index")]
+
+
+def export_graph(net: torch.nn.Module, batch: dict[str, torch.Tensor], path: Path,
+                 opset: int) -> list[str]:  # fmt: skip
+    """Write the ONNX graph of `net` traced on `batch`; its input names."""
+    names = input_names(batch)
+    batch_dim = torch.export.Dim("batch", min=1, max=4096)
+    sequence = torch.export.Dim("sequence", min=2, max=8192)
+    shapes = tuple({0: batch_dim, 1: sequence} if n in SEQUENCE_INPUTS else {0: batch_dim}
+                   for n in names)  # fmt: skip
+    with warnings.catch_warnings(), _quiet("torch.onnx"):
+        warnings.simplefilter("ignore")
+        # One self-contained file (weights inside) for models under protobuf's 2 GB limit.
+        torch.onnx.export(Logits(net, names).eval(), tuple(batch[n] for n in names), str(path),
+                          input_names=names, output_names=["logits"], opset_version=opset,
+                          dynamo=True, dynamic_shapes=(shapes,), verbose=False,
+                          external_data=False)  # fmt: skip
+    return names
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """Only errors from a library's logger (`""`: the root logger) while inside."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet(""):  # its advice to pre-process goes to the root logger
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
+def check(ready: Any, variants: dict[str, torch.nn.Module]) -> dict[str, Check]:
+    """Each variant's largest logit difference from torch, and its metrics, over the rows."""
+    objective = ready.objective
+    own = {name: _with_forward(objective, net) for name, net in variants.items()}
+    scores = {name: objective.new_metrics() for name in ["torch", *variants]}
+    found = {name: Check() for name in ["torch", *variants]}
+    ready.forward.eval()
+    with torch.no_grad():
+        for batch in ready.loader:
+            logits, targets = objective.outputs(dict(batch))
+            scores["torch"].update(logits, targets)
+            for name, other in own.items():
+                theirs, _ = other.outputs(dict(batch))
+                gap = float((theirs.float() - logits.float()).abs().max())
+                found[name].max_diff = max(found[name].max_diff, gap)
+                scores[name].update(theirs, targets)
+    for name, score in scores.items():
+        found[name].metrics = {k: float(v) for k, v in score.compute().items()}
+    return found
+
+
+def _with_forward(objective: Any, net: torch.nn.Module) -> Any:
+    """The objective with another model behind it (its collators, loss and metrics kept)."""
+    other = copy.copy(objective)
+    other.forward = net
+    return other
+
+
+def export(ready: Any, target: Path, int8: bool, opset: int = OPSET) -> dict[str, Any]:
+    """Export, check and write `target` (model.onnx, [model.int8.onnx], onnx.json, the
+    tokenizer and config); nothing is written when the check fails."""
+    require_onnx()
+    ready.forward.eval()
+    sample = next(iter(ready.loader))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    staging.chmod(0o755)  # mkdtemp's folder is private; the export is an ordinary one
+    try:
+        names = export_graph(ready.objective.forward, sample, staging / MODEL, opset)
+        variants: dict[str, torch.nn.Module] = {"onnx fp32": SessionNet(staging / MODEL)}
+        if int8:
+            quantize_int8(staging / MODEL, staging / INT8)
+            variants["onnx int8"] = SessionNet(staging / INT8)
+        checks = check(ready, variants)
+        gap = checks["onnx fp32"].max_diff
+        if gap > TOLERANCE:
+            raise FtError(
+                f"the ONNX graph's logits differ from torch's by {gap:.2e} (more than"
+                f" {TOLERANCE:g}) on the validation split; nothing written"
+            )
+        record = {"format": FORMAT, "opset": opset, "inputs": names, "outputs": ["logits"],
+                  "task": ready.spec.task.kind.value, "labels": ready.labels,
+                  "files": {"fp32": MODEL, **({"int8": INT8} if int8 else {})},
+                  "checked_rows": len(ready.rows),
+                  "checks": {name: vars(found) for name, found in checks.items()}}  # fmt: skip
+        (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        _write_companions(ready, staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
+
+
+def _write_companions(ready: Any, folder: Path) -> None:
+    """What a reader of the graph needs: the tokenizer (or image processor) and the label map."""
+    from ft_cli import tasks
+
+    export = ready.found.export
+    processor = tasks.get(ready.spec.task.kind).processor(ready.spec.model)
+    processor.save_pretrained(folder)
+    if export is not None and (export / "config.json").is_file():
+        shutil.copy(export / "config.json", folder / "config.json")

@@ -1,0 +1,152 @@
+"""ft export --format onnx: the graph answers as torch does, at any batch and length."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ft_cli import cli
+from ft_cli.errors import FtError
+
+pytest.importorskip("onnxruntime")
+
+TINY = ["model=tiny_bert", "data.max_length=32", "train.batch_size=16", "hardware.precision=fp32",
+        "optimizer.lr=3e-3"]  # fmt: skip
+TASKS = {
+    "classification": ["data=demo", "data.max_train_samples=64", "data.max_eval_samples=40"],
+    "token_classification": ["data=demo_ner", "task=token_classification",
+                             "data.max_train_samples=64", "data.max_eval_samples=40"],
+}  # fmt: skip
+
+
+def trained(tmp_path: Path, extra: list[str]) -> Path:
+    run = tmp_path / "run"
+    assert cli.run_train([*TINY, *extra, "train.max_steps=3", f"hydra.run.dir={run}"]) == 0
+    return run
+
+
+def session(path: Path):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", list(TASKS))
+def test_onnx_logits_equal_torch_for_any_batch_and_length(tmp_path: Path, task: str) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    run = trained(tmp_path, TASKS[task])
+    assert cli._run_tool("export", [str(run)]) == 0
+    record = json.loads((run / "onnx" / "onnx.json").read_text())
+    assert record["format"] == "ft-onnx/1" and record["opset"] == 18
+    assert record["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert record["checks"]["onnx fp32"]["max_diff"] < 1e-4
+    assert record["checks"]["onnx fp32"]["metrics"] == pytest.approx(
+        record["checks"]["torch"]["metrics"], abs=1e-4
+    )
+    auto = (
+        AutoModelForTokenClassification
+        if task != "classification"
+        else AutoModelForSequenceClassification
+    )
+    net = auto.from_pretrained(run / "model").eval()
+    graph = session(run / "onnx" / "model.onnx")
+    rng = np.random.default_rng(0)
+    for rows, length in [(1, 3), (17, 128), (17, 3), (1, 128)]:
+        ids = torch.from_numpy(rng.integers(5, 100, (rows, length)))
+        mask = torch.ones_like(ids)
+        mask[0, max(length // 2, 2) :] = 0  # a padded row
+        types = torch.zeros_like(ids)
+        with torch.no_grad():
+            expected = net(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        got = graph.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
+                               "token_type_ids": types.numpy()})[0]  # fmt: skip
+        assert got.shape == tuple(expected.shape)
+        assert np.abs(got - expected.numpy()).max() < 1e-4, (rows, length)
+    assert (run / "onnx" / "tokenizer_config.json").is_file()
+    labels = json.loads((run / "onnx" / "config.json").read_text())["id2label"]
+    assert list(labels.values()) == record["labels"]
+
+
+@pytest.mark.slow
+def test_int8_copy_keeps_the_demo_models_accuracy(tmp_path: Path) -> None:
+    """The packaged MiniLM after a short demo run; int8 within 0.05 accuracy of fp32."""
+    run = tmp_path / "demo"
+    assert cli.run_train(["+recipe=demo", "train.max_steps=60", "hardware.precision=fp32",
+                          f"hydra.run.dir={run}"]) == 0  # fmt: skip
+    assert cli._run_tool("export", [str(run), "--quantize", "int8"]) == 0
+    checks = json.loads((run / "onnx" / "onnx.json").read_text())["checks"]
+    fp32, int8 = checks["onnx fp32"]["metrics"], checks["onnx int8"]["metrics"]
+    assert fp32["accuracy"] == pytest.approx(checks["torch"]["metrics"]["accuracy"])
+    assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.05
+    assert (run / "onnx" / "model.int8.onnx").stat().st_size < 0.5 * (
+        run / "onnx" / "model.onnx"
+    ).stat().st_size
+
+
+@pytest.mark.slow
+def test_an_export_that_strays_from_torch_is_refused_and_nothing_written(tmp_path, monkeypatch):
+    from ft_cli.deploy import onnx_export
+
+    run = trained(tmp_path, TASKS["classification"])
+    monkeypatch.setattr(onnx_export, "TOLERANCE", 0.0)  # any float difference now counts
+    real = onnx_export.check
+
+    def off_by_some(ready, variants):
+        found = real(ready, variants)
+        found["onnx fp32"].max_diff += 1e-6
+        return found
+
+    monkeypatch.setattr(onnx_export, "check", off_by_some)
+    with pytest.raises(
+        FtError, match=r"differ from torch's by .* on the validation split; nothing written$"
+    ):
+        from ft_cli.commands import export
+
+        export.main([str(run)])
+    assert not (run / "onnx").exists()
+    assert not [p for p in run.iterdir() if p.name.startswith(".onnx")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "tflite"], "--format tflite: the one export format is onnx"),
+        (["--quantize", "int4"], "--quantize int4: the one quantization is int8"),
+        (["--opset", "9"], "--opset 9: give an ONNX opset from 14 to 23"),
+    ],
+)
+def test_bad_export_flags_get_one_line(
+    tmp_path: Path, args: list[str], message: str, capsys
+) -> None:
+    assert cli._run_tool("export", [str(tmp_path), *args]) == 2
+    assert capsys.readouterr().err.strip() == f"ft: error: ft export: {message}"
+
+
+def test_masked_lm_is_not_exported(tmp_path: Path, capsys) -> None:
+    run = trained(tmp_path, ["data=demo", "task=mlm", "data.max_train_samples=32",
+                             "data.max_eval_samples=16"])  # fmt: skip
+    assert cli._run_tool("export", [str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "ft: error: ft export: task=mlm is not exported (its output is not one fixed-shape head)"
+    )
+
+
+def test_a_missing_library_names_the_install_command(monkeypatch) -> None:
+    import importlib.util
+
+    from ft_cli.deploy import onnx_export
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxscript" else real(name, *a))  # fmt: skip
+    with pytest.raises(
+        FtError, match=r"^ft export --format onnx needs onnxscript: pip install 'ft-cli\[onnx\]'"
+    ):
+        onnx_export.require_onnx()
