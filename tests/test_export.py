@@ -71,6 +71,23 @@ def test_onnx_logits_equal_torch_for_any_batch_and_length(tmp_path: Path, task: 
     assert (run / "onnx" / "tokenizer_config.json").is_file()
     labels = json.loads((run / "onnx" / "config.json").read_text())["id2label"]
     assert list(labels.values()) == record["labels"]
+    # ft predict --backend onnxruntime writes what the torch path writes.
+    source = Path(__file__).resolve().parent.parent / "ft_cli" / "assets"
+    source = source / (
+        "demo/validation.csv" if task == "classification" else "ner/validation.conll"
+    )
+    if task != "classification":
+        return  # conll input is not a prediction format; tagging is checked above
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        target = tmp_path / f"{backend}.jsonl"
+        assert cli._run_tool("predict", [str(run), "--input", str(source), "--output", str(target),
+                                          "--backend", backend]) == 0  # fmt: skip
+        outputs[backend] = [json.loads(line) for line in target.read_text().splitlines()]
+    torch_rows, onnx_rows = outputs["torch"], outputs["onnxruntime"]
+    assert [r["predicted_label"] for r in onnx_rows] == [r["predicted_label"] for r in torch_rows]
+    assert max(abs(a["predicted_probability"] - b["predicted_probability"])
+               for a, b in zip(torch_rows, onnx_rows, strict=True)) < 1e-5  # fmt: skip
 
 
 @pytest.mark.slow
@@ -126,6 +143,19 @@ def test_bad_export_flags_get_one_line(
 ) -> None:
     assert cli._run_tool("export", [str(tmp_path), *args]) == 2
     assert capsys.readouterr().err.strip() == f"ft: error: ft export: {message}"
+
+
+def test_predict_with_onnxruntime_needs_an_export(tmp_path: Path, capsys) -> None:
+    run = trained(tmp_path, TASKS["classification"])
+    source = (
+        Path(__file__).resolve().parent.parent / "ft_cli" / "assets" / "demo" / "validation.csv"
+    )
+    assert cli._run_tool("predict", [str(run), "--input", str(source), "--backend",
+                                     "onnxruntime-int8"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip() == (
+        f"ft: error: ft predict: --backend onnxruntime-int8: no model.int8.onnx in {run / 'onnx'};"
+        f" export it first with ft export {run} --format onnx --quantize int8"
+    )
 
 
 def test_masked_lm_is_not_exported(tmp_path: Path, capsys) -> None:

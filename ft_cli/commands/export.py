@@ -51,7 +51,7 @@ def main(args: list[str]) -> int:
     # Checked in fp32 on the CPU: the graph is compared with the model as saved.
     ready = evaluation.setup(folders[0], [*overrides, "hardware.device=cpu",
                              "hardware.precision=fp32"], task=given.get("--task"))  # fmt: skip
-    target = Path(given.get("--output") or found.home / "onnx")
+    target = Path(given.get("--output") or onnx_export.default_folder(found))
     if not target.resolve().parent.is_dir():
         raise FtError(f"--output {target}: folder '{target.parent}' does not exist")
     record = onnx_export.export(ready, target, quantize == "int8", int(opset))

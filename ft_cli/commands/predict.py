@@ -37,11 +37,12 @@ from ft_cli.errors import FtError
 
 USAGE = (
     "usage: ft predict RUN_OR_MODEL_DIR --input FILE [--output FILE] [--batch-size N]"
-    " [--task NAME] [KEY=VALUE ...]\n"
+    " [--task NAME] [--backend torch|onnxruntime|onnxruntime-int8] [KEY=VALUE ...]\n"
     "       ft predict RUNS_OR_SWEEP_DIR... --ensemble METHOD [--weights W1,...] --input FILE\n"
     "       ft predict ENSEMBLE_DIR --input FILE"
 )
 CHUNK_ROWS = 4096
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 DATA_FORMATS = {"csv": DataFormat.csv, "tsv": DataFormat.tsv, "jsonl": DataFormat.json,
                 "parquet": DataFormat.parquet}  # fmt: skip
@@ -51,7 +52,8 @@ def main(args: list[str]) -> int:
     flags = {"--input": "the file to predict", "--output": "where to write it",
              "--batch-size": "rows per forward pass",
              "--task": "a task of a multi-task run", "--ensemble": "mean, vote, weighted,"
-             " greedy or stack", "--weights": "weighted: one weight per member"}  # fmt: skip
+             " greedy or stack", "--weights": "weighted: one weight per member",
+             "--backend": "torch, onnxruntime or onnxruntime-int8"}  # fmt: skip
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -65,14 +67,20 @@ def main(args: list[str]) -> int:
     if batch is not None and (not batch.isdigit() or int(batch) < 1):
         raise FtError(f"--batch-size {batch}: give a positive whole number")
     size = int(batch) if batch else None
+    backend = given.get("--backend", "torch")
+    if backend not in BACKENDS:
+        raise FtError(f"--backend {backend}: use {', '.join(BACKENDS)}")
     from ft_cli.ensembles import manifest
 
     if len(folders) > 1 or "--ensemble" in given or manifest.read(Path(folders[0])):
+        if backend != "torch":
+            raise FtError(f"--backend {backend}: ensembles predict with torch; drop --backend")
         from ft_cli.commands import ensemble
 
         rows = ensemble.predict(folders, given, overrides, source, target, size)
     else:
-        rows = predict_file(folders[0], source, target, overrides, size, given.get("--task"))
+        rows = predict_file(folders[0], source, target, overrides, size, given.get("--task"),
+                            backend)  # fmt: skip
     print(f"{rows} rows predicted: {target}")
     return 0
 
@@ -91,6 +99,7 @@ def predict_file(
     overrides: list[str],
     batch_size: int | None = None,
     task_name: str | None = None,
+    backend: str = "torch",
 ) -> int:
     """Predict every row of `source` into `target`; returns the number of rows."""
     from ft_cli import tasks
@@ -101,12 +110,12 @@ def predict_file(
     kind = tasks.get(spec.task.kind)
     kind.check_predictable()
     if kind.reads_files and (source.is_dir() or source.suffix.lower() == ".txt"):
-        return predict_images(found, spec, source, target, batch_size)
+        return predict_images(found, spec, source, target, batch_size, backend)
     in_fmt, out_fmt = check_files(source, target)
     dataset.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
     if kind.reads_files:  # image paths relative to the table's folder
         spec = _paths_from(spec, source.resolve().parent)
-    predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"))
+    predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"), backend)
     return write_predictions(source, target, spec.data, predictor)
 
 
@@ -117,7 +126,7 @@ def _paths_from(spec: Any, base: Path) -> Any:
 
 
 def predict_images(found: Any, spec: Any, source: Path, target: Path,
-                   batch_size: int | None) -> int:  # fmt: skip
+                   batch_size: int | None, backend: str = "torch") -> int:  # fmt: skip
     """The images of a folder or of a .txt list of paths, one output row each."""
     from ft_cli.data import images
 
@@ -132,7 +141,7 @@ def predict_images(found: Any, spec: Any, source: Path, target: Path,
     if not paths:
         raise FtError(f"--input '{source}' holds no images ({', '.join(images.EXTENSIONS)})")
     spec = _paths_from(spec, base)
-    predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"))
+    predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"), backend)
     partial = target.with_name(f".{target.name}.partial")
     column = spec.data.image_column
     with _writer(partial, out_fmt) as write:
@@ -157,8 +166,9 @@ def check_files(source: Path, target: Path) -> tuple[str, str]:
     return in_fmt, out_fmt
 
 
-def load_predictor(found: Any, spec: Any, batch_size: int | None, lists: bool) -> Predictor:
-    """The trained model, its tokenizer and labels, ready to predict rows."""
+def load_predictor(found: Any, spec: Any, batch_size: int | None, lists: bool,
+                   backend: str = "torch") -> Predictor:  # fmt: skip
+    """The trained model (or its ONNX export), its tokenizer and labels, ready to predict."""
     from ft_cli import tasks
     from ft_cli.hardware.device import setup_hardware
     from ft_cli.models import trained
@@ -169,7 +179,12 @@ def load_predictor(found: Any, spec: Any, batch_size: int | None, lists: bool) -
     hw = setup_hardware(spec.hardware)
     kind = tasks.get(spec.task.kind)
     tokenizer = kind.processor(spec.model)
-    net = trained.load_net(found, spec, labels, kind.vocab_size(tokenizer)).to(hw.device)
+    if backend == "torch":
+        net = trained.load_net(found, spec, labels, kind.vocab_size(tokenizer)).to(hw.device)
+    else:
+        from ft_cli.deploy import onnx_export
+
+        net = onnx_export.load_session(found, backend)
     batch = batch_size or spec.train.eval_batch_size
     return Predictor(net, tokenizer, spec, labels, hw, batch, lists)
 

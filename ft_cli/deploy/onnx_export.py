@@ -36,6 +36,28 @@ INSTALL = "pip install 'ft-cli[onnx]' (onnx, onnxruntime, onnxscript)"
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+BACKENDS = {"onnxruntime": MODEL, "onnxruntime-int8": INT8}  # ft predict --backend: its file
+
+
+def default_folder(found: Any) -> Path:
+    """Where `ft export` writes a trained model's graphs: RUN/onnx (RUN/onnx-TASK for one
+    task of a multi-task run), and where `ft predict --backend onnxruntime` looks."""
+    return found.home / ("onnx" if found.task is None else f"onnx-{found.task}")
+
+
+def load_session(found: Any, backend: str) -> SessionNet:
+    """The exported graph a prediction backend runs."""
+    require_onnx()
+    path = default_folder(found) / BACKENDS[backend]
+    if not path.is_file():
+        quantize = " --quantize int8" if backend.endswith("int8") else ""
+        raise FtError(
+            f"--backend {backend}: no {path.name} in {path.parent}; export it first with"
+            f" ft export {found.home} --format onnx{quantize}"
+        )
+    return SessionNet(path)
+
+
 def require_onnx() -> None:
     import importlib.util
 
