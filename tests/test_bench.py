@@ -131,3 +131,23 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
     assert record["arms"]["single runs"]["accuracy"]["n"] == 2
     assert set(record["ensembles"]) == {"mean", "vote", "weighted", "greedy", "stack"}
     assert "| sst2 | ensemble: greedy |" in result.stdout
+
+
+@pytest.mark.slow
+def test_deploy_bench_on_the_tiny_model(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from ft_cli import cli
+
+    run = tmp_path / "run"
+    assert cli.run_train(["model=tiny_bert", "data.max_train_samples=64", "data.max_eval_samples=24",
+                          "train.max_steps=2", "hardware.precision=fp32", f"hydra.run.dir={run}"]) == 0  # fmt: skip
+    assert cli._run_tool("export", [str(run), "--quantize", "int8"]) == 0
+    command = [sys.executable, str(REPO / "bench" / "deploy.py"), str(run), "--repeats", "1",
+               "--singles", "4"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines()
+            if line.startswith("| ") and "variant" not in line and "---" not in line}  # fmt: skip
+    assert {"torch fp32", "onnx fp32", "onnx int8"} <= set(rows)
+    accuracy = {name: float(line.split("|")[5]) for name, line in rows.items()}
+    assert accuracy["onnx fp32"] == accuracy["torch fp32"]
