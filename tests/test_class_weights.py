@@ -77,6 +77,7 @@ def _recall_of_positive(model_dir: Path, rows: list[dict]) -> float:
     return predicted.count("positive") / len(positives)
 
 
+@pytest.mark.slow
 def test_balanced_raises_minority_recall_on_a_9_to_1_split(tmp_path: Path) -> None:
     train_file = write_csv(tmp_path / "train.csv", _rows(60, 540, seed=5))
     held = _rows(40, 40, seed=2)

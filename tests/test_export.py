@@ -145,6 +145,7 @@ def test_bad_export_flags_get_one_line(
     assert capsys.readouterr().err.strip() == f"ft: error: ft export: {message}"
 
 
+@pytest.mark.slow
 def test_predict_with_onnxruntime_needs_an_export(tmp_path: Path, capsys) -> None:
     run = trained(tmp_path, TASKS["classification"])
     source = (
