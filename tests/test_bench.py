@@ -134,15 +134,8 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_deploy_bench_on_the_tiny_model(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    from ft_cli import cli
-
-    run = tmp_path / "run"
-    assert cli.run_train(["model=tiny_bert", "data.max_train_samples=64", "data.max_eval_samples=24",
-                          "train.max_steps=2", "hardware.precision=fp32", f"hydra.run.dir={run}"]) == 0  # fmt: skip
-    assert cli._run_tool("export", [str(run), "--quantize", "int8"]) == 0
-    command = [sys.executable, str(REPO / "bench" / "deploy.py"), str(run), "--repeats", "1",
+def test_deploy_bench_on_the_tiny_model(exported_tiny: Path) -> None:
+    command = [sys.executable, str(REPO / "bench" / "deploy.py"), str(exported_tiny), "--repeats", "1",
                "--singles", "4"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
