@@ -25,6 +25,7 @@ USAGE = (
     "       ft models --for +recipe=NAME [KEY=VALUE ...]"
 )
 DEFAULTS = {"--seq": 128, "--batch": 32, "--rows": 10_000}
+Numbers = dict[str, int | None]  # --seq, --image, --batch, --rows as given (None: not given)
 
 
 def main(args: list[str]) -> int:
@@ -44,9 +45,9 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def _parse(args: list[str]) -> tuple[list[str], dict[str, int | None], list[str] | None]:
+def _parse(args: list[str]) -> tuple[list[str], Numbers, list[str] | None]:
     names: list[str] = []
-    numbers: dict[str, int | None] = {"--seq": None, "--image": None, "--batch": None,
+    numbers: Numbers = {"--seq": None, "--image": None, "--batch": None,
                                       "--rows": None}  # fmt: skip
     overrides: list[str] | None = None  # after --for: the run spec's overrides
     index = 0
@@ -86,9 +87,6 @@ def _resolve(name: str) -> tuple[str, str]:
     if target.startswith(paths.PKG_PREFIX):
         target = paths.resolve_path(target, "model")
     return name, target
-
-
-Numbers = dict[str, int | None]
 
 
 def _from_spec(overrides: list[str], names: list[str],
@@ -135,7 +133,7 @@ def _rate(precision: str) -> tuple[float, float]:
     return profile.matmul_flops_per_second(name), profile.step_efficiency(name)
 
 
-def _row(name: str, numbers: dict[str, int | None]) -> Any:
+def _row(name: str, numbers: Numbers) -> Any:
     from ft_cli.models import profile
 
     shown, target = _resolve(name)
