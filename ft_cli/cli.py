@@ -218,6 +218,7 @@ def _launch(overrides: list[str]) -> None:
     _check_modes(overrides)
     given = _config_overrides(overrides)
     compose.check_overrides(given)
+    os.environ[SWEPT_KEYS] = ",".join(_swept_keys(given))  # jobs name themselves by these
     if "--cfg" in overrides or "-c" in overrides:
         # Hydra prints the config without running ft's job: check the values first.
         compose.to_spec(compose.compose_config(given))
@@ -325,7 +326,7 @@ def _train_job(cfg) -> float | None:
         spec = compose.to_spec(cfg, overrides)
         from ft_cli.training.engine import train
 
-        result = train(spec, run_dir, overrides, records)
+        result = train(spec, run_dir, overrides, records, _sweep_job(hydra_cfg, overrides))
     except Exception as err:
         if multirun:
             _record_failure(hydra_cfg, run_dir, err, records if fresh else None)
@@ -340,6 +341,36 @@ def _train_job(cfg) -> float | None:
         _record_failure(hydra_cfg, run_dir, FtError(why), records)
         return None
     return result.metric
+
+
+# The keys a sweep's command line varies, for its jobs (in this process or another) to
+# name themselves by: `1: optimizer.lr=5e-05`.
+SWEPT_KEYS = "FT_SWEPT_KEYS"
+
+
+def _swept_keys(overrides: list[str]) -> list[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]
+
+
+def _sweep_job(hydra_cfg, overrides: list[str]):
+    """A sweep job's place in its sweep (its loggers group the jobs by the sweep dir)."""
+    from pathlib import Path
+
+    from hydra.types import RunMode
+
+    from ft_cli.loggers import SweepJob
+
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    folder = Path(hydra_cfg.sweep.dir).resolve()
+    name = str(folder.relative_to(Path.cwd())) if folder.is_relative_to(Path.cwd()) else str(folder)
+    swept = set(os.environ.get(SWEPT_KEYS, "").split(","))
+    swept |= set((hydra_cfg.sweeper.get("params") or {}).keys())  # a search's space
+    varying = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] in swept]
+    return SweepJob(name, f"{hydra_cfg.job.num}: {' '.join(varying or overrides)}".strip())
 
 
 def _hydra_records(cfg, hydra_cfg, overrides: list[str]) -> dict[str, str]:

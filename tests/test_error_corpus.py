@@ -76,6 +76,17 @@ def _write(path: Path, data: bytes | str) -> Path:
 Case = tuple[str, Callable[[Path], list[str]], str]
 
 TRAIN_CASES: dict[str, Case] = {
+    # Loggers: an unknown one, and a password that would be saved with the run.
+    "logger_misspelt": (
+        "override",
+        lambda f: ["logger=mlfow"],
+        "unknown logger option 'mlfow' in 'logger=mlfow' (did you mean 'mlflow'?)",
+    ),
+    "mlflow_uri_with_password": (
+        "override",
+        lambda f: ["logger=mlflow", "logger.mlflow.tracking_uri=https://me:secret@mlflow.example"],
+        "logger.mlflow.tracking_uri holds a password, which would be saved with the run",
+    ),
     # Values torch would reject with a traceback.
     "lr_negative": (
         "range",

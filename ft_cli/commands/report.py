@@ -46,7 +46,10 @@ def write_report(root: Path, confusion: bool = True) -> Path:
     rows = runs.summarise(root)
     curves = {row.job: scalar_series(Path(row.run_dir)) for row in rows}
     if not any(curves.values()):
-        raise FtError(f"{root}: no TensorBoard events in its runs (tensorboard/)")
+        raise FtError(
+            f"{root}: no TensorBoard events in its runs (tensorboard/); ft report reads them:"
+            " train with logger=tensorboard (the default) or a list that holds it"
+        )
     plots: list[tuple[str, Path]] = []
     for tag, title in _tags(curves):
         path = root / f"{tag.replace('/', '_')}.png"

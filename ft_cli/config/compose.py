@@ -137,7 +137,8 @@ def _check_plugin(group: str, option: str, token: str) -> None:
 
 def _sweep_values(value: str) -> list[str]:
     value = re.sub(r"^(choice|range|glob)\((.*)\)$", r"\2", value)
-    return [v.strip() for v in value.split(",") if v.strip()]
+    # `logger=[tensorboard,mlflow]` picks several options of one group.
+    return [v.strip(" []") for v in value.split(",") if v.strip(" []")]
 
 
 def _check_key(dotted: str, token: str) -> None:

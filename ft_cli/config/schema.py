@@ -17,7 +17,9 @@ from omegaconf import MISSING
 from ft_cli.strategies import STRATEGIES
 from ft_cli.tasks import TASKS
 
-GROUPS = ("model", "data", "task", "strategy", "augment", "optimizer", "schedule", "hardware")
+GROUPS = (
+    "model", "data", "task", "strategy", "augment", "optimizer", "schedule", "hardware", "logger",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -480,6 +482,58 @@ class HardwareConfig:
     )
 
 
+class WandbMode(str, Enum):
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+
+
+@dataclass
+class TensorBoardLogger:
+    enabled: bool = _help(False, "Event files in RUN_DIR/tensorboard (read by ft report).")
+
+
+@dataclass
+class CsvLogger:
+    enabled: bool = _help(False, "RUN_DIR/metrics.csv: one row per logged step, a column a scalar.")
+
+
+@dataclass
+class MlflowLogger:
+    enabled: bool = _help(False, "Log to MLflow (pip install 'ft-cli[mlflow]').")
+    tracking_uri: str | None = _help(
+        None, "null = $MLFLOW_TRACKING_URI, else a local file store in ./mlruns."
+    )
+    experiment: str | None = _help(None, "null = the sweep's name in a sweep (-m), else 'ft'.")
+
+
+@dataclass
+class WandbLogger:
+    enabled: bool = _help(False, "Log to Weights & Biases (pip install 'ft-cli[wandb]').")
+    project: str = _help("ft", "W&B project.")
+    entity: str | None = _help(None, "W&B team or user; null = the account's default.")
+    mode: WandbMode = _help(
+        WandbMode.auto,
+        "auto: online when logged in (WANDB_API_KEY or `wandb login`), else offline into"
+        " RUN_DIR/wandb (`wandb sync` uploads it later).",
+    )
+
+
+@dataclass
+class LoggerConfig:
+    """Where a run's scalars, config and results go; `logger=[tensorboard,mlflow]` picks
+    several. metrics.json and the console are always written."""
+
+    tensorboard: TensorBoardLogger = field(default_factory=TensorBoardLogger)
+    csv: CsvLogger = field(default_factory=CsvLogger)
+    mlflow: MlflowLogger = field(default_factory=MlflowLogger)
+    wandb: WandbLogger = field(default_factory=WandbLogger)
+
+    def chosen(self) -> list[str]:
+        return [name for name in ("tensorboard", "csv", "mlflow", "wandb")
+                if getattr(self, name).enabled]  # fmt: skip
+
+
 class Mode(str, Enum):
     min = "min"
     max = "max"
@@ -557,6 +611,7 @@ class RunSpec:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str | None = _help(None, "Run dir; null = the Hydra run dir.")
     resume: str | None = _help(
@@ -666,6 +721,15 @@ def check_spec(spec: RunSpec) -> None:
     _check_model(spec.model)
     _check_evaluation(spec)
     _check_augment(spec)
+    _check_loggers(spec.logger)
+
+
+def _check_loggers(config: LoggerConfig) -> None:
+    from ft_cli.loggers import check_available
+    from ft_cli.loggers.mlflow_logger import check_uri
+
+    check_available(config.chosen())
+    check_uri(config.mlflow.tracking_uri)
 
 
 def _check_augment(spec: RunSpec) -> None:

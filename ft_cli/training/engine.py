@@ -11,6 +11,7 @@ strategies and tasks are behind their seams (`parallel`, `hardware`,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -24,10 +25,11 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from ft_cli import tasks
+from ft_cli import loggers, tasks
 from ft_cli.config.schema import Export, NonFinite, RunSpec
 from ft_cli.hardware import distributed, parallel
 from ft_cli.hardware.device import Hardware, setup_hardware
+from ft_cli.loggers import Loggers, RunInfo, SweepJob
 from ft_cli.models import model
 from ft_cli.outputs import model_card, tracking
 from ft_cli.outputs.console import RunConsole
@@ -104,19 +106,22 @@ def train(
     run_dir: str | Path,
     overrides: list[str] | None = None,
     records: dict[str, str] | None = None,
+    sweep: SweepJob | None = None,
 ) -> RunResult:
     """Run one training job as the spec says; writes everything under `run_dir`.
 
     The run dir is locked for the run, and nothing is written into it until
     the spec, the data and the resume point are validated. `records`: more
     files (name -> text) written then, such as Hydra's record of the command.
+    `sweep`: the sweep this run is a job of (its loggers group the jobs).
     """
     # Data-parallel: every rank trains; rank 0 alone prints, locks and writes files.
     place = distributed.init()
     ui = RunConsole(None if place.is_main else Console(quiet=True))
     target = resume.target_dir(spec.resume, Path(run_dir))
-    with ownership.locked(target, ui.warn, enabled=place.is_main):
-        return _train(spec, target, overrides or [], records or {}, place, ui)
+    with ownership.locked(target, ui.warn, enabled=place.is_main), contextlib.ExitStack() as ends:
+        context = _Context(overrides or [], records or {}, place, ui, ends, sweep)
+        return _train(spec, target, context)
 
 
 def _hardware(spec: RunSpec, place: distributed.Dist) -> Hardware:
@@ -158,14 +163,30 @@ class _Saver:
             self.save(loop, running_loss, stopper)
 
 
-def _train(
-    spec: RunSpec,
-    run_dir: Path,
-    overrides: list[str],
-    records: dict[str, str],
-    place: distributed.Dist,
-    ui: RunConsole,
-) -> RunResult:
+@dataclass
+class _Context:
+    """Where a run comes from and what it ends with: the command, the process, the console."""
+
+    overrides: list[str]
+    records: dict[str, str]
+    place: distributed.Dist
+    ui: RunConsole
+    ends: contextlib.ExitStack  # closed when the run ends, however it ends
+    sweep: SweepJob | None
+
+
+def _open_loggers(spec: RunSpec, run_dir: Path, context: _Context, resumed: int | None) -> Loggers:
+    """The run's loggers (rank 0; other ranks log nothing), closed as the run ends."""
+    info = None
+    if context.place.is_main:
+        name = context.sweep.job if context.sweep else run_dir.name
+        params = tracking.flat_hparams(spec)
+        info = RunInfo(run_dir, name, params, context.sweep, resumed, {})
+    return context.ends.enter_context(loggers.opened(spec.logger, info, context.ui.warn))
+
+
+def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
+    overrides, records, place, ui = context.overrides, context.records, context.place, context.ui
     started = time.perf_counter()
     first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
     metric_name, mode = metrics.monitored(spec.task, spec.train.early_stopping)
@@ -191,8 +212,7 @@ def _train(
         ownership.claim(run_dir, files, spec.overwrite, unusable, ui.info)
     distributed.barrier(place)
     saver = _Saver(run_dir / "checkpoints", t.keep_checkpoints, backend, run, hw)
-    purge_step = loop.step + 1 if resume_from else None
-    tracker = tracking.Tracker(run_dir, purge_step) if main else tracking.NoTracker()
+    tracker = _open_loggers(spec, run_dir, context, loop.step if resume_from else None)
     trainable, frozen = _announce(spec, run, hw, place, ui, tracker, run_dir, spec_yaml)
 
     stopped_early = False
@@ -288,7 +308,6 @@ def _train(
                 if distributed.any_rank(interrupt.requested is not None, place):
                     saver.save_once(loop, running_loss, stopper)
                     ui.stop()
-                    tracker.close()
                     signum = interrupt.requested or signal.SIGTERM
                     raise _interrupted(signum, loop, saver.last, run_dir, overrides, main)
                 eval_seconds += time.perf_counter() - pause
@@ -314,7 +333,7 @@ class _Ending:
     hw: Hardware
     place: distributed.Dist
     ui: RunConsole
-    tracker: Any
+    tracker: Loggers
     saver: _Saver
     run_dir: Path
     overrides: list[str]
@@ -365,16 +384,18 @@ class _Ending:
         if place.is_main:
             tracking.write_metrics(run_dir, record)
             model_card.write(export_dir, spec, record, self.overrides)
-        # Best and final metrics next to the flattened config: a sweep sorts by
-        # either in TensorBoard's HPARAMS tab (`tensorboard --logdir SWEEP_DIR`).
-        results = {f"best_{k}": v for k, v in loop.best_metrics.items() if k != "step"}
-        results |= {f"final_{k}": v for k, v in loop.last_metrics.items()}
-        self.tracker.hparams(tracking.flat_hparams(spec), results or {"steps": float(loop.step)})
-        self.tracker.close()
+        results = {f"best/{k}": v for k, v in loop.best_metrics.items() if k != "step"}
+        results |= {f"final/{k}": v for k, v in loop.last_metrics.items()}
+        params = tracking.flat_hparams(spec)
+        self.tracker.results(params, results or {"steps": float(loop.step)}, loop.step)
+        self.tracker.artifacts({
+            "config.yaml": run_dir / "config.yaml", "metrics.json": run_dir / "metrics.json",
+            "strategy.json": run_dir / "strategy.json", "model/README.md": export_dir / "README.md",
+        })  # fmt: skip
         if test_metrics:
             self.ui.metrics_table("test", test_metrics)
         self.ui.summary(_summary_rows(record, metric_name, export_dir, run_dir / "metrics.json",
-                                      self.saver.root, run_dir))  # fmt: skip
+                                      self.saver.root, self.tracker))  # fmt: skip
         return RunResult(metric_name, best_value, loop.best_metrics, loop.last_metrics,
                          loop.step, stopped_early, run_dir, run.net)  # fmt: skip
 
@@ -593,7 +614,7 @@ def _summary_rows(
     export_dir: Path,
     metrics_path: Path,
     ckpt_root: Path,
-    run_dir: Path,
+    tracker: Loggers,
 ) -> list[tuple[str, str]]:
     speed = f"{record['train_samples_per_s']:.1f} samples/s"
     if record["train_tokens_per_s"]:  # inputs of tokens (not images)
@@ -612,6 +633,5 @@ def _summary_rows(
         ("model", f"{export_dir} ({record['exported_from']})"),
         ("metrics", str(metrics_path)),
         ("checkpoints", str(ckpt_root)),
-        ("tensorboard", f"tensorboard --logdir {run_dir / 'tensorboard'}"),
     ]
-    return rows
+    return rows + tracker.where()

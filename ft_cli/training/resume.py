@@ -17,7 +17,7 @@ AUTO = "auto"
 # Keys whose change makes the checkpoint a different experiment, not a continuation.
 GUARDED = ("model.", "task.", "data.")
 # Keys that may differ freely between a run and its resume.
-IGNORED = ("resume", "resume_force", "output_dir", "overwrite")
+IGNORED = ("resume", "resume_force", "output_dir", "overwrite", "logger.")
 
 
 def target_dir(resume: str | None, run_dir: Path) -> Path:

@@ -1,0 +1,121 @@
+"""MLflow: the flattened config as params, scalars per step, results and run files.
+
+Talks to the store through `MlflowClient` with the run id in hand, never through
+mlflow's process-wide "active run", so runs in one process stay apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ft_cli.errors import FtError
+from ft_cli.loggers.base import COMPLETED, FAILED, RunInfo, RunLogger
+
+DEFAULT_EXPERIMENT = "ft"
+PARAMS_PER_CALL = 100  # MLflow's limit on params in one log_batch
+PARAM_LENGTH = 6000  # ... and on a param value's length
+STATUS = {COMPLETED: "FINISHED", FAILED: "FAILED"}  # anything else: KILLED
+
+
+def tracking_uri(configured: str | None) -> str:
+    """The config's URI, else $MLFLOW_TRACKING_URI, else a file store in ./mlruns."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = Path("mlruns").resolve().as_uri()
+    return allow_file_store(uri)
+
+
+def allow_file_store(uri: str) -> str:
+    if urlparse(uri).scheme in ("", "file"):
+        # MLflow 3 keeps its file store only on request; ft's default is that store.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri
+
+
+def check_uri(configured: str | None) -> None:
+    """A password in logger.mlflow.tracking_uri would be written into config.yaml."""
+    if configured and urlparse(configured).password:
+        raise FtError(
+            "logger.mlflow.tracking_uri holds a password, which would be saved with the run;"
+            " drop it from the URI and set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        )
+
+
+class MlflowLogger(RunLogger):
+    name = "mlflow"
+
+    def __init__(self, info: RunInfo, experiment: str | None, configured_uri: str | None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        saved = info.state.get("tracking_uri")  # a resumed run stays in its store
+        self.uri = allow_file_store(saved) if saved else tracking_uri(configured_uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.run_id = self._reopen(info.state.get("run_id"))
+        if self.run_id is None:
+            name = experiment or (info.sweep.name if info.sweep else DEFAULT_EXPERIMENT)
+            tags = {"ft.run_dir": str(info.run_dir), "mlflow.source.name": "ft train"}
+            if info.sweep:
+                tags["ft.sweep"] = info.sweep.name
+            run = self.client.create_run(self._experiment_id(name), run_name=info.name, tags=tags)
+            self.run_id = run.info.run_id
+            self._log_params(info.params)
+
+    def _reopen(self, run_id: str | None) -> str | None:
+        """Resume: the same run, marked running again (None: start a new one)."""
+        if not run_id:
+            return None
+        self.client.get_run(run_id)  # fails in one line (see loggers.open_all) if it is gone
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except Exception:  # another job of the sweep created it first
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(items), PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
+
+    def state(self) -> dict[str, Any]:
+        return {"tracking_uri": self.uri, "run_id": self.run_id}
+
+    def where(self) -> str:
+        return f"run {self.run_id}: mlflow ui --backend-store-uri {self.uri}"
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        self._metrics({f"{prefix}/{k}": v for k, v in values.items()}, step)
+
+    def results(self, params: dict[str, Any], values: dict[str, float], step: int) -> None:
+        self._metrics(values, step)
+
+    def _metrics(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        batch = [Metric(k, float(v), stamp, step) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def artifacts(self, files: dict[str, Path]) -> None:
+        """`files`: artifact path -> local file of the same base name."""
+        for name, path in files.items():
+            folder = Path(name).parent
+            where = None if folder == Path(".") else folder.as_posix()
+            self.client.log_artifact(self.run_id, str(path), artifact_path=where)
+
+    def close(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, STATUS.get(status, "KILLED"))
