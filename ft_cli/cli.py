@@ -42,6 +42,12 @@ commands:
   ensemble RUNS_OR_SWEEP... --method METHOD --output DIR
                       fit an ensemble on the validation split and save it; ft predict
                       DIR and ft eval DIR use it like a run
+  models [NAME...] [--for OVERRIDES]
+                      presets or any model: parameters, FLOPs, memory, epoch time
+  export RUN [--quantize int8]
+                      the model as ONNX (checked against torch), and an int8 copy
+  serve RUN_OR_EXPORT [--host H] [--port P] [--backend torch|onnxruntime]
+                      an HTTP server: POST /predict, GET /health, /info, /docs
 
 examples:
   ft train +recipe=demo
@@ -127,7 +133,8 @@ def _list_recipes() -> None:
 
 # Commands that use what training made: module ft_cli.commands.NAME, main(args) -> exit code.
 TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain", "report": "report",
-         "ensemble": "ensemble", "models": "models", "export": "export"}  # fmt: skip
+         "ensemble": "ensemble", "models": "models", "export": "export",
+         "serve": "serve"}  # fmt: skip
 
 
 def _run_tool(command: str, args: list[str]) -> int:

@@ -1,0 +1,145 @@
+"""`ft serve RUN_OR_EXPORT [--host H] [--port P] [--backend B] [limits] [KEY=VALUE ...]`.
+
+Serves a trained model over HTTP (see `ft_cli.deploy.serving`): POST /predict,
+GET /health, /info, /stats, and the OpenAPI docs at /docs. The model is the
+run's (torch) or its ONNX export (`--backend onnxruntime[-int8]`, or the
+export folder itself as the argument). SIGTERM or Ctrl-C stops taking new
+connections, answers the requests in flight, then exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from ft_cli.commands.evaluation import parse_many
+from ft_cli.errors import FtError
+
+USAGE = (
+    "usage: ft serve RUN_OR_EXPORT [--host 127.0.0.1] [--port 8000]"
+    " [--backend torch|onnxruntime|onnxruntime-int8] [--task NAME] [--max-batch 32]"
+    " [--max-wait-ms 5] [--max-items 64] [--max-chars 10000] [KEY=VALUE ...]"
+)
+INSTALL = "pip install 'ft-cli[serve]' (from a checkout: pip install -e '.[serve]')"
+# --flag: (what it is, its Limits field, how a number becomes that field's value)
+NUMBERS = {
+    "--max-batch": ("rows predicted together", "max_batch", int),
+    "--max-wait-ms": ("ms a request waits for a batch to fill", "max_wait", lambda v: v / 1000),
+    "--max-items": ("texts in one request", "max_items", int),
+    "--max-chars": ("characters in one text", "max_chars", int),
+}
+
+
+def main(args: list[str]) -> int:
+    flags = {"--host": "the address to listen on", "--port": "the port",
+             "--backend": "torch, onnxruntime or onnxruntime-int8",
+             "--task": "a task of a multi-task run",
+             **{flag: text for flag, (text, _, _) in NUMBERS.items()}}  # fmt: skip
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    folders, given, overrides = parse_many(args, flags)
+    if len(folders) != 1:
+        raise FtError("serve one model: give one run dir or export folder")
+    require_server()
+    from ft_cli.deploy import serving
+
+    limits = serving.Limits(**_limits(given))
+    host, port = given.get("--host", "127.0.0.1"), _port(given.get("--port", "8000"))
+    listener = _listen(host, port)  # a taken port is found before the model is loaded
+    served, found = load(folders[0], given.get("--backend"), given.get("--task"), overrides,
+                         limits.max_batch)  # fmt: skip
+    where = f"http://{host}:{listener.getsockname()[1]}"
+    print(f"ft serve: {found.home} ({served.info['task']}, {served.info['backend']}) on {where}"
+          f" (docs: {where}/docs); Ctrl-C or SIGTERM stops", flush=True)  # fmt: skip
+    import uvicorn
+
+    app = serving.build_app(served, limits)
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=60)  # fmt: skip
+    stops: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # uvicorn drains on these, then hands the signal on to the handler it found.
+        signal.signal(signum, lambda number, frame: stops.append(number))
+    uvicorn.Server(config).run(sockets=[listener])
+    why = f" on {signal.Signals(stops[0]).name}" if stops else ""
+    print(f"ft serve: stopped{why}, every request answered", flush=True)
+    return 0
+
+
+def require_server() -> None:
+    import importlib.util
+
+    for module in ("fastapi", "uvicorn"):
+        if importlib.util.find_spec(module) is None:
+            raise FtError(f"{module} is not installed: {INSTALL}")
+
+
+def _limits(given: dict[str, str]) -> dict[str, Any]:
+    chosen = {}
+    for flag, (_, name, convert) in NUMBERS.items():
+        if flag in given:
+            value = given[flag]
+            if not value.isdigit() or (int(value) < 1 and flag != "--max-wait-ms"):
+                raise FtError(f"{flag} {value}: give a positive whole number")
+            chosen[name] = convert(int(value))
+    return chosen
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise FtError(f"--port {value}: give a port number from 0 to 65535 (0: any free one)")
+    return int(value)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a taken port is one line, not a log."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as err:
+        listener.close()
+        raise FtError(f"--host {host} --port {port}: cannot listen there ({err.strerror});"
+                      " pick another port with --port") from err  # fmt: skip
+    listener.listen(2048)
+    return listener
+
+
+def load(path: str, backend: str | None, task: str | None, overrides: list[str],
+         batch: int) -> tuple[Any, Any]:  # fmt: skip
+    """(what the server predicts with and says about itself, the trained run it comes from)."""
+    from ft_cli import __version__, tasks
+    from ft_cli.commands import predict
+    from ft_cli.deploy import onnx_export, serving
+    from ft_cli.models import trained
+
+    folder = Path(path)
+    if (folder / onnx_export.RECORD).is_file():  # an export folder: RUN/onnx or RUN/onnx-TASK
+        if not (folder.parent / "config.yaml").is_file():
+            raise FtError(f"{folder}: an ONNX export away from its run; serve the run dir with"
+                          " --backend onnxruntime")  # fmt: skip
+        task = task or (folder.name.split("-", 1)[1] if folder.name.startswith("onnx-") else None)
+        path, backend = str(folder.parent), backend or "onnxruntime"
+    backend = backend or "torch"
+    if backend not in predict.BACKENDS:
+        raise FtError(f"--backend {backend}: use {', '.join(predict.BACKENDS)}")
+    found = trained.locate(path, task)
+    spec = trained.spec_for(found, overrides)
+    kind = tasks.get(spec.task.kind)
+    kind.check_predictable()
+    if kind.reads_files:
+        raise FtError(f"task={spec.task.kind.value}: ft serve answers texts; predict images with"
+                      " ft predict RUN --input FOLDER")  # fmt: skip
+    predictor = predict.load_predictor(found, spec, batch, True, backend)
+    columns = {"text": spec.data.text_column}
+    if spec.data.text_pair_column is not None:
+        columns["text_pair"] = spec.data.text_pair_column
+    card = found.export / "README.md" if found.export is not None else None
+    info = {"task": spec.task.kind.value, "labels": predictor.labels, "backend": backend,
+            "model": spec.model.name_or_path, "run": str(found.home), "ft_version": __version__,
+            "model_card": card.read_text() if card and card.is_file() else None}  # fmt: skip
+    return serving.Served(predictor, columns, info), found

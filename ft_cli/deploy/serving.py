@@ -1,0 +1,307 @@
+"""The HTTP side of `ft serve`: the FastAPI app, its request checks and the batching queue.
+
+Requests are checked and turned into rows (the run's text columns) as they
+arrive; rows wait in one queue, and a single worker takes whatever is there,
+up to `max_batch` rows or `max_wait` seconds after the first, and runs the
+predictor on them together in a thread, so the event loop keeps answering
+`/health` meanwhile. Each request gets back its own rows' predictions, the
+columns `ft predict` writes.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the route functions' annotations
+# (Request, defined inside build_app) as objects.
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ft_cli.errors import FtError
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch: int = 32  # rows predicted together
+    max_wait: float = 0.005  # seconds the first queued request waits for company
+    max_items: int = 64  # texts (or pairs, or rows) in one request
+    max_chars: int = 10_000  # characters in one text
+    max_body: int = 1_000_000  # bytes in one request body
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the server predicts with and says about itself."""
+
+    predict: Callable[[Rows], Rows]  # rows in, prediction columns out (in order)
+    columns: dict[str, str]  # {"text": column, "text_pair": column (pair models only)}
+    info: dict[str, Any]  # GET /info: task, labels, backend, model card, ...
+
+
+class RequestError(Exception):
+    """A request the server refuses: its HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Waiting:
+    rows: Rows
+    done: asyncio.Future
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    rows: int = 0
+    refused: int = 0
+    failed: int = 0
+    batches: Counter = field(default_factory=Counter)  # rows per batch -> how many batches
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "rows": self.rows, "refused": self.refused,
+                "failed": self.failed, "batches": sum(self.batches.values()),
+                "batch_rows": {str(k): v for k, v in sorted(self.batches.items())}}  # fmt: skip
+
+
+class Batcher:
+    """One queue of waiting requests and the worker that predicts them in batches."""
+
+    def __init__(self, predict: Callable[[Rows], Rows], limits: Limits, stats: Stats) -> None:
+        self.predict, self.limits, self.stats = predict, limits, stats
+        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self.worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.worker = asyncio.create_task(self._work())
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the worker (graceful shutdown)."""
+        await self.queue.join()
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+
+    async def submit(self, rows: Rows) -> Rows:
+        done = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Waiting(rows, done))
+        return await done
+
+    async def _work(self) -> None:
+        while True:
+            group = [await self.queue.get()]
+            size = len(group[0].rows)
+            deadline = time.monotonic() + self.limits.max_wait
+            while size < self.limits.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    waiting = (
+                        self.queue.get_nowait()
+                        if left <= 0
+                        else await asyncio.wait_for(self.queue.get(), left)
+                    )
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+                group.append(waiting)
+                size += len(waiting.rows)
+            await self._run(group)
+            for _ in group:
+                self.queue.task_done()
+
+    async def _run(self, group: list[_Waiting]) -> None:
+        rows = [row for waiting in group for row in waiting.rows]
+        self.stats.batches[len(rows)] += 1
+        try:
+            predicted = await asyncio.to_thread(self.predict, rows)
+        except Exception as err:  # one bad batch fails its requests, not the server
+            for waiting in group:
+                if not waiting.done.done():
+                    waiting.done.set_exception(err)
+            return
+        start = 0
+        for waiting in group:
+            end = start + len(waiting.rows)
+            if not waiting.done.done():  # its client may have gone
+                waiting.done.set_result(predicted[start:end])
+            start = end
+
+
+def request_rows(
+    body: dict[str, Any], columns: dict[str, str], limits: Limits
+) -> tuple[Rows, bool]:
+    """The rows a request asks about, and whether it asked about one (`text`) or a list."""
+    given = [key for key in ("text", "texts", "pairs", "rows") if body.get(key) is not None]
+    if len(given) != 1:
+        raise RequestError(422, "send one of: text (with text_pair for a pair model), texts,"
+                                " pairs or rows")  # fmt: skip
+    key, pair = given[0], "text_pair" in columns
+    if body.get("text_pair") is not None and key != "text":
+        raise RequestError(422, "text_pair goes with text; for a list send pairs")
+    if key == "text":
+        if pair and body.get("text_pair") is None:
+            raise RequestError(422, "this model reads sentence pairs: send text and text_pair")
+        if not pair and body.get("text_pair") is not None:
+            raise RequestError(422, "this model reads single texts: drop text_pair")
+        items = [[body["text"], body["text_pair"]] if pair else body["text"]]
+    else:
+        items = body[key]
+        if not isinstance(items, list) or not items:
+            raise RequestError(422, f"{key} must be a non-empty list")
+    if len(items) > limits.max_items:
+        raise RequestError(413, f"{key}: {len(items)} items; at most {limits.max_items} a request")
+    if key == "texts" and pair:
+        raise RequestError(422, "this model reads sentence pairs: send pairs, [[a, b], ...]")
+    if key == "pairs" and not pair:
+        raise RequestError(422, "this model reads single texts: send texts")
+    if key == "rows":
+        rows = [_given_row(row, index, columns) for index, row in enumerate(items)]
+    elif pair:
+        rows = [_pair_row(item, f"{key}.{i}" if key != "text" else "text", columns)
+                for i, item in enumerate(items)]  # fmt: skip
+    else:
+        name = columns["text"]
+        rows = [{name: _text(item, f"{key}.{i}" if key != "text" else "text")}
+                for i, item in enumerate(items)]  # fmt: skip
+    for index, row in enumerate(rows):
+        for column in columns.values():
+            if len(_plain(row[column])) > limits.max_chars:
+                where = key if key == "text" else f"{key}.{index}"
+                raise RequestError(413, f"{where}: longer than {limits.max_chars} characters")
+    return rows, key == "text"
+
+
+def _text(value: Any, where: str) -> Any:
+    """A text; a token-classification model also takes a list of words."""
+    if isinstance(value, str) or (
+        isinstance(value, list) and value and all(isinstance(w, str) for w in value)
+    ):
+        return value
+    raise RequestError(422, f"{where}: expected a string, got {_kind(value)}")
+
+
+def _pair_row(item: Any, where: str, columns: dict[str, str]) -> dict[str, Any]:
+    if not (isinstance(item, list) and len(item) == 2):
+        raise RequestError(422, f"{where}: expected a pair [text, text_pair], got {_kind(item)}")
+    first, second = (_text(v, f"{where}.{i}") for i, v in enumerate(item))
+    return {columns["text"]: first, columns["text_pair"]: second}
+
+
+def _given_row(row: Any, index: int, columns: dict[str, str]) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise RequestError(422, f"rows.{index}: expected an object, got {_kind(row)}")
+    for column in columns.values():
+        if column not in row:
+            raise RequestError(422, f"rows.{index}: no '{column}' (the model reads"
+                                    f" {', '.join(columns.values())})")  # fmt: skip
+        _text(row[column], f"rows.{index}.{column}")
+    return row
+
+
+def _plain(value: Any) -> str:
+    return " ".join(value) if isinstance(value, list) else value
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def build_app(served: Served, limits: Limits) -> Any:
+    """The FastAPI app: POST /predict, GET /health, /info, /stats, and /docs."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict
+
+    stats = Stats()
+    batcher = Batcher(served.predict, limits, stats)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await batcher.stop()  # SIGTERM: requests already queued are still answered
+
+    class PredictRequest(BaseModel):
+        """One of: `text` (with `text_pair` for a pair model), `texts`, `pairs`, `rows`."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"text": "a gripping, funny film"}, {"texts": ["great", "dull"]},
+            {"pairs": [["He left.", "He went away."]]},
+        ]})  # fmt: skip
+        text: str | list[str] | None = None
+        text_pair: str | list[str] | None = None
+        texts: list[Any] | None = None
+        pairs: list[Any] | None = None
+        rows: list[Any] | None = None
+
+    app = FastAPI(title="ft serve", version=str(served.info.get("ft_version", "")),
+                  description=f"Predictions of {served.info.get('model', 'a trained model')}",
+                  lifespan=lifespan)  # fmt: skip
+
+    def refuse(status: int, message: str) -> JSONResponse:
+        stats.refused += 1
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body:
+            return refuse(413, f"request body of {length} bytes; at most {limits.max_body}")
+        return await call_next(request)
+
+    # The body is read and checked here (one-line errors), and documented at /docs.
+    documented = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": PredictRequest.model_json_schema()}}}}  # fmt: skip
+
+    @app.post("/predict", openapi_extra=documented, responses={400: {}, 413: {}, 422: {}})
+    async def predict(request: Request) -> Any:
+        """Labels and probabilities (or scores, or tags) as `ft predict` writes them."""
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError as err:
+            return refuse(400, f"the body is not JSON: {err}")
+        if not isinstance(body, dict):
+            return refuse(422, f"the body must be a JSON object, got {_kind(body)}")
+        unknown = sorted(set(body) - set(PredictRequest.model_fields))
+        if unknown:
+            return refuse(422, f"unknown field '{unknown[0]}'; fields: text, text_pair, texts,"
+                               " pairs, rows")  # fmt: skip
+        try:
+            rows, single = request_rows(body, served.columns, limits)
+        except RequestError as err:
+            return refuse(err.status, str(err))
+        stats.requests += 1
+        stats.rows += len(rows)
+        try:
+            predicted = await batcher.submit(rows)
+        except FtError as err:
+            return refuse(422, str(err))
+        except Exception as err:
+            stats.failed += 1
+            return JSONResponse({"error": f"prediction failed: {err}"}, status_code=500)
+        return {"prediction": predicted[0]} if single else {"predictions": predicted}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        """Task, labels, inputs, backend, limits and the model card."""
+        return {**served.info, "inputs": served.columns, "limits": vars(limits)}
+
+    @app.get("/stats")
+    async def counts() -> dict[str, Any]:
+        """Requests, rows, refusals and how many rows each batch held."""
+        return stats.as_dict()
+
+    return app

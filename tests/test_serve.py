@@ -1,0 +1,233 @@
+"""`ft serve`: a real server on localhost, compared with `ft predict`, batched, refusing bad
+requests in 4xx and draining on SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import TINY, write_csv
+
+from ft_cli import cli
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+PAIRS = [("The cat sat on the mat.", "A cat was sitting on the mat."),
+         ("Stocks fell sharply today.", "The weather was sunny."),
+         ("He bought a new car.", "He purchased a new automobile."),
+         ("The meeting is at noon.", "Nobody likes rainy days.")]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(target: Path, *flags: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`ft serve TARGET` in its own process, once /health answers."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ft_cli", "serve", str(target), "--port", str(port), *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read()
+            with contextlib.suppress(OSError):
+                if call(url, "/health")[0] == 200:
+                    break
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def call(url: str, path: str, body: bytes | dict | None = None) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def _predicted(run: Path, rows: list[dict], tmp_path: Path, *flags: str) -> list[dict]:
+    """What `ft predict` writes for the rows: their prediction columns."""
+    source = write_csv(tmp_path / "input.csv", rows)
+    target = tmp_path / "predicted.jsonl"
+    args = [str(run), "--input", str(source), "--output", str(target), *flags]
+    assert cli._run_tool("predict", args) == 0
+    written = [json.loads(line) for line in target.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in rows[0]} for row in written]
+
+
+def _same(served: list[dict], predicted: list[dict]) -> None:
+    assert [r["predicted_label"] for r in served] == [r["predicted_label"] for r in predicted]
+    for mine, theirs in zip(served, predicted, strict=True):
+        assert mine.keys() == theirs.keys()
+        assert all(abs(mine[k] - theirs[k]) < 1e-5 for k in mine if k.startswith("probab"))
+
+
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory) -> Path:
+    """A tiny sentence-pair classifier (2 steps)."""
+    folder = tmp_path_factory.mktemp("pairs")
+    rows = [{"s1": a, "s2": b, "label": i % 2} for i, (a, b) in enumerate(PAIRS * 8)]
+    train = write_csv(folder / "train.csv", rows)
+    run = folder / "run"
+    assert cli.run_train([*TINY, "data=csv", f"data.files.train={train}",
+                          f"data.files.validation={train}", "data.text_column=s1",
+                          "data.text_pair_column=s2", "train.max_steps=2",
+                          f"hydra.run.dir={run}"]) == 0  # fmt: skip
+    return run
+
+
+@pytest.mark.slow
+def test_a_pair_model_served_answers_as_ft_predict_batches_refuses_and_drains(
+    pair_run: Path, tmp_path: Path
+) -> None:
+    rows = [{"s1": a, "s2": b} for a, b in PAIRS]
+    predicted = _predicted(pair_run, rows, tmp_path)
+    flags = ("--max-wait-ms", "300", "--max-items", "8", "--max-chars", "200")
+    with serving(pair_run, *flags) as (url, process):
+        code, one = call(url, "/predict", {"text": PAIRS[2][0], "text_pair": PAIRS[2][1]})
+        assert code == 200
+        _same([one["prediction"]], predicted[2:3])
+        code, many = call(url, "/predict", {"pairs": [list(p) for p in PAIRS]})
+        assert code == 200
+        _same(many["predictions"], predicted)
+        code, given = call(url, "/predict", {"rows": rows})
+        _same(given["predictions"], predicted)
+        code, info = call(url, "/info")
+        assert info["task"] == "classification" and info["inputs"] == {
+            "text": "s1",
+            "text_pair": "s2",
+        }
+        assert info["labels"] == ["0", "1"] and "trained with ft" in info["model_card"]
+
+        # Each bad request gets its 4xx and one line; the next good one is answered.
+        bad = [
+            (b'{"pairs": [["a", "b"]', 400, "the body is not JSON"),
+            ({}, 422, "send one of: text (with text_pair for a pair model), texts, pairs or rows"),
+            ({"texts": ["a", "b"]}, 422, "this model reads sentence pairs: send pairs"),
+            ({"text": "a"}, 422, "this model reads sentence pairs: send text and text_pair"),
+            ({"pairs": [["a"]]}, 422, "pairs.0: expected a pair [text, text_pair], got a list"),
+            ({"pairs": [["a", 7]]}, 422, "pairs.0.1: expected a string, got a number"),
+            ({"pairs": [["a", "b"]] * 9}, 413, "pairs: 9 items; at most 8 a request"),
+            ({"text": "a" * 201, "text_pair": "b"}, 413, "text: longer than 200 characters"),
+            ({"rows": [{"s1": "a"}]}, 422, "rows.0: no 's2' (the model reads s1, s2)"),
+            ({"sentences": ["a"]}, 422, "unknown field 'sentences'"),
+        ]
+        for body, status, message in bad:
+            code, answer = call(url, "/predict", body)
+            assert (code, answer["error"][: len(message)]) == (status, message), body
+            assert call(url, "/predict", {"pairs": [list(PAIRS[0])]})[0] == 200
+
+        # A body longer than the limit is refused by its declared length, before it is read.
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                        b"\r\nContent-Length: 1000001\r\n\r\n" + b"x" * 1000)  # fmt: skip
+            answer = b""
+            while b"at most" not in answer and (chunk := raw.recv(4096)):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413") and b"at most 1000000" in answer
+        assert call(url, "/predict", {"pairs": [list(PAIRS[0])]})[0] == 200
+
+        # 12 concurrent requests, twice: the queue batches them; the second time SIGTERM
+        # comes once all have arrived, and every one is still answered.
+        answers: list[tuple[int, dict]] = []
+
+        def ask(index: int) -> None:
+            answers.append(call(url, "/predict", {"pairs": [list(PAIRS[index % 4])]}))
+
+        for stop in (False, True):
+            before = call(url, "/stats")[1]["requests"]
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(12)]
+            for thread in threads:
+                thread.start()
+            while call(url, "/stats")[1]["requests"] < before + 12:
+                time.sleep(0.01)
+            if stop:
+                process.send_signal(signal.SIGTERM)
+            for thread in threads:
+                thread.join(timeout=60)
+            if not stop:
+                batch_rows = call(url, "/stats")[1]["batch_rows"]
+                assert max(int(rows) for rows in batch_rows) > 1, batch_rows
+        assert [code for code, _ in answers] == [200] * 24
+        assert process.wait(timeout=60) == 0
+        output = process.stdout.read()
+        assert "stopped on SIGTERM, every request answered" in output
+        assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_the_onnx_export_is_served_like_ft_predict_with_onnxruntime(
+    exported_tiny: Path, tmp_path: Path
+) -> None:
+    texts = ["a gripping and funny film", "dull", "I would not watch it again", "superb"]
+    predicted = _predicted(exported_tiny, [{"text": t} for t in texts], tmp_path,
+                           "--backend", "onnxruntime")  # fmt: skip
+    with serving(exported_tiny / "onnx") as (url, _):
+        assert call(url, "/info")[1]["backend"] == "onnxruntime"
+        code, answer = call(url, "/predict", {"texts": texts})
+        assert code == 200
+        _same(answer["predictions"], predicted)
+        assert (
+            call(url, "/predict", {"text": texts[0]})[1]["prediction"] == answer["predictions"][0]
+        )
+
+
+def test_serve_flags_and_a_taken_port_get_one_line(tmp_path: Path, capsys) -> None:
+    cases = [
+        (["--port", "http"], "--port http: give a port number from 0 to 65535"),
+        (["--max-batch", "0"], "--max-batch 0: give a positive whole number"),
+        (["--backend", "tensorrt"], "--backend tensorrt: use torch, onnxruntime"),
+    ]
+    for flags, message in cases:
+        assert cli._run_tool("serve", [str(tmp_path), *flags]) == 2
+        assert capsys.readouterr().err.startswith(f"ft: error: ft serve: {message}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert cli._run_tool("serve", [str(tmp_path), "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--port {port}: cannot listen there" in err
+
+
+def test_a_missing_server_library_names_the_install_command(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a)
+    )
+    assert cli._run_tool("serve", [str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "ft: error: ft serve: uvicorn is not installed: pip install 'ft-cli[serve]'"
+        " (from a checkout: pip install -e '.[serve]')\n"
+    )
