@@ -144,3 +144,15 @@ def test_deploy_bench_on_the_tiny_model(exported_tiny: Path) -> None:
     assert {"torch fp32", "onnx fp32", "onnx int8"} <= set(rows)
     accuracy = {name: float(line.split("|")[5]) for name, line in rows.items()}
     assert accuracy["onnx fp32"] == accuracy["torch fp32"]
+
+
+@pytest.mark.slow
+def test_serve_bench_on_the_tiny_model(exported_tiny: Path) -> None:
+    command = [sys.executable, str(REPO / "bench" / "serve.py"), str(exported_tiny),
+               "--requests", "80", "--concurrency", "8"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = {line[:28].strip(): line[28:].split() for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"batched (max 32, 5 ms)", "unbatched (reference)"}
+    assert all(float(row[0]) > 0 and row[3] == "0" for row in rows.values())  # req/s, errors
+    assert float(rows["unbatched (reference)"][4]) == 1.0  # rows per batch
