@@ -87,3 +87,15 @@ def test_a_repeated_explain_is_remembered_until_its_inputs_change(
         cli.main(["explain", *settings])
     assert stop.value.code == 0
     assert "steps per epoch" in capsys.readouterr().out and len(built) == 5
+
+
+def test_options_chosen_as_a_list_are_credited_to_their_own_files() -> None:
+    from ft_cli.commands.explain import value_origins
+
+    origins = {key: source for key, _, source in value_origins(
+        ["model=tiny_bert", "logger=[tensorboard,mlflow]", "augment=[token_mask,mixup]"]
+    )}  # fmt: skip
+    assert origins["logger.tensorboard.enabled"] == "configs/logger/tensorboard.yaml"
+    assert origins["logger.mlflow.enabled"] == "configs/logger/mlflow.yaml"
+    assert origins["augment.token_mask"] == "configs/augment/token_mask.yaml"
+    assert origins["augment.mixup"] == "configs/augment/mixup.yaml"

@@ -62,11 +62,11 @@ def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, ca
     real_train = engine.train
     calls: list[int] = []
 
-    def flaky_train(spec, run_dir, overrides=None, records=None):
+    def flaky_train(spec, run_dir, overrides=None, records=None, sweep=None):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("the GPU fell off the bus")
-        result = real_train(spec, run_dir, overrides, records)
+        result = real_train(spec, run_dir, overrides, records, sweep)
         if len(calls) == 2:
             return dataclasses.replace(result, metric=math.nan)
         return result

@@ -186,6 +186,7 @@ def value_origins(overrides: list[str]) -> list[tuple[str, str, str]]:
         flat_stages.append((_flatten(OmegaConf.to_container(tree, enum_to_str=True)), choices))
     rows = []
     final, final_choices = flat_stages[-1]
+    final_choices = {**_listed_choices(overrides), **final_choices}
     for key, value in final.items():
         where = None
         for index in range(1, len(stages)):
@@ -198,14 +199,37 @@ def value_origins(overrides: list[str]) -> list[tuple[str, str, str]]:
         source = stages[where][0]
         if source == "group file" or (source != "recipe" and group in final_choices
                                       and not _set_directly(key, rest)):  # fmt: skip
-            source = f"configs/{group}/{final_choices.get(group)}.yaml"
+            source = _option_file(key, final_choices.get(group))
         elif source == "recipe":
             name = recipe[-1].split("=", 1)[1]
             source = f"recipe {name}"
             if key not in _recipe_keys(name) and group in final_choices:
-                source = f"configs/{group}/{final_choices[group]}.yaml (chosen by recipe {name})"
+                source = f"{_option_file(key, final_choices[group])} (chosen by recipe {name})"
         rows.append((key, str(value), source))
     return rows
+
+
+def _listed_choices(overrides: list[str]) -> dict[str, list[str]]:
+    """Groups given several options (`logger=[tensorboard,mlflow]`), which Hydra does not
+    record among its choices."""
+    from ft_cli.config import schema
+
+    found = {}
+    for override in overrides:
+        group, _, value = override.lstrip("+").partition("=")
+        if group in schema.GROUPS and value.startswith("["):
+            found[group] = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+    return found
+
+
+def _option_file(key: str, choice: str | list[str] | None) -> str:
+    """The option file that set `key`; of several options, the one named like the key's
+    section (`logger.mlflow.enabled`: configs/logger/mlflow.yaml)."""
+    group, _, rest = key.partition(".")
+    if isinstance(choice, list):
+        section = rest.split(".")[0]
+        choice = section if section in choice else choice[-1]
+    return f"configs/{group}/{choice}.yaml"
 
 
 def _recipe_keys(name: str) -> set[str]:

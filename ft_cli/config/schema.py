@@ -490,7 +490,11 @@ class WandbMode(str, Enum):
 
 @dataclass
 class TensorBoardLogger:
-    enabled: bool = _help(False, "Event files in RUN_DIR/tensorboard (read by ft report).")
+    enabled: bool = _help(
+        False,
+        "Event files in RUN_DIR/tensorboard (read by ft report); on in logger=tensorboard,"
+        " the default option.",
+    )
 
 
 @dataclass
