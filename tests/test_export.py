@@ -187,3 +187,45 @@ def test_a_missing_library_names_the_install_command(monkeypatch) -> None:
         FtError, match=r"^ft export --format onnx needs onnxscript: pip install 'ft-cli\[onnx\]'"
     ):
         onnx_export.require_onnx()
+
+
+def _regression_data(folder: Path) -> list[str]:
+    import csv
+
+    rows = [{"text": f"{word} film {i}", "label": float(i % 5) / 4}
+            for i, word in enumerate(["good", "bad", "fine", "dull"] * 12)]  # fmt: skip
+    with open(folder / "scores.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return ["data=csv", f"data.files.train={folder / 'scores.csv'}",
+            f"data.files.validation={folder / 'scores.csv'}", "task=regression"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["regression", "image_classification", "multitask"])
+def test_the_other_fixed_head_tasks_export_within_1e4_of_torch(tmp_path: Path, task: str) -> None:
+    """The export's own check (validation split, torch fp32 next to onnxruntime) for the tasks
+    not compared above: regression, images, one task of a multi-task run."""
+    extra = {
+        "regression": lambda: _regression_data(tmp_path),
+        "image_classification": lambda: ["+recipe=demo_images", "data.max_train_samples=48",
+                                         "data.max_eval_samples=24"],
+        "multitask": lambda: ["+recipe=demo_multitask", "model=tiny_bert"],
+    }[task]()  # fmt: skip
+    run = tmp_path / "run"
+    settings = ["train.batch_size=16", "hardware.precision=fp32", "train.max_steps=3"]
+    if task != "image_classification":
+        settings += ["model=tiny_bert", "data.max_length=32"] if task == "regression" else []
+    assert cli.run_train([*extra, *settings, f"hydra.run.dir={run}"]) == 0
+    flags = ["--task", "sentiment"] if task == "multitask" else []
+    assert cli._run_tool("export", [str(run), *flags]) == 0
+    folder = run / ("onnx-sentiment" if task == "multitask" else "onnx")
+    record = json.loads((folder / "onnx.json").read_text())
+    assert record["checked_rows"] > 0
+    assert record["checks"]["onnx fp32"]["max_diff"] < 1e-4
+    assert record["checks"]["onnx fp32"]["metrics"] == pytest.approx(
+        record["checks"]["torch"]["metrics"], abs=1e-4
+    )
+    expected_inputs = ["pixel_values"] if task == "image_classification" else ["input_ids"]
+    assert record["inputs"][: len(expected_inputs)] == expected_inputs
