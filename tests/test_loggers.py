@@ -234,3 +234,16 @@ def test_logger_settings_do_not_count_as_a_changed_config_on_resume() -> None:
     from ft_cli.training import resume
 
     assert any("logger.".startswith(prefix) for prefix in resume.IGNORED)
+
+
+def test_a_password_in_the_tracking_uri_stays_out_of_the_run_dir(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from ft_cli.loggers import mlflow_logger
+
+    logger = object.__new__(mlflow_logger.MlflowLogger)
+    logger.uri, logger.run_id = "https://me:s3cret@mlflow.example.com", "abc"
+    assert logger.state() == {"tracking_uri": None, "run_id": "abc"}
+    assert "s3cret" not in logger.where()
+    logger.uri = "https://mlflow.example.com"
+    assert logger.state()["tracking_uri"] == "https://mlflow.example.com"

@@ -119,11 +119,11 @@ def _open_all(config: Any, info: RunInfo) -> list[RunLogger]:
         one = dataclasses.replace(info, state=saved.get(name, {}))
         try:
             opened_ones.append(_open_one(name, config, one))
-        except FtError:
-            raise
         except Exception as err:
-            for logger in opened_ones:
+            for logger in opened_ones:  # the run does not start: neither do their runs
                 logger.close(FAILED)
+            if isinstance(err, FtError):
+                raise
             detail = " ".join(str(err).split())[:300] or repr(err)
             raise FtError(f"logger={name} could not start: {detail}") from err
     state = {logger.name: logger.state() for logger in opened_ones if logger.state()}

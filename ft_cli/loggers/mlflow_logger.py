@@ -92,10 +92,16 @@ class MlflowLogger(RunLogger):
             self.client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
 
     def state(self) -> dict[str, Any]:
-        return {"tracking_uri": self.uri, "run_id": self.run_id}
+        # A password in $MLFLOW_TRACKING_URI stays out of the run dir; resume reads it again.
+        kept = None if urlparse(self.uri).password else self.uri
+        return {"tracking_uri": kept, "run_id": self.run_id}
 
     def where(self) -> str:
-        return f"run {self.run_id}: mlflow ui --backend-store-uri {self.uri}"
+        parts = urlparse(self.uri)
+        if parts.scheme in ("", "file"):
+            return f"run {self.run_id}: mlflow ui --backend-store-uri {self.uri}"
+        server = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query="").geturl()
+        return f"run {self.run_id} on {server}"
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         self._metrics({f"{prefix}/{k}": v for k, v in values.items()}, step)
