@@ -185,35 +185,64 @@ def _open_loggers(spec: RunSpec, run_dir: Path, context: _Context, resumed: int 
     return context.ends.enter_context(loggers.opened(spec.logger, info, context.ui.warn))
 
 
-def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
-    overrides, records, place, ui = context.overrides, context.records, context.place, context.ui
-    started = time.perf_counter()
-    first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
-    metric_name, mode = metrics.monitored(spec.task, spec.train.early_stopping)
-    main, t = place.is_main, spec.train
+@dataclass
+class _Prepared:
+    """A validated run whose run dir is claimed: what its loop trains with."""
+
+    backend: parallel.Backend
+    hw: Hardware
+    run: setup.RunSetup
+    loop: LoopState  # fresh, or restored from the resume point
+    stopper: metrics.EarlyStopping
+    resume_from: Path | None
+    restored_rng: dict[str, Any] | None
+    saver: _Saver
+    tracker: Loggers
+    counts: tuple[int, int]  # trainable, frozen parameters
+
+
+def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
+    """Backend, resume point, device, the run's pieces, restored state; then, all of it
+    validated, the run dir's first writes, the checkpoint saver and the loggers."""
+    place, ui, t = context.place, context.ui, spec.train
+    _, mode = metrics.monitored(spec.task, t.early_stopping)
     backend = parallel.for_run(spec.hardware, place)
     backend.check(spec.strategy)
-    found = _resume_point(spec, run_dir, ui) if main else None
+    found = _resume_point(spec, run_dir, ui) if place.is_main else None
     resume_from, unusable = distributed.broadcast(found, place)
     spec_yaml = OmegaConf.to_yaml(OmegaConf.structured(spec))
     hw = _hardware(spec, place)
     run = setup.build(spec, setup.Purpose.train, backend, hw, place)
-    net, optimizer, scheduler, steps = run.net, run.optimizer, run.scheduler, run.steps
-    assert steps is not None and run.penalty is not None
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    max_norm = t.max_grad_norm if t.max_grad_norm is not None else float("inf")
     stopper = metrics.EarlyStopping(mode, t.early_stopping.patience, t.early_stopping.min_delta)
     loop = LoopState(config_yaml=spec_yaml, data_hash=resume.data_hash(run.prepared.train))
     restored_rng = None
     if resume_from is not None:
         loop, restored_rng = _restore(resume_from, loop, run, backend, hw, stopper, ui)
-    if main:  # validated: the run's first writes
-        files = {**records, "config.yaml": f"# ft train {' '.join(overrides)}\n" + spec_yaml}
+    if place.is_main:  # validated: the run's first writes
+        command = f"# ft train {' '.join(context.overrides)}\n"
+        files = {**context.records, "config.yaml": command + spec_yaml}
         ownership.claim(run_dir, files, spec.overwrite, unusable, ui.info)
     distributed.barrier(place)
     saver = _Saver(run_dir / "checkpoints", t.keep_checkpoints, backend, run, hw)
     tracker = _open_loggers(spec, run_dir, context, loop.step if resume_from else None)
-    trainable, frozen = _announce(spec, run, hw, place, ui, tracker, run_dir, spec_yaml)
+    counts = _announce(spec, run, hw, place, ui, tracker, run_dir, spec_yaml)
+    return _Prepared(backend, hw, run, loop, stopper, resume_from, restored_rng, saver, tracker,
+                     counts)  # fmt: skip
+
+
+def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
+    overrides, place, ui = context.overrides, context.place, context.ui
+    started = time.perf_counter()
+    first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
+    metric_name, _ = metrics.monitored(spec.task, spec.train.early_stopping)
+    t = spec.train
+    ready = _prepare(spec, run_dir, context)
+    backend, hw, run, loop, stopper = ready.backend, ready.hw, ready.run, ready.loop, ready.stopper
+    saver, tracker, (trainable, frozen) = ready.saver, ready.tracker, ready.counts
+    net, optimizer, scheduler, steps = run.net, run.optimizer, run.scheduler, run.steps
+    assert steps is not None and run.penalty is not None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    max_norm = t.max_grad_norm if t.max_grad_norm is not None else float("inf")
 
     stopped_early = False
     eval_seconds = 0.0  # evaluation and checkpoint time, kept out of the throughput
@@ -234,7 +263,7 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
         ui.metrics_table(title, loop.last_metrics, metric_name)
         return t.early_stopping.enabled and stopper.should_stop
 
-    _seed_this_rank(place, t.seed, restored_rng)
+    _seed_this_rank(place, t.seed, ready.restored_rng)
     synced = backend.wrap(run.forward, hw.device)
     interrupt = guards.InterruptGuard()
     ui.start(loop.step)
@@ -309,7 +338,7 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
                     saver.save_once(loop, running_loss, stopper)
                     ui.stop()
                     signum = interrupt.requested or signal.SIGTERM
-                    raise _interrupted(signum, loop, saver.last, run_dir, overrides, main)
+                    raise _interrupted(signum, loop, saver.last, run_dir, overrides, place.is_main)
                 eval_seconds += time.perf_counter() - pause
                 log_clock += time.perf_counter() - pause
                 if stopped_early or last:
@@ -318,7 +347,7 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
                 break
     train_seconds = time.perf_counter() - loop_clock - eval_seconds
     timing = {"train": train_seconds, "first_step": first_step_seconds,
-              "wall_started": started, "resumed_from": resume_from}  # fmt: skip
+              "wall_started": started, "resumed_from": ready.resume_from}  # fmt: skip
     end = _Ending(spec, run, backend, hw, place, ui, tracker, saver, run_dir, overrides)
     return end.finish(loop, stopper, stopped_early, timing, (trainable, frozen))
 
