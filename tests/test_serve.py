@@ -231,3 +231,45 @@ def test_a_missing_server_library_names_the_install_command(
         "ft: error: ft serve: uvicorn is not installed: pip install 'ft-cli[serve]'"
         " (from a checkout: pip install -e '.[serve]')\n"
     )
+
+
+@pytest.mark.slow
+def test_an_image_model_answers_base64_images_as_ft_predict_does(tmp_path: Path) -> None:
+    import base64
+    import csv
+
+    from ft_cli.assets import shapes
+
+    run = tmp_path / "run"
+    assert cli.run_train(["+recipe=demo_images", "train.max_steps=2", "data.max_train_samples=32",
+                          "data.max_eval_samples=16", f"hydra.run.dir={run}"]) == 0  # fmt: skip
+    folder = tmp_path / "some"
+    for shape in ("circle", "square"):
+        (folder / shape).mkdir(parents=True)
+        for path in sorted((shapes.ensure("shapes") / "validation" / shape).glob("*.png"))[:3]:
+            (folder / shape / path.name).write_bytes(path.read_bytes())
+    target = tmp_path / "predicted.csv"
+    assert (
+        cli._run_tool("predict", [str(run), "--input", str(folder), "--output", str(target)]) == 0
+    )
+    with open(target, newline="") as handle:
+        written = list(csv.DictReader(handle))
+    encoded = [base64.b64encode((folder / row["image"]).read_bytes()).decode() for row in written]
+    with serving(run) as (url, _):
+        code, answer = call(url, "/predict", {"images": encoded})
+        assert code == 200
+        for served, row in zip(answer["predictions"], written, strict=True):
+            assert served["predicted_label"] == row["predicted_label"]
+            assert abs(served["predicted_probability"] - float(row["predicted_probability"])) < 1e-5
+        assert (
+            call(url, "/predict", {"image": encoded[0]})[1]["prediction"]["predicted_label"]
+            == (written[0]["predicted_label"])
+        )
+        bad = [({"image": "%%%"}, "image: not base64"),
+               ({"images": [encoded[0], base64.b64encode(b"text").decode()]},
+                "images.1: not a readable image (cannot identify image file)"),
+               ({"text": "a circle"}, "send one of: image (an image file, base64) or images")]  # fmt: skip
+        for body, message in bad:
+            code, answer = call(url, "/predict", body)
+            assert (code, answer["error"][: len(message)]) == (422, message)
+        assert call(url, "/info")[1]["limits"]["max_body"] == 16_000_000

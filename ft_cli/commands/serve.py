@@ -9,6 +9,7 @@ connections, answers the requests in flight, then exits.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import socket
 from pathlib import Path
@@ -20,7 +21,7 @@ from ft_cli.errors import FtError
 USAGE = (
     "usage: ft serve RUN_OR_EXPORT [--host 127.0.0.1] [--port 8000]"
     " [--backend torch|onnxruntime|onnxruntime-int8] [--task NAME] [--max-batch 32]"
-    " [--max-wait-ms 5] [--max-items 64] [--max-chars 10000] [KEY=VALUE ...]"
+    " [--max-wait-ms 5] [--max-items 64] [--max-chars 10000] [--max-body-mb 1] [KEY=VALUE ...]"
 )
 INSTALL = "pip install 'ft-cli[serve]' (from a checkout: pip install -e '.[serve]')"
 # --flag: (what it is, its Limits field, how a number becomes that field's value)
@@ -29,7 +30,9 @@ NUMBERS = {
     "--max-wait-ms": ("ms a request waits for a batch to fill", "max_wait", lambda v: v / 1000),
     "--max-items": ("texts in one request", "max_items", int),
     "--max-chars": ("characters in one text", "max_chars", int),
+    "--max-body-mb": ("megabytes in one request body", "max_body", lambda v: v * 1_000_000),
 }
+IMAGE_BODY = 16_000_000  # an image model's default body limit: a few base64 photos
 
 
 def main(args: list[str]) -> int:
@@ -51,6 +54,8 @@ def main(args: list[str]) -> int:
     listener = _listen(host, port)  # a taken port is found before the model is loaded
     served, found = load(folders[0], given.get("--backend"), given.get("--task"), overrides,
                          limits.max_batch)  # fmt: skip
+    if "image" in served.columns and "--max-body-mb" not in given:
+        limits = dataclasses.replace(limits, max_body=IMAGE_BODY)
     where = f"http://{host}:{listener.getsockname()[1]}"
     print(f"ft serve: {found.home} ({served.info['task']}, {served.info['backend']}) on {where}"
           f" (docs: {where}/docs); Ctrl-C or SIGTERM stops", flush=True)  # fmt: skip
@@ -131,13 +136,13 @@ def load(path: str, backend: str | None, task: str | None, overrides: list[str],
     spec = trained.spec_for(found, overrides)
     kind = tasks.get(spec.task.kind)
     kind.check_predictable()
-    if kind.reads_files:
-        raise FtError(f"task={spec.task.kind.value}: ft serve answers texts; predict images with"
-                      " ft predict RUN --input FOLDER")  # fmt: skip
     predictor = predict.load_predictor(found, spec, batch, True, backend)
-    columns = {"text": spec.data.text_column}
-    if spec.data.text_pair_column is not None:
-        columns["text_pair"] = spec.data.text_pair_column
+    if kind.reads_files:  # images arrive as base64 files, not paths
+        columns = {"image": spec.data.image_column}
+    else:
+        columns = {"text": spec.data.text_column}
+        if spec.data.text_pair_column is not None:
+            columns["text_pair"] = spec.data.text_pair_column
     card = found.export / "README.md" if found.export is not None else None
     info = {"task": spec.task.kind.value, "labels": predictor.labels, "backend": backend,
             "model": spec.model.name_or_path, "run": str(found.home), "ft_version": __version__,

@@ -111,12 +111,13 @@ def unreadable(ref: ImageRef) -> str | None:
     """Why the image cannot be read (None: it can), from its header and structure."""
     from PIL import Image
 
+    source = io.BytesIO(ref) if isinstance(ref, bytes) else ref
     try:
-        with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref) as image:
+        with Image.open(source) as image:
             image.verify()
     except Exception as err:  # PIL raises many types for a bad file
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return text.replace(str(ref), "").strip(" :") if isinstance(ref, str) else text
+        return text.replace(str(source), "").replace("  ", " ").strip(" :")
     return None
 
 

@@ -1,6 +1,6 @@
 """The HTTP side of `ft serve`: the FastAPI app, its request checks and the batching queue.
 
-Requests are checked and turned into rows (the run's text columns) as they
+Requests are checked and turned into rows (the run's input columns) as they
 arrive; rows wait in one queue, and a single worker takes whatever is there,
 up to `max_batch` rows or `max_wait` seconds after the first, and runs the
 predictor on them together in a thread, so the event loop keeps answering
@@ -11,6 +11,7 @@ columns `ft predict` writes.
 # No `from __future__ import annotations`: FastAPI reads the route functions' annotations
 # (Request, defined inside build_app) as objects.
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from ft_cli.errors import FtError
 
 Rows = list[dict[str, Any]]
+TEXT_FIELDS = "text, text_pair, texts, pairs, rows"
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def request_rows(
     body: dict[str, Any], columns: dict[str, str], limits: Limits
 ) -> tuple[Rows, bool]:
     """The rows a request asks about, and whether it asked about one (`text`) or a list."""
+    if "image" in columns:
+        return _image_rows(body, columns["image"], limits)
     given = [key for key in ("text", "texts", "pairs", "rows") if body.get(key) is not None]
     if len(given) != 1:
         raise RequestError(422, "send one of: text (with text_pair for a pair model), texts,"
@@ -175,6 +179,35 @@ def request_rows(
                 where = key if key == "text" else f"{key}.{index}"
                 raise RequestError(413, f"{where}: longer than {limits.max_chars} characters")
     return rows, key == "text"
+
+
+def _image_rows(body: dict[str, Any], column: str, limits: Limits) -> tuple[Rows, bool]:
+    """Base64 image files (`image`, or a list: `images`), each checked to be an image."""
+    from ft_cli.data import images
+
+    given = [key for key in ("image", "images") if body.get(key) is not None]
+    if len(given) != 1:
+        raise RequestError(422, "send one of: image (an image file, base64) or images (a list)")
+    key = given[0]
+    items = [body["image"]] if key == "image" else body["images"]
+    if not isinstance(items, list) or not items:
+        raise RequestError(422, "images must be a non-empty list")
+    if len(items) > limits.max_items:
+        raise RequestError(413, f"images: {len(items)} items; at most {limits.max_items} a request")
+    rows = []
+    for index, item in enumerate(items):
+        where = key if key == "image" else f"images.{index}"
+        if not isinstance(item, str):
+            raise RequestError(422, f"{where}: expected a base64 string, got {_kind(item)}")
+        try:
+            data = base64.b64decode(item, validate=True)
+        except ValueError as err:
+            raise RequestError(422, f"{where}: not base64 ({err})") from err
+        why = images.unreadable(data)
+        if why is not None:
+            raise RequestError(422, f"{where}: not a readable image ({why})")
+        rows.append({column: data})
+    return rows, key == "image"
 
 
 def _text(value: Any, where: str) -> Any:
@@ -230,7 +263,8 @@ def build_app(served: Served, limits: Limits) -> Any:
         await batcher.stop()  # SIGTERM: requests already queued are still answered
 
     class PredictRequest(BaseModel):
-        """One of: `text` (with `text_pair` for a pair model), `texts`, `pairs`, `rows`."""
+        """One of: `text` (with `text_pair` for a pair model), `texts`, `pairs`, `rows`;
+        an image model: `image` or `images` (base64 image files)."""
 
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
             {"text": "a gripping, funny film"}, {"texts": ["great", "dull"]},
@@ -241,6 +275,8 @@ def build_app(served: Served, limits: Limits) -> Any:
         texts: list[Any] | None = None
         pairs: list[Any] | None = None
         rows: list[Any] | None = None
+        image: str | None = None  # an image model: the file's bytes, base64
+        images: list[str] | None = None
 
     app = FastAPI(title="ft serve", version=str(served.info.get("ft_version", "")),
                   description=f"Predictions of {served.info.get('model', 'a trained model')}",
@@ -273,8 +309,8 @@ def build_app(served: Served, limits: Limits) -> Any:
             return refuse(422, f"the body must be a JSON object, got {_kind(body)}")
         unknown = sorted(set(body) - set(PredictRequest.model_fields))
         if unknown:
-            return refuse(422, f"unknown field '{unknown[0]}'; fields: text, text_pair, texts,"
-                               " pairs, rows")  # fmt: skip
+            fields = "image, images" if "image" in served.columns else TEXT_FIELDS
+            return refuse(422, f"unknown field '{unknown[0]}'; fields: {fields}")
         try:
             rows, single = request_rows(body, served.columns, limits)
         except RequestError as err:

@@ -115,8 +115,9 @@ class ImageClassification(Classification):
     def predict_inputs(self, read: Any, processor: Any, cfg: DataConfig,
                        labels: list[str] | None) -> tuple[Any, Any, Any]:  # fmt: skip
         base = Path(cfg.path) if cfg.path else None
-        refs = images.resolve_refs(read("data.image_column", cfg.image_column), base,
-                                   "data.image_column")  # fmt: skip
+        # Cells as they are: paths, or image bytes (a served request, a hub table's cells).
+        cells = read("data.image_column", cfg.image_column, keep_lists=True)
+        refs = images.resolve_refs(cells, base, "data.image_column")
         for index, ref in enumerate(refs):
             why = "no such file" if images.missing_files([ref]) else images.unreadable(ref)
             if why is not None:
