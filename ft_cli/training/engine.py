@@ -231,11 +231,10 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
 
 
 def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
-    overrides, place, ui = context.overrides, context.place, context.ui
+    overrides, place, ui, t = context.overrides, context.place, context.ui, spec.train
     started = time.perf_counter()
     first_step_seconds: float | None = None  # start-up cost: loading, tokenizing, first step
-    metric_name, _ = metrics.monitored(spec.task, spec.train.early_stopping)
-    t = spec.train
+    metric_name, _ = metrics.monitored(spec.task, t.early_stopping)
     ready = _prepare(spec, run_dir, context)
     backend, hw, run, loop, stopper = ready.backend, ready.hw, ready.run, ready.loop, ready.stopper
     saver, tracker, (trainable, frozen) = ready.saver, ready.tracker, ready.counts
@@ -249,19 +248,6 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
     # The loss stays on the device between log steps: no host sync per step.
     running_loss = torch.tensor(loop.running_loss, device=hw.device)
     log_samples, log_clock = 0, time.perf_counter()
-
-    def run_evaluation() -> bool:
-        """Evaluate, track the best, checkpoint; True when early stopping says stop."""
-        loop.last_metrics = evaluate(run.forward, run.objective, run.val_loader, hw, backend)
-        run.applied.train_mode(net)  # evaluation left every module in train mode
-        tracker.scalars("eval", loop.last_metrics, loop.step)
-        if stopper.update(loop.last_metrics[metric_name]):
-            loop.best_checkpoint = checkpoint.checkpoint_name(loop.step)
-            loop.best_metrics = {**loop.last_metrics, "step": loop.step}
-        saver.save(loop, running_loss, stopper)
-        title = f"eval: step {loop.step}, epoch {loop.step / steps.steps_per_epoch:.2f}"
-        ui.metrics_table(title, loop.last_metrics, metric_name)
-        return t.early_stopping.enabled and stopper.should_stop
 
     _seed_this_rank(place, t.seed, ready.restored_rng)
     synced = backend.wrap(run.forward, hw.device)
@@ -322,23 +308,15 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
                     log_samples, log_clock = 0, now
                 ui.step(loop.step, loop.step / steps.steps_per_epoch, logs)
 
-                epoch_end = index == per_epoch - 1
-                last = loop.step >= steps.total_steps
-                due = (t.eval_every is not None and loop.step % t.eval_every == 0) or (
-                    t.eval_every is None and epoch_end
-                )
                 pause = time.perf_counter()
-                if run.val_loader is not None and (due or last):
-                    stopped_early = run_evaluation()
-                elif run.val_loader is None and (epoch_end or last):
-                    saver.save(loop, running_loss, stopper)
-                if t.save_every and loop.step % t.save_every == 0:
-                    saver.save_once(loop, running_loss, stopper)
+                epoch_end = index == per_epoch - 1
+                stopped_early = _step_end(spec, ready, running_loss, epoch_end, metric_name, ui)
                 if distributed.any_rank(interrupt.requested is not None, place):
                     saver.save_once(loop, running_loss, stopper)
                     ui.stop()
                     signum = interrupt.requested or signal.SIGTERM
                     raise _interrupted(signum, loop, saver.last, run_dir, overrides, place.is_main)
+                last = loop.step >= steps.total_steps
                 eval_seconds += time.perf_counter() - pause
                 log_clock += time.perf_counter() - pause
                 if stopped_early or last:
@@ -350,6 +328,44 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
               "wall_started": started, "resumed_from": ready.resume_from}  # fmt: skip
     end = _Ending(spec, run, backend, hw, place, ui, tracker, saver, run_dir, overrides)
     return end.finish(loop, stopper, stopped_early, timing, (trainable, frozen))
+
+
+def _step_end(spec: RunSpec, ready: _Prepared, running_loss: torch.Tensor, epoch_end: bool,
+              metric_name: str, ui: RunConsole) -> bool:  # fmt: skip
+    """Evaluate and checkpoint where this optimizer step calls for it; True when early
+    stopping says stop."""
+    t, loop, run, saver, stopper = spec.train, ready.loop, ready.run, ready.saver, ready.stopper
+    assert run.steps is not None
+    last = loop.step >= run.steps.total_steps
+    due = (t.eval_every is not None and loop.step % t.eval_every == 0) or (
+        t.eval_every is None and epoch_end
+    )
+    stop = False
+    if run.val_loader is not None and (due or last):
+        stop = _evaluate_and_save(spec, ready, running_loss, metric_name, ui)
+    elif run.val_loader is None and (epoch_end or last):
+        saver.save(loop, running_loss, stopper)
+    if t.save_every and loop.step % t.save_every == 0:
+        saver.save_once(loop, running_loss, stopper)
+    return stop
+
+
+def _evaluate_and_save(spec: RunSpec, ready: _Prepared, running_loss: torch.Tensor,
+                       metric_name: str, ui: RunConsole) -> bool:  # fmt: skip
+    """Evaluate, track the best, checkpoint; True when early stopping says stop."""
+    loop, run, stopper = ready.loop, ready.run, ready.stopper
+    assert run.steps is not None
+    loop.last_metrics = evaluate(run.forward, run.objective, run.val_loader, ready.hw,
+                                 ready.backend)  # fmt: skip
+    run.applied.train_mode(run.net)  # evaluation left every module in train mode
+    ready.tracker.scalars("eval", loop.last_metrics, loop.step)
+    if stopper.update(loop.last_metrics[metric_name]):
+        loop.best_checkpoint = checkpoint.checkpoint_name(loop.step)
+        loop.best_metrics = {**loop.last_metrics, "step": loop.step}
+    ready.saver.save(loop, running_loss, stopper)
+    title = f"eval: step {loop.step}, epoch {loop.step / run.steps.steps_per_epoch:.2f}"
+    ui.metrics_table(title, loop.last_metrics, metric_name)
+    return spec.train.early_stopping.enabled and stopper.should_stop
 
 
 @dataclass
