@@ -79,8 +79,8 @@ class Loggers:
     def text(self, tag: str, text: str) -> None:
         self._each(lambda logger: logger.text(tag, text))
 
-    def results(self, params: dict[str, Any], values: dict[str, float], step: int) -> None:
-        self._each(lambda logger: logger.results(params, values, step))
+    def results(self, values: dict[str, float], step: int) -> None:
+        self._each(lambda logger: logger.results(values, step))
 
     def artifacts(self, files: dict[str, Path]) -> None:
         present = {name: path for name, path in files.items() if path.is_file()}

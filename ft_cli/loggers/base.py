@@ -45,7 +45,7 @@ class RunLogger:
     def text(self, tag: str, text: str) -> None:
         pass
 
-    def results(self, params: dict[str, Any], values: dict[str, float], step: int) -> None:
+    def results(self, values: dict[str, float], step: int) -> None:
         """The run's best and final metrics (`best/accuracy`, `final/loss`, ...)."""
 
     def artifacts(self, files: dict[str, Path]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import time
-from pathlib import Path
 
 from ft_cli.loggers.base import RunInfo, RunLogger
 
@@ -46,4 +45,4 @@ class CsvLogger(RunLogger):
             writer = csv.DictWriter(handle, self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        Path(tmp).replace(self.path)
+        tmp.replace(self.path)

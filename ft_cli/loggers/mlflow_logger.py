@@ -106,7 +106,7 @@ class MlflowLogger(RunLogger):
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         self._metrics({f"{prefix}/{k}": v for k, v in values.items()}, step)
 
-    def results(self, params: dict[str, Any], values: dict[str, float], step: int) -> None:
+    def results(self, values: dict[str, float], step: int) -> None:
         self._metrics(values, step)
 
     def _metrics(self, values: dict[str, float], step: int) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ft_cli.loggers.base import RunInfo, RunLogger
 
 
@@ -16,6 +14,7 @@ class TensorBoardLogger(RunLogger):
         # A resumed run drops the events logged after its checkpoint.
         purge = info.resumed_step + 1 if info.resumed_step is not None else None
         self.folder = info.run_dir / "tensorboard"
+        self.params = info.params  # the HPARAMS tab's columns, with the results
         self.writer = SummaryWriter(log_dir=str(self.folder), purge_step=purge)
 
     def where(self) -> str:
@@ -28,13 +27,13 @@ class TensorBoardLogger(RunLogger):
     def text(self, tag: str, text: str) -> None:
         self.writer.add_text(tag, text)
 
-    def results(self, params: dict[str, Any], values: dict[str, float], step: int) -> None:
+    def results(self, values: dict[str, float], step: int) -> None:
         """Best and final metrics next to the flattened config: a sweep sorts by either in
         TensorBoard's HPARAMS tab (`tensorboard --logdir SWEEP_DIR`)."""
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         metric_tags = {f"hparam/{k.replace('/', '_')}": v for k, v in values.items()}
-        experiment, session_start, session_end = hparams_summary(params, metric_tags)
+        experiment, session_start, session_end = hparams_summary(self.params, metric_tags)
         for summary in (experiment, session_start, session_end):
             self.writer.file_writer.add_summary(summary)
         for tag, value in metric_tags.items():

@@ -38,11 +38,14 @@ class WandbLogger(RunLogger):
         import wandb
 
         self.id = info.state.get("id") or secrets.token_hex(4)
+        # A resumed run stays in the project it started in.
+        self.project = info.state.get("project", project)
+        self.entity = info.state.get("entity", entity)
         self.mode = chosen_mode(mode)
         settings = wandb.Settings(console="off", save_code=False, silent=True)
         self.run = wandb.init(
-            project=info.state.get("project", project),
-            entity=info.state.get("entity", entity),
+            project=self.project,
+            entity=self.entity,
             group=info.sweep.name if info.sweep else None,
             name=info.name,
             id=self.id,
@@ -53,7 +56,6 @@ class WandbLogger(RunLogger):
             settings=settings,
             reinit="create_new",
         )
-        self.project, self.entity = project, entity
         # Every scalar is plotted against ft's optimizer step, also across a resume.
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
@@ -73,7 +75,7 @@ class WandbLogger(RunLogger):
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         self.run.log({**{f"{prefix}/{k}": float(v) for k, v in values.items()}, "step": step})
 
-    def results(self, params: dict[str, Any], values: dict[str, float], step: int) -> None:
+    def results(self, values: dict[str, float], step: int) -> None:
         self.run.summary.update({k: float(v) for k, v in values.items()})
 
     def artifacts(self, files: dict[str, Path]) -> None:

@@ -431,8 +431,7 @@ class _Ending:
             model_card.write(export_dir, spec, record, self.overrides)
         results = {f"best/{k}": v for k, v in loop.best_metrics.items() if k != "step"}
         results |= {f"final/{k}": v for k, v in loop.last_metrics.items()}
-        params = tracking.flat_hparams(spec)
-        self.tracker.results(params, results or {"steps": float(loop.step)}, loop.step)
+        self.tracker.results(results or {"steps": float(loop.step)}, loop.step)
         self.tracker.artifacts({
             "config.yaml": run_dir / "config.yaml", "metrics.json": run_dir / "metrics.json",
             "strategy.json": run_dir / "strategy.json", "model/README.md": export_dir / "README.md",
