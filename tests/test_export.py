@@ -47,7 +47,7 @@ def test_onnx_logits_equal_torch_for_any_batch_and_length(tmp_path: Path, task: 
         run = trained(tmp_path, TASKS[task])
         assert cli._run_tool("export", [str(run)]) == 0
     record = json.loads((run / "onnx" / "onnx.json").read_text())
-    assert record["format"] == "ft-onnx/1" and record["opset"] == 18
+    assert record["format"] == "ft-onnx/2" and record["opset"] == 18
     assert record["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert record["checks"]["onnx fp32"]["max_diff"] < 1e-4
     assert record["checks"]["onnx fp32"]["metrics"] == pytest.approx(

@@ -1,9 +1,12 @@
-"""`ft export RUN [--format onnx] [--quantize int8] [--output DIR] [--task NAME] [--opset N]`.
+"""`ft export RUN [--format onnx] [--quantize int8] [--output DIR] [--overwrite] [--task NAME]
+[--opset N]`.
 
-Writes RUN/onnx/ (or DIR): the ONNX graph, an int8 copy when asked, the
-tokenizer or image processor, the model's config (label map) and onnx.json
-(opset, inputs, and how each variant agreed with torch on the validation
-split). See `ft_cli.deploy.onnx_export`.
+Writes RUN/onnx/ (RUN/onnx-step-N for a checkpoint, or DIR): the ONNX graph, an
+int8 copy when asked, the tokenizer or image processor, the model's config
+(label map) and onnx.json (opset, inputs, the weights it was made from, every
+file's hash, and how each variant agreed with torch on the validation split).
+A folder that holds anything but an earlier export is never written to; an
+earlier export is replaced only with --overwrite. See `ft_cli.deploy`.
 """
 
 from __future__ import annotations
@@ -14,18 +17,23 @@ from ft_cli.commands.evaluation import parse_many
 from ft_cli.errors import FtError
 
 USAGE = ("usage: ft export RUN_OR_MODEL_DIR [--format onnx] [--quantize int8] [--output DIR]"
-         " [--task NAME] [--opset N] [KEY=VALUE ...]")  # fmt: skip
+         " [--overwrite] [--task NAME] [--opset N] [KEY=VALUE ...]")  # fmt: skip
 # Tasks whose model ends in one fixed-shape head the graph can return.
 EXPORTABLE = ("classification", "regression", "token_classification", "image_classification")
 
 
 def main(args: list[str]) -> int:
-    flags = {"--format": "onnx", "--quantize": "int8", "--output": "the folder to write",
+    flags = {"--format": "onnx", "--quantize": "int8",
+             "--output": "the folder to write (new, empty, or an earlier export)",
              "--task": "a task of a multi-task run", "--opset": "an ONNX opset (18)"}  # fmt: skip
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
-    folders, given, overrides = parse_many(args, flags)
+    folders, given, overrides = parse_many(args, flags, ("--overwrite",))
+    if len(folders) != 1:
+        raise FtError(
+            f"export one model: give one run dir, model folder or checkpoint, not {len(folders)}"
+        )
     if given.get("--format", "onnx") != "onnx":
         raise FtError(f"--format {given['--format']}: the one export format is onnx")
     quantize = given.get("--quantize")
@@ -35,7 +43,7 @@ def main(args: list[str]) -> int:
     if not opset.isdigit() or not 14 <= int(opset) <= 23:
         raise FtError(f"--opset {opset}: give an ONNX opset from 14 to 23")
     from ft_cli.commands import evaluation
-    from ft_cli.deploy import onnx_export
+    from ft_cli.deploy import export_folder, onnx_export
     from ft_cli.models import trained
 
     onnx_export.require_onnx()
@@ -48,13 +56,21 @@ def main(args: list[str]) -> int:
             + (" (a multi-task run: pick one with --task NAME)" if spec.task.kind.value
                == "multitask" else "")
         )  # fmt: skip
-    # Checked in fp32 on the CPU: the graph is compared with the model as saved.
-    ready = evaluation.setup(folders[0], [*overrides, "hardware.device=cpu",
-                             "hardware.precision=fp32"], task=given.get("--task"))  # fmt: skip
     target = Path(given.get("--output") or onnx_export.default_folder(found))
     if not target.resolve().parent.is_dir():
         raise FtError(f"--output {target}: folder '{target.parent}' does not exist")
-    record = onnx_export.export(ready, target, quantize == "int8", int(opset))
+    replace = export_folder.check_target(target, "--overwrite" in given)
+    for stale in export_folder.clean_stale_staging(target.resolve().parent, target.name):
+        print(f"removed {stale}: the staging folder of an export that was interrupted")
+    # Checked in fp32 on the CPU: the graph is compared with the model as saved.
+    ready = evaluation.setup(folders[0], [*overrides, "hardware.device=cpu",
+                             "hardware.precision=fp32"], task=given.get("--task"))  # fmt: skip
+    try:
+        record = onnx_export.export(ready, target, quantize == "int8", int(opset), replace)
+    except OSError as err:
+        raise FtError(
+            f"cannot write the export to {target} ({err.strerror}); nothing was written"
+        ) from err
     _print(record, target)
     return 0
 

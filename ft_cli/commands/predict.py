@@ -184,7 +184,7 @@ def load_predictor(found: Any, spec: Any, batch_size: int | None, lists: bool,
     else:
         from ft_cli.deploy import onnx_export
 
-        net = onnx_export.load_session(found, backend)
+        net = onnx_export.load_session(found, backend, labels)
     batch = batch_size or spec.train.eval_batch_size
     return Predictor(net, tokenizer, spec, labels, hw, batch, lists)
 
@@ -252,6 +252,18 @@ class Predictor:
         logits, extras = self.logits(rows)
         return [task.prediction(row, self.labels, own, self.lists)
                 for row, own in zip(logits, extras, strict=True)]  # fmt: skip
+
+    def check(self, rows: list[dict]) -> None:
+        """Encode the rows as a batch would, without the model: raises what encoding raises
+        (the server refuses such a request alone, before it joins others)."""
+        from ft_cli import tasks
+
+        task = tasks.get(self.spec.task.kind)
+
+        def read(key: str, name: str, keep_lists: bool = False) -> list:
+            return self._column(rows, key, name, keep_lists)
+
+        task.predict_inputs(read, self.tokenizer, self.spec.data, self.labels)
 
     def logits(self, rows: list[dict]) -> tuple[list[Any], list[Any]]:
         """Each row's logits (fp32, CPU) and what its prediction needs besides, in row order."""

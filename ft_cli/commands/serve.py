@@ -10,8 +10,10 @@ connections, answers the requests in flight, then exits.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from ft_cli.errors import FtError
 USAGE = (
     "usage: ft serve RUN_OR_EXPORT [--host 127.0.0.1] [--port 8000]"
     " [--backend torch|onnxruntime|onnxruntime-int8] [--task NAME] [--max-batch 32]"
-    " [--max-wait-ms 5] [--max-items 64] [--max-chars 10000] [--max-body-mb 1] [KEY=VALUE ...]"
+    " [--max-wait-ms 5] [--max-items 64] [--max-chars 10000] [--max-body-mb 1]"
+    " [--max-megapixels 40] [--read-timeout-s 10] [KEY=VALUE ...]"
 )
 INSTALL = "pip install 'ft-cli[serve]' (from a checkout: pip install -e '.[serve]')"
 # --flag: (what it is, its Limits field, how a number becomes that field's value)
@@ -31,7 +34,13 @@ NUMBERS = {
     "--max-items": ("texts in one request", "max_items", int),
     "--max-chars": ("characters in one text", "max_chars", int),
     "--max-body-mb": ("megabytes in one request body", "max_body", lambda v: v * 1_000_000),
+    "--max-megapixels": ("megapixels in one image", "max_pixels", lambda v: v * 1_000_000),
+    "--read-timeout-s": ("seconds a request may take to arrive", "read_timeout", float),
 }
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Seconds SIGTERM waits for requests in flight (the queue drains first; a stalled client is
+# cut by the read timeout well before this).
+SHUTDOWN_SECONDS = 30
 IMAGE_BODY = 16_000_000  # an image model's default body limit: a few base64 photos
 
 
@@ -52,6 +61,9 @@ def main(args: list[str]) -> int:
     limits = serving.Limits(**_limits(given))
     host, port = given.get("--host", "127.0.0.1"), _port(given.get("--port", "8000"))
     listener = _listen(host, port)  # a taken port is found before the model is loaded
+    if host not in LOOPBACK and not host.startswith("127."):
+        print(f"warning: listening on {host}: ft serve has no authentication or TLS; put a"
+              " proxy that has them in front, or serve on 127.0.0.1", file=sys.stderr)  # fmt: skip
     served, found = load(folders[0], given.get("--backend"), given.get("--task"), overrides,
                          limits.max_batch)  # fmt: skip
     if "image" in served.columns and "--max-body-mb" not in given:
@@ -63,7 +75,8 @@ def main(args: list[str]) -> int:
 
     app = serving.build_app(served, limits)
     config = uvicorn.Config(app, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=60)  # fmt: skip
+                            http=serving.header_deadline(limits.read_timeout),
+                            timeout_graceful_shutdown=SHUTDOWN_SECONDS)  # fmt: skip
     stops: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         # uvicorn drains on these, then hands the signal on to the handler it found.
@@ -89,6 +102,8 @@ def _limits(given: dict[str, str]) -> dict[str, Any]:
             value = given[flag]
             if not value.isdigit() or (int(value) < 1 and flag != "--max-wait-ms"):
                 raise FtError(f"{flag} {value}: give a positive whole number")
+            if int(value) > 10**9:
+                raise FtError(f"{flag} {value}: too large; give at most 1000000000")
             chosen[name] = convert(int(value))
     return chosen
 
@@ -102,12 +117,20 @@ def _port(value: str) -> int:
 def _listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so that a taken port is one line, not a log."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        raise FtError(f"--host {host}: not an address or host name this machine can listen on"
+                      " (give 127.0.0.1, 0.0.0.0 or one of its addresses)") from err  # fmt: skip
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
     except OSError as err:
         listener.close()
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise FtError(f"--host {host}: not an address of this machine ({err.strerror}); give"
+                          " 127.0.0.1, 0.0.0.0 or one of its addresses") from err  # fmt: skip
         raise FtError(f"--host {host} --port {port}: cannot listen there ({err.strerror});"
                       " pick another port with --port") from err  # fmt: skip
     listener.listen(2048)
@@ -123,12 +146,9 @@ def load(path: str, backend: str | None, task: str | None, overrides: list[str],
     from ft_cli.models import trained
 
     folder = Path(path)
-    if (folder / onnx_export.RECORD).is_file():  # an export folder: RUN/onnx or RUN/onnx-TASK
-        if not (folder.parent / "config.yaml").is_file():
-            raise FtError(f"{folder}: an ONNX export away from its run; serve the run dir with"
-                          " --backend onnxruntime")  # fmt: skip
-        task = task or (folder.name.split("-", 1)[1] if folder.name.startswith("onnx-") else None)
-        path, backend = str(folder.parent), backend or "onnxruntime"
+    if (folder / onnx_export.RECORD).is_file():  # an export folder: serve what it was made from
+        path, task = _export_source(folder, task)
+        backend = backend or "onnxruntime"
     backend = backend or "torch"
     if backend not in predict.BACKENDS:
         raise FtError(f"--backend {backend}: use {', '.join(predict.BACKENDS)}")
@@ -147,4 +167,22 @@ def load(path: str, backend: str | None, task: str | None, overrides: list[str],
     info = {"task": spec.task.kind.value, "labels": predictor.labels, "backend": backend,
             "model": spec.model.name_or_path, "run": str(found.home), "ft_version": __version__,
             "model_card": card.read_text() if card and card.is_file() else None}  # fmt: skip
-    return serving.Served(predictor, columns, info), found
+    return serving.Served(predictor, columns, info, predictor.check, kind.word_lists), found
+
+
+def _export_source(folder: Path, task: str | None) -> tuple[str, str | None]:
+    """(the run dir or checkpoint an export folder was made from, its task) by its record."""
+    from ft_cli.deploy import export_folder
+    from ft_cli.training.checkpoint import checkpoint_name
+
+    record = export_folder.read_record(folder)
+    weights = (record or {}).get("weights") or {}
+    run = folder.parent
+    if record is None or not (run / "config.yaml").is_file():
+        raise FtError(f"{folder}: not an ONNX export inside its run dir; serve the run dir with"
+                      " --backend onnxruntime")  # fmt: skip
+    step = weights.get("checkpoint_step")
+    source = run / "checkpoints" / checkpoint_name(step) if step is not None else run
+    if step is None and weights.get("task") is None and folder.name.startswith("onnx-"):
+        task = task or folder.name.split("-", 1)[1]  # an export of the first format
+    return str(source), task or weights.get("task")

@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,34 @@ def unreadable(ref: ImageRef) -> str | None:
     except Exception as err:  # PIL raises many types for a bad file
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return text.replace(str(source), "").replace("  ", " ").strip(" :")
+    return None
+
+
+def pixel_count(data: bytes) -> int | None:
+    """Width x height from the image's header alone (None: no header PIL knows)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except Exception:  # unreadable: `undecodable` says why
+        return None
+
+
+def undecodable(data: bytes) -> str | None:
+    """Why the image cannot be decoded whole (None: it can); a truncated file is refused
+    here, where `unreadable`'s structural check would let it pass."""
+    from PIL import Image
+
+    why = unreadable(data)
+    if why is not None:
+        return why
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+    except Exception as err:  # PIL raises many types for a bad file
+        return (str(err).strip().splitlines() or [type(err).__name__])[0]
     return None
 
 

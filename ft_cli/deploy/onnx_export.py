@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,12 +23,12 @@ from typing import Any
 
 import torch
 
+from ft_cli.deploy import export_folder
 from ft_cli.errors import FtError
 
 TOLERANCE = 1e-3  # largest |logit difference| an fp32 export may have against torch
 OPSET = 18
-FORMAT = "ft-onnx/1"
-MODEL, INT8, RECORD = "model.onnx", "model.int8.onnx", "onnx.json"
+MODEL, INT8, RECORD = "model.onnx", "model.int8.onnx", export_folder.RECORD
 INSTALL = "pip install 'ft-cli[onnx]' (onnx, onnxruntime, onnxscript)"
 # Inputs whose second axis is the sequence (the others only batch).
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -40,22 +38,30 @@ BACKENDS = {"onnxruntime": MODEL, "onnxruntime-int8": INT8}  # ft predict --back
 
 
 def default_folder(found: Any) -> Path:
-    """Where `ft export` writes a trained model's graphs: RUN/onnx (RUN/onnx-TASK for one
-    task of a multi-task run), and where `ft predict --backend onnxruntime` looks."""
+    """Where `ft export` writes a trained model's graphs, and where `ft predict --backend
+    onnxruntime` looks: RUN/onnx for the final model, RUN/onnx-TASK for one task of a
+    multi-task run, RUN/onnx-step-N for a checkpoint (exports of different weights never
+    share a folder)."""
+    if found.checkpoint is not None:
+        return found.home / f"onnx-{found.checkpoint.name}"
     return found.home / ("onnx" if found.task is None else f"onnx-{found.task}")
 
 
-def load_session(found: Any, backend: str) -> SessionNet:
-    """The exported graph a prediction backend runs."""
+def load_session(found: Any, backend: str, labels: list[str] | None = None) -> SessionNet:
+    """The exported graph a prediction backend runs, checked against its record and the
+    weights it was made from."""
     require_onnx()
-    path = default_folder(found) / BACKENDS[backend]
+    folder = default_folder(found)
+    path = folder / BACKENDS[backend]
     if not path.is_file():
         quantize = " --quantize int8" if backend.endswith("int8") else ""
+        source = found.checkpoint if found.checkpoint is not None else found.home
         raise FtError(
             f"--backend {backend}: no {path.name} in {path.parent}; export it first with"
-            f" ft export {found.home} --format onnx{quantize}"
+            f" ft export {source} --format onnx{quantize}"
         )
-    return SessionNet(path)
+    record = export_folder.verify(folder, path.name, found)
+    return SessionNet(path, record.get("inputs"), None if labels is None else len(labels))
 
 
 def require_onnx() -> None:
@@ -78,20 +84,49 @@ class Logits(torch.nn.Module):
 
 
 class SessionNet(torch.nn.Module):
-    """An onnxruntime session that answers like a transformers model (`.logits`)."""
+    """An onnxruntime session that answers like a transformers model (`.logits`).
 
-    def __init__(self, path: Path) -> None:
+    `inputs`, `classes`: what the graph must take and return (its record's input names,
+    the model's label count); a graph that differs is refused in one line.
+    """
+
+    def __init__(self, path: Path, inputs: list[str] | None = None,
+                 classes: int | None = None) -> None:  # fmt: skip
         super().__init__()
         import onnxruntime
 
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.path, self.classes = path, classes
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # a damaged or foreign file: onnxruntime's own reason
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise FtError(f"{path} is not a graph onnxruntime can load ({first[:200]})") from err
         self.names = [i.name for i in self.session.get_inputs()]
+        if inputs is not None and self.names != list(inputs):
+            raise FtError(
+                f"{path} takes inputs {', '.join(self.names)}, but its record says"
+                f" {', '.join(inputs)}; export the run again"
+            )
 
     def forward(self, **batch: torch.Tensor) -> Any:
         from types import SimpleNamespace
 
+        missing = [name for name in self.names if name not in batch]
+        if missing:
+            raise FtError(
+                f"{self.path} takes {', '.join(missing)}, which this model's inputs lack"
+                f" ({', '.join(batch)}): it is another task's graph; export the run again"
+            )
         feed = {name: batch[name].cpu().numpy() for name in self.names}
-        return SimpleNamespace(logits=torch.from_numpy(self.session.run(None, feed)[0]))
+        logits = torch.from_numpy(self.session.run(None, feed)[0])
+        if self.classes is not None and logits.shape[-1] != self.classes:
+            raise FtError(
+                f"{self.path} returns {logits.shape[-1]} scores per row, but the model has"
+                f" {self.classes} labels: it is another model's graph; export the run again"
+            )
+        return SimpleNamespace(logits=logits)
 
 
 @dataclass
@@ -172,14 +207,16 @@ def _with_forward(objective: Any, net: torch.nn.Module) -> Any:
     return other
 
 
-def export(ready: Any, target: Path, int8: bool, opset: int = OPSET) -> dict[str, Any]:
+def export(ready: Any, target: Path, int8: bool, opset: int = OPSET,
+           replace: bool = False) -> dict[str, Any]:  # fmt: skip
     """Export, check and write `target` (model.onnx, [model.int8.onnx], onnx.json, the
-    tokenizer and config); nothing is written when the check fails."""
+    tokenizer and config); nothing is written when the check fails. `replace`: `target`
+    holds an earlier export, replaced only once the new one is whole."""
     require_onnx()
     ready.forward.eval()
     sample = next(iter(ready.loader))
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    staging.chmod(0o755)  # mkdtemp's folder is private; the export is an ordinary one
+    weights = export_folder.weights_identity(ready.found)
+    staging = export_folder.begin_staging(target)
     try:
         names = export_graph(ready.objective.forward, sample, staging / MODEL, opset)
         variants: dict[str, torch.nn.Module] = {"onnx fp32": SessionNet(staging / MODEL)}
@@ -193,16 +230,15 @@ def export(ready: Any, target: Path, int8: bool, opset: int = OPSET) -> dict[str
                 f"the ONNX graph's logits differ from torch's by {gap:.2e} (more than"
                 f" {TOLERANCE:g}) on the validation split; nothing written"
             )
-        record = {"format": FORMAT, "opset": opset, "inputs": names, "outputs": ["logits"],
+        record = {"opset": opset, "inputs": names, "outputs": ["logits"],
                   "task": ready.spec.task.kind.value, "labels": ready.labels,
+                  "weights": weights,
                   "files": {"fp32": MODEL, **({"int8": INT8} if int8 else {})},
                   "checked_rows": len(ready.rows),
                   "checks": {name: vars(found) for name, found in checks.items()}}  # fmt: skip
-        (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
         _write_companions(ready, staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        record = export_folder.seal(staging, record)
+        export_folder.move_into_place(staging, target, replace)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record

@@ -1,11 +1,19 @@
 """The HTTP side of `ft serve`: the FastAPI app, its request checks and the batching queue.
 
 Requests are checked and turned into rows (the run's input columns) as they
-arrive; rows wait in one queue, and a single worker takes whatever is there,
-up to `max_batch` rows or `max_wait` seconds after the first, and runs the
-predictor on them together in a thread, so the event loop keeps answering
-`/health` meanwhile. Each request gets back its own rows' predictions, the
-columns `ft predict` writes.
+arrive, and each request's rows are encoded on their own (`Served.check`)
+before they may join a batch, so an input the tokenizer or image decoder
+refuses gets its own 4xx and never reaches its neighbours. Rows wait in one
+queue, and a single worker takes whatever is there, up to `max_batch` rows or
+`max_wait` seconds after the first, and runs the predictor on them together in
+a thread, so the event loop keeps answering `/health` meanwhile; a batch that
+still fails is retried request by request. Each request gets back its own
+rows' predictions, the columns `ft predict` writes.
+
+A request must arrive whole within `read_timeout` seconds: its headers (see
+`HeaderDeadline`) and its body, which is read in chunks and refused past
+`max_body` bytes whether or not it declared its length. Every refusal and
+failure answers `{"error": one line}`.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route functions' annotations
@@ -13,6 +21,7 @@ columns `ft predict` writes.
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import time
 from collections import Counter
@@ -33,6 +42,8 @@ class Limits:
     max_items: int = 64  # texts (or pairs, or rows) in one request
     max_chars: int = 10_000  # characters in one text
     max_body: int = 1_000_000  # bytes in one request body
+    max_pixels: int = 40_000_000  # pixels in one image (width x height)
+    read_timeout: float = 10.0  # seconds a request's headers and body may take to arrive
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class Served:
     predict: Callable[[Rows], Rows]  # rows in, prediction columns out (in order)
     columns: dict[str, str]  # {"text": column, "text_pair": column (pair models only)}
     info: dict[str, Any]  # GET /info: task, labels, backend, model card, ...
+    check: Callable[[Rows], None] = lambda rows: None  # encodes rows alone; raises if it can't
+    word_lists: bool = False  # a text may be a list of words (a tagger)
 
 
 class RequestError(Exception):
@@ -64,12 +77,19 @@ class Stats:
     rows: int = 0
     refused: int = 0
     failed: int = 0
+    retried: int = 0  # batches that failed and were predicted again request by request
     batches: Counter = field(default_factory=Counter)  # rows per batch -> how many batches
 
     def as_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "rows": self.rows, "refused": self.refused,
-                "failed": self.failed, "batches": sum(self.batches.values()),
-                "batch_rows": {str(k): v for k, v in sorted(self.batches.items())}}  # fmt: skip
+        return {
+            "requests": self.requests,
+            "rows": self.rows,
+            "refused": self.refused,
+            "failed": self.failed,
+            "retried_batches": self.retried,
+            "batches": sum(self.batches.values()),
+            "batch_rows": {str(k): v for k, v in sorted(self.batches.items())},
+        }
 
 
 class Batcher:
@@ -122,10 +142,14 @@ class Batcher:
         self.stats.batches[len(rows)] += 1
         try:
             predicted = await asyncio.to_thread(self.predict, rows)
-        except Exception as err:  # one bad batch fails its requests, not the server
-            for waiting in group:
-                if not waiting.done.done():
-                    waiting.done.set_exception(err)
+        except Exception as err:
+            if len(group) > 1:  # whichever request broke the batch fails alone
+                self.stats.retried += 1
+                for waiting in group:
+                    await self._run([waiting])
+                return
+            if not group[0].done.done():
+                group[0].done.set_exception(err)
             return
         start = 0
         for waiting in group:
@@ -136,11 +160,15 @@ class Batcher:
 
 
 def request_rows(
-    body: dict[str, Any], columns: dict[str, str], limits: Limits
+    body: dict[str, Any], columns: dict[str, str], limits: Limits, word_lists: bool = False
 ) -> tuple[Rows, bool]:
-    """The rows a request asks about, and whether it asked about one (`text`) or a list."""
+    """The rows a request asks about, and whether it asked about one (`text`) or a list.
+
+    `word_lists`: a text may be given as a list of words (a tagger's input).
+    """
     if "image" in columns:
         return _image_rows(body, columns["image"], limits)
+    text = functools.partial(_text, words=word_lists)
     given = [key for key in ("text", "texts", "pairs", "rows") if body.get(key) is not None]
     if len(given) != 1:
         raise RequestError(422, "send one of: text (with text_pair for a pair model), texts,"
@@ -165,13 +193,13 @@ def request_rows(
     if key == "pairs" and not pair:
         raise RequestError(422, "this model reads single texts: send texts")
     if key == "rows":
-        rows = [_given_row(row, index, columns) for index, row in enumerate(items)]
+        rows = [_given_row(row, index, columns, text) for index, row in enumerate(items)]
     elif pair:
-        rows = [_pair_row(item, f"{key}.{i}" if key != "text" else "text", columns)
+        rows = [_pair_row(item, f"{key}.{i}" if key != "text" else "text", columns, text)
                 for i, item in enumerate(items)]  # fmt: skip
     else:
         name = columns["text"]
-        rows = [{name: _text(item, f"{key}.{i}" if key != "text" else "text")}
+        rows = [{name: text(item, f"{key}.{i}" if key != "text" else "text")}
                 for i, item in enumerate(items)]  # fmt: skip
     for index, row in enumerate(rows):
         for column in columns.values():
@@ -203,37 +231,57 @@ def _image_rows(body: dict[str, Any], column: str, limits: Limits) -> tuple[Rows
             data = base64.b64decode(item, validate=True)
         except ValueError as err:
             raise RequestError(422, f"{where}: not base64 ({err})") from err
-        why = images.unreadable(data)
+        pixels = images.pixel_count(data)
+        if pixels is not None and pixels > limits.max_pixels:
+            raise RequestError(413, f"{where}: {pixels / 1e6:.1f} megapixels; at most"
+                                    f" {limits.max_pixels / 1e6:g} an image")  # fmt: skip
+        why = images.undecodable(data)
         if why is not None:
             raise RequestError(422, f"{where}: not a readable image ({why})")
         rows.append({column: data})
     return rows, key == "image"
 
 
-def _text(value: Any, where: str) -> Any:
-    """A text; a token-classification model also takes a list of words."""
-    if isinstance(value, str) or (
-        isinstance(value, list) and value and all(isinstance(w, str) for w in value)
-    ):
+def _text(value: Any, where: str, words: bool = False) -> Any:
+    """A text (valid Unicode); a tagger (`words`) also takes a list of words."""
+    if isinstance(value, str):
+        _unicode(value, where)
         return value
-    raise RequestError(422, f"{where}: expected a string, got {_kind(value)}")
+    if words and isinstance(value, list) and value and all(isinstance(w, str) for w in value):
+        for index, word in enumerate(value):
+            _unicode(word, f"{where}.{index}")
+        return value
+    wanted = "a string or a list of words" if words else "a string"
+    if isinstance(value, list) and not words:
+        wanted += " (a list of words is for a token-classification model)"
+    raise RequestError(422, f"{where}: expected {wanted}, got {_kind(value)}")
 
 
-def _pair_row(item: Any, where: str, columns: dict[str, str]) -> dict[str, Any]:
+def _unicode(value: str, where: str) -> None:
+    """JSON may carry lone surrogates (\\ud800), which no tokenizer can read."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RequestError(
+            422, f"{where}: not valid Unicode (a lone surrogate at character {err.start})"
+        ) from err
+
+
+def _pair_row(item: Any, where: str, columns: dict[str, str], text: Any) -> dict[str, Any]:
     if not (isinstance(item, list) and len(item) == 2):
         raise RequestError(422, f"{where}: expected a pair [text, text_pair], got {_kind(item)}")
-    first, second = (_text(v, f"{where}.{i}") for i, v in enumerate(item))
+    first, second = (text(v, f"{where}.{i}") for i, v in enumerate(item))
     return {columns["text"]: first, columns["text_pair"]: second}
 
 
-def _given_row(row: Any, index: int, columns: dict[str, str]) -> dict[str, Any]:
+def _given_row(row: Any, index: int, columns: dict[str, str], text: Any) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise RequestError(422, f"rows.{index}: expected an object, got {_kind(row)}")
     for column in columns.values():
         if column not in row:
             raise RequestError(422, f"rows.{index}: no '{column}' (the model reads"
                                     f" {', '.join(columns.values())})")  # fmt: skip
-        _text(row[column], f"rows.{index}.{column}")
+        text(row[column], f"rows.{index}.{column}")
     return row
 
 
@@ -250,8 +298,10 @@ def _kind(value: Any) -> str:
 def build_app(served: Served, limits: Limits) -> Any:
     """The FastAPI app: POST /predict, GET /health, /info, /stats, and /docs."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, ConfigDict
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 
     stats = Stats()
     batcher = Batcher(served.predict, limits, stats)
@@ -286,23 +336,35 @@ def build_app(served: Served, limits: Limits) -> Any:
         stats.refused += 1
         return JSONResponse({"error": message}, status_code=status)
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limits.max_body:
-            return refuse(413, f"request body of {length} bytes; at most {limits.max_body}")
-        return await call_next(request)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        stats.failed += 1
+        return JSONResponse({"error": f"internal error: {_one_line(err)}"}, status_code=500)
 
     # The body is read and checked here (one-line errors), and documented at /docs.
     documented = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()}}}}  # fmt: skip
 
-    @app.post("/predict", openapi_extra=documented, responses={400: {}, 413: {}, 422: {}})
+    @app.post("/predict", openapi_extra=documented,
+              responses={400: {}, 408: {}, 413: {}, 422: {}})  # fmt: skip
     async def predict(request: Request) -> Any:
         """Labels and probabilities (or scores, or tags) as `ft predict` writes them."""
-        raw = await request.body()
+        try:
+            raw = await asyncio.wait_for(_read_body(request, limits.max_body), limits.read_timeout)
+        except TimeoutError:
+            return refuse(408, f"the body did not arrive within {limits.read_timeout:g} s")
+        except RequestError as err:
+            return refuse(err.status, str(err))
+        except ClientDisconnect:
+            return Response(status_code=499)  # nobody is left to read it
         try:
             body = json.loads(raw)
+        except RecursionError:
+            return refuse(400, "the body is not JSON ft reads: nested too deeply")
         except ValueError as err:
             return refuse(400, f"the body is not JSON: {err}")
         if not isinstance(body, dict):
@@ -310,9 +372,10 @@ def build_app(served: Served, limits: Limits) -> Any:
         unknown = sorted(set(body) - set(PredictRequest.model_fields))
         if unknown:
             fields = "image, images" if "image" in served.columns else TEXT_FIELDS
-            return refuse(422, f"unknown field '{unknown[0]}'; fields: {fields}")
+            return refuse(422, f"unknown field '{unknown[0][:40]}'; fields: {fields}")
         try:
-            rows, single = request_rows(body, served.columns, limits)
+            rows, single = request_rows(body, served.columns, limits, served.word_lists)
+            await asyncio.to_thread(_checked, served.check, rows)
         except RequestError as err:
             return refuse(err.status, str(err))
         stats.requests += 1
@@ -323,7 +386,7 @@ def build_app(served: Served, limits: Limits) -> Any:
             return refuse(422, str(err))
         except Exception as err:
             stats.failed += 1
-            return JSONResponse({"error": f"prediction failed: {err}"}, status_code=500)
+            return JSONResponse({"error": f"prediction failed: {_one_line(err)}"}, status_code=500)
         return {"prediction": predicted[0]} if single else {"predictions": predicted}
 
     @app.get("/health")
@@ -341,3 +404,76 @@ def build_app(served: Served, limits: Limits) -> Any:
         return stats.as_dict()
 
     return app
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    """The body, read chunk by chunk and refused once it passes `limit` bytes, whether it
+    declared its length or came chunked."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestError(413, f"request body of {length} bytes; at most {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _checked(check: Callable[[Rows], None], rows: Rows) -> None:
+    """The request's rows encoded alone: what the tokenizer (or decoder) refuses is a 422
+    for this request, not a failure of the batch it would have joined."""
+    try:
+        check(rows)
+    except Exception as err:
+        raise RequestError(422, f"the model cannot read this input: {_one_line(err)}") from err
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+def header_deadline(seconds: float) -> type:
+    """uvicorn's h11 protocol with a deadline for a request's headers: a connection that has
+    not sent a whole request head within `seconds` of opening (or of its last answer) is
+    closed, so clients that stall cannot hold connections forever."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # the head is in; the app times the body
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline

@@ -22,6 +22,7 @@ class Task:
     reads_files = False  # each row names an input file (an image): ft predict reads folders
     replaces_head = False  # a checkpoint's head of another size is replaced, not refused
     named_labels = True  # the head predicts named classes (id2label in the export)
+    word_lists = False  # a row's text may be a list of words (ft serve accepts one)
     confusion_matrix = False  # ft report plots one (a class per row)
 
     def processor(self, cfg: ModelConfig) -> Any:

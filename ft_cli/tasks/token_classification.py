@@ -15,6 +15,7 @@ from ft_cli.tasks.base import Task
 
 class TokenClassification(Task):
     name = "token_classification"
+    word_lists = True
 
     def label_names(self, task: TaskConfig, cfg: DataConfig, train: Any,
                     hub_names: list[str] | None) -> list[str] | None:  # fmt: skip

@@ -11,7 +11,6 @@ never the best. Nothing is unpickled on load beyond `weights_only=True`.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import random
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from ft_cli import host
 from ft_cli.errors import FtError
 
 WEIGHTS = "model.safetensors"
@@ -62,14 +62,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -171,7 +163,7 @@ def commit(
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
             name = path.relative_to(tmp).as_posix()
-            files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            files[name] = {"bytes": path.stat().st_size, "sha256": host.sha256(path)}
         manifest = tmp / MANIFEST
         manifest.write_text(json.dumps({"step": step, "files": files}, indent=2) + "\n")
         with open(manifest, "rb") as handle:
@@ -213,7 +205,7 @@ def is_valid(checkpoint: Path) -> tuple[bool, str]:
         path = checkpoint / name
         if not path.is_file() or path.stat().st_size != expected["bytes"]:
             return False, f"{name} is missing or has the wrong size"
-        if _sha256(path) != expected["sha256"]:
+        if host.sha256(path) != expected["sha256"]:
             return False, f"{name} does not match its hash"
     return True, ""
 

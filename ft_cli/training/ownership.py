@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ft_cli import host
 from ft_cli.errors import FtError
 
 LOCK = ".ft.lock"
@@ -42,16 +43,6 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _holder(lock: Path) -> dict | None:
     try:
         return json.loads(lock.read_text())
@@ -68,7 +59,7 @@ def _is_stale(holder: dict | None, lock: Path) -> bool:
     if holder.get("host") != socket.gethostname():
         return False  # cannot look at another machine's processes
     pid = int(holder.get("pid", -1))
-    if not _alive(pid):
+    if not host.alive(pid):
         return True
     started = holder.get("process_start")
     return started is not None and _process_start(pid) not in (None, started)
