@@ -78,7 +78,17 @@ _outcomes = _JobOutcomes()
 RUN_DIR_STAMP = "%Y-%m-%d/%H-%M-%S-%f"
 
 
+def _quiet_interrupt(kind: type, value: BaseException, trace: object) -> None:
+    """Ctrl-C before ft's own handlers are in place (imports at start-up): one line, not
+    a traceback; the process still ends as interrupted (exit 130)."""
+    if issubclass(kind, KeyboardInterrupt):
+        _fail("interrupted")
+        return
+    sys.__excepthook__(kind, value, trace)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> None:
+    sys.excepthook = _quiet_interrupt
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
@@ -126,8 +136,11 @@ def _list_recipes() -> None:
     table = Table(title="ft recipes (use with: ft train +recipe=NAME)")
     table.add_column("recipe", style="bold cyan", no_wrap=True)
     table.add_column("purpose")
+    compose.register()
     for path in compose.recipe_files():
-        table.add_row(path.stem, compose.recipe_purpose(path))
+        broken = compose.broken_recipes.get(path.stem)
+        purpose = compose.recipe_purpose(path)
+        table.add_row(path.stem, f"[red]cannot be read[/red]: {broken}" if broken else purpose)
     Console().print(table)
 
 
@@ -300,10 +313,15 @@ def _data_parallel_overrides(overrides: list[str]) -> list[str]:
 
 
 def _leave_process_group() -> None:
-    if "torch.distributed" in sys.modules:
-        from ft_cli.hardware import distributed
+    """Leave the data-parallel group if one was joined. An interrupt during torch's own
+    import leaves it half-initialised: importing it again here would fail in its place."""
+    module = sys.modules.get("torch.distributed")
+    is_initialized = getattr(module, "is_initialized", None)
+    if module is None or is_initialized is None or not is_initialized():
+        return
+    from ft_cli.hardware import distributed
 
-        distributed.shutdown()
+    distributed.shutdown()
 
 
 def _is_hydra_error(err: BaseException) -> bool:

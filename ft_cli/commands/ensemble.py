@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from pathlib import Path
@@ -38,8 +39,11 @@ def evaluate(folders: list[str], given: dict[str, str], overrides: list[str]) ->
         raise FtError(f"{folders[0]} is a saved {saved.combiner.method} ensemble; drop --ensemble")
     methods = [saved.combiner.method] if saved else scoring.parse_methods(given["--ensemble"])
     split, file = given.get("--split", "validation"), given.get("--file")
-    scored = scoring.score(folders, methods, given.get("--weights"), split, file, overrides,
-                           saved.combiner if saved else None)  # fmt: skip
+    scored = scoring.score(
+        folders, methods, given.get("--weights"), split, file, overrides,
+        saved.combiner if saved else None,
+        functools.partial(manifest.check_members, saved) if saved else None,
+    )  # fmt: skip
     title = f"ensemble of {len(scored.members)} on {scored.source} ({scored.count} rows)"
     scoring.print_table(scored, title)
     home = scoring.home_of(folders)
@@ -98,6 +102,8 @@ def predict(folders: list[str], given: dict[str, str], overrides: list[str], sou
     in_fmt, out_fmt = single.check_files(source, target)
     combiner = saved.combiner if saved else _fitted(folders, given, overrides)
     found = members.load(members.run_dirs(folders), overrides)
+    if saved is not None:
+        manifest.check_members(saved, found)
     for member in found:
         dataset.check_file(source, member.spec.data, single.DATA_FORMATS[in_fmt], "--input")
     lists = out_fmt in ("jsonl", "parquet")

@@ -23,6 +23,7 @@ RECIPE_GROUP = "recipe"
 # Added with +GROUP=NAME; they set up Hydra itself (search sweeper, launcher).
 ADDON_GROUPS = ("search", "launcher")
 _registered: tuple[Path, ...] | None = None  # the recipe files in the ConfigStore
+broken_recipes: dict[str, str] = {}  # recipe name -> why its file cannot be read
 
 # A search's direction follows the run's monitored metric (configs/search/).
 OmegaConf.register_new_resolver("ft.direction", schema.search_direction, replace=True)
@@ -39,10 +40,36 @@ def register() -> None:
 
     store = ConfigStore.instance()
     schema.register_configs()
+    broken_recipes.clear()
     for path in files:
-        node = OmegaConf.load(path)
+        try:
+            node = read_recipe(path)
+        except FtError as err:  # only a run that asks for this recipe fails
+            broken_recipes[path.stem] = str(err)
+            continue
         store.store(group=RECIPE_GROUP, name=path.stem, node=node, package="_global_")
     _registered = files
+
+
+def read_recipe(path: Path) -> DictConfig:
+    """A recipe file as a config; a YAML error names the file and its line."""
+    import yaml
+
+    try:
+        node = OmegaConf.load(path)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise FtError(
+            f"recipe {path}{where}: not valid YAML ({err.problem or err.context}); fix or remove"
+            " that file"
+        ) from err
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise FtError(f"recipe {path}: cannot be read ({first}); fix or remove that file") from err
+    if not isinstance(node, DictConfig):
+        raise FtError(f"recipe {path}: holds no mapping of keys; fix or remove that file")
+    return node
 
 
 def recipe_files() -> list[Path]:
@@ -99,6 +126,8 @@ def check_overrides(overrides: list[str]) -> None:
         if key in (*schema.GROUPS, RECIPE_GROUP, *ADDON_GROUPS):
             options = group_options(key)
             for choice in _sweep_values(value):
+                if key == RECIPE_GROUP and choice in broken_recipes:
+                    raise FtError(broken_recipes[choice])
                 if choice not in options:
                     raise FtError(
                         f"unknown {key} option '{choice}' in '{token}'{closest(choice, options)};"
@@ -232,6 +261,12 @@ def explain_error(err: BaseException) -> FtError:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key = cause.full_key
         message = str(getattr(cause, "msg", "") or str(cause)).splitlines()[0]
+        if "not a subclass of SubTaskConfig" in message:
+            return FtError(
+                f"task.tasks.{key}: a task cannot be added from the command line (it needs its"
+                " kind and data together); add it to a recipe (see recipes/demo_multitask.yaml)"
+                " and override its keys from the shell"
+            )
         if "not in struct" in message or ("Key '" in message and "not in" in message):
             return FtError(f"unknown key '{key}': {message}")
         return FtError(f"{key}: {message}")

@@ -820,9 +820,22 @@ def _check_multitask(spec: RunSpec) -> None:
         )
 
 
+def _check_labels(task: TaskSettings, key: str) -> None:
+    from ft_cli.errors import FtError
+
+    labels = [str(label) for label in task.labels or []]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise FtError(
+                f"{key}labels: '{label}' is listed {labels.count(label)} times; list each class"
+                " once, in id order"
+            )
+
+
 def _check_class_weights(task: TaskSettings, key: str) -> None:
     from ft_cli.errors import FtError
 
+    _check_labels(task, key)
     weights = task.class_weights
     if weights is None:
         return
@@ -846,6 +859,19 @@ def _check_class_weights(task: TaskSettings, key: str) -> None:
             raise FtError(f"{key}class_weights: {value:g} must be a finite number, at least 0")
     if values and not any(values):
         raise FtError(f"{key}class_weights: every weight is 0; at least one must be positive")
+    labels = [str(label) for label in task.labels or []]
+    if labels and hasattr(weights, "keys"):
+        unknown = [str(name) for name in weights if str(name) not in labels]
+        if unknown:
+            raise FtError(
+                f"{key}class_weights: label '{unknown[0]}' is not in {key}labels"
+                f" ({', '.join(labels)})"
+            )
+    elif labels and len(values) != len(labels):
+        raise FtError(
+            f"{key}class_weights lists {len(values)} weight(s) for the {len(labels)} classes of"
+            f" {key}labels; give one per class in that order"
+        )
 
 
 def _check_evaluation(spec: RunSpec) -> None:

@@ -55,6 +55,7 @@ def check_delimited(path: Path, delimiter: str, quoted: bool, key: str) -> None:
             header = next(reader, None)
             if header is None:
                 return
+            _unique_columns(header, path, key)
             for row in reader:
                 if not row:
                     continue  # a blank line: the loaders skip it too
@@ -69,6 +70,18 @@ def check_delimited(path: Path, delimiter: str, quoted: bool, key: str) -> None:
                 f"{key}: line {reader.line_num} of '{path}' cannot be parsed ({err}); if double"
                 " quotes in it are text, set data.quoting=none"
             ) from err
+
+
+def _unique_columns(names: list[str], path: Path, key: str) -> None:
+    """A second column of the same name would be read in place of the first, silently."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise FtError(
+                f"{key}: '{path}' has two columns named '{name}'; rename one (columns are read"
+                " by name)"
+            )
+        seen.add(name)
 
 
 def _field_hint(found: int, expected: int, name: str, quoted: bool) -> str:
@@ -117,9 +130,10 @@ def check_parquet(path: Path, key: str) -> None:
     import pyarrow.parquet as pq
 
     try:
-        pq.ParquetFile(path)
+        names = pq.ParquetFile(path).schema_arrow.names
     except Exception as err:
         raise FtError(f"{key}: '{path}' is not a parquet file ({_first_line(err)})") from err
+    _unique_columns(names, path, key)
 
 
 def root_cause(err: BaseException) -> str:

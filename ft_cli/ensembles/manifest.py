@@ -8,13 +8,14 @@ numbers (weights, or the stacking meta-model's coefficients).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ft_cli import paths
-from ft_cli.ensembles.combine import Combiner
+from ft_cli.ensembles.combine import METHODS, Combiner
 from ft_cli.errors import FtError
 
 FILE = "ensemble.json"
@@ -31,25 +32,89 @@ class Manifest:
 
 
 def read(folder: Path) -> Manifest | None:
-    """The ensemble saved in `folder`, or None when it holds none."""
+    """The ensemble saved in `folder`, or None when it holds none; every number and shape
+    in it is checked, since a manifest is a file anyone may edit."""
     path = folder / FILE
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
         if record.get("format") != FORMAT:
             raise ValueError(f"format {record.get('format')!r}, expected {FORMAT!r}")
-        combination = record["combination"]
-        combiner = Combiner(combination["method"], record["task"] == "regression",
-                            combination.get("weights"), combination.get("coef"),
-                            combination.get("bias"))  # fmt: skip
-        members = [folder / item for item in record["members"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        members = [folder / item for item in _strings(record["members"], "members")]
+        labels = record.get("labels")
+        if labels is not None:
+            labels = _strings(labels, "labels")
+        task = record["task"]
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task {task!r}: ensembles combine classification or regression")
+        combiner = _combiner(record["combination"], task == "regression", len(members), labels)
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
         raise FtError(f"{path} is damaged ({err}); write it again with ft ensemble") from err
     missing = [str(m) for m in members if not m.is_dir()]
     if missing:
         raise FtError(f"{path}: member(s) {', '.join(missing)} no longer exist")
-    return Manifest(folder, members, combiner, record["task"], record.get("labels"))
+    return Manifest(folder, members, combiner, task, labels)
+
+
+def _strings(value: object, key: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} must be a non-empty list of strings")
+    return list(value)
+
+
+def _numbers(value: object, key: str, count: int) -> list[float]:
+    """`count` finite numbers (JSON's true/false are not numbers here)."""
+    if not isinstance(value, list) or len(value) != count:
+        raise ValueError(f"{key} must be a list of {count} numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{key} must hold numbers only")
+    numbers = [float(v) for v in value]
+    if not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"{key} holds a value that is not finite")
+    return numbers
+
+
+def _combiner(combination: dict, regression: bool, members: int,
+              labels: list[str] | None) -> Combiner:  # fmt: skip
+    method = combination["method"]
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}; methods: {', '.join(METHODS)}")
+    weights = combination.get("weights")
+    if method in ("weighted", "greedy") or (method == "mean" and weights is not None):
+        weights = _numbers(weights, "weights", members)
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError("weights must be non-negative and not all 0")
+    else:
+        weights = None
+    coef = bias = None
+    if method == "stack":
+        outputs = 1 if regression else len(labels or [])
+        if outputs == 0:
+            raise ValueError("a stacked classifier needs its labels")
+        rows = combination.get("coef")
+        if not isinstance(rows, list) or len(rows) != outputs:
+            raise ValueError(f"coef must be {outputs} rows of {members * outputs} numbers")
+        coef = [_numbers(row, "coef", members * outputs) for row in rows]
+        bias = _numbers(combination.get("bias"), "bias", outputs)
+    return Combiner(method, regression, weights, coef, bias)
+
+
+def check_members(saved: Manifest, loaded: list[Any]) -> None:
+    """The members as they are now must still be what the manifest was fit on."""
+    first = loaded[0]
+    if first.spec.task.kind.value != saved.task:
+        raise FtError(
+            f"{saved.folder / FILE}: task {saved.task}, but its members are now"
+            f" {first.spec.task.kind.value}; fit the ensemble again with ft ensemble"
+        )
+    if saved.labels != first.labels:
+        raise FtError(
+            f"{saved.folder / FILE}: labels {saved.labels}, but its members predict"
+            f" {first.labels}; fit the ensemble again with ft ensemble"
+        )
 
 
 def write(folder: Path, members: list[Path], combiner: Combiner, task: str,

@@ -8,6 +8,8 @@ are in-sample (the table says so) and `stack` is cross-validated.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,8 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
         weights = [float(w) for w in text.split(",")]
     except ValueError:
         weights = []
-    if len(weights) != count or any(not w >= 0 for w in weights) or sum(weights) <= 0:
+    usable = all(math.isfinite(w) and w >= 0 for w in weights)
+    if len(weights) != count or not usable or sum(weights) <= 0:
         raise FtError(
             f"--weights {text}: give {count} non-negative numbers, one per member, not all 0"
             " (e.g. --weights " + ",".join(["1"] * count) + ")"
@@ -84,7 +87,7 @@ def member_weights(found: list[members.Member]) -> list[float]:
     """Weights from each member's best validation metric (1 / value for a lower-is-better one)."""
     weights = []
     for member in found:
-        if member.best is None or not member.best > 0:
+        if member.best is None or not (member.best > 0 and math.isfinite(member.best)):
             raise FtError(
                 f"--ensemble weighted: {member.found.home} has no positive validation metric in"
                 " its metrics.json to weigh it by; give --weights W1,W2,..."
@@ -101,11 +104,17 @@ def score(
     file: str | None,
     overrides: list[str],
     saved: Combiner | None = None,
+    check: Callable[[list[members.Member]], None] | None = None,
 ) -> Scored:
-    """Every member's metrics and each method's, on the split (or file) asked for."""
+    """Every member's metrics and each method's, on the split (or file) asked for.
+
+    `saved`: a saved ensemble's combination; `check` refuses members it no longer fits.
+    """
     if weights_text is not None and "weighted" not in methods:
         raise FtError(f"--weights {weights_text}: only --ensemble weighted uses given weights")
     found = members.load(members.run_dirs(paths), overrides)
+    if check is not None:
+        check(found)
     given = parse_weights(weights_text, len(found))
     first = found[0]
     kind, regression = first.spec.task.kind, first.regression

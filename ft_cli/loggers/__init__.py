@@ -71,6 +71,7 @@ class Loggers:
             except Exception as err:
                 self.chosen.remove(logger)
                 first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                first = logger.scrub(first)
                 self.warn(f"logger {logger.name}: {first}; no more logging to it in this run")
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
@@ -124,12 +125,24 @@ def _open_all(config: Any, info: RunInfo) -> list[RunLogger]:
                 logger.close(FAILED)
             if isinstance(err, FtError):
                 raise
-            detail = " ".join(str(err).split())[:300] or repr(err)
+            detail = _scrubbed(" ".join(str(err).split()), config)[:300] or repr(err)
             raise FtError(f"logger={name} could not start: {detail}") from err
     state = {logger.name: logger.state() for logger in opened_ones if logger.state()}
     if state:
         path.write_text(json.dumps({**saved, **state}, indent=2) + "\n")
     return opened_ones
+
+
+def _scrubbed(text: str, config: Any) -> str:
+    """An error text with the credentials of every tracking URI in play replaced by ***."""
+    import os
+
+    from ft_cli.loggers import secrets
+
+    for uri in (config.mlflow.tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")):
+        if uri:
+            text = secrets.scrubbed(text, uri)
+    return text
 
 
 def _read_state(path: Path) -> dict[str, Any]:

@@ -35,6 +35,10 @@ class RunLogger:
 
     name = "logger"
 
+    def scrub(self, text: str) -> str:
+        """`text` (an error of this logger's) with any credential it might quote hidden."""
+        return text
+
     def state(self) -> dict[str, Any]:
         """What reopens the same tracked run on resume (kept in RUN_DIR/loggers.json)."""
         return {}

@@ -13,12 +13,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ft_cli.errors import FtError
+from ft_cli.loggers import secrets
 from ft_cli.loggers.base import COMPLETED, FAILED, RunInfo, RunLogger
 
 DEFAULT_EXPERIMENT = "ft"
 PARAMS_PER_CALL = 100  # MLflow's limit on params in one log_batch
 PARAM_LENGTH = 6000  # ... and on a param value's length
 STATUS = {COMPLETED: "FINISHED", FAILED: "FAILED"}  # anything else: KILLED
+CONNECT_SECONDS = 5  # how long the start waits for the tracking server to accept
+RETRY_BUDGET = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}  # fmt: skip
 
 
 def tracking_uri(configured: str | None) -> str:
@@ -37,12 +41,45 @@ def allow_file_store(uri: str) -> str:
 
 
 def check_uri(configured: str | None) -> None:
-    """A password in logger.mlflow.tracking_uri would be written into config.yaml."""
-    if configured and urlparse(configured).password:
+    """Credentials in logger.mlflow.tracking_uri would be written into config.yaml."""
+    found = secrets.secrets_in(configured) if configured else []
+    if found and found[0].startswith("a password"):
         raise FtError(
             "logger.mlflow.tracking_uri holds a password, which would be saved with the run;"
             " drop it from the URI and set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
         )
+    if found:
+        raise FtError(
+            f"logger.mlflow.tracking_uri holds a credential ({found[0]}), which would be saved"
+            " with the run; drop it from the URI and set MLFLOW_TRACKING_TOKEN (or put the URI"
+            " in $MLFLOW_TRACKING_URI)"
+        )
+
+
+def check_reachable(uri: str) -> None:
+    """A tracking server that does not answer fails the start within seconds, by name
+    (MLflow's own client would retry for minutes)."""
+    import socket
+
+    parts = urlparse(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_SECONDS).close()
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise FtError(
+            f"logger=mlflow: cannot reach the tracking server {secrets.redacted(uri)} ({why});"
+            " start it, fix logger.mlflow.tracking_uri / $MLFLOW_TRACKING_URI, or drop"
+            " logger=mlflow"
+        ) from err
+
+
+def bound_retries() -> None:
+    """MLflow's HTTP retry budget, unless the user set one: a few seconds, not minutes."""
+    for name, value in RETRY_BUDGET.items():
+        os.environ.setdefault(name, value)
 
 
 class MlflowLogger(RunLogger):
@@ -53,6 +90,8 @@ class MlflowLogger(RunLogger):
 
         saved = info.state.get("tracking_uri")  # a resumed run stays in its store
         self.uri = allow_file_store(saved) if saved else tracking_uri(configured_uri)
+        bound_retries()
+        check_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = self._reopen(info.state.get("run_id"))
         if self.run_id is None:
@@ -92,9 +131,12 @@ class MlflowLogger(RunLogger):
             self.client.log_batch(self.run_id, params=items[start : start + PARAMS_PER_CALL])
 
     def state(self) -> dict[str, Any]:
-        # A password in $MLFLOW_TRACKING_URI stays out of the run dir; resume reads it again.
-        kept = None if urlparse(self.uri).password else self.uri
+        # Credentials in $MLFLOW_TRACKING_URI stay out of the run dir; resume reads it again.
+        kept = None if secrets.secrets_in(self.uri) else self.uri
         return {"tracking_uri": kept, "run_id": self.run_id}
+
+    def scrub(self, text: str) -> str:
+        return secrets.scrubbed(text, self.uri) if self.uri else text
 
     def where(self) -> str:
         parts = urlparse(self.uri)

@@ -218,13 +218,19 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
     restored_rng = None
     if resume_from is not None:
         loop, restored_rng = _restore(resume_from, loop, run, backend, hw, stopper, ui)
+    claimed = None
     if place.is_main:  # validated: the run's first writes
         command = f"# ft train {' '.join(context.overrides)}\n"
         files = {**context.records, "config.yaml": command + spec_yaml}
-        ownership.claim(run_dir, files, spec.overwrite, unusable, ui.info)
+        claimed = ownership.claim(run_dir, files, spec.overwrite, unusable, ui.info)
     distributed.barrier(place)
     saver = _Saver(run_dir / "checkpoints", t.keep_checkpoints, backend, run, hw)
-    tracker = _open_loggers(spec, run_dir, context, loop.step if resume_from else None)
+    try:
+        tracker = _open_loggers(spec, run_dir, context, loop.step if resume_from else None)
+    except Exception:
+        if claimed is not None:  # nothing trained: the run dir is as it was
+            ownership.release(claimed, ui.info)
+        raise
     counts = _announce(spec, run, hw, place, ui, tracker, run_dir, spec_yaml)
     return _Prepared(backend, hw, run, loop, stopper, resume_from, restored_rng, saver, tracker,
                      counts)  # fmt: skip

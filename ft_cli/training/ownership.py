@@ -16,9 +16,11 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ft_cli import host
@@ -161,8 +163,10 @@ def claim(
     overwrite: bool,
     unusable: list[Path],
     info: Callable[[str], None],
-) -> None:
-    """The first writes of a validated run: move what must be kept aside, then write `files`."""
+) -> Claimed:
+    """The first writes of a validated run: move what must be kept aside, then write `files`.
+    What it returns lets `release` undo them if the run fails to start."""
+    claimed = Claimed(run_dir, {entry.name for entry in run_dir.iterdir()}, None)
     try:
         if overwrite and holds_run(run_dir):
             aside = aside_name(run_dir)
@@ -170,6 +174,7 @@ def claim(
             for entry in run_dir.iterdir():
                 if entry.name != LOCK:
                     os.replace(entry, aside / entry.name)
+            claimed.aside = aside
             info(f"overwrite=true: the previous run is now in {aside}")
         for folder in unusable:
             moved = _unique(folder.parent / UNUSABLE / folder.name.removeprefix(".tmp-"))
@@ -182,6 +187,34 @@ def claim(
             target.write_text(text)
     except OSError as err:
         raise disk_error(err, "the run dir") from err
+    return claimed
+
+
+@dataclass
+class Claimed:
+    """What a claim found in the run dir, and where an overwritten run was moved."""
+
+    run_dir: Path
+    before: set[str]  # the run dir's entries before the claim
+    aside: Path | None
+
+
+def release(claimed: Claimed, info: Callable[[str], None]) -> None:
+    """Undo a claim whose run did not start (a logger refused): the files it and the start
+    wrote are removed and an overwritten run comes back, so the same command can run again."""
+    run_dir = claimed.run_dir
+    keep = {LOCK} | (set() if claimed.aside is not None else claimed.before)
+    for entry in run_dir.iterdir():
+        if entry.name not in keep:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    if claimed.aside is not None:
+        for entry in claimed.aside.iterdir():
+            os.replace(entry, run_dir / entry.name)
+        claimed.aside.rmdir()
+        info(f"the run did not start: the previous run is back in {run_dir}")
 
 
 def _unique(path: Path) -> Path:
