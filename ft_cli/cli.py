@@ -6,6 +6,7 @@ showing configs stay fast.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -166,6 +167,36 @@ def _run_tool(command: str, args: list[str]) -> int:
     except OmegaConfBaseException as err:
         _fail(f"ft {command}: {compose.explain_error(err)}")
         return 2
+    except Exception as err:
+        cause = disk_cause(err)
+        if cause is None:
+            raise
+        _fail(f"ft {command}: {disk_message(cause)}")
+        return 2
+
+
+# A file that cannot be written or read for a reason of the disk, not of ft.
+DISK_ERRORS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+               errno.EISDIR, errno.ENOENT, errno.EFBIG)  # fmt: skip
+
+
+def disk_cause(err: BaseException) -> OSError | None:
+    """The OSError about a named file behind `err` (itself, or what it was raised from),
+    when the disk is the reason: read-only, full, forbidden, missing."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.filename is not None and err.errno in DISK_ERRORS:
+            return err
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return None
+
+
+def disk_message(err: OSError) -> str:
+    reason = err.strerror or type(err).__name__
+    fix = ("free some space or write elsewhere" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "name a writable place or check the path")  # fmt: skip
+    return f"cannot use {err.filename}: {reason}; {fix}"
 
 
 def _list_runs(args: list[str]) -> int:
@@ -202,14 +233,13 @@ def run_train(overrides: list[str]) -> int:
         return 130
     except SystemExit as err:
         return int(err.code or 0) if not isinstance(err.code, str) else 2
-    except OSError as err:
-        if err.filename is None:
-            raise
-        from ft_cli.training.ownership import disk_error
-
-        _fail(str(disk_error(err, "the run dir")))
-        return 2
     except (OmegaConfBaseException, Exception) as err:
+        cause = disk_cause(err)
+        if cause is not None:
+            from ft_cli.training.ownership import disk_error
+
+            _fail(str(disk_error(cause, "the run dir")))
+            return 2
         if not _is_hydra_error(err):
             raise
         _fail(str(compose.explain_error(err)))

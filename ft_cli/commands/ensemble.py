@@ -17,6 +17,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ft_cli import paths
 from ft_cli.commands.evaluation import ENSEMBLE_HELP, parse_many
 from ft_cli.ensembles import manifest, scoring
 from ft_cli.errors import FtError
@@ -49,7 +50,10 @@ def evaluate(folders: list[str], given: dict[str, str], overrides: list[str]) ->
     home = scoring.home_of(folders)
     if home is not None:
         written = home / "ensemble_metrics.json"
-        written.write_text(json.dumps(scoring.record(scored), indent=2) + "\n")
+        if not paths.write_atomic(written, json.dumps(scoring.record(scored), indent=2) + "\n"):
+            raise FtError(
+                f"the metrics above could not be saved to {written} (read-only or full disk)"
+            )
         print(f"written: {written}")
     return 0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ft_cli import paths
 from ft_cli.errors import FtError
 
 USAGE = (
@@ -88,6 +89,11 @@ def main(args: list[str]) -> int:
 
     ui = RunConsole()
     ui.metrics_table(f"eval: {result['split']} ({result['rows']} rows)", result["metrics"])
+    if not result["saved"]:
+        raise FtError(
+            f"the metrics above could not be saved to {result['written']} (read-only or full"
+            " disk); nothing else was written"
+        )
     ui.info(f"written: {result['written']}")
     return 0
 
@@ -198,5 +204,5 @@ def evaluate_trained(
     }
     name = f"eval_metrics.{ready.found.task}.json" if ready.found.task else "eval_metrics.json"
     written = Path(ready.found.home) / name
-    written.write_text(json.dumps(record, indent=2) + "\n")
-    return {**record, "written": str(written)}
+    saved = paths.write_atomic(written, json.dumps(record, indent=2) + "\n")
+    return {**record, "written": str(written), "saved": saved}

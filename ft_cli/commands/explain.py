@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from ft_cli.errors import FtError
 
 PLOT_WIDTH, PLOT_HEIGHT = 60, 8
 
@@ -51,7 +54,15 @@ def main(args: list[str]) -> int:
         )
         return 0
     fresh = "--fresh" in args
-    show(remembered_plan([a for a in args if a != "--fresh"], fresh))
+    overrides = [a for a in args if a != "--fresh"]
+    folders = [a for a in overrides if Path(a).is_dir()]
+    if folders:
+        raise FtError(
+            f"'{folders[0]}' is a folder: ft explain takes the overrides of ft train (ft explain"
+            " +recipe=demo optimizer.lr=3e-5), not a run dir; ft eval and ft report read a"
+            f" finished run, whose config is {Path(folders[0]) / 'config.yaml'}"
+        )
+    show(remembered_plan(overrides, fresh))
     return 0
 
 

@@ -373,9 +373,24 @@ class _writer:
             self.csv.writerows(merged)
 
     def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            self.handle.close()
-        if self.parquet is not None:
-            self.parquet.close()
+        try:
+            if self.handle is not None:
+                self.handle.close()  # a full disk may fail only here, on the last flush
+            if self.parquet is not None:
+                self.parquet.close()
+        except OSError as err:
+            self.path.unlink(missing_ok=True)
+            raise _unwritten(err, self.path) from err
         if exc[0] is not None:
             self.path.unlink(missing_ok=True)
+            if isinstance(exc[1], OSError) and exc[1].filename is None:
+                raise _unwritten(exc[1], self.path) from exc[1]
+
+
+def _unwritten(err: OSError, partial: Path) -> FtError:
+    """A write that failed for the disk (full, most often): the output it was for, named."""
+    target = partial.with_name(partial.name.removeprefix(".").removesuffix(".partial"))
+    return FtError(
+        f"--output {target}: cannot write it ({err.strerror or err}); nothing was written"
+        " (free some space or write elsewhere)"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -38,14 +39,51 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS
 
 
-def visible_files(folder: Path) -> list[Path]:
-    """Every file under `folder`, sorted, hidden ones (.DS_Store, .git) left out."""
-    found = [
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    ]
+def visible_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
+    """Every file under `folder`, sorted, hidden ones (.DS_Store, .git) left out.
+
+    Linked folders are not followed (a link may lead out of the tree or around in a
+    loop), and names that are not UTF-8 cannot be stored as text: both are left out
+    and named in `skipped`. Linked files are read.
+    """
+    skipped = [] if skipped is None else skipped
+    found = []
+    for root, folders, names in os.walk(folder):
+        here = Path(root)
+        for name in list(folders):
+            if name.startswith(".") or (here / name).is_symlink() or not _utf8(name):
+                folders.remove(name)
+                if not name.startswith("."):
+                    skipped.append(_shown_name(here / name))
+        for name in names:
+            path = here / name
+            if name.startswith("."):
+                continue
+            if not _utf8(name):
+                skipped.append(_shown_name(path))
+            elif path.is_file():
+                found.append(path)
     return sorted(found)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as surrogates
+        return False
+    return True
+
+
+def _shown_name(path: Path) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def warn_skipped(skipped: list[str], key: str) -> None:
+    if skipped:
+        warn(
+            f"{key}: skipped {len(skipped)} linked folder(s) or name(s) that are not UTF-8"
+            f" (first: {skipped[0]}); move the images in, or rename them"
+        )
 
 
 def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
@@ -60,7 +98,15 @@ def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
             f"{key}: folder '{root}' does not exist; point it at a folder with one sub-folder"
             " per class"
         )
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    skipped: list[str] = []
+    classes = []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        if entry.is_symlink() or not _utf8(entry.name):  # never a class of its own
+            skipped.append(_shown_name(entry))
+        else:
+            classes.append(entry)
     if not classes:
         raise FtError(
             f"{key}: '{root}' holds no class folders; put each class's images in"
@@ -69,7 +115,7 @@ def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
     per_class: list[list[Path]] = []
     others = 0
     for folder in classes:
-        files = visible_files(folder)
+        files = visible_files(folder, skipped)
         images = [f for f in files if is_image_name(f)]
         others += len(files) - len(images)
         if not images:
@@ -85,6 +131,7 @@ def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
     )
     paths = [str(f) for _, _, f in turns]
     labels = [classes[c].name for _, c, _ in turns]
+    warn_skipped(skipped, key)
     loose = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
     if others or loose:
         warn(
@@ -96,7 +143,10 @@ def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
 
 def list_images(folder: Path) -> list[str]:
     """The image files under `folder` (any depth), sorted: what `ft predict DIR` reads."""
-    return [str(p) for p in visible_files(folder) if is_image_name(p)]
+    skipped: list[str] = []
+    found = [str(p) for p in visible_files(folder, skipped) if is_image_name(p)]
+    warn_skipped(skipped, "--input")
+    return found
 
 
 def open_image(ref: ImageRef) -> Any:

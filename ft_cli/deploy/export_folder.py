@@ -138,9 +138,13 @@ def check_target(target: Path, overwrite: bool) -> bool:
 def begin_staging(target: Path) -> Path:
     """A hidden folder beside `target`, marked as this process's, to build the export in."""
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    staging.chmod(0o755)  # mkdtemp's folder is private; the export is an ordinary one
-    mark = {"pid": os.getpid(), "host": socket.gethostname()}
-    (staging / STAGING_MARK).write_text(json.dumps(mark))
+    try:
+        staging.chmod(0o755)  # mkdtemp's folder is private; the export is an ordinary one
+        mark = {"pid": os.getpid(), "host": socket.gethostname()}
+        (staging / STAGING_MARK).write_text(json.dumps(mark))
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging
 
 

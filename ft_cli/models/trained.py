@@ -42,6 +42,8 @@ class Trained:
 def locate(path: str, task: str | None = None) -> Trained:
     """The model at `path`; `task`: which task's model of a multi-task run."""
     found = _find(path)
+    if found.export is not None:
+        model_config(found.export)  # a damaged config.json is named here, in one line
     tasks_of = _multitask_names(found)
     if tasks_of is None:
         if task is not None:
@@ -171,14 +173,34 @@ def _one_task(spec: RunSpec, name: str) -> RunSpec:
     return dataclasses.replace(spec, task=TaskConfig(**own), data=sub.data)
 
 
-def _export_labels(trained: Trained) -> list[str] | None:
+def model_config(folder: Path) -> dict[str, Any]:
+    """An exported model's config.json, or one line naming what is wrong with it."""
     import json
 
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        why = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise FtError(
+            f"{path} is damaged or unreadable ({why}); train or export the run again, or use"
+            " one of its checkpoints (RUN/checkpoints/step-N)"
+        ) from err
+    if not isinstance(config, dict):
+        raise FtError(f"{path} holds no model config (a JSON object); export the run again")
+    return config
+
+
+def _export_labels(trained: Trained) -> list[str] | None:
     if trained.export is None:
         return None
-    config = json.loads((trained.export / "config.json").read_text())
-    names = config.get("id2label") or {}
-    return [str(names[key]) for key in sorted(names, key=int)] or None
+    names = model_config(trained.export).get("id2label") or {}
+    try:
+        return [str(names[key]) for key in sorted(names, key=int)] or None
+    except (ValueError, TypeError, AttributeError) as err:
+        raise FtError(
+            f"{trained.export / 'config.json'}: id2label is damaged ({err}); export the run again"
+        ) from err
 
 
 def check_loadable(trained: Trained, spec: RunSpec) -> None:

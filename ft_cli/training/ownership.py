@@ -46,10 +46,25 @@ def _process_start(pid: int) -> str | None:
 
 
 def _holder(lock: Path) -> dict | None:
+    """The lock's record; None while it is empty (its writer was killed between creating and
+    writing it). Anything else that is not a record ft writes is refused as damaged."""
     try:
-        return json.loads(lock.read_text())
-    except (OSError, ValueError):
+        text = lock.read_text()
+    except OSError:
         return None
+    if not text.strip():
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    valid = isinstance(record, dict) and isinstance(record.get("host"), str)
+    if not valid or isinstance(record.get("pid"), bool) or not isinstance(record.get("pid"), int):
+        raise RunDirRefused(
+            f"run dir {lock.parent}: its lock file {lock} is damaged (not the record of pid and"
+            " host that ft writes); if no ft process uses this run dir, delete the lock file"
+        )
+    return record
 
 
 def _is_stale(holder: dict | None, lock: Path) -> bool:
@@ -78,9 +93,10 @@ def locked(run_dir: Path, warn: Callable[[str], None], enabled: bool = True) -> 
     try:
         yield
     finally:
-        holder = _holder(lock)
-        if holder is not None and holder.get("pid") == os.getpid():
-            lock.unlink(missing_ok=True)
+        with contextlib.suppress(RunDirRefused):  # a lock damaged meanwhile is left in place
+            holder = _holder(lock)
+            if holder is not None and holder.get("pid") == os.getpid():
+                lock.unlink(missing_ok=True)
 
 
 def _acquire(run_dir: Path, lock: Path, warn: Callable[[str], None]) -> None:
@@ -103,8 +119,13 @@ def _acquire(run_dir: Path, lock: Path, warn: Callable[[str], None]) -> None:
             continue
         except OSError as err:
             raise disk_error(err, "the run dir") from err
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk: the lock is not left behind, half written
+            lock.unlink(missing_ok=True)
+            err.filename = err.filename or str(lock)
+            raise disk_error(err, "the run dir") from err
         return
     raise _busy(run_dir, lock, _holder(lock))
 
