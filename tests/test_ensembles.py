@@ -237,3 +237,80 @@ def test_a_regression_ensemble_scores_and_predicts_scores(tmp_path: Path) -> Non
         singles.append([float(r["predicted_score"]) for r in predicted(single)])
     mean = [(a + b) / 2 for a, b in zip(*singles, strict=True)]
     assert [float(r["predicted_score"]) for r in predicted(out)] == pytest.approx(mean, abs=1e-5)
+
+
+def _manifest(folder: Path, **changes) -> Path:
+    """A saved two-member weighted ensemble (members: empty folders), with `changes`."""
+    for member in ("a", "b"):
+        (folder / member).mkdir(parents=True, exist_ok=True)
+    record = {"format": "ft-ensemble/1", "task": "classification", "labels": ["neg", "pos"],
+              "members": ["a", "b"],
+              "combination": {"method": "weighted", "weights": [1.0, 2.0], "coef": None,
+                              "bias": None}}  # fmt: skip
+    for key, value in changes.items():
+        if key in ("method", "weights", "coef", "bias"):
+            record["combination"][key] = value
+        else:
+            record[key] = value
+    (folder / "ensemble.json").write_text(json.dumps(record))
+    return folder
+
+
+MANIFEST_CASES = {
+    "nan weight": ({"weights": [float("nan"), 1.0]}, "weights holds a value that is not finite"),
+    "infinite weight": ({"weights": [float("inf"), 1.0]}, "not finite"),
+    "negative weight": ({"weights": [-1.0, 2.0]}, "weights must be non-negative and not all 0"),
+    "zero-sum weights": ({"weights": [0, 0]}, "weights must be non-negative and not all 0"),
+    "wrong length": ({"weights": [1.0]}, "weights must be a list of 2 numbers"),
+    "strings": ({"weights": ["1", "2"]}, "weights must hold numbers only"),
+    "booleans": ({"weights": [True, 1]}, "weights must hold numbers only"),
+    "unknown method": ({"method": "median"}, "method 'median'; methods: mean, vote"),
+    "stacker of the wrong shape": (
+        {"method": "stack", "coef": [[0.1, 0.2]], "bias": [0.0, 0.0]},
+        "coef must be 2 rows of 4 numbers",
+    ),
+    "stacker bias": (
+        {"method": "stack", "coef": [[0.0] * 4, [0.0] * 4], "bias": [0.0]},
+        "bias must be a list of 2 numbers",
+    ),
+    "labels not strings": ({"labels": [0, 1]}, "labels must be a non-empty list of strings"),
+    "unknown task": ({"task": "mlm"}, "task 'mlm': ensembles combine classification"),
+    "not an object": ({"members": "a"}, "members must be a non-empty list of strings"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST_CASES))
+def test_a_saved_ensemble_checks_every_number_and_shape(name: str, tmp_path: Path) -> None:
+    from ft_cli.ensembles import manifest
+
+    changes, expected = MANIFEST_CASES[name]
+    folder = _manifest(tmp_path / "ens", **changes)
+    with pytest.raises(FtError, match="damaged") as raised:
+        manifest.read(folder)
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_valid_manifest_reads_back_and_edited_labels_are_refused(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ft_cli.ensembles import manifest
+
+    saved = manifest.read(_manifest(tmp_path / "ens"))
+    assert saved is not None and saved.combiner.weights == [1.0, 2.0]
+    probabilities = torch.tensor([[[0.2, 0.8]], [[0.5, 0.5]]])
+    assert saved.combiner(probabilities)[0].tolist() == pytest.approx([0.4, 0.6])
+    stack = _manifest(tmp_path / "stack", method="stack", coef=[[0.0] * 4, [0.0] * 4],
+                      bias=[0.0, 1.0])  # fmt: skip
+    assert manifest.read(stack).combiner.coef == [[0.0] * 4, [0.0] * 4]
+
+    def member(labels: list[str], kind: str = "classification"):
+        spec = SimpleNamespace(task=SimpleNamespace(kind=SimpleNamespace(value=kind)))
+        return SimpleNamespace(spec=spec, labels=labels)
+
+    manifest.check_members(saved, [member(["neg", "pos"])])
+    with pytest.raises(FtError, match=r"labels \['neg', 'pos'\], but its members predict"):
+        manifest.check_members(saved, [member(["pos", "neg"])])
+    with pytest.raises(FtError, match="but its members are now regression"):
+        manifest.check_members(saved, [member(["neg", "pos"], "regression")])
+    with pytest.raises(FtError, match=r"--weights inf,1: give 2 non-negative numbers"):
+        scoring.parse_weights("inf,1", 2)

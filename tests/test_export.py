@@ -229,3 +229,198 @@ def test_the_other_fixed_head_tasks_export_within_1e4_of_torch(tmp_path: Path, t
     )
     expected_inputs = ["pixel_values"] if task == "image_classification" else ["input_ids"]
     assert record["inputs"][: len(expected_inputs)] == expected_inputs
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "ft.log"
+    }
+
+
+def _refused(args: list[str], capsys, expected: str) -> None:
+    capsys.readouterr()
+    assert cli._run_tool("export", args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_export_writes_only_into_new_empty_or_its_own_folders(
+    exported_tiny: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_tiny, run)
+    before = _files(run)
+    _refused([str(run), "--output", str(run)], capsys, "holds files ft export did not write")
+    _refused([str(run), "--output", str(run / "model")], capsys, "did not write")
+    _refused([str(run), "--output", str(run / "config.yaml")], capsys, "is a file")
+    _refused([str(run)], capsys, "already holds an ONNX export (the final model); replace it")
+    _refused(
+        [str(run), "--overwrite", "--output", str(tmp_path / "new")],
+        capsys,
+        "holds no export to replace",
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    _refused([str(run), "--output", str(other)], capsys, "(keep.txt, ...)")
+    (run / "onnx" / "notes.txt").write_text("mine too")
+    _refused([str(run), "--overwrite"], capsys, "files it did not write (notes.txt)")
+    (run / "onnx" / "notes.txt").unlink()
+    assert _files(run) == before and (other / "keep.txt").read_text() == "mine"
+
+
+def test_the_record_ties_an_export_to_its_weights_and_files(exported_tiny: Path) -> None:
+    from ft_cli.deploy import export_folder
+    from ft_cli.host import sha256
+    from ft_cli.models import trained as located
+
+    record = json.loads((exported_tiny / "onnx" / "onnx.json").read_text())
+    found = located.locate(str(exported_tiny))
+    assert record["weights"] == export_folder.weights_identity(found)
+    assert record["weights"]["checkpoint_step"] is None
+    assert record["weights"]["files"] == ["model.safetensors"]
+    written = sorted(p.name for p in (exported_tiny / "onnx").iterdir() if p.name != "onnx.json")
+    assert sorted(record["hashes"]) == written
+    for name, digest in record["hashes"].items():
+        assert sha256(exported_tiny / "onnx" / name) == digest
+
+
+def _predict_onnx(run: Path, tmp_path: Path, capsys, backend: str = "onnxruntime") -> tuple:
+    source = Path(__file__).resolve().parent.parent / "ft_cli" / "assets" / "demo"
+    out = tmp_path / "out.csv"
+    capsys.readouterr()
+    code = cli._run_tool(
+        "predict",
+        [
+            str(run),
+            "--input",
+            str(source / "validation.csv"),
+            "--output",
+            str(out),
+            "--backend",
+            backend,
+        ],
+    )
+    return code, capsys.readouterr().err, out
+
+
+def test_a_damaged_swapped_or_stale_export_is_refused_in_one_line(
+    exported_tiny: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_tiny, run)
+    graph = run / "onnx" / "model.onnx"
+    good = graph.read_bytes()
+    cases = {
+        "byte flipped": lambda: graph.write_bytes(
+            good[:1000] + bytes([good[1000] ^ 255]) + good[1001:]
+        ),
+        "truncated": lambda: graph.write_bytes(good[: len(good) // 2]),
+        "swapped for the int8 graph": lambda: shutil.copy(run / "onnx" / "model.int8.onnx", graph),
+    }
+    for name, damage in cases.items():
+        damage()
+        code, err, out = _predict_onnx(run, tmp_path, capsys)
+        assert code == 2 and len(err.splitlines()) == 1, (name, err)
+        assert "model.onnx does not match the hash in onnx.json" in err, (name, err)
+        assert not out.exists()
+        graph.write_bytes(good)
+    record_path = run / "onnx" / "onnx.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "format": "ft-onnx/1"}))
+    code, err, _ = _predict_onnx(run, tmp_path, capsys)
+    assert code == 2 and "exported by an older ft that recorded no hashes" in err
+    record_path.write_text(json.dumps(record))
+    # The run's weights change after the export (trained again, edited): the export is stale.
+    weights = run / "model" / "model.safetensors"
+    state = load_file(weights)
+    first = next(iter(state))
+    state[first] = state[first] + 1
+    save_file(state, weights, metadata={"format": "pt"})
+    code, err, _ = _predict_onnx(run, tmp_path, capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "was exported from other weights (the final model of" in err
+    assert f"export it again: ft export {run} --overwrite" in err
+
+
+def test_a_graph_of_another_shape_is_refused_when_loaded(exported_tiny: Path) -> None:
+    from ft_cli.deploy.onnx_export import SessionNet
+
+    graph = exported_tiny / "onnx" / "model.onnx"
+    with pytest.raises(
+        FtError,
+        match="takes inputs input_ids, attention_mask, token_type_ids,"
+        " but its record says pixel_values",
+    ):
+        SessionNet(graph, ["pixel_values"], 2)
+    net = SessionNet(graph, None, 3)
+    ids = torch.ones(1, 4, dtype=torch.long)
+    with pytest.raises(FtError, match="returns 2 scores per row, but the model has 3 labels"):
+        net(input_ids=ids, attention_mask=ids, token_type_ids=ids * 0)
+    with pytest.raises(FtError, match="takes token_type_ids, which this model's inputs lack"):
+        net(input_ids=ids, attention_mask=ids)
+    junk = exported_tiny.parent / "junk.onnx"
+    junk.write_bytes(b"not a graph")
+    with pytest.raises(FtError, match="is not a graph onnxruntime can load"):
+        SessionNet(junk)
+
+
+@pytest.mark.slow
+def test_checkpoints_export_beside_the_final_model_and_overwrite_cleans_up(
+    exported_tiny: Path, tmp_path: Path, capsys
+) -> None:
+    import os
+    import shutil
+    import socket
+
+    from ft_cli.deploy import export_folder
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_tiny, run)
+    step = sorted((run / "checkpoints").glob("step-*"))[-1]
+    # A killed export's staging folder (its process is gone), and a live one's.
+    dead, live = run / ".onnx-killed1", run / ".onnx-running"
+    for folder, pid in ((dead, 2**22 + 12345), (live, os.getpid())):
+        folder.mkdir()
+        (folder / export_folder.STAGING_MARK).write_text(
+            json.dumps({"pid": pid, "host": socket.gethostname()})
+        )
+    final = (run / "onnx" / "model.onnx").read_bytes()
+    assert cli._run_tool("export", [str(step)]) == 0
+    record = json.loads((run / f"onnx-{step.name}" / "onnx.json").read_text())
+    assert record["weights"]["checkpoint_step"] == int(step.name.split("-")[1])
+    assert (run / "onnx" / "model.onnx").read_bytes() == final  # untouched
+    capsys.readouterr()
+    assert cli._run_tool("export", [str(run), "--overwrite"]) == 0
+    assert f"removed {dead}" in capsys.readouterr().out
+    assert not dead.exists() and live.exists()
+    assert not (run / "onnx" / "model.int8.onnx").exists()  # the new export has no int8 copy
+    assert not [p for p in run.iterdir() if p.name.startswith(".onnx-") and p != live]
+    code, err, out = _predict_onnx(step, tmp_path, capsys)
+    assert code == 0, err
+    torch_out = tmp_path / "torch.csv"
+    source = Path(__file__).resolve().parent.parent / "ft_cli" / "assets" / "demo"
+    assert (
+        cli._run_tool(
+            "predict",
+            [str(step), "--input", str(source / "validation.csv"), "--output", str(torch_out)],
+        )
+        == 0
+    )
+    import csv
+
+    mine = list(csv.DictReader(out.read_text().splitlines()))
+    theirs = list(csv.DictReader(torch_out.read_text().splitlines()))
+    gap = max(
+        abs(float(a["predicted_probability"]) - float(b["predicted_probability"]))
+        for a, b in zip(mine, theirs, strict=True)
+    )
+    assert gap < 1e-5

@@ -21,8 +21,12 @@ PARAMS_PER_CALL = 100  # MLflow's limit on params in one log_batch
 PARAM_LENGTH = 6000  # ... and on a param value's length
 STATUS = {COMPLETED: "FINISHED", FAILED: "FAILED"}  # anything else: KILLED
 CONNECT_SECONDS = 5  # how long the start waits for the tracking server to accept
-RETRY_BUDGET = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}  # fmt: skip
+# MLflow's defaults: 7 retries with backoff, 120 s each: about four minutes for a dead server.
+RETRY_BUDGET = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 def tracking_uri(configured: str | None) -> str:
