@@ -273,3 +273,160 @@ def test_an_image_model_answers_base64_images_as_ft_predict_does(tmp_path: Path)
             code, answer = call(url, "/predict", body)
             assert (code, answer["error"][: len(message)]) == (422, message)
         assert call(url, "/info")[1]["limits"]["max_body"] == 16_000_000
+
+
+def _raw(url: str, data: bytes, wait: float = 30) -> bytes:
+    """Send raw bytes over one connection; whatever comes back before it closes (or `wait`)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as raw:
+        raw.sendall(data)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := raw.recv(4096):
+                answer += chunk
+    return answer
+
+
+@pytest.mark.slow
+def test_a_poisoned_batch_and_stalled_clients_harm_no_one(exported_tiny: Path) -> None:
+    with serving(exported_tiny, "--read-timeout-s", "2", "--max-wait-ms", "200") as (url, process):
+        # One input the tokenizer cannot read among 15 good ones sent at once: the bad one
+        # gets its 422, every neighbour its answer.
+        poison = b'{"text": "broken \\ud800 text"}'
+        answers: dict[int, tuple[int, dict]] = {}
+
+        def ask(index: int) -> None:
+            body = poison if index == 7 else {"text": f"a fine kettle number {index}"}
+            answers[index] = call(url, "/predict", body)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert [answers[i][0] for i in range(16)] == [200] * 7 + [422] + [200] * 8
+        assert "not valid Unicode (a lone surrogate" in answers[7][1]["error"]
+        # Parser limits, unknown paths and chunked bodies answer in the same one-line JSON.
+        code, answer = call(url, "/predict", b"[" * 50_000 + b"]" * 50_000)
+        assert (code, answer["error"]) == (400, "the body is not JSON ft reads: nested too deeply")
+        code, answer = call(url, "/nowhere", None)
+        assert (code, answer) == (404, {"error": "Not Found"})
+        chunk = b"x" * 100_000
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(12))
+        answer = _raw(
+            url,
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/json\r\n\r\n" + chunked + b"0\r\n\r\n",
+        )
+        assert answer.startswith(b"HTTP/1.1 413") and b"request body over 1000000 bytes" in answer
+        code, answer = call(url, "/predict", {"text": ["great", "kettle"]})
+        assert (
+            code == 422 and "a list of words is for a token-classification model" in answer["error"]
+        )
+        # Clients that stall in their headers or body are cut after the read timeout.
+        stalled = []
+        host, port = url.removeprefix("http://").split(":")
+        for index in range(40):
+            raw = socket.create_connection((host, int(port)), timeout=30)
+            raw.sendall(
+                b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"te'
+                if index % 2
+                else b"POST /predict HTTP/1.1\r\nHo"
+            )
+            stalled.append(raw)
+        assert call(url, "/predict", {"text": "still served"})[0] == 200
+        started = time.monotonic()
+        cut = [raw.recv(4096) for raw in stalled]
+        assert time.monotonic() - started < 20
+        assert all(c == b"" or c.startswith(b"HTTP/1.1 408") for c in cut)
+        assert sum(c.startswith(b"HTTP/1.1 408") for c in cut) == 20
+        for raw in stalled:
+            raw.close()
+        # SIGTERM with fresh stalled clients open: a bounded, quiet exit.
+        late = [socket.create_connection((host, int(port))) for _ in range(20)]
+        for raw in late:
+            raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        time.sleep(0.2)
+        stats = call(url, "/stats")[1]
+        assert stats["refused"] >= 5 and stats["failed"] == 0
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0
+        assert time.monotonic() - started < 40
+        output = process.stdout.read()
+        assert "stopped on SIGTERM, every request answered" in output
+        assert "Traceback" not in output and "ERROR" not in output
+        for raw in late:
+            raw.close()
+
+
+def test_requests_are_checked_alone_and_a_failed_batch_is_retried_one_by_one() -> None:
+    import asyncio
+
+    from ft_cli.deploy import serving
+
+    seen: list[int] = []
+
+    def predict(rows: list[dict]) -> list[dict]:
+        seen.append(len(rows))
+        if any(row["text"] == "poison" for row in rows):
+            raise RuntimeError("the model choked")
+        return [{"length": len(row["text"])} for row in rows]
+
+    async def scenario() -> list:
+        batcher = serving.Batcher(predict, serving.Limits(max_wait=0.2), serving.Stats())
+        batcher.start()
+        texts = ["one", "poison", "three"]
+        asks = [batcher.submit([{"text": text}]) for text in texts]
+        results = await asyncio.gather(*asks, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    first, broken, third = asyncio.run(scenario())
+    assert first == [{"length": 3}] and third == [{"length": 5}]
+    assert isinstance(broken, RuntimeError)
+    assert seen == [3, 1, 1, 1]  # the batch of three, then each request alone
+
+
+def test_request_shapes_and_images_are_checked_before_they_queue() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from ft_cli.deploy.serving import Limits, RequestError, request_rows
+
+    def refused(body: dict, columns: dict, limits: Limits | None = None, words: bool = False):
+        with pytest.raises(RequestError) as raised:
+            request_rows(body, columns, limits or Limits(), words)
+        return raised.value.status, str(raised.value)
+
+    text = {"text": "sentence"}
+    assert refused({"texts": [["a", "b"]]}, text) == (
+        422,
+        "texts.0: expected a string (a list of words is for a token-classification model),"
+        " got a list",
+    )
+    assert request_rows({"texts": [["a", "b"]]}, text, Limits(), True)[0] == [
+        {"sentence": ["a", "b"]}
+    ]
+    status, message = refused({"text": "bad \ud800"}, text)
+    assert status == 422 and "not valid Unicode (a lone surrogate at character 4)" in message
+    status, message = refused({"texts": ["ok", ["fine", "x\udcff"]]}, text, words=True)
+    assert status == 422 and message.startswith("texts.1.1: not valid Unicode")
+
+    def encoded(image: Image.Image, cut: int = 0) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        return base64.b64encode(data[: len(data) - cut] if cut else data).decode()
+
+    picture = {"image": "image"}
+    noisy = Image.effect_noise((64, 64), 80).convert("RGB")
+    assert len(request_rows({"image": encoded(noisy)}, picture, Limits())[0]) == 1
+    status, message = refused({"image": encoded(noisy, cut=2000)}, picture)
+    assert status == 422 and message.startswith("image: not a readable image")
+    big = Image.new("RGB", (3000, 2000))  # compresses to a few KB
+    status, message = refused({"images": [encoded(noisy), encoded(big)]}, picture,
+                              Limits(max_pixels=5_000_000))  # fmt: skip
+    assert (status, message) == (413, "images.1: 6.0 megapixels; at most 5 an image")
