@@ -212,6 +212,80 @@ TRAIN_CASES: dict[str, Case] = {
         lambda f: ["data.text_column=wörter"],
         """quote a value with spaces, quotes or non-ASCII letters: 'data.text_column="wörter"'""",
     ),
+    # Values of the newer groups.
+    "labels_listed_twice": (
+        "range",
+        lambda f: ["task.labels=[neg,neg]"],
+        "task.labels: 'neg' is listed 2 times; list each class once",
+    ),
+    "class_weights_longer_than_labels": (
+        "range",
+        lambda f: ["task.labels=[neg,pos]", "task.class_weights=[1,2,3]"],
+        "task.class_weights lists 3 weight(s) for the 2 classes of task.labels",
+    ),
+    "class_weights_unknown_label": (
+        "range",
+        lambda f: ["task.labels=[neg,pos]", "+task.class_weights.maybe=2"],
+        "task.class_weights: label 'maybe' is not in task.labels (neg, pos)",
+    ),
+    "class_weights_on_regression": (
+        "range",
+        lambda f: ["task=regression", "task.class_weights=[1,2]"],
+        "task.class_weights is for classification and token_classification",
+    ),
+    "augment_probability_1": (
+        "range",
+        lambda f: ["augment=token_mask", "augment.token_mask=1"],
+        "augment.token_mask=1 must be in [0, 1)",
+    ),
+    "mixup_nan": ("range", lambda f: ["augment.mixup=nan"], "augment.mixup=nan must be a finite"),
+    "multitask_weight_negative": (
+        "range",
+        lambda f: ["+recipe=demo_multitask", "task.tasks.sentiment.weight=-1"],
+        "task.tasks.sentiment.weight=-1 must be greater than 0",
+    ),
+    "multitask_temperature_0": (
+        "range",
+        lambda f: ["+recipe=demo_multitask", "task.temperature=0"],
+        "task.temperature=0 must be greater than 0",
+    ),
+    "multitask_share_infinite": (
+        "range",
+        lambda f: ["+recipe=demo_multitask", "task.mixing=weights", "task.tasks.ner.share=inf"],
+        "task.tasks.ner.share=inf must be a finite number greater than 0",
+    ),
+    "multitask_data_missing": (
+        "range",
+        lambda f: ["+recipe=demo_multitask", "task.tasks.sentiment.data.files.train=null"],
+        "task.tasks.sentiment.data.files.train is required",
+    ),
+    "multitask_task_added_from_the_shell": (
+        "override",
+        lambda f: ["+recipe=demo_multitask", "+task.tasks.extra={kind:classification}"],
+        "task.tasks.extra: a task cannot be added from the command line",
+    ),
+    # Tracking URIs: credentials anywhere in them would be saved with the run.
+    "mlflow_uri_with_token": (
+        "override",
+        lambda f: [
+            "logger=mlflow",
+            'logger.mlflow.tracking_uri="https://mlflow.example/?token=s3cr3t"',
+        ],
+        "logger.mlflow.tracking_uri holds a credential (query parameter 'token')",
+    ),
+    "mlflow_uri_with_api_key": (
+        "override",
+        lambda f: [
+            "logger=mlflow",
+            'logger.mlflow.tracking_uri="https://m.example/x?api_key=s3cr3t"',
+        ],
+        "(query parameter 'api_key')",
+    ),
+    "duplicate_column_names": (
+        "file",
+        lambda f: _csv(f, train=_write(f / "dup.csv", "text,text,label\na,b,pos\nc,d,neg\n").name),
+        "has two columns named 'text'; rename one",
+    ),
     # Data and disks.
     "missing_data_file": (
         "disk",
@@ -274,6 +348,7 @@ def test_train_corpus(name: str, finished: Path, files: Path, capsys) -> None:
     assert "Traceback" not in err
     assert snapshot(finished) == before
     assert not (files / "pwned").exists()
+    assert "s3cr3t" not in err
 
 
 def test_a_finished_run_is_not_trained_over(finished: Path, capsys) -> None:
@@ -497,3 +572,225 @@ def test_tsv_text_with_double_quotes_reads_as_written(tmp_path: Path) -> None:
     cfg.quoting = Quoting.none
     with pytest.raises(FtError, match=r"line 2 of .* has 3 fields, the header has 2"):
         data.load_raw(cfg)
+
+
+def test_a_damaged_lock_file_is_named(finished: Path, capsys) -> None:
+    from ft_cli.training import ownership
+
+    lock = finished / ownership.LOCK
+    for damaged in ("garbage{", "[1, 2]", '{"pid": "abc", "host": "h"}'):
+        lock.write_text(damaged)
+        before = snapshot(finished)
+        try:
+            code, err = run_ft(["train", *TINY, f"hydra.run.dir={finished}", "resume=auto"], capsys)
+        finally:
+            lock.unlink()
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"its lock file {lock} is damaged" in err and "delete the lock file" in err
+        lock.write_text(damaged)
+        assert snapshot(finished) == before
+        lock.unlink()
+
+
+def test_a_broken_recipe_names_itself_and_leaves_the_others_usable(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from ft_cli.config import compose
+
+    own = tmp_path / "recipes"
+    own.mkdir()
+    (own / "broken.yaml").write_text("# Purpose: broken\ntrain:\n  epochs: [1\n  lr: 2\n")
+    (own / "mine.yaml").write_text("# @package _global_\n# Purpose: mine\ntrain:\n  epochs: 1\n")
+    monkeypatch.setenv("FT_RECIPES_DIR", str(own))
+    code, err = run_ft(["train", "+recipe=broken", "--cfg", "job"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"recipe {own / 'broken.yaml'}, line 4: not valid YAML" in err
+    code, err = run_ft(["train", "+recipe=mine", *TINY, "--cfg", "job"], capsys)
+    assert code == 0, err
+    assert compose.compose_spec(["+recipe=mine"]).train.epochs == 1
+    code, _ = run_ft(["recipes"], capsys)
+    assert code == 0
+
+
+def test_folders_named_like_overrides_and_explain_on_a_run(
+    finished: Path, tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "lr=3e-3"
+    shutil.copytree(finished, run)
+    code, err = run_ft(["eval", str(run)], capsys)
+    assert code == 0, err
+    assert (run / "eval_metrics.json").is_file()
+    code, err = run_ft(["explain", str(finished)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "ft explain takes the overrides of ft train" in err and "not a run dir" in err
+
+
+def test_a_damaged_model_config_is_named(finished: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    config = run / "model" / "config.json"
+    config.write_text(config.read_text()[:40])
+    rows = write_csv(tmp_path / "rows.csv", ROWS[:4])
+    before = snapshot(run)
+    for args in (["eval", str(run)], ["predict", str(run), "--input", str(rows)],
+                 ["export", str(run)]):  # fmt: skip
+        code, err = run_ft(args, capsys)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+        assert f"{config} is damaged or unreadable" in err
+    assert snapshot(run) == before
+
+
+def test_a_tracking_server_that_is_down_fails_fast_hides_its_secrets_and_frees_the_run_dir(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import socket
+    import time
+
+    pytest.importorskip("mlflow")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://me:hunter2@127.0.0.1:{port}/?token=s3cr3t")
+    run = tmp_path / "run"
+    started = time.monotonic()
+    args = ["train", *TINY, "train.max_steps=1", "logger=[tensorboard,mlflow]"]
+    code, err = run_ft([*args, f"hydra.run.dir={run}"], capsys)
+    assert time.monotonic() - started < 60  # MLflow alone retries for minutes
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot reach the tracking server http://me:***@127.0.0.1:{port}/?token=***" in err
+    assert "hunter2" not in err and "s3cr3t" not in err
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert b"hunter2" not in path.read_bytes() and b"s3cr3t" not in path.read_bytes()
+    # The run never started: its dir is free for the same command without the logger.
+    assert not (run / "config.yaml").exists() and not (run / "tensorboard").exists()
+    code, err = run_ft([*args[:-1], f"hydra.run.dir={run}"], capsys)
+    assert code == 0, err
+
+
+def test_secrets_in_tracking_uris_are_found_and_hidden() -> None:
+    from ft_cli.loggers import secrets
+
+    uri = "https://user:pw@host:5000/path?api_key=K1&experiment=x&sessionToken=T2&sig=S3"
+    assert secrets.secrets_in(uri) == [
+        "a password in its user info",
+        "query parameter 'api_key'",
+        "query parameter 'sessionToken'",
+        "query parameter 'sig'",
+    ]
+    shown = secrets.redacted(uri)
+    assert (
+        shown == "https://user:***@host:5000/path?api_key=***&experiment=x&sessionToken=***&sig=***"
+    )
+    assert secrets.scrubbed(f"failed at {uri}: K1 T2", uri).count("***") == 6
+    assert secrets.secrets_in("http://host:5000/?experiment=keys") == []
+    assert secrets.redacted("file:///tmp/mlruns") == "file:///tmp/mlruns"
+
+
+def test_image_trees_skip_linked_folders_and_names_that_are_not_utf8(
+    tmp_path: Path, capsys
+) -> None:
+    from PIL import Image
+
+    from ft_cli.data import images
+
+    root = tmp_path / "train"
+    elsewhere = tmp_path / "elsewhere"
+    for folder in (root / "cat", root / "dog", elsewhere):
+        folder.mkdir(parents=True)
+        for index in range(2):
+            Image.new("RGB", (8, 8)).save(folder / f"{index}.png")
+    (root / "bird").symlink_to(elsewhere)  # would be a class of its own
+    (root / "cat" / "more").symlink_to(elsewhere)  # would add birds to the cats
+    os.symlink(root / "dog" / "0.png", root / "dog" / "linked.png")  # a linked file is read
+    odd = os.fsencode(root / "cat") + b"/caf\xe9.png"
+    with open(odd, "wb") as handle:
+        handle.write((root / "cat" / "0.png").read_bytes())
+    _, labels = images.list_class_folders(root, "data.files.train")
+    assert sorted(set(labels)) == ["cat", "dog"]
+    assert labels.count("cat") == 2 and labels.count("dog") == 3
+    warning = capsys.readouterr().err
+    assert "skipped 3 linked folder(s) or name(s) that are not UTF-8" in warning
+    assert len(images.list_images(root)) == 5
+
+
+def _mounted(folder: Path, options: str) -> bool:
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True)  # fmt: skip
+    return done.returncode == 0
+
+
+def _unmount(folder: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small read-only or full disk")
+def test_read_only_and_full_disks_end_in_one_line(finished: Path, tmp_path: Path, capsys) -> None:
+    import subprocess
+
+    read_only, full = tmp_path / "ro", tmp_path / "full"
+    if not _mounted(read_only, "size=16m"):
+        pytest.skip("mount is not permitted here")
+    try:
+        shutil.copytree(finished, read_only / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
+        run = read_only / "run"
+        rows = write_csv(tmp_path / "rows.csv", ROWS * 20)
+        cases = {
+            "resume": (["train", *TINY, f"hydra.run.dir={run}", "resume=auto"], "Read-only"),
+            "eval": (["eval", str(run)], "the metrics above could not be saved"),
+            "predict": (
+                ["predict", str(run), "--input", str(rows), "--output", str(run / "out.csv")],
+                "Read-only",
+            ),
+            "report": (["report", str(run)], "Read-only"),
+        }
+        for name, (args, expected) in cases.items():
+            capsys.readouterr()
+            code, err = run_ft(args, capsys)
+            lines = err.strip().splitlines()
+            assert code == 2 and "Traceback" not in err, (name, err)
+            assert expected in lines[-1] and lines[-1].startswith("ft: error: "), (name, err)
+        assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in finished.iterdir())
+        if not _mounted(full, "size=160k"):
+            pytest.skip("mount is not permitted here")
+        big = write_csv(tmp_path / "big.csv", [{"text": "a long row of words " * 8}] * 3000)
+        code, err = run_ft(["predict", str(finished), "--input", str(big), "--output",
+                            str(full / "out.csv")], capsys)  # fmt: skip
+        assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
+        code, err = run_ft(["train", *TINY, "train.max_steps=2", f"hydra.run.dir={full / 'run'}"],
+                           capsys)  # fmt: skip
+        assert code == 2 and "Traceback" not in err, err
+        leftovers = [p.name for p in full.rglob("*") if p.name.startswith((".tmp-", ".ft.lock"))]
+        assert not leftovers and not [p for p in full.rglob("step-*") if p.is_dir()]
+    finally:
+        _unmount(read_only)
+        _unmount(full)
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_start_up_exits_130_in_one_line(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for delay in (0.3, 1.5, 3.0):
+        run = tmp_path / f"run-{delay}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ft_cli", "train", *TINY, f"hydra.run.dir={run}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode in (130, -signal.SIGINT), (delay, output)
+        assert "Traceback" not in output, (delay, output)
+        assert (
+            output.strip().splitlines()[-1].startswith(("ft: error: interrupted", "interrupted"))
+        ), output

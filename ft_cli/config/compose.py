@@ -51,6 +51,17 @@ def register() -> None:
     _registered = files
 
 
+def override(key: str, value: object) -> str:
+    """`key=value` as Hydra's grammar reads it: a value with characters outside plain
+    paths (`=`, spaces, quotes, brackets ...) is quoted."""
+    text = str(value)
+    if re.fullmatch(r"[\w./:@+-]*", text):
+        return f"{key}={text}"
+    if "'" not in text:
+        return f"{key}='{text}'"
+    return f'{key}="{text.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+
+
 def read_recipe(path: Path) -> DictConfig:
     """A recipe file as a config; a YAML error names the file and its line."""
     import yaml

@@ -139,7 +139,7 @@ def spec_for(trained: Trained, overrides: list[str]) -> RunSpec:
     ]
     if trained.task is not None:
         overrides = [_into_task(o, trained.task) for o in overrides]
-    extra = [f"model.from_run={trained.export}"] if trained.export is not None else []
+    extra = [compose.override("model.from_run", trained.export)] if trained.export else []
     spec = compose.to_spec(compose.compose_config([*kept, *extra, *overrides]))
     if trained.task is not None:
         spec = _one_task(spec, trained.task)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shlex
 import signal
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from ft_cli import loggers, tasks
+from ft_cli.config import compose
 from ft_cli.config.schema import Export, NonFinite, RunSpec
 from ft_cli.hardware import distributed, parallel
 from ft_cli.hardware.device import Hardware, setup_hardware
@@ -649,7 +651,8 @@ def _interrupted(
     main: bool = True,
 ) -> guards.RunInterrupted:
     kept = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
-    command = " ".join(["ft train", *kept, f"hydra.run.dir={run_dir}", "resume=auto"])
+    where = shlex.quote(compose.override("hydra.run.dir", run_dir))
+    command = " ".join(["ft train", *map(shlex.quote, kept), where, "resume=auto"])
     if main:
         record = {"status": "interrupted", "steps": loop.step}
         tracking.write_metrics(run_dir, {**record, "checkpoint": str(saved) if saved else None})
