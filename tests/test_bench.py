@@ -156,3 +156,16 @@ def test_serve_bench_on_the_tiny_model(exported_tiny: Path) -> None:
     assert set(rows) == {"batched (max 32, 5 ms)", "unbatched (reference)"}
     assert all(float(row[0]) > 0 and row[3] == "0" for row in rows.values())  # req/s, errors
     assert float(rows["unbatched (reference)"][4]) == 1.0  # rows per batch
+
+
+@pytest.mark.slow
+def test_serve_bench_with_bad_requests_mixed_in(exported_tiny: Path) -> None:
+    command = [sys.executable, str(REPO / "bench" / "serve.py"), str(exported_tiny),
+               "--requests", "100", "--concurrency", "40", "--bad-share", "0.1"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = {line[:28].strip(): line[28:].split() for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"clean (reference)", "10% bad mixed in"}
+    # req/s, p50, p99, errors (a good request not 200, a bad one not 4xx), refused
+    assert rows["clean (reference)"][3:] == ["0", "0"]
+    assert rows["10% bad mixed in"][3:] == ["0", "10"]
