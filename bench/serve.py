@@ -83,8 +83,9 @@ BAD = [
 ]
 
 
-def load(port: int, payloads: list[bytes], requests: int, concurrency: int,
-         bad_share: float = 0.0) -> dict:  # fmt: skip
+def load(
+    port: int, payloads: list[bytes], requests: int, concurrency: int, bad_share: float = 0.0
+) -> dict:
     """Send the requests; every `round(1 / bad_share)`-th one is bad (none at 0). Errors:
     a good request not answered 200, or a bad one not refused with a 4xx."""
     latencies: list[float] = []
@@ -170,8 +171,10 @@ def main() -> None:
 
 def mixed(args: argparse.Namespace, payloads: list[bytes]) -> None:
     """One batched server, the same load clean and with bad requests mixed in."""
-    print(f"{args.requests} requests, {args.concurrency} concurrent, backend {args.backend},"
-          f" bad share {args.bad_share:g}")  # fmt: skip
+    print(
+        f"{args.requests} requests, {args.concurrency} concurrent, backend {args.backend},"
+        f" bad share {args.bad_share:g}"
+    )
     print(f"{'load':28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'refused':>8}")
     flags = ["--max-batch", args.max_batch, "--backend", args.backend]
     with server(args.run, flags) as port:
@@ -183,8 +186,10 @@ def mixed(args: argparse.Namespace, payloads: list[bytes]) -> None:
             before = stats(port)
             found = load(port, payloads, args.requests, args.concurrency, share)
             refused = stats(port)["refused"] - before["refused"]
-            print(f"{name:28} {found['requests/s']:8.1f} {found['p50 ms']:8.1f}"
-                  f" {found['p99 ms']:8.1f} {found['errors']:7d} {refused:8d}")  # fmt: skip
+            print(
+                f"{name:28} {found['requests/s']:8.1f} {found['p50 ms']:8.1f}"
+                f" {found['p99 ms']:8.1f} {found['errors']:7d} {refused:8d}"
+            )
 
 
 if __name__ == "__main__":

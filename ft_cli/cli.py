@@ -176,8 +176,17 @@ def _run_tool(command: str, args: list[str]) -> int:
 
 
 # A file that cannot be written or read for a reason of the disk, not of ft.
-DISK_ERRORS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR,
-               errno.EISDIR, errno.ENOENT, errno.EFBIG)  # fmt: skip
+DISK_ERRORS = (
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENOENT,
+    errno.EFBIG,
+)
 
 
 def disk_cause(err: BaseException) -> OSError | None:
@@ -194,8 +203,11 @@ def disk_cause(err: BaseException) -> OSError | None:
 
 def disk_message(err: OSError) -> str:
     reason = err.strerror or type(err).__name__
-    fix = ("free some space or write elsewhere" if err.errno in (errno.ENOSPC, errno.EDQUOT)
-           else "name a writable place or check the path")  # fmt: skip
+    fix = (
+        "free some space or write elsewhere"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "name a writable place or check the path"
+    )
     return f"cannot use {err.filename}: {reason}; {fix}"
 
 

@@ -160,8 +160,17 @@ def test_serve_bench_on_the_tiny_model(exported_tiny: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_bench_with_bad_requests_mixed_in(exported_tiny: Path) -> None:
-    command = [sys.executable, str(REPO / "bench" / "serve.py"), str(exported_tiny),
-               "--requests", "100", "--concurrency", "40", "--bad-share", "0.1"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "serve.py"),
+        str(exported_tiny),
+        "--requests",
+        "100",
+        "--concurrency",
+        "40",
+        "--bad-share",
+        "0.1",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = {line[:28].strip(): line[28:].split() for line in result.stdout.splitlines()[2:]}

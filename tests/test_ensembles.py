@@ -243,10 +243,13 @@ def _manifest(folder: Path, **changes) -> Path:
     """A saved two-member weighted ensemble (members: empty folders), with `changes`."""
     for member in ("a", "b"):
         (folder / member).mkdir(parents=True, exist_ok=True)
-    record = {"format": "ft-ensemble/1", "task": "classification", "labels": ["neg", "pos"],
-              "members": ["a", "b"],
-              "combination": {"method": "weighted", "weights": [1.0, 2.0], "coef": None,
-                              "bias": None}}  # fmt: skip
+    record = {
+        "format": "ft-ensemble/1",
+        "task": "classification",
+        "labels": ["neg", "pos"],
+        "members": ["a", "b"],
+        "combination": {"method": "weighted", "weights": [1.0, 2.0], "coef": None, "bias": None},
+    }
     for key, value in changes.items():
         if key in ("method", "weights", "coef", "bias"):
             record["combination"][key] = value
@@ -299,8 +302,9 @@ def test_a_valid_manifest_reads_back_and_edited_labels_are_refused(tmp_path: Pat
     assert saved is not None and saved.combiner.weights == [1.0, 2.0]
     probabilities = torch.tensor([[[0.2, 0.8]], [[0.5, 0.5]]])
     assert saved.combiner(probabilities)[0].tolist() == pytest.approx([0.4, 0.6])
-    stack = _manifest(tmp_path / "stack", method="stack", coef=[[0.0] * 4, [0.0] * 4],
-                      bias=[0.0, 1.0])  # fmt: skip
+    stack = _manifest(
+        tmp_path / "stack", method="stack", coef=[[0.0] * 4, [0.0] * 4], bias=[0.0, 1.0]
+    )
     assert manifest.read(stack).combiner.coef == [[0.0] * 4, [0.0] * 4]
 
     def member(labels: list[str], kind: str = "classification"):

@@ -632,8 +632,11 @@ def test_a_damaged_model_config_is_named(finished: Path, tmp_path: Path, capsys)
     config.write_text(config.read_text()[:40])
     rows = write_csv(tmp_path / "rows.csv", ROWS[:4])
     before = snapshot(run)
-    for args in (["eval", str(run)], ["predict", str(run), "--input", str(rows)],
-                 ["export", str(run)]):  # fmt: skip
+    for args in (
+        ["eval", str(run)],
+        ["predict", str(run), "--input", str(rows)],
+        ["export", str(run)],
+    ):
         code, err = run_ft(args, capsys)
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (args, err)
         assert f"{config} is damaged or unreadable" in err
@@ -718,8 +721,9 @@ def _mounted(folder: Path, options: str) -> bool:
     import subprocess
 
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                          capture_output=True)  # fmt: skip
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+    )
     return done.returncode == 0
 
 
@@ -760,11 +764,14 @@ def test_read_only_and_full_disks_end_in_one_line(finished: Path, tmp_path: Path
         if not _mounted(full, "size=160k"):
             pytest.skip("mount is not permitted here")
         big = write_csv(tmp_path / "big.csv", [{"text": "a long row of words " * 8}] * 3000)
-        code, err = run_ft(["predict", str(finished), "--input", str(big), "--output",
-                            str(full / "out.csv")], capsys)  # fmt: skip
+        code, err = run_ft(
+            ["predict", str(finished), "--input", str(big), "--output", str(full / "out.csv")],
+            capsys,
+        )
         assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
-        code, err = run_ft(["train", *TINY, "train.max_steps=2", f"hydra.run.dir={full / 'run'}"],
-                           capsys)  # fmt: skip
+        code, err = run_ft(
+            ["train", *TINY, "train.max_steps=2", f"hydra.run.dir={full / 'run'}"], capsys
+        )
         assert code == 2 and "Traceback" not in err, err
         leftovers = [p.name for p in full.rglob("*") if p.name.startswith((".tmp-", ".ft.lock"))]
         assert not leftovers and not [p for p in full.rglob("step-*") if p.is_dir()]
@@ -784,8 +791,10 @@ def test_ctrl_c_at_start_up_exits_130_in_one_line(tmp_path: Path) -> None:
         run = tmp_path / f"run-{delay}"
         process = subprocess.Popen(
             [sys.executable, "-m", "ft_cli", "train", *TINY, f"hydra.run.dir={run}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=120)

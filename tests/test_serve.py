@@ -204,6 +204,10 @@ def test_serve_flags_and_a_taken_port_get_one_line(tmp_path: Path, capsys) -> No
         (["--port", "http"], "--port http: give a port number from 0 to 65535"),
         (["--max-batch", "0"], "--max-batch 0: give a positive whole number"),
         (["--backend", "tensorrt"], "--backend tensorrt: use torch, onnxruntime"),
+        (["--host", "999.1.1.1"], "--host 999.1.1.1: not an address or host name this machine"),
+        (["--host", "192.0.2.77"], "--host 192.0.2.77: not an address of this machine"),
+        (["--max-megapixels", "x"], "--max-megapixels x: give a positive whole number"),
+        (["--read-timeout-s", "0"], "--read-timeout-s 0: give a positive whole number"),
     ]
     for flags, message in cases:
         assert cli._run_tool("serve", [str(tmp_path), *flags]) == 2
@@ -427,6 +431,7 @@ def test_request_shapes_and_images_are_checked_before_they_queue() -> None:
     status, message = refused({"image": encoded(noisy, cut=2000)}, picture)
     assert status == 422 and message.startswith("image: not a readable image")
     big = Image.new("RGB", (3000, 2000))  # compresses to a few KB
-    status, message = refused({"images": [encoded(noisy), encoded(big)]}, picture,
-                              Limits(max_pixels=5_000_000))  # fmt: skip
+    status, message = refused(
+        {"images": [encoded(noisy), encoded(big)]}, picture, Limits(max_pixels=5_000_000)
+    )
     assert (status, message) == (413, "images.1: 6.0 megapixels; at most 5 an image")

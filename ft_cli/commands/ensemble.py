@@ -41,10 +41,15 @@ def evaluate(folders: list[str], given: dict[str, str], overrides: list[str]) ->
     methods = [saved.combiner.method] if saved else scoring.parse_methods(given["--ensemble"])
     split, file = given.get("--split", "validation"), given.get("--file")
     scored = scoring.score(
-        folders, methods, given.get("--weights"), split, file, overrides,
+        folders,
+        methods,
+        given.get("--weights"),
+        split,
+        file,
+        overrides,
         saved.combiner if saved else None,
         functools.partial(manifest.check_members, saved) if saved else None,
-    )  # fmt: skip
+    )
     title = f"ensemble of {len(scored.members)} on {scored.source} ({scored.count} rows)"
     scoring.print_table(scored, title)
     home = scoring.home_of(folders)

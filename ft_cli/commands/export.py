@@ -16,8 +16,10 @@ from pathlib import Path
 from ft_cli.commands.evaluation import parse_many
 from ft_cli.errors import FtError
 
-USAGE = ("usage: ft export RUN_OR_MODEL_DIR [--format onnx] [--quantize int8] [--output DIR]"
-         " [--overwrite] [--task NAME] [--opset N] [KEY=VALUE ...]")  # fmt: skip
+USAGE = (
+    "usage: ft export RUN_OR_MODEL_DIR [--format onnx] [--quantize int8] [--output DIR]"
+    " [--overwrite] [--task NAME] [--opset N] [KEY=VALUE ...]"
+)
 # Tasks whose model ends in one fixed-shape head the graph can return.
 EXPORTABLE = ("classification", "regression", "token_classification", "image_classification")
 
@@ -63,8 +65,11 @@ def main(args: list[str]) -> int:
     for stale in export_folder.clean_stale_staging(target.resolve().parent, target.name):
         print(f"removed {stale}: the staging folder of an export that was interrupted")
     # Checked in fp32 on the CPU: the graph is compared with the model as saved.
-    ready = evaluation.setup(folders[0], [*overrides, "hardware.device=cpu",
-                             "hardware.precision=fp32"], task=given.get("--task"))  # fmt: skip
+    ready = evaluation.setup(
+        folders[0],
+        [*overrides, "hardware.device=cpu", "hardware.precision=fp32"],
+        task=given.get("--task"),
+    )
     try:
         record = onnx_export.export(ready, target, quantize == "int8", int(opset), replace)
     except OSError as err:

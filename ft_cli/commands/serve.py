@@ -62,8 +62,11 @@ def main(args: list[str]) -> int:
     host, port = given.get("--host", "127.0.0.1"), _port(given.get("--port", "8000"))
     listener = _listen(host, port)  # a taken port is found before the model is loaded
     if host not in LOOPBACK and not host.startswith("127."):
-        print(f"warning: listening on {host}: ft serve has no authentication or TLS; put a"
-              " proxy that has them in front, or serve on 127.0.0.1", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: listening on {host}: ft serve has no authentication or TLS; put a"
+            " proxy that has them in front, or serve on 127.0.0.1",
+            file=sys.stderr,
+        )
     served, found = load(folders[0], given.get("--backend"), given.get("--task"), overrides,
                          limits.max_batch)  # fmt: skip
     if "image" in served.columns and "--max-body-mb" not in given:
@@ -74,9 +77,13 @@ def main(args: list[str]) -> int:
     import uvicorn
 
     app = serving.build_app(served, limits)
-    config = uvicorn.Config(app, log_level="warning", access_log=False,
-                            http=serving.header_deadline(limits.read_timeout),
-                            timeout_graceful_shutdown=SHUTDOWN_SECONDS)  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        http=serving.header_deadline(limits.read_timeout),
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+    )
     stops: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         # uvicorn drains on these, then hands the signal on to the handler it found.
@@ -120,8 +127,10 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as err:
-        raise FtError(f"--host {host}: not an address or host name this machine can listen on"
-                      " (give 127.0.0.1, 0.0.0.0 or one of its addresses)") from err  # fmt: skip
+        raise FtError(
+            f"--host {host}: not an address or host name this machine can listen on"
+            " (give 127.0.0.1, 0.0.0.0 or one of its addresses)"
+        ) from err
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -129,8 +138,10 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as err:
         listener.close()
         if err.errno == errno.EADDRNOTAVAIL:
-            raise FtError(f"--host {host}: not an address of this machine ({err.strerror}); give"
-                          " 127.0.0.1, 0.0.0.0 or one of its addresses") from err  # fmt: skip
+            raise FtError(
+                f"--host {host}: not an address of this machine ({err.strerror}); give"
+                " 127.0.0.1, 0.0.0.0 or one of its addresses"
+            ) from err
         raise FtError(f"--host {host} --port {port}: cannot listen there ({err.strerror});"
                       " pick another port with --port") from err  # fmt: skip
     listener.listen(2048)
@@ -179,8 +190,10 @@ def _export_source(folder: Path, task: str | None) -> tuple[str, str | None]:
     weights = (record or {}).get("weights") or {}
     run = folder.parent
     if record is None or not (run / "config.yaml").is_file():
-        raise FtError(f"{folder}: not an ONNX export inside its run dir; serve the run dir with"
-                      " --backend onnxruntime")  # fmt: skip
+        raise FtError(
+            f"{folder}: not an ONNX export inside its run dir; serve the run dir with"
+            " --backend onnxruntime"
+        )
     step = weights.get("checkpoint_step")
     source = run / "checkpoints" / checkpoint_name(step) if step is not None else run
     if step is None and weights.get("task") is None and folder.name.startswith("onnx-"):

@@ -90,8 +90,9 @@ class SessionNet(torch.nn.Module):
     the model's label count); a graph that differs is refused in one line.
     """
 
-    def __init__(self, path: Path, inputs: list[str] | None = None,
-                 classes: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, path: Path, inputs: list[str] | None = None, classes: int | None = None
+    ) -> None:
         super().__init__()
         import onnxruntime
 
@@ -207,8 +208,9 @@ def _with_forward(objective: Any, net: torch.nn.Module) -> Any:
     return other
 
 
-def export(ready: Any, target: Path, int8: bool, opset: int = OPSET,
-           replace: bool = False) -> dict[str, Any]:  # fmt: skip
+def export(
+    ready: Any, target: Path, int8: bool, opset: int = OPSET, replace: bool = False
+) -> dict[str, Any]:
     """Export, check and write `target` (model.onnx, [model.int8.onnx], onnx.json, the
     tokenizer and config); nothing is written when the check fails. `replace`: `target`
     holds an earlier export, replaced only once the new one is whole."""

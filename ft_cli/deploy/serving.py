@@ -233,8 +233,11 @@ def _image_rows(body: dict[str, Any], column: str, limits: Limits) -> tuple[Rows
             raise RequestError(422, f"{where}: not base64 ({err})") from err
         pixels = images.pixel_count(data)
         if pixels is not None and pixels > limits.max_pixels:
-            raise RequestError(413, f"{where}: {pixels / 1e6:.1f} megapixels; at most"
-                                    f" {limits.max_pixels / 1e6:g} an image")  # fmt: skip
+            raise RequestError(
+                413,
+                f"{where}: {pixels / 1e6:.1f} megapixels; at most"
+                f" {limits.max_pixels / 1e6:g} an image",
+            )
         why = images.undecodable(data)
         if why is not None:
             raise RequestError(422, f"{where}: not a readable image ({why})")
@@ -349,8 +352,7 @@ def build_app(served: Served, limits: Limits) -> Any:
     documented = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()}}}}  # fmt: skip
 
-    @app.post("/predict", openapi_extra=documented,
-              responses={400: {}, 408: {}, 413: {}, 422: {}})  # fmt: skip
+    @app.post("/predict", openapi_extra=documented, responses={400: {}, 408: {}, 413: {}, 422: {}})
     async def predict(request: Request) -> Any:
         """Labels and probabilities (or scores, or tags) as `ft predict` writes them."""
         try:

@@ -77,8 +77,9 @@ def _numbers(value: object, key: str, count: int) -> list[float]:
     return numbers
 
 
-def _combiner(combination: dict, regression: bool, members: int,
-              labels: list[str] | None) -> Combiner:  # fmt: skip
+def _combiner(
+    combination: dict, regression: bool, members: int, labels: list[str] | None
+) -> Combiner:
     method = combination["method"]
     if method not in METHODS:
         raise ValueError(f"method {method!r}; methods: {', '.join(METHODS)}")

@@ -13,8 +13,19 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 
 HIDDEN = "***"
 # Query parameters that carry a credential, by a word in their name.
-SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "pwd", "auth", "credential",
-                "signature", "sig", "session")  # fmt: skip
+SECRET_WORDS = (
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "auth",
+    "credential",
+    "signature",
+    "sig",
+    "session",
+)
 
 
 def _secret_name(name: str) -> bool:
