@@ -72,8 +72,12 @@ def main(args: list[str]) -> int:
     if "image" in served.columns and "--max-body-mb" not in given:
         limits = dataclasses.replace(limits, max_body=IMAGE_BODY)
     where = f"http://{host}:{listener.getsockname()[1]}"
-    print(f"ft serve: {found.home} ({served.info['task']}, {served.info['backend']}) on {where}"
-          f" (docs: {where}/docs); Ctrl-C or SIGTERM stops", flush=True)  # fmt: skip
+    model = found.checkpoint or found.home
+    print(
+        f"ft serve: {model} ({served.info['task']}, {served.info['backend']}) on {where}"
+        f" (docs: {where}/docs); Ctrl-C or SIGTERM stops",
+        flush=True,
+    )
     import uvicorn
 
     app = serving.build_app(served, limits)
