@@ -223,12 +223,12 @@ def test_mrpc_folder_layout_matches_glue_mrpc_local() -> None:
         compose_spec(["data=glue_mrpc_local", "data.nope=1"])
 
 
-def test_readme_config_reference_matches_the_schema() -> None:
+def test_the_config_reference_page_matches_the_schema() -> None:
     from ft_cli.config.reference import reference
 
-    readme = (compose.paths.PACKAGE_DIR.parent / "README.md").read_text()
-    assert reference() in readme, (
-        "README is stale: paste `python -m ft_cli.config.reference` into it"
+    page = (compose.paths.PACKAGE_DIR.parent / "docs" / "configs.md").read_text()
+    assert reference() in page, (
+        "docs/configs.md is stale: paste `python -m ft_cli.config.reference` into it"
     )
 
 

@@ -277,13 +277,13 @@ def test_a_named_task_metric_can_pick_the_best_checkpoint(tmp_path: Path) -> Non
     assert result.metric == min(result.best["ner/loss"], result.final["ner/loss"])
 
 
-def test_the_readme_example_composes_as_a_user_recipe(tmp_path: Path, monkeypatch) -> None:
+def test_the_docs_example_composes_as_a_user_recipe(tmp_path: Path, monkeypatch) -> None:
     from conftest import REPO
 
     from ft_cli.config import compose
 
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Multi-task training") :]
+    page = (REPO / "docs" / "tasks.md").read_text()
+    section = page[page.index("## Multi-task training") :]
     example = section[
         section.index("```yaml\n") + 8 : section.index("```", section.index("```yaml") + 7)
     ]

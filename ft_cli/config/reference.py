@@ -1,4 +1,4 @@
-"""Print the config reference tables of the README from the schema's help texts.
+"""Print the config reference tables of docs/configs.md from the schema's help texts.
 
 python -m ft_cli.config.reference
 """

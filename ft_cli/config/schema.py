@@ -793,7 +793,7 @@ def _check_multitask(spec: RunSpec) -> None:
     if not tasks:
         raise FtError(
             "task=multitask lists no tasks: add task.tasks.NAME with kind and data for each"
-            " (see the README's multi-task section, or +recipe=demo_multitask)"
+            " (see docs/tasks.md, Multi-task training, or +recipe=demo_multitask)"
         )
     for name, sub in tasks.items():
         key = f"task.tasks.{name}."
