@@ -28,11 +28,18 @@ from compare_hf import cpu_name
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 # SST-2 alone: the MRPC recipe's GLUE TSV data, with SST-2's columns and length.
-SST2 = ["data.text_column=sentence", "data.text_pair_column=null", "data.label_column=label",
-        "data.max_length=64"]  # fmt: skip
+SST2 = [
+    "data.text_column=sentence",
+    "data.text_pair_column=null",
+    "data.label_column=label",
+    "data.max_length=64",
+]
 # What each run reports: (task, metric) -> where it is in the run's final metrics.
-REPORTED = {("mrpc", "f1"): "f1", ("mrpc", "accuracy"): "accuracy",
-            ("sst2", "accuracy"): "accuracy"}  # fmt: skip
+REPORTED = {
+    ("mrpc", "f1"): "f1",
+    ("mrpc", "accuracy"): "accuracy",
+    ("sst2", "accuracy"): "accuracy",
+}
 
 
 KINDS = ["multi-task", "MRPC alone", "SST-2 alone"]
@@ -53,14 +60,21 @@ def parse_args() -> argparse.Namespace:
 
 def commands(args: argparse.Namespace) -> dict[str, list[str]]:
     mrpc, sst2 = args.glue / "MRPC", args.glue / "SST-2"
-    common = [f"train.max_steps={args.steps}", f"train.batch_size={args.batch}",
-              "train.eval_every=1000000", "train.log_every=100", "optimizer.lr=5e-5",
-              "train.export=last"]  # fmt: skip
+    common = [
+        f"train.max_steps={args.steps}",
+        f"train.batch_size={args.batch}",
+        "train.eval_every=1000000",
+        "train.log_every=100",
+        "optimizer.lr=5e-5",
+        "train.export=last",
+    ]
     multi, sst2_alone = [], []
     if args.tiny:  # a smoke run: the tiny model, 2,000 SST-2 rows
         common.append("model=tiny_bert")
-        multi, sst2_alone = ["task.tasks.sst2.data.max_train_samples=2000"], [
-            "data.max_train_samples=2000"]  # fmt: skip
+        multi, sst2_alone = (
+            ["task.tasks.sst2.data.max_train_samples=2000"],
+            ["data.max_train_samples=2000"],
+        )
     return {
         "multi-task": [
             "+recipe=minilm_glue_mt",
@@ -76,8 +90,15 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def run(overrides: list[str], run_dir: Path, seed: int) -> dict:
-    command = [sys.executable, "-m", "ft_cli", "train", *overrides, f"train.seed={seed}",
-               f"hydra.run.dir={run_dir}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "ft_cli",
+        "train",
+        *overrides,
+        f"train.seed={seed}",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
     done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -109,9 +130,12 @@ def main() -> None:
                 print(f"seed {seed}: {kind} ...", flush=True)
                 record = run(overrides, Path(tmp) / f"{kind}-{seed}".replace(" ", "_"), seed)
                 results.setdefault(kind, []).append(
-                    {"seed": seed, "seconds": record["seconds"],
-                     "scores": {"/".join(k): v for k, v in scores(kind, record).items()}}
-                )  # fmt: skip
+                    {
+                        "seed": seed,
+                        "seconds": record["seconds"],
+                        "scores": {"/".join(k): v for k, v in scores(kind, record).items()},
+                    }
+                )
     print_table(args, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -40,9 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def command(side: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
     model = "model=tiny_bert" if args.tiny else "model=minilm_l6"
-    job = ["train", model, "data=demo", "task=classification", f"train.max_steps={args.steps}",
-           "train.eval_every=1000000", "train.log_every=10", "strategy.dropout=0.0",
-           f"hydra.run.dir={run_dir}"]  # fmt: skip
+    job = [
+        "train",
+        model,
+        "data=demo",
+        "task=classification",
+        f"train.max_steps={args.steps}",
+        "train.eval_every=1000000",
+        "train.log_every=10",
+        "strategy.dropout=0.0",
+        f"hydra.run.dir={run_dir}",
+    ]
     if side == "single":
         return [
             sys.executable,
@@ -51,9 +59,18 @@ def command(side: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
             *job,
             f"train.batch_size={args.batch * args.processes}",
         ]
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.processes}",
-            "--standalone", "-m", "ft_cli", *job, f"train.batch_size={args.batch}",
-            f"hardware.distributed={side}"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={args.processes}",
+        "--standalone",
+        "-m",
+        "ft_cli",
+        *job,
+        f"train.batch_size={args.batch}",
+        f"hardware.distributed={side}",
+    ]
 
 
 def run_side(side: str, args: argparse.Namespace, folder: Path) -> dict:
@@ -71,9 +88,11 @@ def main() -> None:
         for repeat in range(args.repeats):
             for side in SIDES:  # in turn, so a slow spell of the machine hits every side
                 results[side].append(run_side(side, args, Path(tmp) / str(repeat)))
-    print(f"\n{args.steps} steps, global batch {args.batch * args.processes},"
-          f" {'tiny_bert' if args.tiny else 'MiniLM'} on the demo data;"
-          f" {args.repeats} run(s) a side, medians")  # fmt: skip
+    print(
+        f"\n{args.steps} steps, global batch {args.batch * args.processes},"
+        f" {'tiny_bert' if args.tiny else 'MiniLM'} on the demo data;"
+        f" {args.repeats} run(s) a side, medians"
+    )
     print(f"{'side':<8} {'processes':>9} {'samples/s':>10} {'wall s':>8} {'final loss':>11}")
     for side, runs in results.items():
         speed = statistics.median(r["train_samples_per_s"] for r in runs)

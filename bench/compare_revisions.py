@@ -26,13 +26,26 @@ MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 def run(source: Path, run_dir: Path, steps: int, precision: str) -> dict:
     # The same job whatever the recipe of a revision says: plain fine-tuning at 5e-5.
-    args = ["+recipe=minilm_mrpc", "strategy=full", "optimizer.lr=5e-5", f"data.path={MRPC}",
-            f"train.max_steps={steps}",
-            "train.log_every=10", f"hardware.precision={precision}", "train.eval_every=100000",
-            "data.max_eval_samples=64", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    args = [
+        "+recipe=minilm_mrpc",
+        "strategy=full",
+        "optimizer.lr=5e-5",
+        f"data.path={MRPC}",
+        f"train.max_steps={steps}",
+        "train.log_every=10",
+        f"hardware.precision={precision}",
+        "train.eval_every=100000",
+        "data.max_eval_samples=64",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(source), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "ft_cli", "train", *args], env=env,
-                          cwd=run_dir.parent, capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "ft_cli", "train", *args],
+        env=env,
+        cwd=run_dir.parent,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         sys.exit(f"{source}: ft train failed: {done.stderr.strip().splitlines()[-1]}")
     return json.loads((run_dir / "metrics.json").read_text())
@@ -49,8 +62,9 @@ def main() -> None:
         sys.exit(f"needs the GLUE MRPC TSVs in {MRPC}")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
-        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(base), args.base],
-                       cwd=REPO, check=True)  # fmt: skip
+        subprocess.run(
+            ["git", "worktree", "add", "-q", "--detach", str(base), args.base], cwd=REPO, check=True
+        )
         try:
             sides = {args.base: base, "this checkout": REPO}
             results: dict[str, list[dict]] = {name: [] for name in sides}

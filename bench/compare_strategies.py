@@ -29,14 +29,16 @@ STRATEGIES: dict[str, list[str]] = {
     "freeze_backbone": ["strategy=freeze_backbone", "optimizer.lr=1e-3"],
     "freeze_layers": ["strategy=freeze_layers", "strategy.frozen_layers=3", "optimizer.lr=5e-5"],
     "gradual_unfreeze": [
-        "strategy=gradual_unfreeze", "strategy.unfreeze_unit=steps",
-        "strategy.unfreeze_every=40", "optimizer.lr=5e-5",
+        "strategy=gradual_unfreeze",
+        "strategy.unfreeze_unit=steps",
+        "strategy.unfreeze_every=40",
+        "optimizer.lr=5e-5",
     ],
     "llrd": ["strategy=llrd", "strategy.lr_decay=0.8", "optimizer.lr=1e-4"],
     "lora": ["strategy=lora", "optimizer.lr=5e-4"],
     "l2sp": ["strategy=l2sp", "optimizer.weight_decay=0", "optimizer.lr=5e-5"],
     "distill": ["strategy=distill", "optimizer.lr=5e-5"],
-}  # fmt: skip
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,9 +55,14 @@ def parse_args() -> argparse.Namespace:
 def run_strategy(name: str, args: argparse.Namespace, root: Path) -> dict:
     run_dir = root / name
     overrides = [
-        "+recipe=minilm_mrpc", f"data.path={args.data}", f"train.epochs={args.epochs}",
-        "train.seed=42", "train.log_every=50", f"hydra.run.dir={run_dir}", *STRATEGIES[name],
-    ]  # fmt: skip
+        "+recipe=minilm_mrpc",
+        f"data.path={args.data}",
+        f"train.epochs={args.epochs}",
+        "train.seed=42",
+        "train.log_every=50",
+        f"hydra.run.dir={run_dir}",
+        *STRATEGIES[name],
+    ]
     if name == "distill":
         overrides.append(f"strategy.teacher.from_run={root / 'full'}")
     if args.quick:

@@ -35,14 +35,57 @@ KINDS = [
     ("matmul", ("addmm", "::mm", "bmm", "baddbmm", "matmul", "linear", "mkldnn")),
     ("normalisation", ("layer_norm",)),
     ("casts and copies", ("_to_copy", "copy_", "::to", "contiguous", "clone", "cat", "index")),
-    ("element-wise", ("add", "mul", "div", "sub", "gelu", "tanh", "dropout", "bernoulli",
-                      "where", "fill", "zero", "copysign", "sqrt", "pow", "exp", "neg", "lerp",
-                      "foreach",
-                      "masked", "sum", "mean", "threshold", "embedding", "nll", "log")),
+    (
+        "element-wise",
+        (
+            "add",
+            "mul",
+            "div",
+            "sub",
+            "gelu",
+            "tanh",
+            "dropout",
+            "bernoulli",
+            "where",
+            "fill",
+            "zero",
+            "copysign",
+            "sqrt",
+            "pow",
+            "exp",
+            "neg",
+            "lerp",
+            "foreach",
+            "masked",
+            "sum",
+            "mean",
+            "threshold",
+            "embedding",
+            "nll",
+            "log",
+        ),
+    ),
     ("allocation", ("empty", "resize_")),
-    ("views", ("view", "transpose", "as_strided", "::t", "reshape", "expand", "permute",
-               "slice", "select", "unsqueeze", "squeeze", "split", "detach", "alias")),
-]  # fmt: skip
+    (
+        "views",
+        (
+            "view",
+            "transpose",
+            "as_strided",
+            "::t",
+            "reshape",
+            "expand",
+            "permute",
+            "slice",
+            "select",
+            "unsqueeze",
+            "squeeze",
+            "split",
+            "detach",
+            "alias",
+        ),
+    ),
+]
 
 
 def kind_of(name: str) -> str:
@@ -55,8 +98,9 @@ def kind_of(name: str) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the MRPC TSV folder")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], nargs="+",
-                        default=["fp32", "bf16"])  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], nargs="+", default=["fp32", "bf16"]
+    )
     parser.add_argument("--steps", type=int, default=20, help="steps timed and profiled")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--top", type=int, default=8, help="also list the N costliest operators")
@@ -71,9 +115,13 @@ def build(args: argparse.Namespace, precision: str):
     from ft_cli.hardware.device import setup_hardware
     from ft_cli.training import setup
 
-    overrides = ["+recipe=minilm_mrpc", "strategy=full", f"data.path={args.data}",
-                 f"hardware.precision={precision}",
-                 f"train.batch_size={args.batch_size}"]  # fmt: skip
+    overrides = [
+        "+recipe=minilm_mrpc",
+        "strategy=full",
+        f"data.path={args.data}",
+        f"hardware.precision={precision}",
+        f"train.batch_size={args.batch_size}",
+    ]
     if args.tiny:
         overrides.append("model=tiny_bert")
     spec = compose.compose_spec([*overrides, *args.overrides])
@@ -131,8 +179,13 @@ def profile(args: argparse.Namespace, precision: str) -> dict:
         if event.key.startswith("aten::") or event.key.startswith("mkldnn"):
             own[kind_of(event.key)] += event.self_cpu_time_total / 1e6
             by_op[event.key] += event.self_cpu_time_total / 1e6
-    return {"wall": wall, "clock": dict(clock), "kinds": dict(own), "ops": dict(by_op),
-            "threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "wall": wall,
+        "clock": dict(clock),
+        "kinds": dict(own),
+        "ops": dict(by_op),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def show(args: argparse.Namespace, precision: str, result: dict) -> None:
@@ -141,19 +194,24 @@ def show(args: argparse.Namespace, precision: str, result: dict) -> None:
 
     console = Console(width=120)
     wall, steps_run = result["wall"], args.steps
-    phases = Table(title=f"{precision}: a step's phases (clock, {steps_run} steps)",
-                   title_justify="left")  # fmt: skip
+    phases = Table(
+        title=f"{precision}: a step's phases (clock, {steps_run} steps)", title_justify="left"
+    )
     for column in ("phase", "ms per step", "share"):
         phases.add_column(column, justify="left" if column == "phase" else "right")
     timed = sum(result["clock"].values())
     for phase in PHASES:
         seconds = result["clock"].get(phase, 0.0)
         phases.add_row(phase, f"{1000 * seconds / steps_run:.1f}", f"{seconds / wall:.1%}")
-    phases.add_row("host overhead between phases", f"{1000 * (wall - timed) / steps_run:.1f}",
-                   f"{(wall - timed) / wall:.1%}")  # fmt: skip
+    phases.add_row(
+        "host overhead between phases",
+        f"{1000 * (wall - timed) / steps_run:.1f}",
+        f"{(wall - timed) / wall:.1%}",
+    )
     console.print(phases)
-    kinds = Table(title=f"{precision}: operator time by kind (profiler, self time)",
-                  title_justify="left")  # fmt: skip
+    kinds = Table(
+        title=f"{precision}: operator time by kind (profiler, self time)", title_justify="left"
+    )
     for column in ("kind", "ms per step", "share of operator time"):
         kinds.add_column(column, justify="left" if column == "kind" else "right")
     total = sum(result["kinds"].values()) or 1.0
@@ -161,8 +219,10 @@ def show(args: argparse.Namespace, precision: str, result: dict) -> None:
         kinds.add_row(kind, f"{1000 * seconds / steps_run:.1f}", f"{seconds / total:.1%}")
     console.print(kinds)
     top = sorted(result["ops"].items(), key=lambda kv: -kv[1])[: args.top]
-    console.print("costliest operators: " + ", ".join(
-        f"{name} {1000 * s / steps_run:.1f} ms" for name, s in top))  # fmt: skip
+    console.print(
+        "costliest operators: "
+        + ", ".join(f"{name} {1000 * s / steps_run:.1f} ms" for name, s in top)
+    )
 
 
 def main() -> None:
@@ -171,8 +231,10 @@ def main() -> None:
         sys.exit(f"no MRPC TSVs in {args.data}: pass --data FOLDER (train.tsv, dev.tsv)")
     for precision in args.precision:
         show(args, precision, profile(args, precision))
-    print(f"{time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores,"
-          f" batch {args.batch_size}, torch {torch.__version__}")  # fmt: skip
+    print(
+        f"{time.strftime('%Y-%m-%d')} on {cpu_name()}, {os.cpu_count()} cores,"
+        f" batch {args.batch_size}, torch {torch.__version__}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,17 +40,28 @@ from ft_cli.commands import runs, seeds  # noqa: E402
 from ft_cli.config import compose  # noqa: E402
 
 GLUE = REPO.parent / "shared" / "data" / "glue"
-AUGMENTATIONS = ["token_mask", "token_delete", "token_swap", "span_cutoff", "embedding_noise",
-                 "mixup"]  # fmt: skip
+AUGMENTATIONS = [
+    "token_mask",
+    "token_delete",
+    "token_swap",
+    "span_cutoff",
+    "embedding_noise",
+    "mixup",
+]
 
 
 def task_overrides(task: str, glue: Path) -> list[str]:
     base = ["+recipe=minilm_mrpc", "train.log_every=50"]
     if task == "mrpc":
         return [*base, f"data.path={glue / 'MRPC'}"]
-    return [*base, f"data.path={glue / 'SST-2'}", "data.text_column=sentence",
-            "data.text_pair_column=null", "data.label_column=label",
-            "data.max_train_samples=1000"]  # fmt: skip
+    return [
+        *base,
+        f"data.path={glue / 'SST-2'}",
+        "data.text_column=sentence",
+        "data.text_pair_column=null",
+        "data.label_column=label",
+        "data.max_train_samples=1000",
+    ]
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,8 +87,9 @@ def parse_args() -> argparse.Namespace:
 
 def ft(*args: str) -> None:
     command = [sys.executable, "-m", "ft_cli", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ,
-                            "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
 
@@ -100,8 +112,11 @@ def ensemble_rows(single: Path) -> dict[str, dict[str, float]]:
     if not record.is_file():
         ft("eval", str(single), "--ensemble", "all")
     models = json.loads(record.read_text())["models"]
-    return {m["name"].removeprefix("ensemble: "): m["metrics"] for m in models
-            if m["name"].startswith("ensemble: ")}  # fmt: skip
+    return {
+        m["name"].removeprefix("ensemble: "): m["metrics"]
+        for m in models
+        if m["name"].startswith("ensemble: ")
+    }
 
 
 def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict:
@@ -115,13 +130,17 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict:
     if not args.no_distill:
         # The recipe's layer-wise lr decay carries over to the distilled student.
         decay = compose.compose_spec(base).strategy.lr_decay
-        teacher = [f"strategy.teacher.from_run={single_dir.resolve()}",
-                   f"strategy.lr_decay={decay}"]  # fmt: skip
-        arms["distilled ensemble"] = sweep(root / "distill", [*base, "strategy=distill",
-                                           *teacher], args.seeds)  # fmt: skip
+        teacher = [
+            f"strategy.teacher.from_run={single_dir.resolve()}",
+            f"strategy.lr_decay={decay}",
+        ]
+        arms["distilled ensemble"] = sweep(
+            root / "distill", [*base, "strategy=distill", *teacher], args.seeds
+        )
     for name in args.augment:
-        arms[f"augment={name}"] = sweep(root / f"augment_{name}", [*base, f"augment={name}"],
-                                        args.seeds)  # fmt: skip
+        arms[f"augment={name}"] = sweep(
+            root / f"augment_{name}", [*base, f"augment={name}"], args.seeds
+        )
     return {
         "arms": {name: {m: spread(g, m) for m in ("accuracy", "f1")} for name, g in arms.items()},
         "ensembles": ensembles,
@@ -137,8 +156,10 @@ def shown(stats: dict[str, float] | None) -> str:
 
 
 def print_table(results: dict[str, dict], seed_count: int) -> None:
-    print(f"\nCPU: {cpu_name()}; {seed_count} seeds per arm; dev accuracy / F1 of each run's best"
-          " checkpoint (mean ± sample std); ensembles: one number each\n")  # fmt: skip
+    print(
+        f"\nCPU: {cpu_name()}; {seed_count} seeds per arm; dev accuracy / F1 of each run's best"
+        " checkpoint (mean ± sample std); ensembles: one number each\n"
+    )
     print("| task | arm | accuracy | F1 | accuracy vs single |")
     print("| --- | --- | ---: | ---: | ---: |")
     for task, result in results.items():
@@ -146,8 +167,10 @@ def print_table(results: dict[str, dict], seed_count: int) -> None:
         for name, metrics in result["arms"].items():
             delta = metrics["accuracy"]["mean"] - base["mean"] if metrics["accuracy"] else math.nan
             gap = "" if name == "single runs" else f"{delta:+.3f}"
-            print(f"| {task} | {name} | {shown(metrics['accuracy'])} | {shown(metrics['f1'])} |"
-                  f" {gap} |")  # fmt: skip
+            print(
+                f"| {task} | {name} | {shown(metrics['accuracy'])} | {shown(metrics['f1'])} |"
+                f" {gap} |"
+            )
         for method, metrics in result["ensembles"].items():
             print(
                 f"| {task} | ensemble: {method} | {metrics['accuracy']:.3f} |"
@@ -160,8 +183,12 @@ def main() -> None:
     args = parse_args()
     extra = []
     if args.tiny:
-        extra += ["model=tiny_bert", "data.max_length=32", "data.max_eval_samples=64",
-                  "hardware.precision=fp32"]  # fmt: skip
+        extra += [
+            "model=tiny_bert",
+            "data.max_length=32",
+            "data.max_eval_samples=64",
+            "hardware.precision=fp32",
+        ]
     if args.quick:
         extra += ["train.max_steps=8", "data.max_train_samples=128"]
     results = {task: run_task(task, args, extra) for task in args.tasks}

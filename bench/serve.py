@@ -125,9 +125,13 @@ def load(
         thread.join()
     wall = time.perf_counter() - start
     ordered = sorted(latencies)
-    return {"requests/s": len(ordered) / wall, "p50 ms": 1000 * statistics.median(ordered),
-            "p99 ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))], "errors": errors,
-            "wall s": wall}  # fmt: skip
+    return {
+        "requests/s": len(ordered) / wall,
+        "p50 ms": 1000 * statistics.median(ordered),
+        "p99 ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+        "errors": errors,
+        "wall s": wall,
+    }
 
 
 def stats(port: int) -> dict:
@@ -153,10 +157,14 @@ def main() -> None:
         f"batched (max {args.max_batch}, 5 ms)": ["--max-batch", args.max_batch],
         "unbatched (reference)": ["--max-batch", "1", "--max-wait-ms", "0"],
     }
-    print(f"{args.requests} requests, {args.concurrency} concurrent, backend {args.backend},"
-          f" {len(payloads)} distinct validation rows")  # fmt: skip
-    print(f"{'server':28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
-          f" {'mean rows/batch':>16}")  # fmt: skip
+    print(
+        f"{args.requests} requests, {args.concurrency} concurrent, backend {args.backend},"
+        f" {len(payloads)} distinct validation rows"
+    )
+    print(
+        f"{'server':28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'mean rows/batch':>16}"
+    )
     for name, flags in setups.items():
         with server(args.run, [*flags, "--backend", args.backend]) as port:
             load(port, payloads, 50, args.concurrency)  # warm-up
@@ -165,8 +173,10 @@ def main() -> None:
             after = stats(port)
         batches = after["batches"] - before["batches"]
         rows = (after["rows"] - before["rows"]) / max(batches, 1)
-        print(f"{name:28} {found['requests/s']:8.1f} {found['p50 ms']:8.1f}"
-              f" {found['p99 ms']:8.1f} {found['errors']:7d} {rows:16.1f}")  # fmt: skip
+        print(
+            f"{name:28} {found['requests/s']:8.1f} {found['p50 ms']:8.1f}"
+            f" {found['p99 ms']:8.1f} {found['errors']:7d} {rows:16.1f}"
+        )
 
 
 def mixed(args: argparse.Namespace, payloads: list[bytes]) -> None:

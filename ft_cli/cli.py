@@ -146,9 +146,16 @@ def _list_recipes() -> None:
 
 
 # Commands that use what training made: module ft_cli.commands.NAME, main(args) -> exit code.
-TOOLS = {"eval": "evaluation", "predict": "predict", "explain": "explain", "report": "report",
-         "ensemble": "ensemble", "models": "models", "export": "export",
-         "serve": "serve"}  # fmt: skip
+TOOLS = {
+    "eval": "evaluation",
+    "predict": "predict",
+    "explain": "explain",
+    "report": "report",
+    "ensemble": "ensemble",
+    "models": "models",
+    "export": "export",
+    "serve": "serve",
+}
 
 
 def _run_tool(command: str, args: list[str]) -> int:
@@ -285,8 +292,9 @@ def _launch(overrides: list[str]) -> None:
         # Hydra prints the config without running ft's job: check the values first.
         compose.to_spec(compose.compose_config(given))
     overrides = _data_parallel_overrides(overrides)
-    app = hydra.main(config_path=str(paths.config_dir()), config_name="config",
-                     version_base="1.3")(_train_job)  # fmt: skip
+    app = hydra.main(config_path=str(paths.config_dir()), config_name="config", version_base="1.3")(
+        _train_job
+    )
     saved_argv = sys.argv
     sys.argv = ["ft", *overrides]
     try:
@@ -296,9 +304,23 @@ def _launch(overrides: list[str]) -> None:
 
 
 # Hydra's flags that take a value (`-sc install=bash` is no override).
-_VALUED_FLAGS = ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--package", "-p",
-                 "--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
-                 "--experimental-rerun")  # fmt: skip
+_VALUED_FLAGS = (
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--package",
+    "-p",
+    "--config-name",
+    "-cn",
+    "--config-path",
+    "-cp",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+)
 
 
 def _config_overrides(args: list[str]) -> list[str]:
@@ -315,9 +337,16 @@ def _config_overrides(args: list[str]) -> list[str]:
 
 def _check_modes(args: list[str]) -> None:
     """Hydra takes one mode per call; say so in a line instead of its traceback."""
-    modes = {"-m": "-m", "--multirun": "-m", "--cfg": "--cfg", "-c": "--cfg",
-             "--info": "--info", "-i": "--info", "--shell-completion": "--shell-completion",
-             "-sc": "--shell-completion"}  # fmt: skip
+    modes = {
+        "-m": "-m",
+        "--multirun": "-m",
+        "--cfg": "--cfg",
+        "-c": "--cfg",
+        "--info": "--info",
+        "-i": "--info",
+        "--shell-completion": "--shell-completion",
+        "-sc": "--shell-completion",
+    }
     given = sorted({modes[a] for a in args if a in modes})
     if len(given) > 1:
         raise FtError(

@@ -95,9 +95,22 @@ def exported_tiny(tmp_path_factory) -> Path:
     from ft_cli import cli
 
     run = tmp_path_factory.mktemp("exported") / "run"
-    assert cli.run_train(["model=tiny_bert", "data=demo", "data.max_length=32",
-                          "data.max_train_samples=64", "data.max_eval_samples=40",
-                          "train.batch_size=16", "hardware.precision=fp32", "optimizer.lr=3e-3",
-                          "train.max_steps=3", f"hydra.run.dir={run}"]) == 0  # fmt: skip
+    assert (
+        cli.run_train(
+            [
+                "model=tiny_bert",
+                "data=demo",
+                "data.max_length=32",
+                "data.max_train_samples=64",
+                "data.max_eval_samples=40",
+                "train.batch_size=16",
+                "hardware.precision=fp32",
+                "optimizer.lr=3e-3",
+                "train.max_steps=3",
+                f"hydra.run.dir={run}",
+            ]
+        )
+        == 0
+    )
     assert cli._run_tool("export", [str(run), "--quantize", "int8"]) == 0
     return run

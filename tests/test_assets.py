@@ -14,8 +14,15 @@ def test_shipped_assets_match_the_generator(tmp_path: Path, monkeypatch) -> None
         shutil.copytree(shipped / sub, tmp_path / sub)
     monkeypatch.setattr(make_assets, "ASSETS", tmp_path)
     make_assets.main()
-    names = ("demo/train.csv", "demo/validation.csv", "ner/train.conll", "ner/validation.conll",
-             "corpus/train.txt", "corpus/validation.txt", "tiny_bert/vocab.txt")  # fmt: skip
+    names = (
+        "demo/train.csv",
+        "demo/validation.csv",
+        "ner/train.conll",
+        "ner/validation.conll",
+        "corpus/train.txt",
+        "corpus/validation.txt",
+        "tiny_bert/vocab.txt",
+    )
     for name in names:
         assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), name
 

@@ -42,8 +42,13 @@ def pairs(tokenizer) -> EncodedSplit:
     return EncodedSplit(ids, types, [i % 2 for i in range(300)])
 
 
-def collated(split: EncodedSplit, tokenizer, cfg: AugmentConfig, epoch: int = 0,
-             indices: list[int] | None = None):  # fmt: skip
+def collated(
+    split: EncodedSplit,
+    tokenizer,
+    cfg: AugmentConfig,
+    epoch: int = 0,
+    indices: list[int] | None = None,
+):
     plain = Collator(split, tokenizer.pad_token_id, regression=False)
     augmenting = tokens.AugmentingCollator(plain, cfg, 7, tokenizer, add_rows=False)
     augmenting.set_epoch(epoch)
@@ -60,10 +65,14 @@ def special_layout(batch, tokenizer) -> list[list[int]]:
     """Each row's special tokens and segment ids at them, in order: what no augmentation moves."""
     special = set(tokenizer.all_special_ids) - {tokenizer.mask_token_id}
     rows = []
-    for ids, types, mask in zip(batch["input_ids"], batch["token_type_ids"],
-                                batch["attention_mask"], strict=True):  # fmt: skip
-        real = [(int(i), int(t)) for i, t, m in zip(ids, types, mask, strict=True)
-                if m and int(i) in special]  # fmt: skip
+    for ids, types, mask in zip(
+        batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], strict=True
+    ):
+        real = [
+            (int(i), int(t))
+            for i, t, m in zip(ids, types, mask, strict=True)
+            if m and int(i) in special
+        ]
         rows.append(real)
     return rows
 
@@ -86,10 +95,12 @@ def test_token_augmentations_change_their_share_and_leave_special_tokens_and_pad
         assert bool(((ids != was) <= (ids == tokenizer.mask_token_id)).all())
     elif kind == "token_delete":
         changed = editable - editable_count(after, tokenizer)
-        kept = [set(r[m.bool()].tolist()) for r, m in zip(ids, after["attention_mask"],
-                                                          strict=True)]  # fmt: skip
-        originals = [set(r[m.bool()].tolist()) for r, m in zip(was, before["attention_mask"],
-                                                               strict=True)]  # fmt: skip
+        kept = [
+            set(r[m.bool()].tolist()) for r, m in zip(ids, after["attention_mask"], strict=True)
+        ]
+        originals = [
+            set(r[m.bool()].tolist()) for r, m in zip(was, before["attention_mask"], strict=True)
+        ]
         assert all(k <= o for k, o in zip(kept, originals, strict=True))  # only removals
     elif kind == "token_swap":
         changed = int((ids != was).sum())
@@ -107,8 +118,9 @@ def test_augmentation_is_a_function_of_seed_epoch_and_row(pairs: EncodedSplit, t
     _, among = collated(pairs, tokenizer, cfg, epoch=2, indices=[40, 5, 17])
     width = int(alone["attention_mask"][0].sum()) + 1
     assert torch.equal(alone["input_ids"][0, :width], among["input_ids"][1, :width])
-    assert torch.equal(alone["attention_mask"][0], among["attention_mask"][1, : alone[
-        "attention_mask"].shape[1]])  # fmt: skip
+    assert torch.equal(
+        alone["attention_mask"][0], among["attention_mask"][1, : alone["attention_mask"].shape[1]]
+    )
     _, next_epoch = collated(pairs, tokenizer, cfg, epoch=3, indices=[5])
     assert not torch.equal(alone["input_ids"], next_epoch["input_ids"])
 
@@ -119,8 +131,9 @@ def tiny_classifier(tokenizer):
     from ft_cli.paths import resolve_path
 
     torch.manual_seed(0)
-    config = AutoConfig.from_pretrained(resolve_path("pkg:ft_cli/assets/tiny_bert", "model"),
-                                        num_labels=2)  # fmt: skip
+    config = AutoConfig.from_pretrained(
+        resolve_path("pkg:ft_cli/assets/tiny_bert", "model"), num_labels=2
+    )
     return AutoModelForSequenceClassification.from_config(config)
 
 
@@ -166,14 +179,16 @@ def test_mixup_mixes_the_classifier_input_and_the_loss(pairs: EncodedSplit, toke
     batch = Collator(pairs, tokenizer.pad_token_id, regression=False)(list(range(8)))
     seen: list[torch.Tensor] = []
     net.classifier.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
-    logits, labels = objective.outputs({**batch, "augment_rows": torch.arange(8),
-                                        "augment_epoch": torch.tensor(0)})  # fmt: skip
+    logits, labels = objective.outputs(
+        {**batch, "augment_rows": torch.arange(8), "augment_epoch": torch.tensor(0)}
+    )
     assert augment.mix is not None
     lam, partner = augment.mix
     pooled = net.bert(**{k: v for k, v in batch.items() if k != "labels"}).pooler_output
     assert torch.allclose(seen[0], lam * pooled + (1 - lam) * pooled[partner], atol=1e-5)
     expected = lam * torch.nn.functional.cross_entropy(logits, labels) + (
-        1 - lam) * torch.nn.functional.cross_entropy(logits, labels[partner])  # fmt: skip
+        1 - lam
+    ) * torch.nn.functional.cross_entropy(logits, labels[partner])
     assert torch.allclose(objective.loss(logits, labels), expected)
     # Evaluation batches carry no rows: nothing is mixed.
     net.eval()
@@ -186,16 +201,27 @@ def test_evaluation_batches_and_metrics_are_never_augmented() -> None:
     from ft_cli.hardware.parallel import Backend
     from ft_cli.training import engine, setup
 
-    every = ["augment=token_mask", "augment.token_delete=0.2", "augment.token_swap=0.2",
-             "augment.span_cutoff=0.2", "augment.embedding_noise=5", "augment.mixup=0.4"]  # fmt: skip
+    every = [
+        "augment=token_mask",
+        "augment.token_delete=0.2",
+        "augment.token_swap=0.2",
+        "augment.span_cutoff=0.2",
+        "augment.embedding_noise=5",
+        "augment.mixup=0.4",
+    ]
     built = []
     for extra in ([], every):
         spec = compose_spec([*TINY, *extra])
         hw = setup_hardware(spec.hardware)
         ready = setup.build(spec, setup.Purpose.train, Backend(), hw)
         batches = list(ready.val_loader)
-        built.append((batches, engine.evaluate(ready.forward, ready.objective, ready.val_loader,
-                                               hw), next(iter(ready.loader))))  # fmt: skip
+        built.append(
+            (
+                batches,
+                engine.evaluate(ready.forward, ready.objective, ready.val_loader, hw),
+                next(iter(ready.loader)),
+            )
+        )
     (plain_batches, plain_metrics, plain_train), (aug_batches, aug_metrics, aug_train) = built
     for a, b in zip(plain_batches, aug_batches, strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -207,13 +233,15 @@ def test_evaluation_batches_and_metrics_are_never_augmented() -> None:
     ("overrides", "message"),
     [
         (["task=mlm", "augment=token_mask"], "augment: task=mlm is not augmented"),
-        (["task=token_classification", "data=demo_ner", "augment=token_swap"],
-         "augment.token_swap: would move words away from their tags"),
+        (
+            ["task=token_classification", "data=demo_ner", "augment=token_swap"],
+            "augment.token_swap: would move words away from their tags",
+        ),
         (["augment=mixup", "strategy=distill"], "augment.mixup: the teacher's targets"),
         (["augment.token_mask=1"], "augment.token_mask=1 must be in [0, 1)"),
         (["augment.mixup=-1"], "augment.mixup=-1 must be at least 0"),
     ],
-)  # fmt: skip
+)
 def test_augmentations_that_would_break_targets_are_refused(
     overrides: list[str], message: str
 ) -> None:

@@ -88,13 +88,23 @@ def test_padded_batches_hold_the_same_rows_and_mask_the_rest() -> None:
         assert torch.equal(b[key][:, :11], a[key]) and not b[key][:, 11:].any()
     assert padded([2, 3])["input_ids"].shape[1] == 28  # capped at the split's longest row
     # Token tasks pad their labels with the ignored id, masked LM only masks real tokens.
-    words = EncodedSplit(input_ids=ids, token_type_ids=types, labels=[[1] * len(r) for r in ids],
-                         word_starts=[[True] * len(r) for r in ids])  # fmt: skip
+    words = EncodedSplit(
+        input_ids=ids,
+        token_type_ids=types,
+        labels=[[1] * len(r) for r in ids],
+        word_starts=[[True] * len(r) for r in ids],
+    )
     tagged = TaggedCollator(words, 0, multiple=8)([0, 1])
     assert tagged["labels"].shape[1] == 16 and (tagged["labels"][:, 11:] == IGNORE).all()
-    rule = MaskingRule(probability=0.5, mask_replace_prob=0.8, random_replace_prob=0.1,
-                       whole_word=False, mask_id=4, vocab_size=60,
-                       special_ids=torch.tensor([0, 2, 3]))  # fmt: skip
+    rule = MaskingRule(
+        probability=0.5,
+        mask_replace_prob=0.8,
+        random_replace_prob=0.1,
+        whole_word=False,
+        mask_id=4,
+        vocab_size=60,
+        special_ids=torch.tensor([0, 2, 3]),
+    )
     masked = MaskingCollator(split, 0, rule, seed=1, multiple=8)([0, 1, 2, 3])
     width = masked["input_ids"].shape[1]
     real = masked["attention_mask"].view(-1)[masked["mlm_positions"]]

@@ -27,9 +27,17 @@ def run_bench(script: str, *args: str, trainer: bool = True) -> str:
 def test_compare_hf_quick_on_the_tiny_model(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     stdout = run_bench(
-        "compare_hf.py", "--quick", "--max-steps", "3", "--max-train-samples", "128",
-        "--max-eval-samples", "64", "--json", str(out),
-    )  # fmt: skip
+        "compare_hf.py",
+        "--quick",
+        "--max-steps",
+        "3",
+        "--max-train-samples",
+        "128",
+        "--max-eval-samples",
+        "64",
+        "--json",
+        str(out),
+    )
     assert "ft / HF" in stdout and "MFU vs bf16 peak" in stdout
     record = json.loads(out.read_text())
     for side in ("ft", "hf"):
@@ -63,9 +71,14 @@ def test_dapt_chain_quick_on_the_tiny_model() -> None:
 def test_compare_strategies_quick_on_the_tiny_model(tmp_path: Path) -> None:
     out = tmp_path / "strategies.json"
     stdout = run_bench(
-        "compare_strategies.py", "--quick", "--only", "distill", "--json", str(out),
+        "compare_strategies.py",
+        "--quick",
+        "--only",
+        "distill",
+        "--json",
+        str(out),
         trainer=False,
-    )  # fmt: skip
+    )
     assert "Strategies" in stdout
     record = json.loads(out.read_text())
     assert list(record) == ["full", "distill"]  # the teacher runs first
@@ -76,8 +89,15 @@ def test_compare_strategies_quick_on_the_tiny_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_compare_parallel_on_the_tiny_model() -> None:
-    command = [sys.executable, str(REPO / "bench" / "compare_parallel.py"), "--tiny",
-               "--steps", "3", "--batch", "8"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "compare_parallel.py"),
+        "--tiny",
+        "--steps",
+        "3",
+        "--batch",
+        "8",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line}
@@ -93,9 +113,22 @@ def test_compare_multitask_on_the_tiny_model(tmp_path: Path) -> None:
         pytest.skip("../shared/data/glue is absent")
     out = tmp_path / "multitask.json"
     # The multi-task run and one single-task run: each is its own ft process (time).
-    command = [sys.executable, str(REPO / "bench" / "compare_multitask.py"), "--tiny",
-               "--glue", str(MRPC.parent), "--steps", "3", "--seeds", "1", "--json", str(out),
-               "--only", "multi-task", "SST-2 alone"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "compare_multitask.py"),
+        "--tiny",
+        "--glue",
+        str(MRPC.parent),
+        "--steps",
+        "3",
+        "--seeds",
+        "1",
+        "--json",
+        str(out),
+        "--only",
+        "multi-task",
+        "SST-2 alone",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())
@@ -108,8 +141,17 @@ def test_compare_multitask_on_the_tiny_model(tmp_path: Path) -> None:
 def test_profile_step_on_the_tiny_model() -> None:
     if not (MRPC / "train.tsv").is_file():
         pytest.skip("../shared/data/glue/MRPC is absent")
-    command = [sys.executable, str(REPO / "bench" / "profile_step.py"), "--tiny", "--data",
-               str(MRPC), "--steps", "2", "--precision", "fp32"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "profile_step.py"),
+        "--tiny",
+        "--data",
+        str(MRPC),
+        "--steps",
+        "2",
+        "--precision",
+        "fp32",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "a step's phases" in result.stdout and "matmul" in result.stdout
@@ -120,10 +162,26 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
     if not (MRPC.parent / "SST-2" / "train.tsv").is_file():
         pytest.skip("../shared/data/glue is absent")
     out = tmp_path / "seeds.json"
-    command = [sys.executable, str(REPO / "bench" / "seeds_ensembles.py"), "--tiny", "--quick",
-               "--glue", str(MRPC.parent), "--tasks", "sst2", "--seeds", "1", "2", "--augment",
-               "token_mask", "--no-distill", "--out", str(tmp_path / "runs"),
-               "--json", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "seeds_ensembles.py"),
+        "--tiny",
+        "--quick",
+        "--glue",
+        str(MRPC.parent),
+        "--tasks",
+        "sst2",
+        "--seeds",
+        "1",
+        "2",
+        "--augment",
+        "token_mask",
+        "--no-distill",
+        "--out",
+        str(tmp_path / "runs"),
+        "--json",
+        str(out),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())["results"]["sst2"]
@@ -135,12 +193,22 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_deploy_bench_on_the_tiny_model(exported_tiny: Path) -> None:
-    command = [sys.executable, str(REPO / "bench" / "deploy.py"), str(exported_tiny), "--repeats", "1",
-               "--singles", "4"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "deploy.py"),
+        str(exported_tiny),
+        "--repeats",
+        "1",
+        "--singles",
+        "4",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines()
-            if line.startswith("| ") and "variant" not in line and "---" not in line}  # fmt: skip
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and "variant" not in line and "---" not in line
+    }
     assert {"torch fp32", "onnx fp32", "onnx int8"} <= set(rows)
     accuracy = {name: float(line.split("|")[5]) for name, line in rows.items()}
     assert accuracy["onnx fp32"] == accuracy["torch fp32"]
@@ -148,8 +216,15 @@ def test_deploy_bench_on_the_tiny_model(exported_tiny: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_bench_on_the_tiny_model(exported_tiny: Path) -> None:
-    command = [sys.executable, str(REPO / "bench" / "serve.py"), str(exported_tiny),
-               "--requests", "80", "--concurrency", "8"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "serve.py"),
+        str(exported_tiny),
+        "--requests",
+        "80",
+        "--concurrency",
+        "8",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = {line[:28].strip(): line[28:].split() for line in result.stdout.splitlines()[2:]}

@@ -82,9 +82,15 @@ def test_balanced_raises_minority_recall_on_a_9_to_1_split(tmp_path: Path) -> No
     train_file = write_csv(tmp_path / "train.csv", _rows(60, 540, seed=5))
     held = _rows(40, 40, seed=2)
     validation = write_csv(tmp_path / "validation.csv", held)
-    data = ["data=csv", f"data.files.train={train_file}", f"data.files.validation={validation}",
-            "data.max_train_samples=600", "optimizer.lr=1e-3", "train.epochs=10",
-            "train.export=last"]  # fmt: skip
+    data = [
+        "data=csv",
+        f"data.files.train={train_file}",
+        f"data.files.validation={validation}",
+        "data.max_train_samples=600",
+        "optimizer.lr=1e-3",
+        "train.epochs=10",
+        "train.export=last",
+    ]
     recalls = {}
     for name, extra in {"plain": [], "balanced": ["task.class_weights=balanced"]}.items():
         train(compose_spec([*TINY, *data, *extra]), run_dir=tmp_path / name)

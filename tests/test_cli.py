@@ -22,9 +22,14 @@ def ft(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProce
 def test_multirun_gives_one_dir_per_job(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = ft(
-        "train", "-m", *TINY, "train.max_steps=2", "optimizer.lr=1e-5,5e-5",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-    )  # fmt: skip
+        "train",
+        "-m",
+        *TINY,
+        "train.max_steps=2",
+        "optimizer.lr=1e-5,5e-5",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
@@ -42,9 +47,14 @@ def test_multirun_gives_one_dir_per_job(tmp_path: Path) -> None:
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = ft(
-        "train", "-m", *TINY, "train.max_steps=2", "data.text_column=nope,text",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-    )  # fmt: skip
+        "train",
+        "-m",
+        *TINY,
+        "train.max_steps=2",
+        "data.text_column=nope,text",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     failed = json.loads((sweep / "0" / "metrics.json").read_text())
     assert failed["status"] == "failed"

@@ -27,15 +27,32 @@ from ft_cli.tasks import metrics
 from ft_cli.training import checkpoint
 
 # Dropout off: each rank draws its own masks, which no single process can reproduce.
-SETTINGS = ["optimizer.lr=1e-3", "train.epochs=2", "strategy.dropout=0.0", "hardware=cpu",
-            "train.eval_every=4", "train.save_every=2", "train.keep_checkpoints=100",
-            "train.export=last"]  # fmt: skip
+SETTINGS = [
+    "optimizer.lr=1e-3",
+    "train.epochs=2",
+    "strategy.dropout=0.0",
+    "hardware=cpu",
+    "train.eval_every=4",
+    "train.save_every=2",
+    "train.keep_checkpoints=100",
+    "train.export=last",
+]
 BATCH = 8  # per process; the global batch is 16 in both runs
 
 
 def torchrun(cwd: Path, overrides: list[str], processes: int = 2) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
-               "--standalone", "-m", "ft_cli", "train", *TINY, *overrides]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={processes}",
+        "--standalone",
+        "-m",
+        "ft_cli",
+        "train",
+        *TINY,
+        *overrides,
+    ]
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -125,8 +142,12 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, para
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path, parallel: str) -> None:
-    overrides = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=3",
-                 f"hardware.distributed={parallel}"]  # fmt: skip
+    overrides = [
+        *SETTINGS,
+        f"train.batch_size={BATCH}",
+        "train.epochs=3",
+        f"hardware.distributed={parallel}",
+    ]
     torchrun(tmp_path, [*overrides, "hydra.run.dir=reference"])
     # The cut run is the same run, left as a crash after step 6 would leave it.
     shutil.copytree(tmp_path / "reference", tmp_path / "cut")
@@ -181,9 +202,20 @@ def test_data_parallel_runs_every_objective(tmp_path: Path, extra: list[str]) ->
 
 
 def test_fsdp_names_the_strategies_it_cannot_run(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-               "--standalone", "-m", "ft_cli", "train", *TINY, "hardware=cpu",
-               "hardware.distributed=fsdp", "strategy=lora"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--standalone",
+        "-m",
+        "ft_cli",
+        "train",
+        *TINY,
+        "hardware=cpu",
+        "hardware.distributed=fsdp",
+        "strategy=lora",
+    ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "ft: error: hardware.distributed=fsdp: strategy=lora is not supported" in done.stderr
@@ -196,9 +228,19 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path
 
     overrides = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=12", "train.save_every=50"]
     torchrun(tmp_path, [*overrides, "hydra.run.dir=reference"])
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-               "--standalone", "-m", "ft_cli", "train", *TINY, *overrides,
-               "hydra.run.dir=run"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--standalone",
+        "-m",
+        "ft_cli",
+        "train",
+        *TINY,
+        *overrides,
+        "hydra.run.dir=run",
+    ]
     victim = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     assert victim.stdout is not None
@@ -223,8 +265,14 @@ def test_explain_eval_and_train_share_the_setup_under_torchrun(tmp_path: Path, m
     than ranks, so every rank skips it; explain must count what training then runs."""
     from ft_cli.commands import evaluation, explain
 
-    overrides = ["data.max_train_samples=97", "train.epochs=2", "train.batch_size=8",
-                 "strategy=llrd", "hardware=cpu", "train.export=last"]  # fmt: skip
+    overrides = [
+        "data.max_train_samples=97",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "strategy=llrd",
+        "hardware=cpu",
+        "train.export=last",
+    ]
     torchrun(tmp_path, [*overrides, "hydra.run.dir=run"])
     run = tmp_path / "run"
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -33,8 +33,9 @@ def test_the_mean_of_identical_members_is_one_member() -> None:
 
 def test_vote_picks_the_majority_where_the_mean_would_not() -> None:
     # One confident member for class 0, two lukewarm ones for class 1.
-    outputs = torch.stack([probabilities([[0.9, 0.1]]), probabilities([[0.4, 0.6]]),
-                           probabilities([[0.45, 0.55]])])  # fmt: skip
+    outputs = torch.stack(
+        [probabilities([[0.9, 0.1]]), probabilities([[0.4, 0.6]]), probabilities([[0.45, 0.55]])]
+    )
     assert combine.Combiner("mean", False)(outputs).argmax(-1).item() == 0
     voted = combine.Combiner("vote", False)(outputs)
     assert voted.argmax(-1).item() == 1
@@ -107,8 +108,19 @@ def test_bad_methods_and_weights_are_one_line_errors() -> None:
 def sweep(tmp_path_factory) -> Path:
     """Three tiny classifiers that differ in their seed."""
     root = tmp_path_factory.mktemp("ensemble") / "sweep"
-    assert cli.run_train(["-m", *TINY, "train.max_steps=8", "optimizer.lr=3e-3",
-                          "train.seed=1,2,3", f"hydra.sweep.dir={root}"]) == 0  # fmt: skip
+    assert (
+        cli.run_train(
+            [
+                "-m",
+                *TINY,
+                "train.max_steps=8",
+                "optimizer.lr=3e-3",
+                "train.seed=1,2,3",
+                f"hydra.sweep.dir={root}",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -132,24 +144,35 @@ def test_eval_shows_every_member_and_method_and_a_manifest_reproduces_prediction
     singles = []
     for job in ("0", "1", "2"):
         target = tmp_path / f"single{job}.csv"
-        assert cli._run_tool("predict", [str(sweep / job), "--input", data,
-                                         "--output", str(target)]) == 0  # fmt: skip
+        assert (
+            cli._run_tool("predict", [str(sweep / job), "--input", data, "--output", str(target)])
+            == 0
+        )
         singles.append(predicted(target))
     saved = tmp_path / "ensemble"
-    assert cli._run_tool("ensemble", [str(sweep), "--method", "greedy",
-                                      "--output", str(saved)]) == 0  # fmt: skip
+    assert (
+        cli._run_tool("ensemble", [str(sweep), "--method", "greedy", "--output", str(saved)]) == 0
+    )
     weights = json.loads((saved / "ensemble.json").read_text())["combination"]["weights"]
     from_manifest, fitted_again = tmp_path / "manifest.csv", tmp_path / "again.csv"
-    assert cli._run_tool("predict", [str(saved), "--input", data,
-                                     "--output", str(from_manifest)]) == 0  # fmt: skip
-    assert cli._run_tool("predict", [str(sweep), "--ensemble", "greedy", "--input", data,
-                                     "--output", str(fitted_again)]) == 0  # fmt: skip
+    assert (
+        cli._run_tool("predict", [str(saved), "--input", data, "--output", str(from_manifest)]) == 0
+    )
+    assert (
+        cli._run_tool(
+            "predict",
+            [str(sweep), "--ensemble", "greedy", "--input", data, "--output", str(fitted_again)],
+        )
+        == 0
+    )
     rows = predicted(from_manifest)
     assert rows == predicted(fitted_again)
     assert len(rows) == len(singles[0]) == 200
     for index, row in enumerate(rows):
-        mixed = sum(w * float(s[index]["probability_positive"]) for w, s in
-                    zip(weights, singles, strict=True)) / sum(weights)  # fmt: skip
+        mixed = sum(
+            w * float(s[index]["probability_positive"])
+            for w, s in zip(weights, singles, strict=True)
+        ) / sum(weights)
         assert float(row["probability_positive"]) == pytest.approx(mixed, abs=1e-5)
 
 
@@ -192,12 +215,17 @@ def test_several_teachers_distil_through_the_mean_of_their_logits(sweep: Path) -
     run.forward.train()
     run.forward(dict(batch))
     with torch.no_grad():
-        each = [AutoModelForSequenceClassification.from_pretrained(sweep / job / "model").eval()(
-                **inputs).logits for job in ("0", "1", "2")]  # fmt: skip
+        each = [
+            AutoModelForSequenceClassification.from_pretrained(sweep / job / "model")
+            .eval()(**inputs)
+            .logits
+            for job in ("0", "1", "2")
+        ]
     assert torch.allclose(run.objective.teacher_logits, torch.stack(each).mean(0), atol=1e-5)
     # The same teachers named one by one.
-    listed = compose_spec([*TINY, "strategy=distill",
-                           f"strategy.teacher.from_runs=[{sweep}/0,{sweep}/1,{sweep}/2]"])  # fmt: skip
+    listed = compose_spec(
+        [*TINY, "strategy=distill", f"strategy.teacher.from_runs=[{sweep}/0,{sweep}/1,{sweep}/2]"]
+    )
     again = setup.build(listed, setup.Purpose.train, Backend(), setup_hardware(spec.hardware))
     again.forward.train()
     again.forward(dict(batch))
@@ -219,21 +247,44 @@ def test_a_regression_ensemble_scores_and_predicts_scores(tmp_path: Path) -> Non
         writer.writerow(["sentence", "score"])
         writer.writerows([t, float(i % 4)] for i, t in enumerate(texts))
     root = tmp_path / "sweep"
-    assert cli.run_train(["-m", *TINY, "data=csv", f"data.files.train={data}",
-                          f"data.files.validation={data}", "data.text_column=sentence",
-                          "data.label_column=score", "task=regression", "optimizer.lr=5e-3",
-                          "train.max_steps=6", "train.seed=1,2", f"hydra.sweep.dir={root}"]) == 0  # fmt: skip
+    assert (
+        cli.run_train(
+            [
+                "-m",
+                *TINY,
+                "data=csv",
+                f"data.files.train={data}",
+                f"data.files.validation={data}",
+                "data.text_column=sentence",
+                "data.label_column=score",
+                "task=regression",
+                "optimizer.lr=5e-3",
+                "train.max_steps=6",
+                "train.seed=1,2",
+                f"hydra.sweep.dir={root}",
+            ]
+        )
+        == 0
+    )
     assert cli._run_tool("eval", [str(root), "--ensemble", "mean,vote,stack"]) == 0
     record = json.loads((root / "ensemble_metrics.json").read_text())
     assert set(record["models"][-1]["metrics"]) == {"pearson", "spearman", "mse", "loss"}
     out = tmp_path / "predicted.csv"
-    assert cli._run_tool("predict", [str(root), "--ensemble", "mean", "--input", str(data),
-                                     "--output", str(out)]) == 0  # fmt: skip
+    assert (
+        cli._run_tool(
+            "predict", [str(root), "--ensemble", "mean", "--input", str(data), "--output", str(out)]
+        )
+        == 0
+    )
     singles = []
     for job in ("0", "1"):
         single = tmp_path / f"single{job}.csv"
-        assert cli._run_tool("predict", [str(root / job), "--input", str(data), "--output",
-                                         str(single)]) == 0  # fmt: skip
+        assert (
+            cli._run_tool(
+                "predict", [str(root / job), "--input", str(data), "--output", str(single)]
+            )
+            == 0
+        )
         singles.append([float(r["predicted_score"]) for r in predicted(single)])
     mean = [(a + b) / 2 for a, b in zip(*singles, strict=True)]
     assert [float(r["predicted_score"]) for r in predicted(out)] == pytest.approx(mean, abs=1e-5)

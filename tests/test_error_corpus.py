@@ -21,8 +21,10 @@ from conftest import TINY, write_csv
 from ft_cli import cli
 from ft_cli.errors import FtError
 
-ROWS = [{"text": f"row {i} is {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"}
-        for i in range(24)]  # fmt: skip
+ROWS = [
+    {"text": f"row {i} is {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"}
+    for i in range(24)
+]
 
 
 def run_ft(args: list[str], capsys) -> tuple[int, str]:
@@ -61,8 +63,11 @@ def files(tmp_path: Path) -> Path:
 
 def _csv(files: Path, **names: str) -> list[str]:
     train = names.get("train", "train.csv")
-    return ["data=csv", f"data.files.train={files / train}",
-            f"data.files.validation={files / names.get('validation', 'validation.csv')}"]  # fmt: skip
+    return [
+        "data=csv",
+        f"data.files.train={files / train}",
+        f"data.files.validation={files / names.get('validation', 'validation.csv')}",
+    ]
 
 
 def _write(path: Path, data: bytes | str) -> Path:
@@ -457,8 +462,10 @@ def _received_run(finished: Path, tmp_path: Path) -> Path:
     overrides = run / ".hydra" / "overrides.yaml"
     overrides.write_text(overrides.read_text() + "- model.trust_remote_code=true\n")
     config = json.loads((run / "model" / "config.json").read_text())
-    config["auto_map"] = {"AutoConfig": "evil.EvilConfig",
-                          "AutoModelForSequenceClassification": "evil.EvilModel"}  # fmt: skip
+    config["auto_map"] = {
+        "AutoConfig": "evil.EvilConfig",
+        "AutoModelForSequenceClassification": "evil.EvilModel",
+    }
     (run / "model" / "config.json").write_text(json.dumps(config))
     marker = tmp_path / "pwned"
     (run / "model" / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")

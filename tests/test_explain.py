@@ -12,8 +12,16 @@ from test_train import scalars
 from ft_cli import cli
 from ft_cli.commands import explain
 
-SETTINGS = [*TINY, "+recipe=demo", "strategy=llrd", "strategy.lr_decay=0.5", "train.grad_accum=2",
-            "train.batch_size=8", "optimizer.lr=2e-3", "schedule=cosine"]  # fmt: skip
+SETTINGS = [
+    *TINY,
+    "+recipe=demo",
+    "strategy=llrd",
+    "strategy.lr_decay=0.5",
+    "train.grad_accum=2",
+    "train.batch_size=8",
+    "optimizer.lr=2e-3",
+    "schedule=cosine",
+]
 
 
 def test_explain_predicts_what_training_does(tmp_path: Path) -> None:
@@ -49,8 +57,14 @@ def test_explain_names_where_each_value_came_from() -> None:
 def test_explain_prints_its_tables(capsys) -> None:
     assert cli._run_tool("explain", SETTINGS) == 0
     out = capsys.readouterr().out
-    for heading in ("values that differ", "strategy llrd", "optimizer groups", "total steps",
-                    "learning rate over the steps", "memory per step"):  # fmt: skip
+    for heading in (
+        "values that differ",
+        "strategy llrd",
+        "optimizer groups",
+        "total steps",
+        "learning rate over the steps",
+        "memory per step",
+    ):
         assert heading in out
     assert cli._run_tool("explain", ["optimizer.lrr=1"]) == 2
     assert "unknown key 'optimizer.lrr'" in capsys.readouterr().err
@@ -65,8 +79,14 @@ def test_a_repeated_explain_is_remembered_until_its_inputs_change(
     rows = [{"text": f"row {i} {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(40)]
     data = tmp_path / "train.csv"
     write_csv(data, rows)
-    settings = [*TINY, "+recipe=demo", f"data.path={tmp_path}", "data.files.train=train.csv",
-                "data.files.validation=null", "data.files.test=null"]  # fmt: skip
+    settings = [
+        *TINY,
+        "+recipe=demo",
+        f"data.path={tmp_path}",
+        "data.files.train=train.csv",
+        "data.files.validation=null",
+        "data.files.test=null",
+    ]
     built = []
     real_plan = explain.plan
     monkeypatch.setattr(explain, "plan", lambda o: built.append(o) or real_plan(o))
@@ -92,9 +112,12 @@ def test_a_repeated_explain_is_remembered_until_its_inputs_change(
 def test_options_chosen_as_a_list_are_credited_to_their_own_files() -> None:
     from ft_cli.commands.explain import value_origins
 
-    origins = {key: source for key, _, source in value_origins(
-        ["model=tiny_bert", "logger=[tensorboard,mlflow]", "augment=[token_mask,mixup]"]
-    )}  # fmt: skip
+    origins = {
+        key: source
+        for key, _, source in value_origins(
+            ["model=tiny_bert", "logger=[tensorboard,mlflow]", "augment=[token_mask,mixup]"]
+        )
+    }
     assert origins["logger.tensorboard.enabled"] == "configs/logger/tensorboard.yaml"
     assert origins["logger.mlflow.enabled"] == "configs/logger/mlflow.yaml"
     assert origins["augment.token_mask"] == "configs/augment/token_mask.yaml"

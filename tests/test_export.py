@@ -14,13 +14,22 @@ from ft_cli.errors import FtError
 
 pytest.importorskip("onnxruntime")
 
-TINY = ["model=tiny_bert", "data.max_length=32", "train.batch_size=16", "hardware.precision=fp32",
-        "optimizer.lr=3e-3"]  # fmt: skip
+TINY = [
+    "model=tiny_bert",
+    "data.max_length=32",
+    "train.batch_size=16",
+    "hardware.precision=fp32",
+    "optimizer.lr=3e-3",
+]
 TASKS = {
     "classification": ["data=demo", "data.max_train_samples=64", "data.max_eval_samples=40"],
-    "token_classification": ["data=demo_ner", "task=token_classification",
-                             "data.max_train_samples=64", "data.max_eval_samples=40"],
-}  # fmt: skip
+    "token_classification": [
+        "data=demo_ner",
+        "task=token_classification",
+        "data.max_train_samples=64",
+        "data.max_eval_samples=40",
+    ],
+}
 
 
 def trained(tmp_path: Path, extra: list[str]) -> Path:
@@ -37,8 +46,9 @@ def session(path: Path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
-def test_onnx_logits_equal_torch_for_any_batch_and_length(tmp_path: Path, task: str,
-                                                          request) -> None:  # fmt: skip
+def test_onnx_logits_equal_torch_for_any_batch_and_length(
+    tmp_path: Path, task: str, request
+) -> None:
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     if task == "classification":
@@ -68,8 +78,14 @@ def test_onnx_logits_equal_torch_for_any_batch_and_length(tmp_path: Path, task: 
         types = torch.zeros_like(ids)
         with torch.no_grad():
             expected = net(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-        got = graph.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
-                               "token_type_ids": types.numpy()})[0]  # fmt: skip
+        got = graph.run(
+            None,
+            {
+                "input_ids": ids.numpy(),
+                "attention_mask": mask.numpy(),
+                "token_type_ids": types.numpy(),
+            },
+        )[0]
         assert got.shape == tuple(expected.shape)
         assert np.abs(got - expected.numpy()).max() < 1e-4, (rows, length)
     assert (run / "onnx" / "tokenizer_config.json").is_file()
@@ -85,21 +101,40 @@ def test_onnx_logits_equal_torch_for_any_batch_and_length(tmp_path: Path, task: 
     outputs = {}
     for backend in ("torch", "onnxruntime"):
         target = tmp_path / f"{backend}.jsonl"
-        assert cli._run_tool("predict", [str(run), "--input", str(source), "--output", str(target),
-                                          "--backend", backend]) == 0  # fmt: skip
+        assert (
+            cli._run_tool(
+                "predict",
+                [str(run), "--input", str(source), "--output", str(target), "--backend", backend],
+            )
+            == 0
+        )
         outputs[backend] = [json.loads(line) for line in target.read_text().splitlines()]
     torch_rows, onnx_rows = outputs["torch"], outputs["onnxruntime"]
     assert [r["predicted_label"] for r in onnx_rows] == [r["predicted_label"] for r in torch_rows]
-    assert max(abs(a["predicted_probability"] - b["predicted_probability"])
-               for a, b in zip(torch_rows, onnx_rows, strict=True)) < 1e-5  # fmt: skip
+    assert (
+        max(
+            abs(a["predicted_probability"] - b["predicted_probability"])
+            for a, b in zip(torch_rows, onnx_rows, strict=True)
+        )
+        < 1e-5
+    )
 
 
 @pytest.mark.slow
 def test_int8_copy_keeps_the_demo_models_accuracy(tmp_path: Path) -> None:
     """The packaged MiniLM after a short demo run; int8 within 0.05 accuracy of fp32."""
     run = tmp_path / "demo"
-    assert cli.run_train(["+recipe=demo", "train.max_steps=60", "hardware.precision=fp32",
-                          f"hydra.run.dir={run}"]) == 0  # fmt: skip
+    assert (
+        cli.run_train(
+            [
+                "+recipe=demo",
+                "train.max_steps=60",
+                "hardware.precision=fp32",
+                f"hydra.run.dir={run}",
+            ]
+        )
+        == 0
+    )
     assert cli._run_tool("export", [str(run), "--quantize", "int8"]) == 0
     checks = json.loads((run / "onnx" / "onnx.json").read_text())["checks"]
     fp32, int8 = checks["onnx fp32"]["metrics"], checks["onnx int8"]["metrics"]
@@ -157,8 +192,12 @@ def test_predict_with_onnxruntime_needs_an_export(tmp_path: Path, capsys) -> Non
     source = (
         Path(__file__).resolve().parent.parent / "ft_cli" / "assets" / "demo" / "validation.csv"
     )
-    assert cli._run_tool("predict", [str(run), "--input", str(source), "--backend",
-                                     "onnxruntime-int8"]) == 2  # fmt: skip
+    assert (
+        cli._run_tool(
+            "predict", [str(run), "--input", str(source), "--backend", "onnxruntime-int8"]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == (
         f"ft: error: ft predict: --backend onnxruntime-int8: no model.int8.onnx in {run / 'onnx'};"
         f" export it first with ft export {run} --format onnx --quantize int8"
@@ -166,8 +205,9 @@ def test_predict_with_onnxruntime_needs_an_export(tmp_path: Path, capsys) -> Non
 
 
 def test_masked_lm_is_not_exported(tmp_path: Path, capsys) -> None:
-    run = trained(tmp_path, ["data=demo", "task=mlm", "data.max_train_samples=32",
-                             "data.max_eval_samples=16"])  # fmt: skip
+    run = trained(
+        tmp_path, ["data=demo", "task=mlm", "data.max_train_samples=32", "data.max_eval_samples=16"]
+    )
     assert cli._run_tool("export", [str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(
@@ -181,8 +221,11 @@ def test_a_missing_library_names_the_install_command(monkeypatch) -> None:
     from ft_cli.deploy import onnx_export
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "onnxscript" else real(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxscript" else real(name, *a),
+    )
     with pytest.raises(
         FtError, match=r"^ft export --format onnx needs onnxscript: pip install 'ft-cli\[onnx\]'"
     ):
@@ -192,14 +235,20 @@ def test_a_missing_library_names_the_install_command(monkeypatch) -> None:
 def _regression_data(folder: Path) -> list[str]:
     import csv
 
-    rows = [{"text": f"{word} film {i}", "label": float(i % 5) / 4}
-            for i, word in enumerate(["good", "bad", "fine", "dull"] * 12)]  # fmt: skip
+    rows = [
+        {"text": f"{word} film {i}", "label": float(i % 5) / 4}
+        for i, word in enumerate(["good", "bad", "fine", "dull"] * 12)
+    ]
     with open(folder / "scores.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["text", "label"])
         writer.writeheader()
         writer.writerows(rows)
-    return ["data=csv", f"data.files.train={folder / 'scores.csv'}",
-            f"data.files.validation={folder / 'scores.csv'}", "task=regression"]  # fmt: skip
+    return [
+        "data=csv",
+        f"data.files.train={folder / 'scores.csv'}",
+        f"data.files.validation={folder / 'scores.csv'}",
+        "task=regression",
+    ]
 
 
 @pytest.mark.slow
@@ -209,10 +258,13 @@ def test_the_other_fixed_head_tasks_export_within_1e4_of_torch(tmp_path: Path, t
     not compared above: regression, images, one task of a multi-task run."""
     extra = {
         "regression": lambda: _regression_data(tmp_path),
-        "image_classification": lambda: ["+recipe=demo_images", "data.max_train_samples=48",
-                                         "data.max_eval_samples=24"],
+        "image_classification": lambda: [
+            "+recipe=demo_images",
+            "data.max_train_samples=48",
+            "data.max_eval_samples=24",
+        ],
         "multitask": lambda: ["+recipe=demo_multitask", "model=tiny_bert"],
-    }[task]()  # fmt: skip
+    }[task]()
     run = tmp_path / "run"
     settings = ["train.batch_size=16", "hardware.precision=fp32", "train.max_steps=3"]
     if task != "image_classification":

@@ -16,9 +16,17 @@ from ft_cli.assets import shapes
 from ft_cli.data import images
 from ft_cli.errors import FtError
 
-SMALL = ["task=image_classification", "data=images", "model=tiny_resnet", "train.batch_size=8",
-         "train.eval_batch_size=16", "train.log_every=1", "hardware.precision=fp32",
-         "data.image_workers=0", "optimizer.lr=3e-3"]  # fmt: skip
+SMALL = [
+    "task=image_classification",
+    "data=images",
+    "model=tiny_resnet",
+    "train.batch_size=8",
+    "train.eval_batch_size=16",
+    "train.log_every=1",
+    "hardware.precision=fp32",
+    "data.image_workers=0",
+    "optimizer.lr=3e-3",
+]
 
 
 def draw_tree(root: Path, per_class: int, classes=("circle", "square", "cross")) -> Path:
@@ -69,8 +77,15 @@ def test_a_table_of_relative_paths_loads_the_same_rows_as_the_folders(tree: Path
         writer.writerow(["file", "kind"])
         for path, label in zip(paths, labels, strict=True):
             writer.writerow([str(Path(path).relative_to(tree)), label])
-    spec = compose_spec([*SMALL, "data=csv", f"data.files.train={table}",
-                         "data.image_column=file", "data.label_column=kind"])  # fmt: skip
+    spec = compose_spec(
+        [
+            *SMALL,
+            "data=csv",
+            f"data.files.train={table}",
+            "data.image_column=file",
+            "data.label_column=kind",
+        ]
+    )
     raw = get("image_classification").load_raw(spec.data)
     assert raw.splits["train"]["file"] == paths
     assert raw.splits["train"]["kind"] == labels
@@ -144,8 +159,9 @@ def test_freeze_backbone_leaves_the_backbone_bit_identical(tree: Path, tmp_path:
     overrides = [*data_of(tree), "strategy=freeze_backbone", "train.max_steps=6"]
     train(tmp_path / "run", overrides)
     spec = compose_spec([*SMALL, *overrides])
-    start = setup.build(spec, setup.Purpose.evaluate, parallel.Backend(),
-                        setup_hardware(spec.hardware)).net.state_dict()  # fmt: skip
+    start = setup.build(
+        spec, setup.Purpose.evaluate, parallel.Backend(), setup_hardware(spec.hardware)
+    ).net.state_dict()
     final = load_file(tmp_path / "run" / "model" / "model.safetensors")
     backbone = [k for k in final if k.startswith("resnet.")]
     assert backbone and any("running_mean" in k for k in backbone)  # batch-norm stats too
@@ -157,8 +173,14 @@ def test_freeze_backbone_leaves_the_backbone_bit_identical(tree: Path, tmp_path:
 def test_kill_and_resume_is_bit_identical(tree: Path, tmp_path: Path) -> None:
     import shutil
 
-    overrides = [*data_of(tree), "train.epochs=2", "train.save_every=2", "train.export=last",
-                 "train.keep_checkpoints=100", "data.image_workers=2"]  # fmt: skip
+    overrides = [
+        *data_of(tree),
+        "train.epochs=2",
+        "train.save_every=2",
+        "train.export=last",
+        "train.keep_checkpoints=100",
+        "data.image_workers=2",
+    ]
     train(tmp_path / "reference", overrides)
     train(tmp_path / "cut", overrides)
     cut = tmp_path / "cut"
@@ -179,8 +201,12 @@ def test_predict_on_a_folder_writes_a_row_per_image_in_order(tree: Path, tmp_pat
     train(tmp_path / "run", [*data_of(tree), "train.max_steps=2"])
     target = tmp_path / "out.csv"
     folder = tree / "validation"
-    assert cli._run_tool("predict", [str(tmp_path / "run"), "--input", str(folder),
-                                      "--output", str(target)]) == 0  # fmt: skip
+    assert (
+        cli._run_tool(
+            "predict", [str(tmp_path / "run"), "--input", str(folder), "--output", str(target)]
+        )
+        == 0
+    )
     with open(target) as handle:
         rows = list(csv.DictReader(handle))
     expected = [str(Path(p).relative_to(folder)) for p in images.list_images(folder)]
@@ -188,8 +214,13 @@ def test_predict_on_a_folder_writes_a_row_per_image_in_order(tree: Path, tmp_pat
     assert {r["predicted_label"] for r in rows} <= {"circle", "cross", "square"}
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(str(folder / p) for p in expected[:3]) + "\n")
-    assert cli._run_tool("predict", [str(tmp_path / "run"), "--input", str(listing),
-                                      "--output", str(tmp_path / "few.csv")]) == 0  # fmt: skip
+    assert (
+        cli._run_tool(
+            "predict",
+            [str(tmp_path / "run"), "--input", str(listing), "--output", str(tmp_path / "few.csv")],
+        )
+        == 0
+    )
     with open(tmp_path / "few.csv") as handle:
         assert [r["predicted_label"] for r in csv.DictReader(handle)] == [
             r["predicted_label"] for r in rows[:3]
@@ -312,18 +343,33 @@ def test_images_are_not_a_task_of_a_multi_task_run() -> None:
 @pytest.mark.slow
 def test_distill_an_image_teacher_into_a_student(tree: Path, tmp_path: Path) -> None:
     train(tmp_path / "teacher", [*data_of(tree), "train.max_steps=4"])
-    result = train(tmp_path / "student", [*data_of(tree), "train.max_steps=4", "strategy=distill",
-                                          f"strategy.teacher.from_run={tmp_path / 'teacher'}"])  # fmt: skip
+    result = train(
+        tmp_path / "student",
+        [
+            *data_of(tree),
+            "train.max_steps=4",
+            "strategy=distill",
+            f"strategy.teacher.from_run={tmp_path / 'teacher'}",
+        ],
+    )
     assert result.steps == 4
     from ft_cli.hardware import parallel
     from ft_cli.hardware.device import setup_hardware
     from ft_cli.training import setup
 
     def teacher_cache(extra: list[str]):
-        spec = compose_spec([*SMALL, *data_of(tree), "strategy=distill",
-                             f"strategy.teacher.from_run={tmp_path / 'teacher'}", *extra])  # fmt: skip
-        ready = setup.build(spec, setup.Purpose.train, parallel.Backend(),
-                            setup_hardware(spec.hardware))  # fmt: skip
+        spec = compose_spec(
+            [
+                *SMALL,
+                *data_of(tree),
+                "strategy=distill",
+                f"strategy.teacher.from_run={tmp_path / 'teacher'}",
+                *extra,
+            ]
+        )
+        ready = setup.build(
+            spec, setup.Purpose.train, parallel.Backend(), setup_hardware(spec.hardware)
+        )
         return ready.objective.cache
 
     assert teacher_cache([]) is None  # cropped and flipped anew each epoch: never cached
@@ -339,8 +385,9 @@ def test_a_teacher_must_prepare_images_as_the_student_does() -> None:
     small = ViTImageProcessorPil(size={"height": 32, "width": 32})
     assert task.same_inputs(small, ViTImageProcessorPil(size={"height": 32, "width": 32}))
     assert not task.same_inputs(small, ViTImageProcessorPil(size={"height": 64, "width": 64}))
-    assert not task.same_inputs(small, ViTImageProcessorPil(size={"height": 32, "width": 32},
-                                                            image_mean=[0.4, 0.4, 0.4]))  # fmt: skip
+    assert not task.same_inputs(
+        small, ViTImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.4, 0.4, 0.4])
+    )
 
 
 def test_the_hub_recipe_fails_offline_in_one_line(tmp_path: Path) -> None:
@@ -391,8 +438,9 @@ def test_layer_groups_follow_blocks_and_stages() -> None:
     )
     assert set(groups(convnext)) == {"embeddings", "layer.0", "layer.1", "head"}
     # freeze_layers over stages: the stem and the first two stages stop training.
-    applied = layers.apply_strategy(resnet, StrategyConfig(kind=StrategyKind.freeze_layers,
-                                                           frozen_layers=2))  # fmt: skip
+    applied = layers.apply_strategy(
+        resnet, StrategyConfig(kind=StrategyKind.freeze_layers, frozen_layers=2)
+    )
     trainable = {layers.group_of(n) for n, p in resnet.named_parameters() if p.requires_grad}
     assert trainable == {"layer.2", "head"} and applied.num_layers == 3
 

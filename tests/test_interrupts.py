@@ -19,8 +19,15 @@ from safetensors.torch import load_file
 from ft_cli.training import checkpoint
 
 # About 250 optimizer steps: long enough to be caught mid-run.
-LONG = [*TINY, "data.max_train_samples=400", "train.epochs=10", "train.save_every=7",
-        "train.keep_checkpoints=3", "train.export=last", "train.eval_every=50"]  # fmt: skip
+LONG = [
+    *TINY,
+    "data.max_train_samples=400",
+    "train.epochs=10",
+    "train.save_every=7",
+    "train.keep_checkpoints=3",
+    "train.export=last",
+    "train.eval_every=50",
+]
 
 
 def start(run_dir: Path, extra: list[str]) -> subprocess.Popen:
@@ -28,8 +35,9 @@ def start(run_dir: Path, extra: list[str]) -> subprocess.Popen:
     # One thread each: two runs side by side share the cores without oversubscribing them,
     # and every run of a test computes with the same thread count (the same sums).
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)  # fmt: skip
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def wait_for_step(process: subprocess.Popen, step: int, timeout: float = 120) -> None:

@@ -93,9 +93,16 @@ def test_matmul_attention_drops_attention_weights_when_training() -> None:
 def _tiny_classifier(attn: str = "sdpa"):
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=3,
-                        attn_implementation=attn)  # fmt: skip
+    config = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+        attn_implementation=attn,
+    )
     torch.manual_seed(0)
     return BertForSequenceClassification(config)
 

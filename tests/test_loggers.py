@@ -75,8 +75,14 @@ def test_every_logger_records_the_run_and_a_resume_appends_to_the_same_run(
     secret = "f00d" * 10  # a W&B API key must not land in any file of the run
     monkeypatch.setenv("WANDB_API_KEY", secret)
     run = tmp_path / "run"
-    common = [*TINY, "logger=[tensorboard,csv,mlflow,wandb]", "logger.wandb.mode=offline",
-              f"output_dir={run}", "train.log_every=2", "optimizer.lr=3e-4"]  # fmt: skip
+    common = [
+        *TINY,
+        "logger=[tensorboard,csv,mlflow,wandb]",
+        "logger.wandb.mode=offline",
+        f"output_dir={run}",
+        "train.log_every=2",
+        "optimizer.lr=3e-4",
+    ]
     assert cli.run_train([*common, "train.epochs=1"]) == 0
     first = json.loads((run / "loggers.json").read_text())
     assert cli.run_train([*common, "train.epochs=2", "resume=auto"]) == 0
@@ -133,9 +139,17 @@ def test_a_sweeps_jobs_share_one_experiment_and_one_group(tmp_path: Path, monkey
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     store = (tmp_path / "store").as_uri()
     sweep = tmp_path / "sweeps" / "lr"
-    code = cli.run_train(["-m", *TINY, "train.max_steps=2", "optimizer.lr=1e-5,5e-5",
-                          "logger=[mlflow,wandb]", f"logger.mlflow.tracking_uri={store}",
-                          f"hydra.sweep.dir={sweep}"])  # fmt: skip
+    code = cli.run_train(
+        [
+            "-m",
+            *TINY,
+            "train.max_steps=2",
+            "optimizer.lr=1e-5,5e-5",
+            "logger=[mlflow,wandb]",
+            f"logger.mlflow.tracking_uri={store}",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert code == 0
     client = MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("sweeps/lr")

@@ -172,8 +172,14 @@ def test_perplexity_falls_with_training(tmp_path: Path) -> None:
     assert record["padding_fraction"] == 0.0  # group_texts: full blocks
 
 
-TEXT = ["model=tiny_bert", "task=mlm", "data=text", "data.validation_fraction=0",
-        "task.packing=line_by_line", "data.max_length=64"]  # fmt: skip
+TEXT = [
+    "model=tiny_bert",
+    "task=mlm",
+    "data=text",
+    "data.validation_fraction=0",
+    "task.packing=line_by_line",
+    "data.max_length=64",
+]
 
 
 def test_text_files_one_document_per_line_or_paragraph(tmp_path: Path) -> None:

@@ -18,11 +18,18 @@ from ft_cli.data import batching, mixing
 from ft_cli.errors import FtError
 from ft_cli.training.engine import train
 
-SMALL = ["model=tiny_bert", "hardware.precision=fp32", "train.batch_size=16",
-         "train.eval_batch_size=32", "train.log_every=1"]  # fmt: skip
-TASK_DATA = [f"task.tasks.{name}.data.{key}"
-             for name in ("sentiment", "ner")
-             for key in ("max_length=32", "max_train_samples=64", "max_eval_samples=32")]  # fmt: skip
+SMALL = [
+    "model=tiny_bert",
+    "hardware.precision=fp32",
+    "train.batch_size=16",
+    "train.eval_batch_size=32",
+    "train.log_every=1",
+]
+TASK_DATA = [
+    f"task.tasks.{name}.data.{key}"
+    for name in ("sentiment", "ner")
+    for key in ("max_length=32", "max_train_samples=64", "max_eval_samples=32")
+]
 MULTI = [*SMALL, "+recipe=demo_multitask", *TASK_DATA, "train.epochs=2"]
 
 
@@ -43,8 +50,9 @@ def _sampler(sizes: list[int], scheme: Mixing, batch: int = 4, weights=None, see
     parts = [EncodedSplit([[1, 2]] * n, None, [0] * n) for n in sizes]
     split = mixing.TaskSplits([f"t{i}" for i in range(len(sizes))], parts)
     collate = mixing.TaskCollator([lambda rows: {"rows": rows}] * len(sizes))
-    return mixing.train_loader(split, collate, batch, seed, False, scheme, 2.0,
-                               weights or [1.0] * len(sizes))[1]  # fmt: skip
+    return mixing.train_loader(
+        split, collate, batch, seed, False, scheme, 2.0, weights or [1.0] * len(sizes)
+    )[1]
 
 
 @pytest.mark.parametrize("scheme", list(Mixing))
@@ -148,7 +156,9 @@ def test_exports_load_in_plain_transformers_and_reproduce_the_runs_metrics(tmp_p
     result = run_multi(tmp_path / "run", ["train.export=last"])
     model = tmp_path / "run" / "model"
     assert json.loads((model / "multitask.json").read_text())["tasks"].keys() == {
-        "sentiment", "ner"}  # fmt: skip
+        "sentiment",
+        "ner",
+    }
     for name in ("sentiment", "ner"):
         scores = evaluation.evaluate_trained(str(tmp_path / "run"), [], task=name)["metrics"]
         for metric, value in scores.items():
@@ -164,8 +174,10 @@ def test_exports_load_in_plain_transformers_and_reproduce_the_runs_metrics(tmp_p
 
 def test_a_run_of_one_task_equals_the_single_task_run(tmp_path: Path) -> None:
     data = ["data.max_length=32", "data.max_train_samples=64", "data.max_eval_samples=32"]
-    single = train(compose_spec([*SMALL, "+recipe=demo", *data, "train.epochs=2",
-                                 "train.export=last"]), run_dir=tmp_path / "single")  # fmt: skip
+    single = train(
+        compose_spec([*SMALL, "+recipe=demo", *data, "train.epochs=2", "train.export=last"]),
+        run_dir=tmp_path / "single",
+    )
     run_multi(tmp_path / "multi", ["~task.tasks.ner", "train.export=last"])
     alone = load_file(tmp_path / "single" / "model" / "model.safetensors")
     within = load_file(tmp_path / "multi" / "model" / "sentiment" / "model.safetensors")
@@ -176,8 +188,13 @@ def test_a_run_of_one_task_equals_the_single_task_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("cut", [3, 8])
 def test_a_cut_and_resumed_run_ends_bit_identical(tmp_path: Path, cut: int) -> None:
-    extra = ["train.save_every=1", "train.keep_checkpoints=100", "train.export=last",
-             "train.eval_every=4", "task.mixing=temperature"]  # fmt: skip
+    extra = [
+        "train.save_every=1",
+        "train.keep_checkpoints=100",
+        "train.export=last",
+        "train.eval_every=4",
+        "task.mixing=temperature",
+    ]
     run_multi(tmp_path / "reference", extra)
     run_multi(tmp_path / "cut", extra)
     for ckpt in (tmp_path / "cut" / "checkpoints").glob("step-*"):
@@ -357,13 +374,30 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, monk
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "two.yaml").write_text(TWO_CLASSIFIERS)
     monkeypatch.setenv("FT_RECIPES_DIR", str(tmp_path / "recipes"))
-    settings = [*SMALL, "+recipe=two", "strategy.dropout=0.0", "hardware=cpu",
-                "optimizer.lr=1e-3", "train.epochs=1", "train.export=last"]  # fmt: skip
+    settings = [
+        *SMALL,
+        "+recipe=two",
+        "strategy.dropout=0.0",
+        "hardware=cpu",
+        "optimizer.lr=1e-3",
+        "train.epochs=1",
+        "train.export=last",
+    ]
     spec = compose_spec([*settings, "train.batch_size=16"])
     train(spec, run_dir=tmp_path / "single")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-               "--standalone", "-m", "ft_cli", "train", *settings, "train.batch_size=8",
-               f"hydra.run.dir={tmp_path / 'ddp'}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--standalone",
+        "-m",
+        "ft_cli",
+        "train",
+        *settings,
+        "train.batch_size=8",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+    ]
     env = {**os.environ, "FT_RECIPES_DIR": str(tmp_path / "recipes")}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -375,7 +409,11 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, monk
         a = load_file(tmp_path / "single" / "model" / name / "model.safetensors")
         b = load_file(tmp_path / "ddp" / "model" / name / "model.safetensors")
         assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5, name
-    fsdp = subprocess.run([*command[:-1], f"hydra.run.dir={tmp_path / 'fsdp'}",
-                           "hardware.distributed=fsdp"], capture_output=True, text=True,
-                          timeout=600, env=env)  # fmt: skip
+    fsdp = subprocess.run(
+        [*command[:-1], f"hydra.run.dir={tmp_path / 'fsdp'}", "hardware.distributed=fsdp"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert fsdp.returncode != 0 and "cannot train task=multitask" in fsdp.stderr

@@ -15,8 +15,15 @@ from ft_cli.paths import resolve_path
 from ft_cli.training.engine import train
 
 CORPUS = Path(resolve_path("pkg:ft_cli/assets/corpus/train.txt", "corpus"))
-NSP = ["+recipe=demo_nsp", "model=tiny_bert", "hardware.precision=fp32", "train.epochs=1",
-       "data.max_train_samples=120", "data.max_eval_samples=40", "train.log_every=1"]  # fmt: skip
+NSP = [
+    "+recipe=demo_nsp",
+    "model=tiny_bert",
+    "hardware.precision=fp32",
+    "train.epochs=1",
+    "data.max_train_samples=120",
+    "data.max_eval_samples=40",
+    "train.log_every=1",
+]
 
 
 def _documents() -> list[str]:
@@ -45,7 +52,10 @@ def test_pairs_are_balanced_and_never_pair_a_text_with_itself() -> None:
 def test_documents_of_one_segment_give_no_pairs() -> None:
     assert sentence_pairs.sentence_pairs(["one sentence only", "another one"]) == ([], [], [])
     assert sentence_pairs.segments("First part, second part. Third!") == [
-        "First part,", "second part.", "Third!"]  # fmt: skip
+        "First part,",
+        "second part.",
+        "Third!",
+    ]
 
 
 def test_nsp_trains_reports_and_exports_the_pretraining_model(tmp_path: Path) -> None:
@@ -57,11 +67,19 @@ def test_nsp_trains_reports_and_exports_the_pretraining_model(tmp_path: Path) ->
     assert type(net).__name__ == "BertForPreTraining"
     # Its encoder (pooler included) starts a fine-tune like any other model.
     tuned = train(
-        compose_spec(["+recipe=demo", "model=tiny_bert", "hardware.precision=fp32",
-                      f"model.from_run={tmp_path / 'nsp'}", "train.max_steps=2",
-                      "data.max_train_samples=32", "data.max_eval_samples=16"]),
+        compose_spec(
+            [
+                "+recipe=demo",
+                "model=tiny_bert",
+                "hardware.precision=fp32",
+                f"model.from_run={tmp_path / 'nsp'}",
+                "train.max_steps=2",
+                "data.max_train_samples=32",
+                "data.max_eval_samples=16",
+            ]
+        ),
         run_dir=tmp_path / "tuned",
-    )  # fmt: skip
+    )
     assert tuned.steps == 2
     assert json.loads((tmp_path / "nsp" / "metrics.json").read_text())["final"]["nsp_accuracy"] >= 0
 
@@ -72,12 +90,19 @@ def test_a_model_without_an_nsp_head_is_refused_in_one_line(tmp_path: Path) -> N
     folder = tmp_path / "tiny_roberta"
     tokenizer = AutoTokenizer.from_pretrained(resolve_path("pkg:ft_cli/assets/tiny_bert", "m"))
     tokenizer.save_pretrained(folder)
-    RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                  num_attention_heads=2, intermediate_size=37,
-                  max_position_embeddings=130).save_pretrained(folder)  # fmt: skip
+    RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=130,
+    ).save_pretrained(folder)
     with pytest.raises(FtError) as err:
-        train(compose_spec([*NSP, f"model.name_or_path={folder}", "model.init=scratch"]),
-              run_dir=tmp_path / "run")  # fmt: skip
+        train(
+            compose_spec([*NSP, f"model.name_or_path={folder}", "model.init=scratch"]),
+            run_dir=tmp_path / "run",
+        )
     assert "has no next-sentence head" in str(err.value) and "\n" not in str(err.value)
     assert "RobertaForMaskedLM" in str(err.value)
 

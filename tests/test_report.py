@@ -35,8 +35,13 @@ def check_page(root: Path) -> list[Path]:
 
 def test_a_run_report(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    overrides = [*TINY, "train.epochs=2", "train.eval_every=3", "train.export=last",
-                 f"hydra.run.dir={run}"]  # fmt: skip
+    overrides = [
+        *TINY,
+        "train.epochs=2",
+        "train.eval_every=3",
+        "train.export=last",
+        f"hydra.run.dir={run}",
+    ]
     assert cli.run_train(overrides) == 0
     report.write_report(run)
     names = {p.name for p in check_page(run)}
@@ -50,8 +55,19 @@ def test_a_run_report(tmp_path: Path) -> None:
 
 def test_a_sweep_report_plots_the_metric_against_what_varied(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    assert cli.run_train(["-m", *TINY, "train.max_steps=4", "optimizer.lr=1e-3,1e-2",
-                          "train.seed=1,2", f"hydra.sweep.dir={sweep}"]) == 0  # fmt: skip
+    assert (
+        cli.run_train(
+            [
+                "-m",
+                *TINY,
+                "train.max_steps=4",
+                "optimizer.lr=1e-3,1e-2",
+                "train.seed=1,2",
+                f"hydra.sweep.dir={sweep}",
+            ]
+        )
+        == 0
+    )
     assert cli._run_tool("report", [str(sweep), "--no-confusion"]) == 0
     names = {p.name for p in check_page(sweep)}
     assert "sweep_optimizer_lr.png" in names and "confusion_matrix.png" not in names

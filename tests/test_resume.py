@@ -20,8 +20,15 @@ from ft_cli.errors import FtError
 from ft_cli.training import checkpoint
 
 # Dropout on (tiny_bert has 0.1), shuffled length-grouped batches, 3 epochs of 6 batches.
-BASE = ["optimizer.lr=3e-3", "train.epochs=3", "train.save_every=1", "train.keep_checkpoints=100",
-        "train.export=last", "train.eval_every=4", "data.max_train_samples=96"]  # fmt: skip
+BASE = [
+    "optimizer.lr=3e-3",
+    "train.epochs=3",
+    "train.save_every=1",
+    "train.keep_checkpoints=100",
+    "train.export=last",
+    "train.eval_every=4",
+    "data.max_train_samples=96",
+]
 
 
 def cut_after(run_dir: Path, step: int) -> None:
@@ -111,9 +118,15 @@ def test_tensorboard_has_no_duplicate_steps_after_resume(tmp_path: Path) -> None
 
 def test_early_stopping_patience_survives_resume(tmp_path: Path) -> None:
     # lr ~ 0 (it must be > 0): no improvement after the first evaluation; patience 4 stops at evaluation 5.
-    overrides = ["optimizer.lr=1e-12", "train.epochs=10", "train.eval_every=1", "train.save_every=1",
-                 "train.keep_checkpoints=100", "train.early_stopping.enabled=true",
-                 "train.early_stopping.patience=4"]  # fmt: skip
+    overrides = [
+        "optimizer.lr=1e-12",
+        "train.epochs=10",
+        "train.eval_every=1",
+        "train.save_every=1",
+        "train.keep_checkpoints=100",
+        "train.early_stopping.enabled=true",
+        "train.early_stopping.patience=4",
+    ]
     reference, resumed = resume_after(tmp_path, overrides, 3)
     assert reference.stopped_early and reference.steps == 5
     assert resumed.stopped_early and resumed.steps == 5

@@ -18,9 +18,14 @@ from ft_cli.errors import FtError
 def test_a_sweep_ends_with_its_summary_and_ft_runs_names_the_best(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = ft(
-        "train", "-m", *TINY, "optimizer.lr=3e-3", "train.max_steps=1,6,0",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-    )  # fmt: skip
+        "train",
+        "-m",
+        *TINY,
+        "optimizer.lr=3e-3",
+        "train.max_steps=1,6,0",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1  # one job failed, the others ran
     assert "best first" in result.stdout
     summary = json.loads((sweep / "summary.json").read_text())["runs"]
@@ -43,8 +48,13 @@ def write_run(folder: Path, status: str | None, best: float | None, mode: str = 
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text("# ft train optimizer.lr=1\nmodel: {}\n")
     if status is not None:
-        record = {"status": status, "monitor": {"metric": "loss", "mode": mode, "best": best},
-                  "final": {"loss": best}, "steps": 3, "wall_seconds": 1.0}  # fmt: skip
+        record = {
+            "status": status,
+            "monitor": {"metric": "loss", "mode": mode, "best": best},
+            "final": {"loss": best},
+            "steps": 3,
+            "wall_seconds": 1.0,
+        }
         (folder / "metrics.json").write_text(json.dumps(record))
 
 
@@ -76,9 +86,14 @@ def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
 def write_seeded(folder: Path, overrides: str, best: dict[str, float]) -> None:
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(f"# ft train {overrides}\nmodel: {{}}\n")
-    record = {"status": "completed", "steps": 3, "wall_seconds": 1.0,
-              "monitor": {"metric": "accuracy", "mode": "max", "best": best["accuracy"]},
-              "best": {**best, "step": 3}, "final": best}  # fmt: skip
+    record = {
+        "status": "completed",
+        "steps": 3,
+        "wall_seconds": 1.0,
+        "monitor": {"metric": "accuracy", "mode": "max", "best": best["accuracy"]},
+        "best": {**best, "step": 3},
+        "final": best,
+    }
     (folder / "metrics.json").write_text(json.dumps(record))
 
 
@@ -101,8 +116,9 @@ def test_runs_that_differ_only_in_their_seed_get_numpy_equal_statistics(
     assert [g.overrides for g in groups] == ["optimizer.lr=a", "optimizer.lr=b"]  # best mean first
     for group, values in zip(groups, accuracy.values(), strict=True):
         stats = group.stats["best accuracy"]
-        assert stats["n"] == len(values) and sorted(group.seeds) == [str(i) for i in
-                                                                      range(len(values))]  # fmt: skip
+        assert stats["n"] == len(values) and sorted(group.seeds) == [
+            str(i) for i in range(len(values))
+        ]
         assert stats["mean"] == pytest.approx(np.mean(values))
         assert stats["std"] == pytest.approx(np.std(values, ddof=1))
         assert (stats["min"], stats["max"]) == (min(values), max(values))

@@ -18,10 +18,14 @@ QUICK = [*TINY, "train.epochs=1", "data.max_train_samples=48"]
 
 def search(tmp_path: Path, name: str, trials: int) -> list[str]:
     return [
-        "-m", *QUICK, "+search=lr_batch", f"hydra.sweeper.n_trials={trials}",
+        "-m",
+        *QUICK,
+        "+search=lr_batch",
+        f"hydra.sweeper.n_trials={trials}",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",
-        "hydra.sweeper.study_name=test", f"hydra.sweep.dir={tmp_path / name}",
-    ]  # fmt: skip
+        "hydra.sweeper.study_name=test",
+        f"hydra.sweep.dir={tmp_path / name}",
+    ]
 
 
 @pytest.mark.slow
@@ -92,9 +96,15 @@ def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, ca
 @pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes_and_still_summarises(tmp_path: Path) -> None:
     result = ft(
-        "train", "-m", *QUICK, "+launcher=joblib", "hardware.num_threads=1",
-        "train.max_steps=2,0", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
-    )  # fmt: skip
+        "train",
+        "-m",
+        *QUICK,
+        "+launcher=joblib",
+        "hardware.num_threads=1",
+        "train.max_steps=2,0",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert "1 job(s) failed: job 1: train.max_steps=0 must be at least 1" in result.stderr
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())["runs"]
@@ -119,8 +129,16 @@ def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path) -> N
     """
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
-    args = ["train", "-m", *QUICK, "hydra/launcher=submitit_local", "resume=auto",
-            "train.save_every=1", "optimizer.lr=1e-4,1e-3", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    args = [
+        "train",
+        "-m",
+        *QUICK,
+        "hydra/launcher=submitit_local",
+        "resume=auto",
+        "train.save_every=1",
+        "optimizer.lr=1e-4,1e-3",
+        f"hydra.sweep.dir={sweep}",
+    ]
     first = ft(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     weights = [(sweep / job / "model" / "model.safetensors").read_bytes() for job in ("0", "1")]
@@ -139,8 +157,9 @@ def test_a_missing_plugin_is_named_with_its_install_command(tmp_path: Path, monk
     from ft_cli.errors import FtError
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if "optuna" in name else real(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if "optuna" in name else real(name, *a)
+    )
     with pytest.raises(FtError) as caught:
         compose.check_overrides(["+search=lr_batch"])
     assert str(caught.value) == (

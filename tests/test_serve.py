@@ -24,10 +24,12 @@ from ft_cli import cli
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-PAIRS = [("The cat sat on the mat.", "A cat was sitting on the mat."),
-         ("Stocks fell sharply today.", "The weather was sunny."),
-         ("He bought a new car.", "He purchased a new automobile."),
-         ("The meeting is at noon.", "Nobody likes rainy days.")]  # fmt: skip
+PAIRS = [
+    ("The cat sat on the mat.", "A cat was sitting on the mat."),
+    ("Stocks fell sharply today.", "The weather was sunny."),
+    ("He bought a new car.", "He purchased a new automobile."),
+    ("The meeting is at noon.", "Nobody likes rainy days."),
+]
 
 
 def _free_port() -> int:
@@ -42,8 +44,10 @@ def serving(target: Path, *flags: str) -> Iterator[tuple[str, subprocess.Popen]]
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "ft_cli", "serve", str(target), "--port", str(port), *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -62,8 +66,12 @@ def serving(target: Path, *flags: str) -> Iterator[tuple[str, subprocess.Popen]]
 
 def call(url: str, path: str, body: bytes | dict | None = None) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        url + path,
+        data=data,
+        method="POST" if data else "GET",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return answer.status, json.loads(answer.read())
@@ -95,10 +103,21 @@ def pair_run(tmp_path_factory) -> Path:
     rows = [{"s1": a, "s2": b, "label": i % 2} for i, (a, b) in enumerate(PAIRS * 8)]
     train = write_csv(folder / "train.csv", rows)
     run = folder / "run"
-    assert cli.run_train([*TINY, "data=csv", f"data.files.train={train}",
-                          f"data.files.validation={train}", "data.text_column=s1",
-                          "data.text_pair_column=s2", "train.max_steps=2",
-                          f"hydra.run.dir={run}"]) == 0  # fmt: skip
+    assert (
+        cli.run_train(
+            [
+                *TINY,
+                "data=csv",
+                f"data.files.train={train}",
+                f"data.files.validation={train}",
+                "data.text_column=s1",
+                "data.text_pair_column=s2",
+                "train.max_steps=2",
+                f"hydra.run.dir={run}",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -146,8 +165,10 @@ def test_a_pair_model_served_answers_as_ft_predict_batches_refuses_and_drains(
         # A body longer than the limit is refused by its declared length, before it is read.
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as raw:
-            raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                        b"\r\nContent-Length: 1000001\r\n\r\n" + b"x" * 1000)  # fmt: skip
+            raw.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: 1000001\r\n\r\n" + b"x" * 1000
+            )
             answer = b""
             while b"at most" not in answer and (chunk := raw.recv(4096)):
                 answer += chunk
@@ -187,8 +208,9 @@ def test_the_onnx_export_is_served_like_ft_predict_with_onnxruntime(
     exported_tiny: Path, tmp_path: Path
 ) -> None:
     texts = ["a gripping and funny film", "dull", "I would not watch it again", "superb"]
-    predicted = _predicted(exported_tiny, [{"text": t} for t in texts], tmp_path,
-                           "--backend", "onnxruntime")  # fmt: skip
+    predicted = _predicted(
+        exported_tiny, [{"text": t} for t in texts], tmp_path, "--backend", "onnxruntime"
+    )
     with serving(exported_tiny / "onnx") as (url, _):
         assert call(url, "/info")[1]["backend"] == "onnxruntime"
         code, answer = call(url, "/predict", {"texts": texts})
@@ -245,8 +267,18 @@ def test_an_image_model_answers_base64_images_as_ft_predict_does(tmp_path: Path)
     from ft_cli.assets import shapes
 
     run = tmp_path / "run"
-    assert cli.run_train(["+recipe=demo_images", "train.max_steps=2", "data.max_train_samples=32",
-                          "data.max_eval_samples=16", f"hydra.run.dir={run}"]) == 0  # fmt: skip
+    assert (
+        cli.run_train(
+            [
+                "+recipe=demo_images",
+                "train.max_steps=2",
+                "data.max_train_samples=32",
+                "data.max_eval_samples=16",
+                f"hydra.run.dir={run}",
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "some"
     for shape in ("circle", "square"):
         (folder / shape).mkdir(parents=True)
@@ -269,10 +301,14 @@ def test_an_image_model_answers_base64_images_as_ft_predict_does(tmp_path: Path)
             call(url, "/predict", {"image": encoded[0]})[1]["prediction"]["predicted_label"]
             == (written[0]["predicted_label"])
         )
-        bad = [({"image": "%%%"}, "image: not base64"),
-               ({"images": [encoded[0], base64.b64encode(b"text").decode()]},
-                "images.1: not a readable image (cannot identify image file)"),
-               ({"text": "a circle"}, "send one of: image (an image file, base64) or images")]  # fmt: skip
+        bad = [
+            ({"image": "%%%"}, "image: not base64"),
+            (
+                {"images": [encoded[0], base64.b64encode(b"text").decode()]},
+                "images.1: not a readable image (cannot identify image file)",
+            ),
+            ({"text": "a circle"}, "send one of: image (an image file, base64) or images"),
+        ]
         for body, message in bad:
             code, answer = call(url, "/predict", body)
             assert (code, answer["error"][: len(message)]) == (422, message)

@@ -70,10 +70,17 @@ def test_gradual_unfreeze_in_training_keeps_closed_groups_unchanged(
 ) -> None:
     result = run_train(
         tmp_path,
-        [*pretrained(tiny_pretrained), "strategy=gradual_unfreeze", "strategy.unfreeze_every=2",
-         "strategy.unfreeze_unit=steps", "train.max_steps=7", "train.save_every=1",
-         "train.keep_checkpoints=100", "optimizer.lr=1e-2"],
-    )  # fmt: skip
+        [
+            *pretrained(tiny_pretrained),
+            "strategy=gradual_unfreeze",
+            "strategy.unfreeze_every=2",
+            "strategy.unfreeze_unit=steps",
+            "train.max_steps=7",
+            "train.save_every=1",
+            "train.keep_checkpoints=100",
+            "optimizer.lr=1e-2",
+        ],
+    )
     start = {f"bert.{k}": v for k, v in load_file(tiny_pretrained / "model.safetensors").items()}
     opens = {"layer.1": 2, "layer.0": 4, "embeddings": 6}  # optimizer steps before it trains
     for step in range(1, 8):
@@ -122,9 +129,15 @@ def test_lora_trains_the_analytic_parameter_count_and_merges_exactly(
 
     result = run_train(
         tmp_path,
-        [*pretrained(tiny_pretrained), "strategy=lora", "strategy.lora.r=4",
-         "strategy.lora.keep_adapter=true", "optimizer.lr=5e-2", "train.epochs=2"],
-    )  # fmt: skip
+        [
+            *pretrained(tiny_pretrained),
+            "strategy=lora",
+            "strategy.lora.r=4",
+            "strategy.lora.keep_adapter=true",
+            "optimizer.lr=5e-2",
+            "train.epochs=2",
+        ],
+    )
     from transformers import AutoModelForSequenceClassification
 
     merged = AutoModelForSequenceClassification.from_pretrained(result.run_dir / "model").eval()
@@ -187,10 +200,16 @@ def test_distill_moves_the_student_toward_the_teacher(
     teacher_run = run_train(tmp_path / "teacher", ["optimizer.lr=1e-2", "train.epochs=3"])
     student = run_train(
         tmp_path / "student",
-        [*pretrained(tiny_pretrained), "strategy=distill",
-         f"strategy.teacher.from_run={teacher_run.run_dir}", "strategy.distill_alpha=1.0",
-         "optimizer.lr=1e-2", "train.epochs=3", "train.export=last"],
-    )  # fmt: skip
+        [
+            *pretrained(tiny_pretrained),
+            "strategy=distill",
+            f"strategy.teacher.from_run={teacher_run.run_dir}",
+            "strategy.distill_alpha=1.0",
+            "optimizer.lr=1e-2",
+            "train.epochs=3",
+            "train.export=last",
+        ],
+    )
     from transformers import AutoModelForSequenceClassification
 
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_run.run_dir / "model")
@@ -212,9 +231,14 @@ def test_strategy_json_and_table_show_what_trains(
 ) -> None:
     result = run_train(
         tmp_path,
-        [*pretrained(tiny_pretrained), "strategy=llrd", "strategy.lr_decay=0.5",
-         "optimizer.lr=1e-3", "train.max_steps=1"],
-    )  # fmt: skip
+        [
+            *pretrained(tiny_pretrained),
+            "strategy=llrd",
+            "strategy.lr_decay=0.5",
+            "optimizer.lr=1e-3",
+            "train.max_steps=1",
+        ],
+    )
     record = json.loads((result.run_dir / "strategy.json").read_text())
     rows = {row["group"]: row for row in record["groups"]}
     assert rows["layer.0"]["lr"] == pytest.approx(1e-3 * 0.25)
@@ -287,9 +311,14 @@ def test_gradual_unfreeze_composes_with_layer_wise_decay(
 ) -> None:
     result = run_train(
         tmp_path,
-        [*pretrained(tiny_pretrained), "strategy=gradual_unfreeze", "strategy.lr_decay=0.5",
-         "optimizer.lr=1e-3", "train.max_steps=2"],
-    )  # fmt: skip
+        [
+            *pretrained(tiny_pretrained),
+            "strategy=gradual_unfreeze",
+            "strategy.lr_decay=0.5",
+            "optimizer.lr=1e-3",
+            "train.max_steps=2",
+        ],
+    )
     record = json.loads((result.run_dir / "strategy.json").read_text())
     rows = {row["group"]: row for row in record["groups"]}
     assert rows["layer.1"]["frozen"] > 0 and rows["layer.1"]["trainable"] == 0
@@ -327,10 +356,17 @@ def test_frozen_word_embeddings_stay_as_loaded_and_the_rest_trains(
 ) -> None:
     result = run_train(
         tmp_path,
-        [*pretrained(tiny_pretrained), f"strategy={kind}", "strategy.freeze_word_embeddings=true",
-         "strategy.unfreeze_every=1", "strategy.unfreeze_unit=steps", "train.max_steps=6",
-         "optimizer.lr=1e-2", "train.export=last"],
-    )  # fmt: skip
+        [
+            *pretrained(tiny_pretrained),
+            f"strategy={kind}",
+            "strategy.freeze_word_embeddings=true",
+            "strategy.unfreeze_every=1",
+            "strategy.unfreeze_unit=steps",
+            "train.max_steps=6",
+            "optimizer.lr=1e-2",
+            "train.export=last",
+        ],
+    )
     start = {f"bert.{k}": v for k, v in load_file(tiny_pretrained / "model.safetensors").items()}
     end = load_file(result.run_dir / "model" / "model.safetensors")
     word = "bert.embeddings.word_embeddings.weight"

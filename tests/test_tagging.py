@@ -65,8 +65,15 @@ def test_a_real_tokenizer_splits_words_and_keeps_one_tag_each() -> None:
     from ft_cli.paths import resolve_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_path("pkg:ft_cli/assets/tiny_bert", "m"))
-    split = tagging.encode_tagged(tokenizer, [["Zoe", "visited", "Oslo"]], [["B-PER", "O", "B-LOC"]],
-                                  LABELS, 32, all_subtokens=False, split="train")  # fmt: skip
+    split = tagging.encode_tagged(
+        tokenizer,
+        [["Zoe", "visited", "Oslo"]],
+        [["B-PER", "O", "B-LOC"]],
+        LABELS,
+        32,
+        all_subtokens=False,
+        split="train",
+    )
     labelled = [label for label in split.labels[0] if label != -100]
     assert labelled == [LABELS.index("B-PER"), 0, LABELS.index("B-LOC")]
     assert sum(split.word_starts[0]) == 3
@@ -87,9 +94,17 @@ def test_conll_files_are_read_and_checked(tmp_path: Path) -> None:
 
 def test_token_classification_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    overrides = ["model=tiny_bert", "data=demo_ner", "task=token_classification",
-                 "data.max_train_samples=160", "data.max_eval_samples=40", "train.epochs=2",
-                 "optimizer.lr=3e-3", "train.batch_size=16", f"hydra.run.dir={run}"]  # fmt: skip
+    overrides = [
+        "model=tiny_bert",
+        "data=demo_ner",
+        "task=token_classification",
+        "data.max_train_samples=160",
+        "data.max_eval_samples=40",
+        "train.epochs=2",
+        "optimizer.lr=3e-3",
+        "train.batch_size=16",
+        f"hydra.run.dir={run}",
+    ]
     assert cli.run_train(overrides) == 0
     record = json.loads((run / "metrics.json").read_text())
     assert record["monitor"]["metric"] == "f1"

@@ -131,25 +131,37 @@ def test_best_checkpoint_is_exported(tmp_path: Path) -> None:
             ["bert.embeddings.", "bert.encoder.layer.1."],
         ),
         (
-            ["strategy=freeze_layers", "strategy.frozen_layers=0", "strategy.frozen_top_layers=1",
-             "strategy.freeze_embeddings=false"],
+            [
+                "strategy=freeze_layers",
+                "strategy.frozen_layers=0",
+                "strategy.frozen_top_layers=1",
+                "strategy.freeze_embeddings=false",
+            ],
             ["bert.encoder.layer.1."],
             ["bert.embeddings.", "bert.encoder.layer.0."],
         ),
         (
-            ["strategy=freeze_layers", "strategy.frozen_layers=0", "strategy.frozen_layer_ids=[0]",
-             "strategy.freeze_embeddings=false"],
+            [
+                "strategy=freeze_layers",
+                "strategy.frozen_layers=0",
+                "strategy.frozen_layer_ids=[0]",
+                "strategy.freeze_embeddings=false",
+            ],
             ["bert.encoder.layer.0."],
             ["bert.embeddings.", "bert.encoder.layer.1."],
         ),
         (
-            ["strategy=freeze_layers", "strategy.frozen_layers=0",
-             "strategy.frozen_pattern=attention\\.self", "strategy.freeze_embeddings=false"],
+            [
+                "strategy=freeze_layers",
+                "strategy.frozen_layers=0",
+                "strategy.frozen_pattern=attention\\.self",
+                "strategy.freeze_embeddings=false",
+            ],
             ["bert.encoder.layer.0.attention.self.", "bert.encoder.layer.1.attention.self."],
             ["bert.encoder.layer.0.intermediate.", "bert.encoder.layer.1.output."],
         ),
     ],
-)  # fmt: skip
+)
 def test_frozen_parameters_stay_bit_identical(
     tmp_path: Path, tiny_pretrained: Path, strategy, frozen_prefixes, trained_prefixes
 ) -> None:
@@ -379,12 +391,16 @@ def test_compiled_model_trains_and_exports(tmp_path: Path) -> None:
 def test_padding_to_a_multiple_changes_shapes_not_what_is_learned(tmp_path: Path) -> None:
     # fp32 without dropout: the extra pad tokens are masked, so the losses match.
     common = ["strategy.dropout=0", "train.max_steps=6", "train.export=last"]
-    runs = {m: run_train(tmp_path / f"pad{m}", [*common, f"train.pad_to_multiple_of={m}"])
-            for m in (1, 16)}  # fmt: skip
+    runs = {
+        m: run_train(tmp_path / f"pad{m}", [*common, f"train.pad_to_multiple_of={m}"])
+        for m in (1, 16)
+    }
     losses = {m: [v for _, v in scalars(r.run_dir, "train/loss")] for m, r in runs.items()}
     assert len(losses[1]) == 6 and losses[16] == pytest.approx(losses[1], rel=1e-5)
-    padding = {m: json.loads((r.run_dir / "metrics.json").read_text())["padding_fraction"]
-               for m, r in runs.items()}  # fmt: skip
+    padding = {
+        m: json.loads((r.run_dir / "metrics.json").read_text())["padding_fraction"]
+        for m, r in runs.items()
+    }
     assert padding[16] > padding[1]  # the batches really were wider
     a, b = (load_file(r.run_dir / "model" / "model.safetensors") for r in runs.values())
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -21,8 +21,14 @@ VALIDATION = Path(resolve_path("pkg:ft_cli/assets/demo/validation.csv", "data"))
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run, trained through the CLI so that its overrides are recorded."""
     folder = tmp_path_factory.mktemp("use") / "run"
-    overrides = [*TINY, "optimizer.lr=3e-3", "train.epochs=3", "train.eval_every=6",
-                 "train.export=best", f"hydra.run.dir={folder}"]  # fmt: skip
+    overrides = [
+        *TINY,
+        "optimizer.lr=3e-3",
+        "train.epochs=3",
+        "train.eval_every=6",
+        "train.export=best",
+        f"hydra.run.dir={folder}",
+    ]
     assert cli.run_train(overrides) == 0
     return folder
 
@@ -96,16 +102,18 @@ def test_predict_streams_every_format_in_chunks(
 def test_use_errors_are_one_line(run_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     bad = write_csv(tmp_path / "bad.csv", [{"review": "fine", "label": "positive"}])
-    code, err = run_ft(["predict", str(run_dir), "--input", str(bad), "--output",
-                        str(tmp_path / "o.csv")], capsys)  # fmt: skip
+    code, err = run_ft(
+        ["predict", str(run_dir), "--input", str(bad), "--output", str(tmp_path / "o.csv")], capsys
+    )
     assert code == 2
     assert err.strip().splitlines() == [
         "ft: error: ft predict: data.text_column: column 'text' is not in the input; its columns"
         " are: review, label (set data.text_column=NAME)"
     ]
     assert not (tmp_path / "o.csv").exists()
-    code, err = run_ft(["predict", str(run_dir), "--input", str(bad), "data.text_column=review"],
-                       capsys)  # fmt: skip
+    code, err = run_ft(
+        ["predict", str(run_dir), "--input", str(bad), "data.text_column=review"], capsys
+    )
     assert code == 0, err
     assert (tmp_path / "bad.predictions.csv").is_file()
     code, err = run_ft(["eval", str(tmp_path)], capsys)

@@ -26,17 +26,51 @@ ASSETS = Path(__file__).resolve().parent
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 PRODUCTS = [
-    "phone", "laptop", "blender", "kettle", "jacket", "backpack", "lamp", "chair",
-    "headset", "camera", "toaster", "watch", "printer", "tent", "bicycle", "keyboard",
-]  # fmt: skip
+    "phone",
+    "laptop",
+    "blender",
+    "kettle",
+    "jacket",
+    "backpack",
+    "lamp",
+    "chair",
+    "headset",
+    "camera",
+    "toaster",
+    "watch",
+    "printer",
+    "tent",
+    "bicycle",
+    "keyboard",
+]
 GOOD = [
-    "great", "excellent", "reliable", "sturdy", "comfortable", "fast", "quiet",
-    "beautiful", "useful", "solid", "wonderful", "impressive",
-]  # fmt: skip
+    "great",
+    "excellent",
+    "reliable",
+    "sturdy",
+    "comfortable",
+    "fast",
+    "quiet",
+    "beautiful",
+    "useful",
+    "solid",
+    "wonderful",
+    "impressive",
+]
 BAD = [
-    "terrible", "flimsy", "slow", "noisy", "broken", "useless", "awful",
-    "disappointing", "cheap", "fragile", "ugly", "unreliable",
-]  # fmt: skip
+    "terrible",
+    "flimsy",
+    "slow",
+    "noisy",
+    "broken",
+    "useless",
+    "awful",
+    "disappointing",
+    "cheap",
+    "fragile",
+    "ugly",
+    "unreliable",
+]
 ADVERBS = ["really", "very", "quite", "truly", "rather", "surprisingly"]
 OPENERS = ["honestly", "overall", "after a month", "so far", "in short", "to be fair"]
 
@@ -101,13 +135,49 @@ def write_corpus(documents: int, name: str, seed: int) -> None:
     (ASSETS / "corpus" / name).write_text(text + "\n")
 
 
-FIRST = ["Anna", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas",
-         "Kara", "Liam", "Mina", "Noah", "Olga", "Pablo"]  # fmt: skip
+FIRST = [
+    "Anna",
+    "Ben",
+    "Chloe",
+    "David",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kara",
+    "Liam",
+    "Mina",
+    "Noah",
+    "Olga",
+    "Pablo",
+]
 LAST = ["Smith", "Garcia", "Okafor", "Nguyen", "Larsen", "Rossi", "Kowalski", "Tanaka"]
-PLACES = ["Paris", "Berlin", "Lagos", "Lima", "Oslo", "New York", "San Diego", "Hong Kong",
-          "Cape Town", "Rio de Janeiro", "Kyoto", "Quito"]  # fmt: skip
-ORGS = ["Acme Corp", "Globex", "Initech", "Northwind Traders", "Umbrella Group", "Stark Labs",
-        "Blue Harbor Bank", "Vertex"]  # fmt: skip
+PLACES = [
+    "Paris",
+    "Berlin",
+    "Lagos",
+    "Lima",
+    "Oslo",
+    "New York",
+    "San Diego",
+    "Hong Kong",
+    "Cape Town",
+    "Rio de Janeiro",
+    "Kyoto",
+    "Quito",
+]
+ORGS = [
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Northwind Traders",
+    "Umbrella Group",
+    "Stark Labs",
+    "Blue Harbor Bank",
+    "Vertex",
+]
 # Seen only in validation: the model must tag names it never saw.
 HELD_OUT = {"PER": ["Zoe", "Yusuf"], "LOC": ["Dakar", "Buenos Aires"], "ORG": ["Helix Systems"]}
 NER_TEMPLATES = [

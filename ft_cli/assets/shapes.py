@@ -71,13 +71,17 @@ def draw_shape(shape: str, size: int, rng: np.random.Generator) -> object:
     elif shape == "square":
         pen.rectangle(box, fill=colour)
     elif shape == "triangle":
-        pen.polygon([(left, top + extent), (left + extent, top + extent),
-                     (left + extent // 2, top)], fill=colour)  # fmt: skip
+        pen.polygon(
+            [(left, top + extent), (left + extent, top + extent), (left + extent // 2, top)],
+            fill=colour,
+        )
     else:  # cross
         bar = max(extent // 4, 2)
         middle = extent // 2
-        pen.rectangle((left + middle - bar // 2, top, left + middle + bar // 2, top + extent),
-                      fill=colour)  # fmt: skip
-        pen.rectangle((left, top + middle - bar // 2, left + extent, top + middle + bar // 2),
-                      fill=colour)  # fmt: skip
+        pen.rectangle(
+            (left + middle - bar // 2, top, left + middle + bar // 2, top + extent), fill=colour
+        )
+        pen.rectangle(
+            (left, top + middle - bar // 2, left + extent, top + middle + bar // 2), fill=colour
+        )
     return image

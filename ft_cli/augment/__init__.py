@@ -19,8 +19,16 @@ import numpy as np
 from ft_cli.config.schema import AugmentConfig
 
 # One stream per purpose, so turning one augmentation on never shifts another's draws.
-SALT = {"mask": 1, "delete": 2, "swap": 3, "cutoff": 4, "noise": 5, "mixup": 6, "crop": 7,
-        "flip": 8}  # fmt: skip
+SALT = {
+    "mask": 1,
+    "delete": 2,
+    "swap": 3,
+    "cutoff": 4,
+    "noise": 5,
+    "mixup": 6,
+    "crop": 7,
+    "flip": 8,
+}
 
 
 def draws(seed: int, epoch: int, row: int, purpose: str) -> np.random.Generator:

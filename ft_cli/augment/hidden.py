@@ -27,8 +27,11 @@ from ft_cli.errors import FtError
 
 def classifier_of(net: nn.Module) -> nn.Module:
     """The head whose input is the sentence representation (`classifier` or `score`)."""
-    found = [(name, module) for name, module in net.named_modules()
-             if name.rsplit(".", 1)[-1] in ("classifier", "score")]  # fmt: skip
+    found = [
+        (name, module)
+        for name, module in net.named_modules()
+        if name.rsplit(".", 1)[-1] in ("classifier", "score")
+    ]
     if not found:
         raise FtError(
             "augment.mixup: the model has no classifier (or score) module whose input could be"

@@ -75,14 +75,16 @@ class AugmentingCollator:
                 types[j] = 0
                 types[j, : len(kinds)] = torch.tensor(kinds)
 
-    def augment_row(self, tokens: list[int], kinds: list[int],
-                    row: int) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+    def augment_row(
+        self, tokens: list[int], kinds: list[int], row: int
+    ) -> tuple[list[int], list[int], list[int]]:
         """(new tokens, their segment ids, positions hidden from attention) of one row."""
         cfg, seed, epoch = self.cfg, self.seed, self.epoch
         editable = [t not in self.special for t in tokens]
         if cfg.token_swap:
-            tokens = swapped(tokens, kinds, editable, cfg.token_swap,
-                             draws(seed, epoch, row, "swap"))  # fmt: skip
+            tokens = swapped(
+                tokens, kinds, editable, cfg.token_swap, draws(seed, epoch, row, "swap")
+            )
         if cfg.token_delete:
             keep = kept(kinds, editable, cfg.token_delete, draws(seed, epoch, row, "delete"))
             tokens = [t for t, k in zip(tokens, keep, strict=True) if k]
@@ -91,20 +93,30 @@ class AugmentingCollator:
         if cfg.token_mask and self.mask_id is not None:
             rng = draws(seed, epoch, row, "mask")
             chosen = rng.random(len(tokens)) < cfg.token_mask
-            tokens = [self.mask_id if e and c else t
-                      for t, e, c in zip(tokens, editable, chosen, strict=True)]  # fmt: skip
+            tokens = [
+                self.mask_id if e and c else t
+                for t, e, c in zip(tokens, editable, chosen, strict=True)
+            ]
         hidden: list[int] = []
         if cfg.span_cutoff:
             hidden = cut_span(editable, cfg.span_cutoff, draws(seed, epoch, row, "cutoff"))
         return tokens, kinds, hidden
 
 
-def swapped(tokens: list[int], kinds: list[int], editable: list[bool], share: float,
-            rng: np.random.Generator) -> list[int]:  # fmt: skip
+def swapped(
+    tokens: list[int],
+    kinds: list[int],
+    editable: list[bool],
+    share: float,
+    rng: np.random.Generator,
+) -> list[int]:
     """Disjoint neighbouring pairs of editable tokens of one segment swapped, about
     `share` of the editable tokens moved."""
-    pairs = [p for p in range(len(tokens) - 1)
-             if editable[p] and editable[p + 1] and kinds[p] == kinds[p + 1]]  # fmt: skip
+    pairs = [
+        p
+        for p in range(len(tokens) - 1)
+        if editable[p] and editable[p + 1] and kinds[p] == kinds[p + 1]
+    ]
     wanted = stochastic_round(share * sum(editable) / 2, rng)
     out, used = list(tokens), set()
     for p in rng.permutation(pairs).tolist() if pairs else []:
@@ -118,8 +130,9 @@ def swapped(tokens: list[int], kinds: list[int], editable: list[bool], share: fl
     return out
 
 
-def kept(kinds: list[int], editable: list[bool], share: float,
-         rng: np.random.Generator) -> list[bool]:  # fmt: skip
+def kept(
+    kinds: list[int], editable: list[bool], share: float, rng: np.random.Generator
+) -> list[bool]:
     """Which tokens stay: each editable one goes with probability `share`; every segment
     keeps at least one editable token."""
     gone = rng.random(len(kinds)) < share
@@ -150,8 +163,10 @@ def preview(collate: Any, row: int, tokenizer: Any) -> tuple[str, str]:
     def text(batch: dict[str, torch.Tensor]) -> str:
         ids, attention = batch["input_ids"][0], batch["attention_mask"][0]
         end = int(attention.nonzero().max()) + 1 if attention.any() else 0
-        shown = [tokenizer.convert_ids_to_tokens(int(t)) if attention[p] else "░"
-                 for p, t in enumerate(ids[:end].tolist())]  # fmt: skip
+        shown = [
+            tokenizer.convert_ids_to_tokens(int(t)) if attention[p] else "░"
+            for p, t in enumerate(ids[:end].tolist())
+        ]
         return " ".join(shown)
 
     return text(plain), text(augmented)

@@ -65,9 +65,11 @@ def evaluate(folders: list[str], given: dict[str, str], overrides: list[str]) ->
 
 def main(args: list[str]) -> int:
     """`ft ensemble RUNS... --method M --output DIR`: fit, score on validation, save."""
-    flags = {"--method": ENSEMBLE_HELP.replace(", a comma list, or all", ""),
-             "--output": "the folder for ensemble.json",
-             "--weights": "weighted: one weight per member, W1,W2,..."}  # fmt: skip
+    flags = {
+        "--method": ENSEMBLE_HELP.replace(", a comma list, or all", ""),
+        "--output": "the folder for ensemble.json",
+        "--weights": "weighted: one weight per member, W1,W2,...",
+    }
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -81,20 +83,31 @@ def main(args: list[str]) -> int:
     output = Path(given["--output"])
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise FtError(f"--output {output}: exists and is not an empty folder; name a new folder")
-    scored = scoring.score(folders, methods, given.get("--weights"), "validation", None,
-                           overrides)  # fmt: skip
+    scored = scoring.score(folders, methods, given.get("--weights"), "validation", None, overrides)
     scoring.print_table(scored, f"ensemble of {len(scored.members)} on {scored.source}")
     first = scored.members[0]
     command = shlex.join(["ft", "ensemble", *args])
-    written = manifest.write(output, [m.found.home for m in scored.members],
-                             scored.combiners[methods[0]], first.spec.task.kind.value,
-                             first.labels, scoring.record(scored), command)  # fmt: skip
+    written = manifest.write(
+        output,
+        [m.found.home for m in scored.members],
+        scored.combiners[methods[0]],
+        first.spec.task.kind.value,
+        first.labels,
+        scoring.record(scored),
+        command,
+    )
     print(f"written: {written} (ft predict {output} --input FILE; ft eval {output})")
     return 0
 
 
-def predict(folders: list[str], given: dict[str, str], overrides: list[str], source: Path,
-            target: Path, batch_size: int | None) -> int:  # fmt: skip
+def predict(
+    folders: list[str],
+    given: dict[str, str],
+    overrides: list[str],
+    source: Path,
+    target: Path,
+    batch_size: int | None,
+) -> int:
     """`ft predict RUNS... --ensemble METHOD --input F` (or an ensemble folder): the row count."""
     import torch
 
@@ -136,6 +149,5 @@ def _fitted(folders: list[str], given: dict[str, str], overrides: list[str]) -> 
     methods = scoring.parse_methods(given["--ensemble"])
     if len(methods) != 1:
         raise FtError(f"--ensemble {given['--ensemble']}: ft predict combines with one method")
-    scored = scoring.score(folders, methods, given.get("--weights"), "validation", None,
-                           overrides)  # fmt: skip
+    scored = scoring.score(folders, methods, given.get("--weights"), "validation", None, overrides)
     return scored.combiners[methods[0]]

@@ -65,9 +65,13 @@ def parse_many(
 
 
 def main(args: list[str]) -> int:
-    flags = {"--split": "validation, test or train", "--file": "a .csv/.tsv/.jsonl/.parquet file",
-             "--task": "a task of a multi-task run", "--ensemble": ENSEMBLE_HELP,
-             "--weights": "weighted: one weight per member, W1,W2,..."}  # fmt: skip
+    flags = {
+        "--split": "validation, test or train",
+        "--file": "a .csv/.tsv/.jsonl/.parquet file",
+        "--task": "a task of a multi-task run",
+        "--ensemble": ENSEMBLE_HELP,
+        "--weights": "weighted: one weight per member, W1,W2,...",
+    }
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -83,8 +87,13 @@ def main(args: list[str]) -> int:
     if len(folders) != 1:
         raise FtError("give one run dir, model folder or checkpoint (or --ensemble METHOD)")
     folder = folders[0]
-    result = evaluate_trained(folder, overrides, given.get("--split", "validation"),
-                              given.get("--file"), given.get("--task"))  # fmt: skip
+    result = evaluate_trained(
+        folder,
+        overrides,
+        given.get("--split", "validation"),
+        given.get("--file"),
+        given.get("--task"),
+    )
     from ft_cli.outputs.console import RunConsole
 
     ui = RunConsole()
@@ -131,8 +140,9 @@ def setup(
     rows, source = chosen_rows(ready, split, file)
     backend = parallel.Backend()
     loader = run_setup.eval_loader(ready, rows, backend.place, backend)
-    return EvalSetup(found, spec, rows, source, ready.labels, ready.forward, ready.objective,
-                     loader, hw)  # fmt: skip
+    return EvalSetup(
+        found, spec, rows, source, ready.labels, ready.forward, ready.objective, loader, hw
+    )
 
 
 def built(found: Any, spec: Any, file: str | None = None) -> tuple[Any, Any]:
@@ -155,8 +165,9 @@ def built(found: Any, spec: Any, file: str | None = None) -> tuple[Any, Any]:
         table = kind.load_file(file, spec.data)
         rows = dataset.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
         given = dataset.PreparedData(rows, None, None, labels, {"file": file})
-    ready = run_setup.build(spec, run_setup.Purpose.evaluate, parallel.Backend(), hw,
-                            prepared=given)  # fmt: skip
+    ready = run_setup.build(
+        spec, run_setup.Purpose.evaluate, parallel.Backend(), hw, prepared=given
+    )
     trained.load_checkpoint(found, ready.net)
     return ready, hw
 

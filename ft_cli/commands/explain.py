@@ -149,11 +149,21 @@ def augment_rows(spec: Any, ready: Any, config: Any) -> list[list[str]]:
     if aug.embedding_noise and hidden:
         words = lengths[row] - 2  # the row's tokens less [CLS] and [SEP]
         bound = aug.embedding_noise / math.sqrt(max(words, 1) * hidden)
-        rows.append(["embedding noise", f"uniform in +-{aug.embedding_noise:g}/sqrt({words} tokens"
-                     f" x {hidden}) = +-{bound:.4f} on this row's input embeddings"])  # fmt: skip
+        rows.append(
+            [
+                "embedding noise",
+                f"uniform in +-{aug.embedding_noise:g}/sqrt({words} tokens"
+                f" x {hidden}) = +-{bound:.4f} on this row's input embeddings",
+            ]
+        )
     if aug.mixup:
-        rows.append(["mixup", f"classifier input and labels mixed with a shuffled partner row,"
-                     f" weight ~ Beta({aug.mixup:g}, {aug.mixup:g})"])  # fmt: skip
+        rows.append(
+            [
+                "mixup",
+                f"classifier input and labels mixed with a shuffled partner row,"
+                f" weight ~ Beta({aug.mixup:g}, {aug.mixup:g})",
+            ]
+        )
     return rows
 
 
@@ -167,8 +177,16 @@ def task_rows(spec: Any, ready: Any) -> list[list[str]]:
     total = sum(counts)
     rows = []
     for (name, sub), count in zip(spec.task.tasks.items(), counts, strict=True):
-        rows.append([name, sub.kind.value, f"{train.sizes()[name]:,}", f"{held.get(name, 0):,}",
-                     f"{count} ({count / total:.1%})", f"{sub.weight:g}"])  # fmt: skip
+        rows.append(
+            [
+                name,
+                sub.kind.value,
+                f"{train.sizes()[name]:,}",
+                f"{held.get(name, 0):,}",
+                f"{count} ({count / total:.1%})",
+                f"{sub.weight:g}",
+            ]
+        )
     return rows
 
 
@@ -208,8 +226,9 @@ def value_origins(overrides: list[str]) -> list[tuple[str, str, str]]:
             continue
         group = key.split(".")[0]
         source = stages[where][0]
-        if source == "group file" or (source != "recipe" and group in final_choices
-                                      and not _set_directly(key, rest)):  # fmt: skip
+        if source == "group file" or (
+            source != "recipe" and group in final_choices and not _set_directly(key, rest)
+        ):
             source = _option_file(key, final_choices.get(group))
         elif source == "recipe":
             name = recipe[-1].split("=", 1)[1]
@@ -352,31 +371,54 @@ def show(p: Plan) -> None:
     from ft_cli.strategies import report as strategy_report
 
     ui = RunConsole(Console(highlight=False))
-    ui.table("config: values that differ from the schema default", ["key", "value", "set by"],
-             [list(row) for row in p.origins])  # fmt: skip
-    ui.table(f"strategy {p.strategy['kind']}", ["layer group", "trainable", "frozen", "lr"],
-             strategy_report.table_rows(p.strategy))  # fmt: skip
-    ui.table("optimizer groups", ["group", "parameters", "peak lr", "weight decay"],
-             [[g["name"], f"{g['parameters']:,}", f"{g['lr']:.2e}", f"{g['weight_decay']:g}"]
-              for g in p.strategy["optimizer_groups"]])  # fmt: skip
-    ui.table("steps", ["what", "value"], [
-        ["train rows", f"{p.train_rows:,}"],
-        ["effective batch", f"{p.effective_batch} = {p.processes} process(es) x batch"
-                            f" {p.batch_size} x grad_accum {p.grad_accum}"],
-        ["steps per epoch", str(p.steps_per_epoch)],
-        ["total steps", f"{p.total_steps} ({p.epochs} epoch(s))"],
-        *[[f"lr after step {s}", f"{lr:.3e}"] for s, lr in p.lr_at.items()],
-        ["device, precision", f"{p.device} {p.precision} ({p.reason})"],
-    ])  # fmt: skip
+    ui.table(
+        "config: values that differ from the schema default",
+        ["key", "value", "set by"],
+        [list(row) for row in p.origins],
+    )
+    ui.table(
+        f"strategy {p.strategy['kind']}",
+        ["layer group", "trainable", "frozen", "lr"],
+        strategy_report.table_rows(p.strategy),
+    )
+    ui.table(
+        "optimizer groups",
+        ["group", "parameters", "peak lr", "weight decay"],
+        [
+            [g["name"], f"{g['parameters']:,}", f"{g['lr']:.2e}", f"{g['weight_decay']:g}"]
+            for g in p.strategy["optimizer_groups"]
+        ],
+    )
+    ui.table(
+        "steps",
+        ["what", "value"],
+        [
+            ["train rows", f"{p.train_rows:,}"],
+            [
+                "effective batch",
+                f"{p.effective_batch} = {p.processes} process(es) x batch"
+                f" {p.batch_size} x grad_accum {p.grad_accum}",
+            ],
+            ["steps per epoch", str(p.steps_per_epoch)],
+            ["total steps", f"{p.total_steps} ({p.epochs} epoch(s))"],
+            *[[f"lr after step {s}", f"{lr:.3e}"] for s, lr in p.lr_at.items()],
+            ["device, precision", f"{p.device} {p.precision} ({p.reason})"],
+        ],
+    )
     if p.tasks:
-        ui.table("tasks (each batch comes from one)",
-                 ["task", "kind", "train", "validation", "batches/epoch", "weight"],
-                 p.tasks)  # fmt: skip
+        ui.table(
+            "tasks (each batch comes from one)",
+            ["task", "kind", "train", "validation", "batches/epoch", "weight"],
+            p.tasks,
+        )
     if p.augmented:
         ui.table("augmentation (training batches only)", ["what", "tokens"], p.augmented)
     peak = p.strategy["optimizer_groups"][0]["lr"] if p.strategy["optimizer_groups"] else 0.0
     ui.info("learning rate over the steps (first optimizer group):")
     for line in text_plot(p.schedule, peak):
         ui.info(line)
-    ui.table("memory per step (rough estimate)", ["part", "MiB"],
-             [[k, f"{v:,.0f}"] for k, v in p.memory.items()])  # fmt: skip
+    ui.table(
+        "memory per step (rough estimate)",
+        ["part", "MiB"],
+        [[k, f"{v:,.0f}"] for k, v in p.memory.items()],
+    )

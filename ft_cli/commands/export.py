@@ -25,9 +25,13 @@ EXPORTABLE = ("classification", "regression", "token_classification", "image_cla
 
 
 def main(args: list[str]) -> int:
-    flags = {"--format": "onnx", "--quantize": "int8",
-             "--output": "the folder to write (new, empty, or an earlier export)",
-             "--task": "a task of a multi-task run", "--opset": "an ONNX opset (18)"}  # fmt: skip
+    flags = {
+        "--format": "onnx",
+        "--quantize": "int8",
+        "--output": "the folder to write (new, empty, or an earlier export)",
+        "--task": "a task of a multi-task run",
+        "--opset": "an ONNX opset (18)",
+    }
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -54,10 +58,14 @@ def main(args: list[str]) -> int:
     if spec.task.kind.value not in EXPORTABLE:
         raise FtError(
             f"task={spec.task.kind.value} is not exported (its output is not one"
-            " fixed-shape head); exportable: " + ", ".join(EXPORTABLE)
-            + (" (a multi-task run: pick one with --task NAME)" if spec.task.kind.value
-               == "multitask" else "")
-        )  # fmt: skip
+            " fixed-shape head); exportable: "
+            + ", ".join(EXPORTABLE)
+            + (
+                " (a multi-task run: pick one with --task NAME)"
+                if spec.task.kind.value == "multitask"
+                else ""
+            )
+        )
     target = Path(given.get("--output") or onnx_export.default_folder(found))
     if not target.resolve().parent.is_dir():
         raise FtError(f"--output {target}: folder '{target.parent}' does not exist")
@@ -89,8 +97,11 @@ def _print(record: dict, target: Path) -> None:
     table = Table(title=f"ONNX export checked on {record['checked_rows']} validation rows")
     for column in ("variant", "file", "max |logit - torch|", *metrics):
         table.add_column(column)
-    files = {"torch": "-", "onnx fp32": record["files"]["fp32"],
-             "onnx int8": record["files"].get("int8", "-")}  # fmt: skip
+    files = {
+        "torch": "-",
+        "onnx fp32": record["files"]["fp32"],
+        "onnx int8": record["files"].get("int8", "-"),
+    }
     for name, found in checks.items():
         diff = "-" if name == "torch" else f"{found['max_diff']:.2e}"
         size = "-"

@@ -47,8 +47,7 @@ def main(args: list[str]) -> int:
 
 def _parse(args: list[str]) -> tuple[list[str], Numbers, list[str] | None]:
     names: list[str] = []
-    numbers: Numbers = {"--seq": None, "--image": None, "--batch": None,
-                                      "--rows": None}  # fmt: skip
+    numbers: Numbers = {"--seq": None, "--image": None, "--batch": None, "--rows": None}
     overrides: list[str] | None = None  # after --for: the run spec's overrides
     index = 0
     while index < len(args):
@@ -89,8 +88,9 @@ def _resolve(name: str) -> tuple[str, str]:
     return name, target
 
 
-def _from_spec(overrides: list[str], names: list[str],
-               numbers: Numbers) -> tuple[list[str], Numbers, str]:  # fmt: skip
+def _from_spec(
+    overrides: list[str], names: list[str], numbers: Numbers
+) -> tuple[list[str], Numbers, str]:
     """Fill the data-dependent numbers from a run spec (the user's own flags win)."""
     from ft_cli import tasks
     from ft_cli.config import compose
@@ -105,7 +105,9 @@ def _from_spec(overrides: list[str], names: list[str],
         table = tasks.get(spec.task.kind).load_raw(spec.data).splits["train"]
         count = len(table)
         own_validation = spec.data.files.validation is not None or spec.data.format in (
-            DataFormat.hub, DataFormat.glue_tsv)  # fmt: skip
+            DataFormat.hub,
+            DataFormat.glue_tsv,
+        )
         if not own_validation and has_validation(spec.data):
             count -= round(count * spec.data.validation_fraction)
         limit = spec.data.max_train_samples
@@ -187,12 +189,24 @@ def _print(rows: list[Any], numbers: Numbers, precision: str, rate: tuple[float,
     count = numbers["--rows"] or DEFAULTS["--rows"]
     half = precision in ("bf16", "fp16")
     peak, share = rate
-    title = (f"models at {seq} tokens (images: their processor's size), batch {batch},"
-             f" {count:,} training rows, {precision}")  # fmt: skip
+    title = (
+        f"models at {seq} tokens (images: their processor's size), batch {batch},"
+        f" {count:,} training rows, {precision}"
+    )
     table = Table(title=title)
     table.add_column("model", no_wrap=True)
-    for column in ("family", "ft tasks", "params", "w/o emb.", "layers x width", "train FLOPs",
-                   "weights+grads+AdamW", "activations", "domain", "epoch here"):  # fmt: skip
+    for column in (
+        "family",
+        "ft tasks",
+        "params",
+        "w/o emb.",
+        "layers x width",
+        "train FLOPs",
+        "weights+grads+AdamW",
+        "activations",
+        "domain",
+        "epoch here",
+    ):
         table.add_column(column, overflow="fold")
     notes = []
     for found, error in rows:
@@ -203,11 +217,19 @@ def _print(rows: list[Any], numbers: Numbers, precision: str, rate: tuple[float,
         unit = f"/image ({found.input_size}px)" if found.images else "/token"
         activations = found.activation_bytes / (2 if half else 1)
         name = found.name + ("*" if found.notes else "")
-        table.add_row(name, found.family, ", ".join(found.heads) or "-", _size(found.params),
-                      _size(found.params_without_embeddings), f"{found.layers} x {found.width}",
-                      f"{_size(found.train_flops)}{unit}", _bytes(found.state_bytes),
-                      _bytes(activations), _short(found.domain) or "-",
-                      _duration(found.epoch_seconds(count, peak * share)))  # fmt: skip
+        table.add_row(
+            name,
+            found.family,
+            ", ".join(found.heads) or "-",
+            _size(found.params),
+            _size(found.params_without_embeddings),
+            f"{found.layers} x {found.width}",
+            f"{_size(found.train_flops)}{unit}",
+            _bytes(found.state_bytes),
+            _bytes(activations),
+            _short(found.domain) or "-",
+            _duration(found.epoch_seconds(count, peak * share)),
+        )
         notes += [f"{found.name}*: {note}" for note in found.notes]
     console = Console(highlight=False)
     console.print(table)

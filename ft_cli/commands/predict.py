@@ -44,16 +44,24 @@ USAGE = (
 CHUNK_ROWS = 4096
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-DATA_FORMATS = {"csv": DataFormat.csv, "tsv": DataFormat.tsv, "jsonl": DataFormat.json,
-                "parquet": DataFormat.parquet}  # fmt: skip
+DATA_FORMATS = {
+    "csv": DataFormat.csv,
+    "tsv": DataFormat.tsv,
+    "jsonl": DataFormat.json,
+    "parquet": DataFormat.parquet,
+}
 
 
 def main(args: list[str]) -> int:
-    flags = {"--input": "the file to predict", "--output": "where to write it",
-             "--batch-size": "rows per forward pass",
-             "--task": "a task of a multi-task run", "--ensemble": "mean, vote, weighted,"
-             " greedy or stack", "--weights": "weighted: one weight per member",
-             "--backend": "torch, onnxruntime or onnxruntime-int8"}  # fmt: skip
+    flags = {
+        "--input": "the file to predict",
+        "--output": "where to write it",
+        "--batch-size": "rows per forward pass",
+        "--task": "a task of a multi-task run",
+        "--ensemble": "mean, vote, weighted, greedy or stack",
+        "--weights": "weighted: one weight per member",
+        "--backend": "torch, onnxruntime or onnxruntime-int8",
+    }
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -79,8 +87,9 @@ def main(args: list[str]) -> int:
 
         rows = ensemble.predict(folders, given, overrides, source, target, size)
     else:
-        rows = predict_file(folders[0], source, target, overrides, size, given.get("--task"),
-                            backend)  # fmt: skip
+        rows = predict_file(
+            folders[0], source, target, overrides, size, given.get("--task"), backend
+        )
     print(f"{rows} rows predicted: {target}")
     return 0
 
@@ -125,8 +134,14 @@ def _paths_from(spec: Any, base: Path) -> Any:
     return dataclasses.replace(spec, data=dataclasses.replace(spec.data, path=str(base)))
 
 
-def predict_images(found: Any, spec: Any, source: Path, target: Path,
-                   batch_size: int | None, backend: str = "torch") -> int:  # fmt: skip
+def predict_images(
+    found: Any,
+    spec: Any,
+    source: Path,
+    target: Path,
+    batch_size: int | None,
+    backend: str = "torch",
+) -> int:
     """The images of a folder or of a .txt list of paths, one output row each."""
     from ft_cli.data import images
 
@@ -166,8 +181,9 @@ def check_files(source: Path, target: Path) -> tuple[str, str]:
     return in_fmt, out_fmt
 
 
-def load_predictor(found: Any, spec: Any, batch_size: int | None, lists: bool,
-                   backend: str = "torch") -> Predictor:  # fmt: skip
+def load_predictor(
+    found: Any, spec: Any, batch_size: int | None, lists: bool, backend: str = "torch"
+) -> Predictor:
     """The trained model (or its ONNX export), its tokenizer and labels, ready to predict."""
     from ft_cli import tasks
     from ft_cli.hardware.device import setup_hardware
@@ -250,8 +266,10 @@ class Predictor:
 
         task = tasks.get(self.spec.task.kind)
         logits, extras = self.logits(rows)
-        return [task.prediction(row, self.labels, own, self.lists)
-                for row, own in zip(logits, extras, strict=True)]  # fmt: skip
+        return [
+            task.prediction(row, self.labels, own, self.lists)
+            for row, own in zip(logits, extras, strict=True)
+        ]
 
     def check(self, rows: list[dict]) -> None:
         """Encode the rows as a batch would, without the model: raises what encoding raises
@@ -276,8 +294,9 @@ class Predictor:
         def read(key: str, name: str, keep_lists: bool = False) -> list:
             return self._column(rows, key, name, keep_lists)
 
-        split, collate, extra = task.predict_inputs(read, self.tokenizer, self.spec.data,
-                                                    self.labels)  # fmt: skip
+        split, collate, extra = task.predict_inputs(
+            read, self.tokenizer, self.spec.data, self.labels
+        )
         lengths = split.lengths()
         order = sorted(range(len(rows)), key=lengths.__getitem__)
         logits: list[Any] = [None] * len(rows)
@@ -367,8 +386,9 @@ class _writer:
         else:
             if self.csv is None:
                 delimiter = "\t" if self.fmt == "tsv" else ","
-                self.csv = csv.DictWriter(self.handle, fieldnames=list(merged[0]),
-                                          delimiter=delimiter)  # fmt: skip
+                self.csv = csv.DictWriter(
+                    self.handle, fieldnames=list(merged[0]), delimiter=delimiter
+                )
                 self.csv.writeheader()
             self.csv.writerows(merged)
 

@@ -95,8 +95,10 @@ def scalar_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
         return {}
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
-            for tag in events.Tags().get("scalars", [])}  # fmt: skip
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)]
+        for tag in events.Tags().get("scalars", [])
+    }
 
 
 def _tags(curves: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
@@ -154,8 +156,9 @@ def validation_outcomes(run_dir: Path) -> tuple[Any, list[Outcome]] | None:
             batch = {k: v.to(ready.hw.device) for k, v in batch.items()}
             logits, targets = ready.forward(batch)
             best = logits.float().softmax(-1).max(-1)
-            for row, truth, guess, p in zip(indices, targets.tolist(), best.indices.tolist(),
-                                            best.values.tolist(), strict=True):  # fmt: skip
+            for row, truth, guess, p in zip(
+                indices, targets.tolist(), best.indices.tolist(), best.values.tolist(), strict=True
+            ):
                 outcomes.append(Outcome(row, truth, guess, p))
     return ready, outcomes
 
@@ -191,8 +194,9 @@ def _misclassified_sheet(ready: Any, outcomes: list[Outcome], path: Path, title:
         return False
     columns = min(6, len(wrong))
     lines = -(-len(wrong) // columns)
-    figure, grid = plt.subplots(lines, columns, figsize=(2.2 * columns, 2.5 * lines + 0.6),
-                                squeeze=False)  # fmt: skip
+    figure, grid = plt.subplots(
+        lines, columns, figsize=(2.2 * columns, 2.5 * lines + 0.6), squeeze=False
+    )
     split, labels = ready.rows, ready.labels
     for axes in grid.flat:
         axes.axis("off")
@@ -288,11 +292,15 @@ def _seed_plot(groups: list[Any], rows: list[runs.RunRow], path: Path) -> None:
         stats = group.monitored()
         if stats is not None:
             spread = 0.0 if math.isnan(stats["std"]) else stats["std"]
-            axes.errorbar([x + 0.15], [stats["mean"]], yerr=[spread], fmt="s", color="tab:red",
-                          capsize=4)  # fmt: skip
+            axes.errorbar(
+                [x + 0.15], [stats["mean"]], yerr=[spread], fmt="s", color="tab:red", capsize=4
+            )
     labels = [" ".join(t for t in g.overrides.split() if t not in shared) or "-" for g in groups]
-    axes.set_xticks(range(len(groups)), [f"{label}\n(n={g.runs})" for label, g in
-                                         zip(labels, groups, strict=True)], fontsize=8)  # fmt: skip
+    axes.set_xticks(
+        range(len(groups)),
+        [f"{label}\n(n={g.runs})" for label, g in zip(labels, groups, strict=True)],
+        fontsize=8,
+    )
     metric = groups[0].metric or "metric"
     title = f"best {metric} over seeds: runs (dots), mean +- std (red)"
     _finish_plot(figure, axes, f"best {metric}", title, path)
@@ -301,15 +309,22 @@ def _seed_plot(groups: list[Any], rows: list[runs.RunRow], path: Path) -> None:
 def _seed_rows(groups: list[Any]) -> list[list[Any]]:
     """The seed table's rows: group, overrides, runs, metric, mean, std, min, max."""
     return [
-        [index, group.overrides, group.runs, name.removeprefix("best "), *(
-            stats[key] for key in ("mean", "std", "min", "max"))]
+        [
+            index,
+            group.overrides,
+            group.runs,
+            name.removeprefix("best "),
+            *(stats[key] for key in ("mean", "std", "min", "max")),
+        ]
         for index, group in enumerate(groups, start=1)
-        for name, stats in group.stats.items() if name.startswith("best ")
-    ]  # fmt: skip
+        for name, stats in group.stats.items()
+        if name.startswith("best ")
+    ]
 
 
-def _html(root: Path, rows: list[runs.RunRow], plots: list[tuple[str, Path]],
-          seed_rows: list[list[Any]]) -> str:  # fmt: skip
+def _html(
+    root: Path, rows: list[runs.RunRow], plots: list[tuple[str, Path]], seed_rows: list[list[Any]]
+) -> str:
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4f}"
@@ -317,20 +332,35 @@ def _html(root: Path, rows: list[runs.RunRow], plots: list[tuple[str, Path]],
 
     header = ["job", "overrides", "status", "metric", "best", "final", "steps", "wall s"]
     body = "".join(
-        "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in (
-            r.job, r.overrides, r.status if not r.error else f"{r.status}: {r.error}", r.metric,
-            r.best, r.final, r.steps, r.wall_seconds)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{cell(v)}</td>"
+            for v in (
+                r.job,
+                r.overrides,
+                r.status if not r.error else f"{r.status}: {r.error}",
+                r.metric,
+                r.best,
+                r.final,
+                r.steps,
+                r.wall_seconds,
+            )
+        )
+        + "</tr>"
         for r in rows
-    )  # fmt: skip
+    )
     seed_table = ""
     if seed_rows:
         heads = ["group", "overrides", "runs", "metric", "mean", "std", "min", "max"]
         seed_table = (
             "<h2>seed statistics (best checkpoints; std with n - 1)</h2><table><tr>"
-            + "".join(f"<th>{h}</th>" for h in heads) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>"
-                      for r in seed_rows) + "</table>"
-        )  # fmt: skip
+            + "".join(f"<th>{h}</th>" for h in heads)
+            + "</tr>"
+            + "".join(
+                "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in seed_rows
+            )
+            + "</table>"
+        )
     figures = "".join(
         f'<figure><a href="{html.escape(path.name)}"><img alt="{html.escape(title)}"'
         f' src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"></a>'

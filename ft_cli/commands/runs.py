@@ -154,8 +154,10 @@ def write_summary(root: Path, rows: list[RunRow]) -> tuple[Path, Path]:
         writer = csv.DictWriter(handle, fieldnames=list(lines[0]))
         writer.writeheader()
         writer.writerows(lines)
-    record = {"runs": [asdict(r) for r in rows],
-              "seed_groups": [asdict(g) | {"runs": g.runs} for g in groups]}  # fmt: skip
+    record = {
+        "runs": [asdict(r) for r in rows],
+        "seed_groups": [asdict(g) | {"runs": g.runs} for g in groups],
+    }
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     return csv_path, json_path
 
@@ -181,10 +183,16 @@ def print_table(rows: list[RunRow], title: str) -> None:
         wall = "-" if row.wall_seconds is None else f"{row.wall_seconds:.1f}"
         varying = " ".join(_short(t) for t in row.overrides.split() if t not in shared)
         table.add_row(
-            row.job, varying, status, row.metric or "-", number(row.best),
-            number(row.final), "-" if row.steps is None else str(row.steps), wall,
+            row.job,
+            varying,
+            status,
+            row.metric or "-",
+            number(row.best),
+            number(row.final),
+            "-" if row.steps is None else str(row.steps),
+            wall,
             style=style,
-        )  # fmt: skip
+        )
     Console().print(table)
     from ft_cli.commands import seeds
 

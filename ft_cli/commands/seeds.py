@@ -77,8 +77,9 @@ def seed_groups(rows: list[RunRow]) -> list[SeedGroup]:
         if len({seed for _, seed in members}) < 2:
             continue
         first = members[0][0]
-        group = SeedGroup(rest, [r.job for r, _ in members], [s for _, s in members],
-                          first.metric, first.mode)  # fmt: skip
+        group = SeedGroup(
+            rest, [r.job for r, _ in members], [s for _, s in members], first.metric, first.mode
+        )
         values: dict[str, list[float]] = {}
         for row, _ in members:
             for name, value in _recorded_metrics(Path(row.run_dir)).items():
@@ -126,8 +127,11 @@ def print_groups(groups: list[SeedGroup], shared: set[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="seed statistics (runs that differ only in train.seed; best checkpoint;"
-                  " std with n - 1)", title_justify="left")  # fmt: skip
+    table = Table(
+        title="seed statistics (runs that differ only in train.seed; best checkpoint;"
+        " std with n - 1)",
+        title_justify="left",
+    )
     for column in ("group", "overrides", "runs", "metric", "mean", "std", "min", "max"):
         right = column in ("runs", "mean", "std", "min", "max")
         table.add_column(column, justify="right" if right else "left", overflow="fold")
@@ -138,6 +142,12 @@ def print_groups(groups: list[SeedGroup], shared: set[str]) -> None:
             stats = group.stats[name]
             std = "-" if math.isnan(stats["std"]) else f"{stats['std']:.4f}"
             head = (str(index), varying, str(group.runs)) if position == 0 else ("", "", "")
-            table.add_row(*head, name.removeprefix("best "), f"{stats['mean']:.4f}", std,
-                          f"{stats['min']:.4f}", f"{stats['max']:.4f}")  # fmt: skip
+            table.add_row(
+                *head,
+                name.removeprefix("best "),
+                f"{stats['mean']:.4f}",
+                std,
+                f"{stats['min']:.4f}",
+                f"{stats['max']:.4f}",
+            )
     Console().print(table)

@@ -45,10 +45,13 @@ IMAGE_BODY = 16_000_000  # an image model's default body limit: a few base64 pho
 
 
 def main(args: list[str]) -> int:
-    flags = {"--host": "the address to listen on", "--port": "the port",
-             "--backend": "torch, onnxruntime or onnxruntime-int8",
-             "--task": "a task of a multi-task run",
-             **{flag: text for flag, (text, _, _) in NUMBERS.items()}}  # fmt: skip
+    flags = {
+        "--host": "the address to listen on",
+        "--port": "the port",
+        "--backend": "torch, onnxruntime or onnxruntime-int8",
+        "--task": "a task of a multi-task run",
+        **{flag: text for flag, (text, _, _) in NUMBERS.items()},
+    }
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
@@ -67,8 +70,9 @@ def main(args: list[str]) -> int:
             " proxy that has them in front, or serve on 127.0.0.1",
             file=sys.stderr,
         )
-    served, found = load(folders[0], given.get("--backend"), given.get("--task"), overrides,
-                         limits.max_batch)  # fmt: skip
+    served, found = load(
+        folders[0], given.get("--backend"), given.get("--task"), overrides, limits.max_batch
+    )
     if "image" in served.columns and "--max-body-mb" not in given:
         limits = dataclasses.replace(limits, max_body=IMAGE_BODY)
     where = f"http://{host}:{listener.getsockname()[1]}"
@@ -146,14 +150,17 @@ def _listen(host: str, port: int) -> socket.socket:
                 f"--host {host}: not an address of this machine ({err.strerror}); give"
                 " 127.0.0.1, 0.0.0.0 or one of its addresses"
             ) from err
-        raise FtError(f"--host {host} --port {port}: cannot listen there ({err.strerror});"
-                      " pick another port with --port") from err  # fmt: skip
+        raise FtError(
+            f"--host {host} --port {port}: cannot listen there ({err.strerror});"
+            " pick another port with --port"
+        ) from err
     listener.listen(2048)
     return listener
 
 
-def load(path: str, backend: str | None, task: str | None, overrides: list[str],
-         batch: int) -> tuple[Any, Any]:  # fmt: skip
+def load(
+    path: str, backend: str | None, task: str | None, overrides: list[str], batch: int
+) -> tuple[Any, Any]:
     """(what the server predicts with and says about itself, the trained run it comes from)."""
     from ft_cli import __version__, tasks
     from ft_cli.commands import predict
@@ -179,9 +186,15 @@ def load(path: str, backend: str | None, task: str | None, overrides: list[str],
         if spec.data.text_pair_column is not None:
             columns["text_pair"] = spec.data.text_pair_column
     card = found.export / "README.md" if found.export is not None else None
-    info = {"task": spec.task.kind.value, "labels": predictor.labels, "backend": backend,
-            "model": spec.model.name_or_path, "run": str(found.home), "ft_version": __version__,
-            "model_card": card.read_text() if card and card.is_file() else None}  # fmt: skip
+    info = {
+        "task": spec.task.kind.value,
+        "labels": predictor.labels,
+        "backend": backend,
+        "model": spec.model.name_or_path,
+        "run": str(found.home),
+        "ft_version": __version__,
+        "model_card": card.read_text() if card and card.is_file() else None,
+    }
     return serving.Served(predictor, columns, info, predictor.check, kind.word_lists), found
 
 

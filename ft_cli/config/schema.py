@@ -18,8 +18,16 @@ from ft_cli.strategies import STRATEGIES
 from ft_cli.tasks import TASKS
 
 GROUPS = (
-    "model", "data", "task", "strategy", "augment", "optimizer", "schedule", "hardware", "logger",
-)  # fmt: skip
+    "model",
+    "data",
+    "task",
+    "strategy",
+    "augment",
+    "optimizer",
+    "schedule",
+    "hardware",
+    "logger",
+)
 
 
 @dataclass(frozen=True)
@@ -153,9 +161,10 @@ class DataConfig:
         True, "image_classification: flip training images left-right at random."
     )
     image_workers: int = _help(
-        2, "image_classification: processes decoding images while the model trains; 0 = none.",
+        2,
+        "image_classification: processes decoding images while the model trains; 0 = none.",
         AT_LEAST_0,
-    )  # fmt: skip
+    )
     label_column: str = _help(
         "label",
         "Column with the label (class name, id, or float); token_classification: the tags.",
@@ -374,9 +383,10 @@ class AugmentConfig:
         0.0, "Share of each training row's tokens swapped with a neighbour.", FRACTION
     )
     span_cutoff: float = _help(
-        0.0, "Share of each training row's tokens, one contiguous span, hidden from attention.",
+        0.0,
+        "Share of each training row's tokens, one contiguous span, hidden from attention.",
         FRACTION,
-    )  # fmt: skip
+    )
     embedding_noise: float = _help(
         0.0,
         "NEFTune alpha: uniform noise in +-alpha/sqrt(length*hidden) added to the input word"
@@ -534,8 +544,11 @@ class LoggerConfig:
     wandb: WandbLogger = field(default_factory=WandbLogger)
 
     def chosen(self) -> list[str]:
-        return [name for name in ("tensorboard", "csv", "mlflow", "wandb")
-                if getattr(self, name).enabled]  # fmt: skip
+        return [
+            name
+            for name in ("tensorboard", "csv", "mlflow", "wandb")
+            if getattr(self, name).enabled
+        ]
 
 
 class Mode(str, Enum):
@@ -760,11 +773,13 @@ def _check_augment(spec: RunSpec) -> None:
             " augment.token_mask or augment.span_cutoff"
         )
     if aug.mixup and kind == TaskKind.token_classification:
-        raise FtError("augment.mixup: mixes sentence representations; task=classification or"
-                      " regression only")  # fmt: skip
+        raise FtError(
+            "augment.mixup: mixes sentence representations; task=classification or regression only"
+        )
     if aug.mixup and spec.strategy.kind == StrategyKind.distill:
-        raise FtError("augment.mixup: the teacher's targets are for unmixed rows; not with"
-                      " strategy=distill")  # fmt: skip
+        raise FtError(
+            "augment.mixup: the teacher's targets are for unmixed rows; not with strategy=distill"
+        )
 
 
 def _check_data(data: DataConfig, key: str) -> None:
@@ -925,8 +940,14 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
         )
 
 
-IMAGE_FORMATS = (DataFormat.imagefolder, DataFormat.hub, DataFormat.csv, DataFormat.tsv,
-                 DataFormat.json, DataFormat.parquet)  # fmt: skip
+IMAGE_FORMATS = (
+    DataFormat.imagefolder,
+    DataFormat.hub,
+    DataFormat.csv,
+    DataFormat.tsv,
+    DataFormat.json,
+    DataFormat.parquet,
+)
 
 
 def _check_images(task: TaskSettings, data: DataConfig, kind: str, data_key: str) -> None:

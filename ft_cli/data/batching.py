@@ -28,8 +28,9 @@ class Collator:
     primitive cache grows with every new one) and less allocator fragmentation.
     """
 
-    def __init__(self, split: EncodedSplit, pad_id: int, regression: bool,
-                 multiple: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self, split: EncodedSplit, pad_id: int, regression: bool, multiple: int = 1
+    ) -> None:
         self.split = split
         self.pad_id = pad_id
         self.label_dtype = torch.float32 if regression else torch.long
@@ -176,9 +177,12 @@ def train_loader(
     # A private generator: otherwise each new iterator draws its seed from the
     # global RNG, and a resumed epoch would shift the dropout masks.
     loader = torch.utils.data.DataLoader(
-        split, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator(),
+        split,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        generator=torch.Generator(),
         num_workers=workers,
-    )  # fmt: skip
+    )
     return loader, sampler
 
 
@@ -203,8 +207,11 @@ def eval_loader(
     if even:
         batches += [every[0]] * (math.ceil(len(every) / world) - real)
     loader = torch.utils.data.DataLoader(
-        split, batch_sampler=batches, collate_fn=collate, generator=torch.Generator(),
+        split,
+        batch_sampler=batches,
+        collate_fn=collate,
+        generator=torch.Generator(),
         num_workers=workers,
-    )  # fmt: skip
+    )
     loader.real_batches = real
     return loader

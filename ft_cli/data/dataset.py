@@ -106,8 +106,9 @@ def _load_files(cfg: DataConfig) -> RawData:
     if cfg.format == DataFormat.conll:
         for split, path in files.items():
             table_files.check_utf8(Path(path), f"data.files.{split}")
-        found = {s: tagging.conll_dataset(p, cfg.text_column, cfg.label_column)
-                 for s, p in files.items()}  # fmt: skip
+        found = {
+            s: tagging.conll_dataset(p, cfg.text_column, cfg.label_column) for s, p in files.items()
+        }
         return RawData(found, files)
     builder, options = _builder(cfg)
     splits = {}
@@ -216,9 +217,14 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
     )
 
 
-FILE_FORMATS = {".csv": DataFormat.csv, ".tsv": DataFormat.tsv, ".json": DataFormat.json,
-                ".jsonl": DataFormat.json, ".parquet": DataFormat.parquet,
-                ".conll": DataFormat.conll}  # fmt: skip
+FILE_FORMATS = {
+    ".csv": DataFormat.csv,
+    ".tsv": DataFormat.tsv,
+    ".json": DataFormat.json,
+    ".jsonl": DataFormat.json,
+    ".parquet": DataFormat.parquet,
+    ".conll": DataFormat.conll,
+}
 
 
 def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
@@ -246,9 +252,14 @@ def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
 
 
 def encode_split(
-    cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any, labels: list[str] | None,
-    split: str, source: str | None = None,
-) -> EncodedSplit:  # fmt: skip
+    cfg: DataConfig,
+    task: TaskConfig,
+    tokenizer: Any,
+    dataset: Any,
+    labels: list[str] | None,
+    split: str,
+    source: str | None = None,
+) -> EncodedSplit:
     """Check and tokenize one split the way training does (also: eval on a file)."""
     if len(dataset) == 0:
         raise FtError(_empty_split(split, source or split))

@@ -344,8 +344,13 @@ class ImageCollator:
     replaced by a blank one with a warning, so an epoch never dies on one file.
     """
 
-    def __init__(self, split: ImageSplit, pixels: Pixels, seed: int = 0,
-                 augmentation: Augmentation | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        split: ImageSplit,
+        pixels: Pixels,
+        seed: int = 0,
+        augmentation: Augmentation | None = None,
+    ) -> None:
         self.split, self.pixels, self.seed = split, pixels, seed
         self.augmentation = augmentation if augmentation and augmentation.active else None
         self.epoch = 0

@@ -57,8 +57,9 @@ class TaskSplits(torch.utils.data.Dataset):
         return {n: len(p) for n, p in zip(self.names, self.parts, strict=True) if p is not None}
 
 
-def shares(mixing: Mixing, rows: Sequence[int], temperature: float,
-           weights: Sequence[float]) -> list[float]:  # fmt: skip
+def shares(
+    mixing: Mixing, rows: Sequence[int], temperature: float, weights: Sequence[float]
+) -> list[float]:
     """Each task's probability of supplying a batch."""
     if mixing == Mixing.proportional:
         raw = [float(n) for n in rows]
@@ -89,8 +90,7 @@ class MixedBatches:
     shuffle drawn from (seed, epoch), or task after task in turn (round_robin).
     """
 
-    def __init__(self, parts: list[Any], counts: list[int], seed: int,
-                 interleave: bool) -> None:  # fmt: skip
+    def __init__(self, parts: list[Any], counts: list[int], seed: int, interleave: bool) -> None:
         self.parts, self.counts, self.seed = parts, counts, seed
         self.interleave = interleave
         self.epoch, self.start = 0, 0
@@ -150,10 +150,18 @@ class TaskCollator:
         return batch
 
 
-def train_loader(split: TaskSplits, collate: TaskCollator, batch_size: int, seed: int,
-                 group_by_length: bool, mixing: Mixing, temperature: float,
-                 weights: Sequence[float], rank: int = 0,
-                 world: int = 1) -> tuple[Any, MixedBatches]:  # fmt: skip
+def train_loader(
+    split: TaskSplits,
+    collate: TaskCollator,
+    batch_size: int,
+    seed: int,
+    group_by_length: bool,
+    mixing: Mixing,
+    temperature: float,
+    weights: Sequence[float],
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[Any, MixedBatches]:
     """Mixed training batches of `batch_size` rows per process. With several processes
     every rank draws the same task at each step and takes its part of that task's
     global batch, as `batching.train_loader` does for one task."""
@@ -161,8 +169,9 @@ def train_loader(split: TaskSplits, collate: TaskCollator, batch_size: int, seed
     for index, rows in enumerate(split.parts):
         assert rows is not None  # every task has a train split
         lengths = rows.lengths() if group_by_length else None
-        part = batching.ShuffledBatches(len(rows), batch_size * world, task_seed(seed, index),
-                                        lengths)  # fmt: skip
+        part = batching.ShuffledBatches(
+            len(rows), batch_size * world, task_seed(seed, index), lengths
+        )
         parts.append(batching.RankShard(part, rank, world) if world > 1 else part)
     sizes = [len(rows) for rows in split.parts if rows is not None]
     probabilities = shares(mixing, sizes, temperature, weights)
@@ -176,8 +185,9 @@ def train_loader(split: TaskSplits, collate: TaskCollator, batch_size: int, seed
     return loader, sampler
 
 
-def eval_loader(split: TaskSplits, collate: TaskCollator, batch_size: int, rank: int = 0,
-                world: int = 1) -> Any:  # fmt: skip
+def eval_loader(
+    split: TaskSplits, collate: TaskCollator, batch_size: int, rank: int = 0, world: int = 1
+) -> Any:
     """Length-sorted batches of each task in turn; each process takes every `world`-th."""
     every = [
         [(task, row) for row in batch]

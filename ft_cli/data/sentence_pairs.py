@@ -50,8 +50,9 @@ def sentence_pairs(texts: list[str], seed: int = SEED) -> tuple[list[str], list[
     return firsts, seconds, labels
 
 
-def _other_suffix(documents: list[list[str]], own: int, avoid: set[str],
-                  rng: random.Random) -> str | None:  # fmt: skip
+def _other_suffix(
+    documents: list[list[str]], own: int, avoid: set[str], rng: random.Random
+) -> str | None:
     """A segment run of another document, never the pair's own text."""
     for _ in range(20):
         pick = rng.randrange(len(documents) - 1)
@@ -63,8 +64,9 @@ def _other_suffix(documents: list[list[str]], own: int, avoid: set[str],
     return None
 
 
-def encode_pairs(cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
-                 split: str) -> EncodedSplit:  # fmt: skip
+def encode_pairs(
+    cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any, split: str
+) -> EncodedSplit:
     """The split's segment pairs, tokenized as [CLS] A [SEP] B [SEP]; labels are NSP's."""
     texts = corpus.documents(cfg, dataset)
     firsts, seconds, labels = sentence_pairs(texts)

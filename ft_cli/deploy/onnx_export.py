@@ -143,21 +143,31 @@ def input_names(batch: dict[str, torch.Tensor]) -> list[str]:
     return [k for k in batch if k not in ("labels", "word_starts", "row_index")]
 
 
-def export_graph(net: torch.nn.Module, batch: dict[str, torch.Tensor], path: Path,
-                 opset: int) -> list[str]:  # fmt: skip
+def export_graph(
+    net: torch.nn.Module, batch: dict[str, torch.Tensor], path: Path, opset: int
+) -> list[str]:
     """Write the ONNX graph of `net` traced on `batch`; its input names."""
     names = input_names(batch)
     batch_dim = torch.export.Dim("batch", min=1, max=4096)
     sequence = torch.export.Dim("sequence", min=2, max=8192)
-    shapes = tuple({0: batch_dim, 1: sequence} if n in SEQUENCE_INPUTS else {0: batch_dim}
-                   for n in names)  # fmt: skip
+    shapes = tuple(
+        {0: batch_dim, 1: sequence} if n in SEQUENCE_INPUTS else {0: batch_dim} for n in names
+    )
     with warnings.catch_warnings(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")
         # One self-contained file (weights inside) for models under protobuf's 2 GB limit.
-        torch.onnx.export(Logits(net, names).eval(), tuple(batch[n] for n in names), str(path),
-                          input_names=names, output_names=["logits"], opset_version=opset,
-                          dynamo=True, dynamic_shapes=(shapes,), verbose=False,
-                          external_data=False)  # fmt: skip
+        torch.onnx.export(
+            Logits(net, names).eval(),
+            tuple(batch[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=(shapes,),
+            verbose=False,
+            external_data=False,
+        )
     return names
 
 
@@ -232,12 +242,17 @@ def export(
                 f"the ONNX graph's logits differ from torch's by {gap:.2e} (more than"
                 f" {TOLERANCE:g}) on the validation split; nothing written"
             )
-        record = {"opset": opset, "inputs": names, "outputs": ["logits"],
-                  "task": ready.spec.task.kind.value, "labels": ready.labels,
-                  "weights": weights,
-                  "files": {"fp32": MODEL, **({"int8": INT8} if int8 else {})},
-                  "checked_rows": len(ready.rows),
-                  "checks": {name: vars(found) for name, found in checks.items()}}  # fmt: skip
+        record = {
+            "opset": opset,
+            "inputs": names,
+            "outputs": ["logits"],
+            "task": ready.spec.task.kind.value,
+            "labels": ready.labels,
+            "weights": weights,
+            "files": {"fp32": MODEL, **({"int8": INT8} if int8 else {})},
+            "checked_rows": len(ready.rows),
+            "checks": {name: vars(found) for name, found in checks.items()},
+        }
         _write_companions(ready, staging)
         record = export_folder.seal(staging, record)
         export_folder.move_into_place(staging, target, replace)

@@ -171,8 +171,9 @@ def request_rows(
     text = functools.partial(_text, words=word_lists)
     given = [key for key in ("text", "texts", "pairs", "rows") if body.get(key) is not None]
     if len(given) != 1:
-        raise RequestError(422, "send one of: text (with text_pair for a pair model), texts,"
-                                " pairs or rows")  # fmt: skip
+        raise RequestError(
+            422, "send one of: text (with text_pair for a pair model), texts, pairs or rows"
+        )
     key, pair = given[0], "text_pair" in columns
     if body.get("text_pair") is not None and key != "text":
         raise RequestError(422, "text_pair goes with text; for a list send pairs")
@@ -195,12 +196,16 @@ def request_rows(
     if key == "rows":
         rows = [_given_row(row, index, columns, text) for index, row in enumerate(items)]
     elif pair:
-        rows = [_pair_row(item, f"{key}.{i}" if key != "text" else "text", columns, text)
-                for i, item in enumerate(items)]  # fmt: skip
+        rows = [
+            _pair_row(item, f"{key}.{i}" if key != "text" else "text", columns, text)
+            for i, item in enumerate(items)
+        ]
     else:
         name = columns["text"]
-        rows = [{name: text(item, f"{key}.{i}" if key != "text" else "text")}
-                for i, item in enumerate(items)]  # fmt: skip
+        rows = [
+            {name: text(item, f"{key}.{i}" if key != "text" else "text")}
+            for i, item in enumerate(items)
+        ]
     for index, row in enumerate(rows):
         for column in columns.values():
             if len(_plain(row[column])) > limits.max_chars:
@@ -282,8 +287,9 @@ def _given_row(row: Any, index: int, columns: dict[str, str], text: Any) -> dict
         raise RequestError(422, f"rows.{index}: expected an object, got {_kind(row)}")
     for column in columns.values():
         if column not in row:
-            raise RequestError(422, f"rows.{index}: no '{column}' (the model reads"
-                                    f" {', '.join(columns.values())})")  # fmt: skip
+            raise RequestError(
+                422, f"rows.{index}: no '{column}' (the model reads {', '.join(columns.values())})"
+            )
         text(row[column], f"rows.{index}.{column}")
     return row
 
@@ -293,8 +299,15 @@ def _plain(value: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}  # fmt: skip
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -319,10 +332,16 @@ def build_app(served: Served, limits: Limits) -> Any:
         """One of: `text` (with `text_pair` for a pair model), `texts`, `pairs`, `rows`;
         an image model: `image` or `images` (base64 image files)."""
 
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-            {"text": "a gripping, funny film"}, {"texts": ["great", "dull"]},
-            {"pairs": [["He left.", "He went away."]]},
-        ]})  # fmt: skip
+        model_config = ConfigDict(
+            extra="forbid",
+            json_schema_extra={
+                "examples": [
+                    {"text": "a gripping, funny film"},
+                    {"texts": ["great", "dull"]},
+                    {"pairs": [["He left.", "He went away."]]},
+                ]
+            },
+        )
         text: str | list[str] | None = None
         text_pair: str | list[str] | None = None
         texts: list[Any] | None = None
@@ -331,9 +350,12 @@ def build_app(served: Served, limits: Limits) -> Any:
         image: str | None = None  # an image model: the file's bytes, base64
         images: list[str] | None = None
 
-    app = FastAPI(title="ft serve", version=str(served.info.get("ft_version", "")),
-                  description=f"Predictions of {served.info.get('model', 'a trained model')}",
-                  lifespan=lifespan)  # fmt: skip
+    app = FastAPI(
+        title="ft serve",
+        version=str(served.info.get("ft_version", "")),
+        description=f"Predictions of {served.info.get('model', 'a trained model')}",
+        lifespan=lifespan,
+    )
 
     def refuse(status: int, message: str) -> JSONResponse:
         stats.refused += 1
@@ -349,8 +371,12 @@ def build_app(served: Served, limits: Limits) -> Any:
         return JSONResponse({"error": f"internal error: {_one_line(err)}"}, status_code=500)
 
     # The body is read and checked here (one-line errors), and documented at /docs.
-    documented = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": PredictRequest.model_json_schema()}}}}  # fmt: skip
+    documented = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+        }
+    }
 
     @app.post("/predict", openapi_extra=documented, responses={400: {}, 408: {}, 413: {}, 422: {}})
     async def predict(request: Request) -> Any:

@@ -57,8 +57,12 @@ class Combiner:
         return average(outputs, torch.tensor(weights, dtype=torch.double))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "weights": self.weights, "coef": self.coef,
-                "bias": self.bias}  # fmt: skip
+        return {
+            "method": self.method,
+            "weights": self.weights,
+            "coef": self.coef,
+            "bias": self.bias,
+        }
 
 
 def average(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -118,8 +122,9 @@ def fit_meta(
     return coef.detach(), bias.detach()
 
 
-def cross_validated(outputs: torch.Tensor, targets: torch.Tensor, regression: bool,
-                    seed: int) -> torch.Tensor:  # fmt: skip
+def cross_validated(
+    outputs: torch.Tensor, targets: torch.Tensor, regression: bool, seed: int
+) -> torch.Tensor:
     """Out-of-fold meta-model outputs: each row predicted by a model fit without it."""
     rows = outputs.shape[1]
     folds = min(FOLDS, rows)
@@ -134,8 +139,7 @@ def cross_validated(outputs: torch.Tensor, targets: torch.Tensor, regression: bo
     return result
 
 
-def greedy_weights(outputs: torch.Tensor, score: Score,
-                   rounds: int = GREEDY_ROUNDS) -> list[float]:  # fmt: skip
+def greedy_weights(outputs: torch.Tensor, score: Score, rounds: int = GREEDY_ROUNDS) -> list[float]:
     """Selection counts of the best prefix of forward selection with replacement."""
     members = len(outputs)
     singles = [score(outputs[m].double()) for m in range(members)]

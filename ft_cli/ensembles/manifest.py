@@ -118,8 +118,15 @@ def check_members(saved: Manifest, loaded: list[Any]) -> None:
         )
 
 
-def write(folder: Path, members: list[Path], combiner: Combiner, task: str,
-          labels: list[str] | None, validation: dict[str, Any], command: str) -> Path:  # fmt: skip
+def write(
+    folder: Path,
+    members: list[Path],
+    combiner: Combiner,
+    task: str,
+    labels: list[str] | None,
+    validation: dict[str, Any],
+    command: str,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     record = {
         "format": FORMAT,

@@ -151,8 +151,9 @@ def evaluated(member: Member, splits: list[tuple[str, str | None]]) -> list[Outp
     return results
 
 
-def _run(forward: Any, loader: Any, count: int, hw: Any,
-         regression: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _run(
+    forward: Any, loader: Any, count: int, hw: Any, regression: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities (or scores) and targets in row order (the loader's batches are by length)."""
     values: list[torch.Tensor | None] = [None] * count
     targets: list[torch.Tensor | None] = [None] * count

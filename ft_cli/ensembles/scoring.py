@@ -30,8 +30,9 @@ def as_logits(combined: torch.Tensor, regression: bool) -> torch.Tensor:
     return combined.float() if regression else combined.clamp_min(1e-12).log().float()
 
 
-def metric_values(kind: TaskKind, combined: torch.Tensor, targets: torch.Tensor,
-                  num_labels: int) -> dict[str, float]:  # fmt: skip
+def metric_values(
+    kind: TaskKind, combined: torch.Tensor, targets: torch.Tensor, num_labels: int
+) -> dict[str, float]:
     from ft_cli.tasks.metrics import EvalMetrics
 
     scores = EvalMetrics(kind, num_labels)
@@ -129,8 +130,10 @@ def score(
         validation = target if on_validation else _stacked(found, [o[-1] for o in outputs])
     metric = first.metric or TASK_METRICS[kind][0]
     mode = Mode(first.mode) if first.mode else default_mode(metric)
-    rows = [Row(m.name, metric_values(kind, target[0][i], target[1], num_labels), "member")
-            for i, m in enumerate(found)]  # fmt: skip
+    rows = [
+        Row(m.name, metric_values(kind, target[0][i], target[1], num_labels), "member")
+        for i, m in enumerate(found)
+    ]
 
     def better(combined: torch.Tensor) -> float:
         assert validation is not None
@@ -172,8 +175,12 @@ def _stacked(
     return values, first.targets
 
 
-def _scored_outputs(combiner: Combiner, target: tuple[torch.Tensor, torch.Tensor],
-                    on_validation: bool, regression: bool) -> tuple[torch.Tensor, str]:  # fmt: skip
+def _scored_outputs(
+    combiner: Combiner,
+    target: tuple[torch.Tensor, torch.Tensor],
+    on_validation: bool,
+    regression: bool,
+) -> tuple[torch.Tensor, str]:
     """The combination's outputs on the target rows, and how they relate to its fit."""
     values, targets = target
     if not on_validation or combiner.method in ("mean", "vote"):

@@ -49,18 +49,33 @@ class Backend:
         """Gradients are averaged over the processes only at an accumulation boundary."""
         return contextlib.nullcontext()
 
-    def save(self, root: Path, step: int, net: nn.Module, forward: nn.Module,
-             optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-             state: dict[str, Any]) -> None:  # fmt: skip
+    def save(
+        self,
+        root: Path,
+        step: int,
+        net: nn.Module,
+        forward: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaler: Any,
+        state: dict[str, Any],
+    ) -> None:
         checkpoint.save_checkpoint(root, step, net, optimizer, scheduler, scaler, state)
 
-    def resume(self, folder: Path, net: nn.Module, forward: nn.Module,
-               optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:  # fmt: skip
+    def resume(
+        self,
+        folder: Path,
+        net: nn.Module,
+        forward: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        saved: dict[str, Any],
+    ) -> None:
         checkpoint.load_weights(net, folder)
         optimizer.load_state_dict(saved["optimizer"])
 
-    def load_weights(self, folder: Path, net: nn.Module, forward: nn.Module,
-                     optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+    def load_weights(
+        self, folder: Path, net: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> None:
         checkpoint.load_weights(net, folder)
 
     def full_weights(self, forward: nn.Module) -> dict[str, torch.Tensor] | None:

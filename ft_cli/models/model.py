@@ -50,8 +50,9 @@ def run_export(run: str) -> Path:
     return export
 
 
-def _load(cfg: ModelConfig, loader: Callable[..., T], what: str, hint: str = _HINT,
-          **kwargs: Any) -> T:  # fmt: skip
+def _load(
+    cfg: ModelConfig, loader: Callable[..., T], what: str, hint: str = _HINT, **kwargs: Any
+) -> T:
     """Load from a folder, else the hub cache, else the hub (checked reachable first)."""
     name = resolved_name(cfg)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, **kwargs}
@@ -138,8 +139,9 @@ def load_image_processor(cfg: ModelConfig) -> Any:
     from transformers import AutoImageProcessor
 
     _quiet_transformers()
-    return _load(cfg, AutoImageProcessor.from_pretrained, "image processor", _IMAGE_HINT,
-                 backend="pil")  # fmt: skip
+    return _load(
+        cfg, AutoImageProcessor.from_pretrained, "image processor", _IMAGE_HINT, backend="pil"
+    )
 
 
 def load_config(cfg: ModelConfig) -> Any:
@@ -202,8 +204,9 @@ def load_model(
         net = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
         return net, {name for name, _ in net.named_parameters()}
     extra = {"ignore_mismatched_sizes": True} if ignore_mismatched_sizes else {}
-    net, info = _load(cfg, auto.from_pretrained, "model", config=config, output_loading_info=True,
-                      **extra)  # fmt: skip
+    net, info = _load(
+        cfg, auto.from_pretrained, "model", config=config, output_loading_info=True, **extra
+    )
     new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
     return net, new
 

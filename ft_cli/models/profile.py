@@ -73,8 +73,9 @@ def load_config(name: str, trust_remote_code: bool = False) -> tuple[Any, str]:
     from ft_cli.models import model
 
     try:
-        return model.load_config(ModelConfig(name_or_path=name,
-                                             trust_remote_code=trust_remote_code)), ""  # fmt: skip
+        return model.load_config(
+            ModelConfig(name_or_path=name, trust_remote_code=trust_remote_code)
+        ), ""
     except FtError:
         family = DEFAULT_ARCHITECTURES.get(name)
         if family is None:
@@ -87,8 +88,11 @@ def load_config(name: str, trust_remote_code: bool = False) -> tuple[Any, str]:
 def heads_of(family: str) -> list[str]:
     from transformers.models.auto import modeling_auto
 
-    return [task for task, mapping in HEAD_MAPPINGS.items()
-            if family in getattr(modeling_auto, mapping, {})]  # fmt: skip
+    return [
+        task
+        for task, mapping in HEAD_MAPPINGS.items()
+        if family in getattr(modeling_auto, mapping, {})
+    ]
 
 
 def is_vision(config: Any) -> bool:
@@ -110,8 +114,9 @@ def count_params(net: Any) -> tuple[int, int]:
     from ft_cli.strategies import layers
 
     total = sum(p.numel() for p in net.parameters())
-    embedded = sum(p.numel() for n, p in net.named_parameters()
-                   if layers.group_of(n) == layers.EMBEDDINGS)  # fmt: skip
+    embedded = sum(
+        p.numel() for n, p in net.named_parameters() if layers.group_of(n) == layers.EMBEDDINGS
+    )
     return total, total - embedded
 
 
@@ -157,8 +162,15 @@ def image_side(config: Any, processor_size: int | None) -> int:
     return size if isinstance(size, int) else int(size[0])
 
 
-def profile(name: str, config: Any, seq: int, batch: int, image: int | None = None,
-            domain: str = "", note: str = "") -> Profile:  # fmt: skip
+def profile(
+    name: str,
+    config: Any,
+    seq: int,
+    batch: int,
+    image: int | None = None,
+    domain: str = "",
+    note: str = "",
+) -> Profile:
     """The profile of a model at `seq` tokens (or `image` pixels a side) and `batch` rows."""
     from ft_cli.strategies import layers
 
@@ -171,11 +183,22 @@ def profile(name: str, config: Any, seq: int, batch: int, image: int | None = No
     activations = saved_activation_bytes(net, dummy_inputs(config, batch, size))
     sizes = getattr(config, "hidden_sizes", None)
     width = getattr(config, "hidden_size", None) or (sizes[-1] if sizes else 0)
-    return Profile(name=name, family=config.model_type, heads=heads_of(config.model_type),
-                   params=total, params_without_embeddings=without,
-                   layers=layers.num_layers_of(net), width=int(width), images=vision,
-                   input_size=size, train_flops=3 * per_input, activation_bytes=activations,
-                   batch=batch, domain=domain, notes=[note] if note else [])  # fmt: skip
+    return Profile(
+        name=name,
+        family=config.model_type,
+        heads=heads_of(config.model_type),
+        params=total,
+        params_without_embeddings=without,
+        layers=layers.num_layers_of(net),
+        width=int(width),
+        images=vision,
+        input_size=size,
+        train_flops=3 * per_input,
+        activation_bytes=activations,
+        batch=batch,
+        domain=domain,
+        notes=[note] if note else [],
+    )
 
 
 def card_domain(name: str) -> str:
@@ -242,8 +265,13 @@ def _measure_step(dtype_name: str) -> float:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(hidden_size=384, num_hidden_layers=2, num_attention_heads=12,
-                        intermediate_size=1536, vocab_size=8192)  # fmt: skip
+    config = BertConfig(
+        hidden_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        vocab_size=8192,
+    )
     net = BertForSequenceClassification(config)
     ids = torch.randint(0, 8192, (16, 128))
     labels = torch.zeros(16, dtype=torch.long)
@@ -272,6 +300,7 @@ def matmul_flops_per_second(dtype_name: str) -> float:
 
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     shape = (1024, 384, 1536)
-    seconds = remembered.value(f"matmul_seconds_{dtype_name}",
-                               lambda: device._matmul_seconds(dtype, shape))  # fmt: skip
+    seconds = remembered.value(
+        f"matmul_seconds_{dtype_name}", lambda: device._matmul_seconds(dtype, shape)
+    )
     return 2 * shape[0] * shape[1] * shape[2] / seconds

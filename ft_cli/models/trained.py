@@ -19,8 +19,15 @@ from ft_cli.errors import FtError
 from ft_cli.training import checkpoint
 
 # Recorded overrides that say where and how a run ran, not what it trained.
-_NOT_CARRIED = ("hydra.", "hydra/", "resume", "output_dir", "model.from_run", "+search",
-                "+launcher")  # fmt: skip
+_NOT_CARRIED = (
+    "hydra.",
+    "hydra/",
+    "resume",
+    "output_dir",
+    "model.from_run",
+    "+search",
+    "+launcher",
+)
 
 
 @dataclass

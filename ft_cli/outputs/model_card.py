@@ -15,7 +15,7 @@ LIBRARIES = ("ft-cli", "torch", "transformers", "datasets", "peft", "torchmetric
 # The hub's pipeline tag of each task, so the hub and `transformers.pipeline` know the model.
 PIPELINES = {"classification": "text-classification", "regression": "text-classification",
              "token_classification": "token-classification", "mlm": "fill-mask",
-             "image_classification": "image-classification"}  # fmt: skip
+             "image_classification": "image-classification"}
 
 
 def _version(name: str) -> str:
@@ -60,9 +60,9 @@ def _task_lines(spec: RunSpec, record: dict[str, Any]) -> list[str]:
             f"- **Data:** {_data_line(spec.data, spec.task.kind)}",
             f"- **Task:** {spec.task.kind.value}" + (f", labels {labels}" if labels else "")
             + (f", class weights {weights}" if weights else ""),
-        ]  # fmt: skip
+        ]
     lines = [f"- **Tasks:** {len(spec.task.tasks)} on one encoder, mixing {spec.task.mixing.value}"
-             + " (`model/NAME` each; `model/encoder` the shared encoder)"]  # fmt: skip
+             + " (`model/NAME` each; `model/encoder` the shared encoder)"]
     for name, sub in spec.task.tasks.items():
         own = (labels or {}).get(name)
         lines.append(

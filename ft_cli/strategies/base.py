@@ -38,10 +38,12 @@ class Strategy:
     def freeze(self, applied: AppliedStrategy, net: nn.Module) -> None:
         """Mark the frozen layer groups or parameter names (and when groups open)."""
 
-    def objective(self, net: nn.Module, spec: RunSpec, tokenizer: Any,
-                  labels: list[str] | None, device: Any) -> Objective:  # fmt: skip
-        return build_objective(net, spec.task, tokenizer, spec.hardware.compile,
-                               self.cfg.label_smoothing, labels)  # fmt: skip
+    def objective(
+        self, net: nn.Module, spec: RunSpec, tokenizer: Any, labels: list[str] | None, device: Any
+    ) -> Objective:
+        return build_objective(
+            net, spec.task, tokenizer, spec.hardware.compile, self.cfg.label_smoothing, labels
+        )
 
     def export(self, net: nn.Module, run_dir: Path, main: bool) -> nn.Module:
         """The model to export, from the trained one."""

@@ -70,8 +70,9 @@ class Teachers(nn.Module):
         return SimpleNamespace(logits=logits.mean(0))
 
 
-def load_teachers(cfg: StrategyConfig, task: TaskKind, labels: list[str] | None,
-                  student_inputs: Any = None) -> nn.Module:  # fmt: skip
+def load_teachers(
+    cfg: StrategyConfig, task: TaskKind, labels: list[str] | None, student_inputs: Any = None
+) -> nn.Module:
     """The frozen teacher, or several as one module whose logits are their mean."""
     if task in (TaskKind.mlm, TaskKind.token_classification):
         raise FtError(
@@ -95,8 +96,9 @@ def _check_inputs(source: ModelConfig, task: TaskKind, student: Any) -> None:
         )
 
 
-def load_teacher(source: ModelConfig, task: TaskKind, labels: list[str] | None,
-                 student_inputs: Any = None) -> nn.Module:  # fmt: skip
+def load_teacher(
+    source: ModelConfig, task: TaskKind, labels: list[str] | None, student_inputs: Any = None
+) -> nn.Module:
     from ft_cli import tasks
 
     try:
@@ -218,8 +220,9 @@ class DistillObjective:
 class Distill(Strategy):
     """strategy=distill: the task loss plus a frozen teacher's soft targets."""
 
-    def objective(self, net: nn.Module, spec: RunSpec, tokenizer: Any,
-                  labels: list[str] | None, device: Any) -> Any:  # fmt: skip
+    def objective(
+        self, net: nn.Module, spec: RunSpec, tokenizer: Any, labels: list[str] | None, device: Any
+    ) -> Any:
         inner = super().objective(net, spec, tokenizer, labels, device)
         teacher = load_teachers(self.cfg, spec.task.kind, labels, tokenizer).to(device)
         return DistillObjective(inner, teacher, self.cfg)

@@ -74,8 +74,15 @@ class Task:
         """The task settings with what depends on the data filled in (class_weights=balanced)."""
         return task
 
-    def build_model(self, cfg: ModelConfig, task: TaskConfig, labels: Any, vocab: int,
-                    dropout: float | None, meta: bool) -> tuple[nn.Module, set[str]]:  # fmt: skip
+    def build_model(
+        self,
+        cfg: ModelConfig,
+        task: TaskConfig,
+        labels: Any,
+        vocab: int,
+        dropout: float | None,
+        meta: bool,
+    ) -> tuple[nn.Module, set[str]]:
         """(the task model, the names of its parameters not from the checkpoint).
 
         `meta`: shapes only, on PyTorch's meta device (no weights read).
@@ -86,8 +93,9 @@ class Task:
 
         auto_name = self.auto_class(task)
         if not meta:
-            return model.load_model(cfg, task.kind, labels, vocab, dropout, auto_name,
-                                    self.replaces_head)  # fmt: skip
+            return model.load_model(
+                cfg, task.kind, labels, vocab, dropout, auto_name, self.replaces_head
+            )
         config, auto = model.model_config(cfg, task.kind, labels, vocab, dropout, auto_name)
         with torch.device("meta"):
             return auto.from_config(config, trust_remote_code=cfg.trust_remote_code), set()
@@ -103,14 +111,22 @@ class Task:
         """The transformers Auto class of the model when the settings change it (else None)."""
         return None
 
-    def save(self, net: nn.Module, tokenizer: Any, folder: Path, weights: Any,
-             task: TaskConfig, labels: Any) -> None:  # fmt: skip
+    def save(
+        self,
+        net: nn.Module,
+        tokenizer: Any,
+        folder: Path,
+        weights: Any,
+        task: TaskConfig,
+        labels: Any,
+    ) -> None:
         """Write the trained model as a transformers folder (`weights`: None = its own)."""
         net.save_pretrained(folder, state_dict=weights)
         tokenizer.save_pretrained(folder)
 
-    def label_names(self, task: TaskConfig, cfg: DataConfig, train: Any,
-                    hub_names: list[str] | None) -> list[str] | None:  # fmt: skip
+    def label_names(
+        self, task: TaskConfig, cfg: DataConfig, train: Any, hub_names: list[str] | None
+    ) -> list[str] | None:
         """The label set in id order (None: the task has no classes)."""
         return None
 
@@ -120,8 +136,15 @@ class Task:
     def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
         """Refuse a column whose values have the wrong shape (its first row's value)."""
 
-    def encode(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
-               labels: list[str] | None, split: str) -> EncodedSplit:  # fmt: skip
+    def encode(
+        self,
+        cfg: DataConfig,
+        task: TaskConfig,
+        tokenizer: Any,
+        dataset: Any,
+        labels: list[str] | None,
+        split: str,
+    ) -> EncodedSplit:
         """Tokenize the rows' text (and pair), cached, and attach their targets."""
         texts = [t if t is not None else "" for t in dataset[cfg.text_column]]
         pairs = None
@@ -135,14 +158,16 @@ class Task:
         key = token_cache.cache_key(tokenizer, [texts, pairs or []], f"rows|{cfg.max_length}")
         encoded = token_cache.cached(key, cfg.cache, tokenize)
         if cfg.label_column in dataset.column_names:
-            encoded.labels = self.targets(dataset[cfg.label_column], labels, split,
-                                          cfg.label_column)  # fmt: skip
+            encoded.labels = self.targets(
+                dataset[cfg.label_column], labels, split, cfg.label_column
+            )
         else:
             encoded.labels = [-1] * len(texts)  # unlabelled test rows: predictions only
         return encoded
 
-    def targets(self, values: list[Any], labels: list[str] | None, split: str,
-                column: str) -> list[Any]:  # fmt: skip
+    def targets(
+        self, values: list[Any], labels: list[str] | None, split: str, column: str
+    ) -> list[Any]:
         """The training target of each row's label value."""
         raise FtError(f"task={self.name} reads no label column")
 
@@ -155,24 +180,32 @@ class Task:
             "label2id": {name: i for i, name in enumerate(labels)},
         }, "AutoModelForSequenceClassification"
 
-    def objective(self, net: nn.Module, task: TaskConfig, tokenizer: Any,
-                  labels: list[str] | None, compile_model: bool,
-                  label_smoothing: float) -> Any:  # fmt: skip
+    def objective(
+        self,
+        net: nn.Module,
+        task: TaskConfig,
+        tokenizer: Any,
+        labels: list[str] | None,
+        compile_model: bool,
+        label_smoothing: float,
+    ) -> Any:
         """The per-batch collator, forward, loss and metrics (`tasks.objective`)."""
         from ft_cli.tasks.objective import Objective
 
         num_labels = len(labels) if labels is not None else 1
         pad_id = tokenizer.pad_token_id or 0
-        return Objective(net, self.name, num_labels, pad_id, compile_model, label_smoothing,
-                         task.class_weights)  # fmt: skip
+        return Objective(
+            net, self.name, num_labels, pad_id, compile_model, label_smoothing, task.class_weights
+        )
 
     # Prediction (ft predict): rows of a file in, columns out.
 
     def check_predictable(self) -> None:
         """Refuse prediction where the task's model predicts no row-level output."""
 
-    def predict_inputs(self, read: Any, tokenizer: Any, cfg: DataConfig,
-                       labels: list[str] | None) -> tuple[EncodedSplit, Any, Any]:  # fmt: skip
+    def predict_inputs(
+        self, read: Any, tokenizer: Any, cfg: DataConfig, labels: list[str] | None
+    ) -> tuple[EncodedSplit, Any, Any]:
         """(the rows tokenized, their collator, what each row's prediction needs besides)."""
         texts = read("data.text_column", cfg.text_column)
         pairs = None
@@ -182,7 +215,8 @@ class Task:
         split = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), [0] * len(texts))
         return split, Collator(split, tokenizer.pad_token_id or 0, regression=False), None
 
-    def prediction(self, logits: Any, labels: list[str] | None, extra: Any,
-                   lists: bool) -> dict[str, Any]:  # fmt: skip
+    def prediction(
+        self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
+    ) -> dict[str, Any]:
         """The prediction columns of one row."""
         raise FtError(f"task={self.name} predicts no rows")

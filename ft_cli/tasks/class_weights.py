@@ -12,8 +12,9 @@ from ft_cli.errors import FtError
 IGNORED = -100  # token classification: sub-tokens without a target
 
 
-def resolve(task: TaskConfig, labels: list[str], train_targets: list[Any],
-            key: str = "task.") -> list[float] | None:  # fmt: skip
+def resolve(
+    task: TaskConfig, labels: list[str], train_targets: list[Any], key: str = "task."
+) -> list[float] | None:
     """One weight per class in label order; None when the loss is unweighted.
 
     `balanced`: n / (classes x count of the class) over the train split's
@@ -58,8 +59,9 @@ def _balanced(labels: list[str], targets: list[Any], key: str) -> list[float]:
     return [total / (len(labels) * counts[i]) for i in range(len(labels))]
 
 
-def settled(task: TaskConfig, labels: list[str] | None, train_targets: list[Any],
-            key: str = "task.") -> TaskConfig:  # fmt: skip
+def settled(
+    task: TaskConfig, labels: list[str] | None, train_targets: list[Any], key: str = "task."
+) -> TaskConfig:
     """The task settings with class_weights as one number per class."""
     if task.class_weights is None or labels is None:
         return task

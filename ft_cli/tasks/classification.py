@@ -14,8 +14,9 @@ class Classification(Task):
     name = "classification"
     confusion_matrix = True
 
-    def label_names(self, task: TaskConfig, cfg: DataConfig, train: Any,
-                    hub_names: list[str] | None) -> list[str] | None:  # fmt: skip
+    def label_names(
+        self, task: TaskConfig, cfg: DataConfig, train: Any, hub_names: list[str] | None
+    ) -> list[str] | None:
         if task.labels:
             return [str(label) for label in task.labels]
         if hub_names:
@@ -38,8 +39,9 @@ class Classification(Task):
             f" ({found}); classification needs at least 2"
         )
 
-    def targets(self, values: list[Any], labels: list[str] | None, split: str,
-                column: str) -> list[Any]:  # fmt: skip
+    def targets(
+        self, values: list[Any], labels: list[str] | None, split: str, column: str
+    ) -> list[Any]:
         assert labels is not None
         ids = {name: i for i, name in enumerate(labels)}
         result: list[int] = []
@@ -61,8 +63,9 @@ class Classification(Task):
         values, auto = super().head(labels)
         return {**values, "problem_type": "single_label_classification"}, auto
 
-    def prediction(self, logits: Any, labels: list[str] | None, extra: Any,
-                   lists: bool) -> dict[str, Any]:  # fmt: skip
+    def prediction(
+        self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
+    ) -> dict[str, Any]:
         assert labels is not None
         probs = logits.softmax(-1).tolist()
         best = max(range(len(probs)), key=probs.__getitem__)

@@ -85,8 +85,15 @@ class ImageClassification(Classification):
             table = raw.splits["file"]
         return _readable_rows(table, cfg, "--file")
 
-    def encode(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
-               labels: list[str] | None, split: str) -> Any:  # fmt: skip
+    def encode(
+        self,
+        cfg: DataConfig,
+        task: TaskConfig,
+        tokenizer: Any,
+        dataset: Any,
+        labels: list[str] | None,
+        split: str,
+    ) -> Any:
         refs = images.resolve_refs(dataset[cfg.image_column], None, "data.image_column")
         if cfg.label_column not in dataset.column_names:
             return images.ImageSplit(refs, [-1] * len(refs))  # unlabelled: predictions only
@@ -106,14 +113,22 @@ class ImageClassification(Classification):
         values, _ = super().head(labels)
         return values, "AutoModelForImageClassification"
 
-    def objective(self, net: nn.Module, task: TaskConfig, processor: Any,
-                  labels: list[str] | None, compile_model: bool,
-                  label_smoothing: float) -> Any:  # fmt: skip
-        return ImageObjective(net, len(labels or []), processor, compile_model, label_smoothing,
-                              task.class_weights)  # fmt: skip
+    def objective(
+        self,
+        net: nn.Module,
+        task: TaskConfig,
+        processor: Any,
+        labels: list[str] | None,
+        compile_model: bool,
+        label_smoothing: float,
+    ) -> Any:
+        return ImageObjective(
+            net, len(labels or []), processor, compile_model, label_smoothing, task.class_weights
+        )
 
-    def predict_inputs(self, read: Any, processor: Any, cfg: DataConfig,
-                       labels: list[str] | None) -> tuple[Any, Any, Any]:  # fmt: skip
+    def predict_inputs(
+        self, read: Any, processor: Any, cfg: DataConfig, labels: list[str] | None
+    ) -> tuple[Any, Any, Any]:
         base = Path(cfg.path) if cfg.path else None
         # Cells as they are: paths, or image bytes (a served request, a hub table's cells).
         cells = read("data.image_column", cfg.image_column, keep_lists=True)
@@ -129,10 +144,18 @@ class ImageClassification(Classification):
 class ImageObjective(Objective):
     """Cross-entropy on images: batches decoded by worker processes; training ones augmented."""
 
-    def __init__(self, net: nn.Module, num_labels: int, processor: Any, compile_model: bool,
-                 label_smoothing: float, class_weights: Any) -> None:  # fmt: skip
-        super().__init__(net, "classification", num_labels, 0, compile_model, label_smoothing,
-                         class_weights)  # fmt: skip
+    def __init__(
+        self,
+        net: nn.Module,
+        num_labels: int,
+        processor: Any,
+        compile_model: bool,
+        label_smoothing: float,
+        class_weights: Any,
+    ) -> None:
+        super().__init__(
+            net, "classification", num_labels, 0, compile_model, label_smoothing, class_weights
+        )
         self.pixels = images.Pixels(processor)
         self.augmentation: images.Augmentation | None = None
         self.workers = 0
@@ -156,15 +179,25 @@ class ImageObjective(Objective):
     def train_collator(self, split: Any, seed: int) -> Any:
         return images.ImageCollator(split, self.pixels, seed, self.augmentation)
 
-    def train_loader(self, split: Any, collate: Any, batch_size: int, seed: int,
-                     group_by_length: bool, rank: int, world: int) -> tuple[Any, Any]:  # fmt: skip
+    def train_loader(
+        self,
+        split: Any,
+        collate: Any,
+        batch_size: int,
+        seed: int,
+        group_by_length: bool,
+        rank: int,
+        world: int,
+    ) -> tuple[Any, Any]:
         from ft_cli.data import batching
 
-        return batching.train_loader(split, batch_size, seed, collate, False, rank, world,
-                                     self.workers)  # fmt: skip
+        return batching.train_loader(
+            split, batch_size, seed, collate, False, rank, world, self.workers
+        )
 
-    def eval_loader(self, split: Any, collate: Any, batch_size: int, rank: int, world: int,
-                    even: bool) -> Any:  # fmt: skip
+    def eval_loader(
+        self, split: Any, collate: Any, batch_size: int, rank: int, world: int, even: bool
+    ) -> Any:
         from ft_cli.data import batching
 
         return batching.eval_loader(split, batch_size, collate, rank, world, even, self.workers)

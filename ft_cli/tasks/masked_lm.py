@@ -18,8 +18,15 @@ class MaskedLM(Task):
     uses_labels = False
     named_labels = False
 
-    def encode(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
-               labels: list[str] | None, split: str) -> EncodedSplit:  # fmt: skip
+    def encode(
+        self,
+        cfg: DataConfig,
+        task: TaskConfig,
+        tokenizer: Any,
+        dataset: Any,
+        labels: list[str] | None,
+        split: str,
+    ) -> EncodedSplit:
         if task.nsp:
             return sentence_pairs.encode_pairs(cfg, task, tokenizer, dataset, split)
         return corpus.encode_corpus(cfg, task, tokenizer, dataset, split)
@@ -27,8 +34,15 @@ class MaskedLM(Task):
     def auto_class(self, task: TaskConfig) -> str | None:
         return "AutoModelForPreTraining" if task.nsp else None
 
-    def build_model(self, cfg: ModelConfig, task: TaskConfig, labels: Any, vocab: int,
-                    dropout: float | None, meta: bool) -> tuple[nn.Module, set[str]]:  # fmt: skip
+    def build_model(
+        self,
+        cfg: ModelConfig,
+        task: TaskConfig,
+        labels: Any,
+        vocab: int,
+        dropout: float | None,
+        meta: bool,
+    ) -> tuple[nn.Module, set[str]]:
         net, new = super().build_model(cfg, task, labels, vocab, dropout, meta)
         if task.nsp:
             from ft_cli.models import model
@@ -40,9 +54,15 @@ class MaskedLM(Task):
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
         return {}, "AutoModelForMaskedLM"
 
-    def objective(self, net: nn.Module, task: TaskConfig, tokenizer: Any,
-                  labels: list[str] | None, compile_model: bool,
-                  label_smoothing: float) -> Any:  # fmt: skip
+    def objective(
+        self,
+        net: nn.Module,
+        task: TaskConfig,
+        tokenizer: Any,
+        labels: list[str] | None,
+        compile_model: bool,
+        label_smoothing: float,
+    ) -> Any:
         from ft_cli.tasks.objective import MaskedLMObjective, NextSentenceObjective
 
         kind = NextSentenceObjective if task.nsp else MaskedLMObjective

@@ -29,8 +29,9 @@ def task_loss(
     # Computed in fp32: the logits may come out of autocast in bf16/fp16.
     if task == TaskKind.regression:
         return F.mse_loss(logits.float().squeeze(-1), labels.float())
-    return F.cross_entropy(logits.float(), labels, weight=class_weights,
-                           label_smoothing=label_smoothing)  # fmt: skip
+    return F.cross_entropy(
+        logits.float(), labels, weight=class_weights, label_smoothing=label_smoothing
+    )
 
 
 class EvalMetrics:

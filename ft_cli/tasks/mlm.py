@@ -91,8 +91,9 @@ class MaskingCollator:
     epoch's batches are disjoint, so no two batches of an epoch share a seed.
     """
 
-    def __init__(self, split: EncodedSplit, pad_id: int, rule: MaskingRule, seed: int,
-                 multiple: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self, split: EncodedSplit, pad_id: int, rule: MaskingRule, seed: int, multiple: int = 1
+    ) -> None:
         self.pad = Collator(split, pad_id, regression=False, multiple=multiple)
         self.split, self.rule, self.seed = split, rule, seed
         self.epoch = EVAL_EPOCH

@@ -44,8 +44,10 @@ class MultiTask(Task):
                 raise _part(name, err) from err
         names = list(parts)
         splits = {s: [getattr(p, s) for p in parts.values()] for s in SPLITS}
-        some = {s: mixing.TaskSplits(names, found) if any(p is not None for p in found) else None
-                for s, found in splits.items()}  # fmt: skip
+        some = {
+            s: mixing.TaskSplits(names, found) if any(p is not None for p in found) else None
+            for s, found in splits.items()
+        }
         return PreparedData(
             train=some["train"],
             validation=some["validation"],
@@ -61,8 +63,15 @@ class MultiTask(Task):
             settled[name] = tasks.get(sub.kind).settle(sub, own, f"task.tasks.{name}.")
         return dataclasses.replace(task, tasks=settled)
 
-    def build_model(self, cfg: ModelConfig, task: TaskConfig, labels: Any, vocab: int,
-                    dropout: float | None, meta: bool) -> tuple[nn.Module, set[str]]:  # fmt: skip
+    def build_model(
+        self,
+        cfg: ModelConfig,
+        task: TaskConfig,
+        labels: Any,
+        vocab: int,
+        dropout: float | None,
+        meta: bool,
+    ) -> tuple[nn.Module, set[str]]:
         models, new = {}, set()
         for name, sub in task.tasks.items():
             kind = tasks.get(sub.kind)
@@ -71,12 +80,26 @@ class MultiTask(Task):
             new |= {f"tasks.{name}.{param}" for param in fresh}
         return MultiTaskNet(models), new
 
-    def objective(self, net: nn.Module, task: TaskConfig, tokenizer: Any,
-                  labels: Any, compile_model: bool, label_smoothing: float) -> Any:  # fmt: skip
+    def objective(
+        self,
+        net: nn.Module,
+        task: TaskConfig,
+        tokenizer: Any,
+        labels: Any,
+        compile_model: bool,
+        label_smoothing: float,
+    ) -> Any:
         return MultiTaskObjective(net, task, tokenizer, labels, compile_model, label_smoothing)
 
-    def save(self, net: nn.Module, tokenizer: Any, folder: Path, weights: Any,
-             task: TaskConfig, labels: Any) -> None:  # fmt: skip
+    def save(
+        self,
+        net: nn.Module,
+        tokenizer: Any,
+        folder: Path,
+        weights: Any,
+        task: TaskConfig,
+        labels: Any,
+    ) -> None:
         assert isinstance(net, MultiTaskNet)
         manifest = {
             "tasks": {
@@ -103,8 +126,15 @@ class MultiTaskObjective(Objective):
 
     uses_part_of_model = True  # a batch leaves the other tasks' heads without gradients
 
-    def __init__(self, net: nn.Module, task: TaskConfig, tokenizer: Any, labels: Any,
-                 compile_model: bool, label_smoothing: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        net: nn.Module,
+        task: TaskConfig,
+        tokenizer: Any,
+        labels: Any,
+        compile_model: bool,
+        label_smoothing: float,
+    ) -> None:
         self.task, self.num_labels, self.pad_id = "multitask", 0, tokenizer.pad_token_id or 0
         self.settings = task
         self.names = list(task.tasks)
@@ -129,25 +159,45 @@ class MultiTaskObjective(Objective):
             part.pad_multiple = value
 
     def collator(self, split: Any, seed: int) -> mixing.TaskCollator:
-        return mixing.TaskCollator([
-            part.collator(rows, mixing.task_seed(seed, index)) if rows is not None else None
-            for index, (part, rows) in enumerate(zip(self.parts, split.parts, strict=True))
-        ])  # fmt: skip
+        return mixing.TaskCollator(
+            [
+                part.collator(rows, mixing.task_seed(seed, index)) if rows is not None else None
+                for index, (part, rows) in enumerate(zip(self.parts, split.parts, strict=True))
+            ]
+        )
 
     def set_epoch(self, collate: Any, epoch: int) -> None:
         for part, own in zip(self.parts, collate.parts, strict=True):
             if own is not None:
                 part.set_epoch(own, epoch)
 
-    def train_loader(self, split: Any, collate: Any, batch_size: int, seed: int,
-                     group_by_length: bool, rank: int, world: int) -> tuple[Any, Any]:  # fmt: skip
+    def train_loader(
+        self,
+        split: Any,
+        collate: Any,
+        batch_size: int,
+        seed: int,
+        group_by_length: bool,
+        rank: int,
+        world: int,
+    ) -> tuple[Any, Any]:
         t = self.settings
-        return mixing.train_loader(split, collate, batch_size, seed, group_by_length, t.mixing,
-                                   t.temperature, [s.share for s in t.tasks.values()], rank,
-                                   world)  # fmt: skip
+        return mixing.train_loader(
+            split,
+            collate,
+            batch_size,
+            seed,
+            group_by_length,
+            t.mixing,
+            t.temperature,
+            [s.share for s in t.tasks.values()],
+            rank,
+            world,
+        )
 
-    def eval_loader(self, split: Any, collate: Any, batch_size: int, rank: int, world: int,
-                    even: bool) -> Any:  # fmt: skip
+    def eval_loader(
+        self, split: Any, collate: Any, batch_size: int, rank: int, world: int, even: bool
+    ) -> Any:
         return mixing.eval_loader(split, collate, batch_size, rank, world)
 
     def outputs(self, batch: Batch) -> tuple[Any, Any]:
@@ -161,15 +211,17 @@ class MultiTaskObjective(Objective):
         return self.weights[index] * self.parts[index].loss(predictions, own)
 
     def new_metrics(self) -> MultiTaskMetrics:
-        return MultiTaskMetrics(self.names, [p.new_metrics() for p in self.parts], self.main,
-                                self.scored)  # fmt: skip
+        return MultiTaskMetrics(
+            self.names, [p.new_metrics() for p in self.parts], self.main, self.scored
+        )
 
 
 class MultiTaskMetrics:
     """Each task's metrics as NAME/METRIC, and `score`: the mean of the scored tasks' first."""
 
-    def __init__(self, names: list[str], parts: list[Any], main: list[str],
-                 scored: list[bool]) -> None:  # fmt: skip
+    def __init__(
+        self, names: list[str], parts: list[Any], main: list[str], scored: list[bool]
+    ) -> None:
         self.names, self.parts, self.main, self.scored = names, parts, main, scored
         self.seen = [False] * len(parts)
 
@@ -187,8 +239,9 @@ class MultiTaskMetrics:
     def compute(self) -> dict[str, float]:
         values: dict[str, float] = {}
         scores = []
-        for name, part, seen, main, scored in zip(self.names, self.parts, self.seen, self.main,
-                                                  self.scored, strict=True):  # fmt: skip
+        for name, part, seen, main, scored in zip(
+            self.names, self.parts, self.seen, self.main, self.scored, strict=True
+        ):
             if not seen:
                 continue
             own = part.compute()

@@ -76,8 +76,9 @@ class Objective:
         return self.forward(**batch).logits, labels
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return metrics.task_loss(self.task, logits, targets, self.label_smoothing,
-                                 self.weights_on(logits.device))  # fmt: skip
+        return metrics.task_loss(
+            self.task, logits, targets, self.label_smoothing, self.weights_on(logits.device)
+        )
 
     def weights_on(self, device: torch.device) -> torch.Tensor | None:
         """The class weights on the logits' device (moved there once)."""
@@ -85,14 +86,22 @@ class Objective:
             self.class_weights = self.class_weights.to(device)
         return self.class_weights
 
-    def train_loader(self, split: Any, collate: Collate, batch_size: int, seed: int,
-                     group_by_length: bool, rank: int, world: int) -> tuple[Any, Any]:  # fmt: skip
+    def train_loader(
+        self,
+        split: Any,
+        collate: Collate,
+        batch_size: int,
+        seed: int,
+        group_by_length: bool,
+        rank: int,
+        world: int,
+    ) -> tuple[Any, Any]:
         """(the training loader, its sampler, which selects the epoch)."""
-        return batching.train_loader(split, batch_size, seed, collate, group_by_length, rank,
-                                     world)  # fmt: skip
+        return batching.train_loader(split, batch_size, seed, collate, group_by_length, rank, world)
 
-    def eval_loader(self, split: Any, collate: Collate, batch_size: int, rank: int, world: int,
-                    even: bool) -> Any:  # fmt: skip
+    def eval_loader(
+        self, split: Any, collate: Collate, batch_size: int, rank: int, world: int, even: bool
+    ) -> Any:
         return batching.eval_loader(split, batch_size, collate, rank, world, even)
 
     def new_metrics(self) -> Any:
@@ -159,11 +168,23 @@ class TaggingObjective(Objective):
     """Token classification: a tag per sub-token; targets carry the word starts for metrics."""
 
     def __init__(
-        self, net: nn.Module, labels: list[str], pad_id: int, compile_model: bool,
-        label_smoothing: float, class_weights: list[float] | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__(net, "token_classification", len(labels), pad_id, compile_model,
-                         label_smoothing, class_weights)  # fmt: skip
+        self,
+        net: nn.Module,
+        labels: list[str],
+        pad_id: int,
+        compile_model: bool,
+        label_smoothing: float,
+        class_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__(
+            net,
+            "token_classification",
+            len(labels),
+            pad_id,
+            compile_model,
+            label_smoothing,
+            class_weights,
+        )
         self.labels = labels
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
@@ -175,8 +196,9 @@ class TaggingObjective(Objective):
         return self.forward(**batch).logits, torch.stack([labels, starts], dim=-1)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return tagging.tagging_loss(logits, targets, self.label_smoothing,
-                                    self.weights_on(logits.device))  # fmt: skip
+        return tagging.tagging_loss(
+            logits, targets, self.label_smoothing, self.weights_on(logits.device)
+        )
 
     def new_metrics(self) -> Any:
         return tagging.TaggingMetrics(self.labels)
@@ -193,5 +215,6 @@ def build_objective(
     """The task's objective (its module in ft_cli.tasks builds it)."""
     from ft_cli import tasks
 
-    return tasks.get(task.kind).objective(net, task, tokenizer, labels, compile_model,
-                                          label_smoothing)  # fmt: skip
+    return tasks.get(task.kind).objective(
+        net, task, tokenizer, labels, compile_model, label_smoothing
+    )

@@ -13,8 +13,9 @@ class Regression(Task):
     name = "regression"
     named_labels = False
 
-    def targets(self, values: list[Any], labels: list[str] | None, split: str,
-                column: str) -> list[Any]:  # fmt: skip
+    def targets(
+        self, values: list[Any], labels: list[str] | None, split: str, column: str
+    ) -> list[Any]:
         out: list[float] = []
         for row, value in enumerate(values):
             try:
@@ -32,8 +33,9 @@ class Regression(Task):
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
         return {"num_labels": 1, "problem_type": "regression"}, "AutoModelForSequenceClassification"
 
-    def prediction(self, logits: Any, labels: list[str] | None, extra: Any,
-                   lists: bool) -> dict[str, Any]:  # fmt: skip
+    def prediction(
+        self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
+    ) -> dict[str, Any]:
         return {"predicted_score": float(logits[0])}
 
 

@@ -116,8 +116,11 @@ def align(
     word_ids: list[int | None], word_tags: list[int], labels: list[str], all_subtokens: bool
 ) -> list[int]:
     """A label id per sub-token: the word's tag on its first, -100 (or I-) on the rest."""
-    inside = {i: labels.index("I-" + name[2:]) for i, name in enumerate(labels)
-              if name.startswith("B-") and "I-" + name[2:] in labels}  # fmt: skip
+    inside = {
+        i: labels.index("I-" + name[2:])
+        for i, name in enumerate(labels)
+        if name.startswith("B-") and "I-" + name[2:] in labels
+    }
     out, previous = [], None
     for word in word_ids:
         if word is None:
@@ -161,13 +164,22 @@ class TaggedCollator:
         return batch
 
 
-def tagging_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0,
-                 weights: torch.Tensor | None = None) -> Any:  # fmt: skip
+def tagging_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
+) -> Any:
     """Mean cross-entropy over the labelled sub-tokens (targets[..., 0]; -100 ignored);
     with class `weights`, their weighted mean."""
     flat = logits.float().reshape(-1, logits.shape[-1])
-    return F.cross_entropy(flat, targets[..., 0].reshape(-1), weight=weights,
-                           ignore_index=IGNORE, label_smoothing=smoothing)  # fmt: skip
+    return F.cross_entropy(
+        flat,
+        targets[..., 0].reshape(-1),
+        weight=weights,
+        ignore_index=IGNORE,
+        label_smoothing=smoothing,
+    )
 
 
 def entities(tags: list[str]) -> set[tuple[str, int, int]]:
@@ -216,8 +228,7 @@ class TaggingMetrics:
         return self
 
     def compute(self) -> dict[str, float]:
-        return {**entity_scores(self.truth, self.guess),
-                "loss": self.loss_sum / max(self.count, 1)}  # fmt: skip
+        return {**entity_scores(self.truth, self.guess), "loss": self.loss_sum / max(self.count, 1)}
 
 
 def entity_scores(truth: list[list[str]], guess: list[list[str]]) -> dict[str, float]:
@@ -233,8 +244,12 @@ def entity_scores(truth: list[list[str]], guess: list[list[str]]) -> dict[str, f
     precision = correct / predicted if predicted else 0.0
     recall = correct / actual if actual else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"f1": f1, "precision": precision, "recall": recall,
-            "accuracy": right / words if words else 0.0}  # fmt: skip
+    return {
+        "f1": f1,
+        "precision": precision,
+        "recall": recall,
+        "accuracy": right / words if words else 0.0,
+    }
 
 
 def conll_dataset(path: str, text_column: str, label_column: str) -> Any:

@@ -17,8 +17,9 @@ class TokenClassification(Task):
     name = "token_classification"
     word_lists = True
 
-    def label_names(self, task: TaskConfig, cfg: DataConfig, train: Any,
-                    hub_names: list[str] | None) -> list[str] | None:  # fmt: skip
+    def label_names(
+        self, task: TaskConfig, cfg: DataConfig, train: Any, hub_names: list[str] | None
+    ) -> list[str] | None:
         if task.labels:
             return [str(label) for label in task.labels]
         return tagging.tag_names(train[cfg.label_column])
@@ -34,12 +35,26 @@ class TokenClassification(Task):
             " json/parquet files, or data=conll"
         )
 
-    def encode(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, dataset: Any,
-               labels: list[str] | None, split: str) -> EncodedSplit:  # fmt: skip
+    def encode(
+        self,
+        cfg: DataConfig,
+        task: TaskConfig,
+        tokenizer: Any,
+        dataset: Any,
+        labels: list[str] | None,
+        split: str,
+    ) -> EncodedSplit:
         assert labels is not None
         tags = dataset[cfg.label_column] if cfg.label_column in dataset.column_names else None
-        return tagging.encode_tagged(tokenizer, dataset[cfg.text_column], tags, labels,
-                                     cfg.max_length, task.label_all_subtokens, split)  # fmt: skip
+        return tagging.encode_tagged(
+            tokenizer,
+            dataset[cfg.text_column],
+            tags,
+            labels,
+            cfg.max_length,
+            task.label_all_subtokens,
+            split,
+        )
 
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
         values, _ = super().head(labels)
@@ -48,29 +63,39 @@ class TokenClassification(Task):
     def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
         return class_weights.settled(task, prepared.labels, prepared.train.labels, key)
 
-    def objective(self, net: nn.Module, task: TaskConfig, tokenizer: Any,
-                  labels: list[str] | None, compile_model: bool,
-                  label_smoothing: float) -> Any:  # fmt: skip
+    def objective(
+        self,
+        net: nn.Module,
+        task: TaskConfig,
+        tokenizer: Any,
+        labels: list[str] | None,
+        compile_model: bool,
+        label_smoothing: float,
+    ) -> Any:
         from ft_cli.tasks.objective import TaggingObjective
 
         assert labels is not None
         pad_id = tokenizer.pad_token_id or 0
-        return TaggingObjective(net, labels, pad_id, compile_model, label_smoothing,
-                                task.class_weights)  # fmt: skip
+        return TaggingObjective(
+            net, labels, pad_id, compile_model, label_smoothing, task.class_weights
+        )
 
-    def predict_inputs(self, read: Any, tokenizer: Any, cfg: DataConfig,
-                       labels: list[str] | None) -> tuple[EncodedSplit, Any, Any]:  # fmt: skip
+    def predict_inputs(
+        self, read: Any, tokenizer: Any, cfg: DataConfig, labels: list[str] | None
+    ) -> tuple[EncodedSplit, Any, Any]:
         # Words as a list (jsonl, parquet), or a string of words split on spaces.
         raw = read("data.text_column", cfg.text_column, keep_lists=True)
         words = [value if isinstance(value, list) else str(value).split() for value in raw]
         assert labels is not None
-        split = tagging.encode_tagged(tokenizer, words, None, labels, cfg.max_length, False,
-                                      "input")  # fmt: skip
+        split = tagging.encode_tagged(
+            tokenizer, words, None, labels, cfg.max_length, False, "input"
+        )
         collate = tagging.TaggedCollator(split, tokenizer.pad_token_id or 0)
         return split, collate, [len(row) for row in words]
 
-    def prediction(self, logits: Any, labels: list[str] | None, extra: Any,
-                   lists: bool) -> dict[str, Any]:  # fmt: skip
+    def prediction(
+        self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
+    ) -> dict[str, Any]:
         """A tag per word (its first sub-token's); words cut off by max_length get O."""
         assert labels is not None
         starts, words = extra

@@ -42,10 +42,15 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": {"version": version, "state": list(python_state), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
-    }  # fmt: skip
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -122,8 +127,9 @@ def save_checkpoint(
     except OSError as err:
         _write_failed(err, root, tmp, step)
         raise
-    return commit(root, tmp, step, {"optimizer": optimizer.state_dict()}, scheduler, scaler,
-                  loop, rng)  # fmt: skip
+    return commit(
+        root, tmp, step, {"optimizer": optimizer.state_dict()}, scheduler, scaler, loop, rng
+    )
 
 
 def begin(root: Path, step: int, needed_bytes: int) -> Path:

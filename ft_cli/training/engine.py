@@ -151,8 +151,16 @@ class _Saver:
         loop.running_loss = float(distributed.mean(running_loss.clone(), place))
         loop.best_value, loop.bad_evals = stopper.best, stopper.bad_evals
         run = self.run
-        self.backend.save(self.root, loop.step, run.net, run.forward, run.optimizer,
-                          run.scheduler, self.hw.scaler, loop.to_dict())  # fmt: skip
+        self.backend.save(
+            self.root,
+            loop.step,
+            run.net,
+            run.forward,
+            run.optimizer,
+            run.scheduler,
+            self.hw.scaler,
+            loop.to_dict(),
+        )
         if self.backend.is_main:
             best = self.root / loop.best_checkpoint if loop.best_checkpoint else None
             checkpoint.prune_checkpoints(self.root, self.keep, best)
@@ -234,8 +242,9 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
             ownership.release(claimed, ui.info)
         raise
     counts = _announce(spec, run, hw, place, ui, tracker, run_dir, spec_yaml)
-    return _Prepared(backend, hw, run, loop, stopper, resume_from, restored_rng, saver, tracker,
-                     counts)  # fmt: skip
+    return _Prepared(
+        backend, hw, run, loop, stopper, resume_from, restored_rng, saver, tracker, counts
+    )
 
 
 def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
@@ -283,8 +292,9 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
                 group_start = index - index % accum
                 group_size = min(accum, per_epoch - group_start)
                 boundary = index - group_start + 1 == group_size
-                loss, rows = _forward_backward(batch, loop, run, backend, synced, hw,
-                                               boundary, group_size)  # fmt: skip
+                loss, rows = _forward_backward(
+                    batch, loop, run, backend, synced, hw, boundary, group_size
+                )
                 group_loss += loss
                 log_samples += rows * place.world
                 if not boundary:
@@ -293,9 +303,11 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
                 outcome = hw.optimizer_step(optimizer, params, max_norm)
                 if outcome.nonfinite and t.on_nonfinite == NonFinite.stop:
                     raise guards.nonfinite_error(
-                        loop.step + 1, (loop.step + 1) / steps.steps_per_epoch,
-                        float(group_loss / group_size), str(saver.last) if saver.last else None,
-                    )  # fmt: skip
+                        loop.step + 1,
+                        (loop.step + 1) / steps.steps_per_epoch,
+                        float(group_loss / group_size),
+                        str(saver.last) if saver.last else None,
+                    )
                 loop.skipped_steps += int(outcome.skipped)
                 scheduler.step()
                 if outcome.nonfinite:
@@ -332,14 +344,24 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
             if stopped_early or loop.step >= steps.total_steps:
                 break
     train_seconds = time.perf_counter() - loop_clock - eval_seconds
-    timing = {"train": train_seconds, "first_step": first_step_seconds,
-              "wall_started": started, "resumed_from": ready.resume_from}  # fmt: skip
+    timing = {
+        "train": train_seconds,
+        "first_step": first_step_seconds,
+        "wall_started": started,
+        "resumed_from": ready.resume_from,
+    }
     end = _Ending(spec, run, backend, hw, place, ui, tracker, saver, run_dir, overrides)
     return end.finish(loop, stopper, stopped_early, timing, (trainable, frozen))
 
 
-def _step_end(spec: RunSpec, ready: _Prepared, running_loss: torch.Tensor, epoch_end: bool,
-              metric_name: str, ui: RunConsole) -> bool:  # fmt: skip
+def _step_end(
+    spec: RunSpec,
+    ready: _Prepared,
+    running_loss: torch.Tensor,
+    epoch_end: bool,
+    metric_name: str,
+    ui: RunConsole,
+) -> bool:
     """Evaluate and checkpoint where this optimizer step calls for it; True when early
     stopping says stop."""
     t, loop, run, saver, stopper = spec.train, ready.loop, ready.run, ready.saver, ready.stopper
@@ -358,13 +380,15 @@ def _step_end(spec: RunSpec, ready: _Prepared, running_loss: torch.Tensor, epoch
     return stop
 
 
-def _evaluate_and_save(spec: RunSpec, ready: _Prepared, running_loss: torch.Tensor,
-                       metric_name: str, ui: RunConsole) -> bool:  # fmt: skip
+def _evaluate_and_save(
+    spec: RunSpec, ready: _Prepared, running_loss: torch.Tensor, metric_name: str, ui: RunConsole
+) -> bool:
     """Evaluate, track the best, checkpoint; True when early stopping says stop."""
     loop, run, stopper = ready.loop, ready.run, ready.stopper
     assert run.steps is not None
-    loop.last_metrics = evaluate(run.forward, run.objective, run.val_loader, ready.hw,
-                                 ready.backend)  # fmt: skip
+    loop.last_metrics = evaluate(
+        run.forward, run.objective, run.val_loader, ready.hw, ready.backend
+    )
     run.applied.train_mode(run.net)  # evaluation left every module in train mode
     ready.tracker.scalars("eval", loop.last_metrics, loop.step)
     if stopper.update(loop.last_metrics[metric_name]):
@@ -391,8 +415,14 @@ class _Ending:
     run_dir: Path
     overrides: list[str]
 
-    def finish(self, loop: LoopState, stopper: Any, stopped_early: bool,
-               timing: dict[str, Any], counts: tuple[int, int]) -> RunResult:  # fmt: skip
+    def finish(
+        self,
+        loop: LoopState,
+        stopper: Any,
+        stopped_early: bool,
+        timing: dict[str, Any],
+        counts: tuple[int, int],
+    ) -> RunResult:
         spec, hw, place, run_dir = self.spec, self.hw, self.place, self.run_dir
         metric_name, mode = metrics.monitored(spec.task, spec.train.early_stopping)
         self.ui.stop()
@@ -440,16 +470,36 @@ class _Ending:
         results = {f"best/{k}": v for k, v in loop.best_metrics.items() if k != "step"}
         results |= {f"final/{k}": v for k, v in loop.last_metrics.items()}
         self.tracker.results(results or {"steps": float(loop.step)}, loop.step)
-        self.tracker.artifacts({
-            "config.yaml": run_dir / "config.yaml", "metrics.json": run_dir / "metrics.json",
-            "strategy.json": run_dir / "strategy.json", "model/README.md": export_dir / "README.md",
-        })  # fmt: skip
+        self.tracker.artifacts(
+            {
+                "config.yaml": run_dir / "config.yaml",
+                "metrics.json": run_dir / "metrics.json",
+                "strategy.json": run_dir / "strategy.json",
+                "model/README.md": export_dir / "README.md",
+            }
+        )
         if test_metrics:
             self.ui.metrics_table("test", test_metrics)
-        self.ui.summary(_summary_rows(record, metric_name, export_dir, run_dir / "metrics.json",
-                                      self.saver.root, self.tracker))  # fmt: skip
-        return RunResult(metric_name, best_value, loop.best_metrics, loop.last_metrics,
-                         loop.step, stopped_early, run_dir, run.net)  # fmt: skip
+        self.ui.summary(
+            _summary_rows(
+                record,
+                metric_name,
+                export_dir,
+                run_dir / "metrics.json",
+                self.saver.root,
+                self.tracker,
+            )
+        )
+        return RunResult(
+            metric_name,
+            best_value,
+            loop.best_metrics,
+            loop.last_metrics,
+            loop.step,
+            stopped_early,
+            run_dir,
+            run.net,
+        )
 
 
 def _forward_backward(
@@ -495,9 +545,15 @@ def _seed_this_rank(place: distributed.Dist, seed: int, restored: dict[str, Any]
         checkpoint.restore_rng(restored)
 
 
-def _train_logs(loop: LoopState, running_loss: torch.Tensor, scheduler: Any, outcome: Any,
-                samples_per_s: float, run: setup.RunSetup,
-                place: distributed.Dist) -> dict[str, float]:  # fmt: skip
+def _train_logs(
+    loop: LoopState,
+    running_loss: torch.Tensor,
+    scheduler: Any,
+    outcome: Any,
+    samples_per_s: float,
+    run: setup.RunSetup,
+    place: distributed.Dist,
+) -> dict[str, float]:
     """The train scalars of a log step; reads the loss from the device (the one sync)."""
     assert run.steps is not None
     window_loss = distributed.mean(running_loss.clone(), place)
@@ -527,8 +583,7 @@ def _restore(
     saved = checkpoint.load_state(folder)
     previous = LoopState.from_dict(saved["loop"])
     changes = resume.config_changes(previous.config_yaml, fresh.config_yaml)
-    resume.check_drift(changes, previous.data_hash, fresh.data_hash, run.spec.resume_force,
-                       ui.warn)  # fmt: skip
+    resume.check_drift(changes, previous.data_hash, fresh.data_hash, run.spec.resume_force, ui.warn)
     backend.resume(folder, run.net, run.forward, run.optimizer, saved)
     run.scheduler.load_state_dict(saved["scheduler"])
     hw.scaler.load_state_dict(saved["scaler"])
@@ -575,9 +630,11 @@ def _announce(
         strategy_report.write(run_dir, record)
     tracker.text("strategy", "```\n" + json.dumps(record, indent=2) + "\n```")
     opening = f" (unfreezing at steps {run.unfreeze_at})" if run.applied.unfreeze_every else ""
-    ui.table(f"strategy {spec.strategy.kind.value}{opening}",
-             ["layer group", "trainable", "frozen", "lr"],
-             strategy_report.table_rows(record))  # fmt: skip
+    ui.table(
+        f"strategy {spec.strategy.kind.value}{opening}",
+        ["layer group", "trainable", "frozen", "lr"],
+        strategy_report.table_rows(record),
+    )
     return trainable, frozen
 
 
@@ -600,17 +657,20 @@ def _export(
     net = run.hooks.export(run.net, run_dir, backend.is_main)
     if net is not run.net:  # a new model (LoRA merged): evaluate what is exported
         objective = run.hooks.objective(net, run.spec, run.tokenizer, run.labels, hw.device)
-        run = dataclasses.replace(run, net=net, objective=objective,
-                                  forward=StepForward(net, objective))  # fmt: skip
+        run = dataclasses.replace(
+            run, net=net, objective=objective, forward=StepForward(net, objective)
+        )
     weights = backend.full_weights(run.forward)
     if backend.is_main:
-        tasks.get(spec.task.kind).save(net, run.tokenizer, export_dir, weights, run.spec.task,
-                                       run.labels)  # fmt: skip
+        tasks.get(spec.task.kind).save(
+            net, run.tokenizer, export_dir, weights, run.spec.task, run.labels
+        )
     return export_dir, exported_from, run
 
 
-def _test_metrics(run: setup.RunSetup, backend: parallel.Backend, hw: Hardware,
-                  place: distributed.Dist) -> dict[str, float]:  # fmt: skip
+def _test_metrics(
+    run: setup.RunSetup, backend: parallel.Backend, hw: Hardware, place: distributed.Dist
+) -> dict[str, float]:
     test = run.prepared.test
     if test is None or any(label == -1 for label in test.labels):
         return {}
@@ -671,8 +731,10 @@ def _summary_rows(
 ) -> list[tuple[str, str]]:
     speed = f"{record['train_samples_per_s']:.1f} samples/s"
     if record["train_tokens_per_s"]:  # inputs of tokens (not images)
-        speed += (f", {record['train_tokens_per_s']:.0f} tokens/s,"
-                  f" {record['padding_fraction']:.1%} padding")  # fmt: skip
+        speed += (
+            f", {record['train_tokens_per_s']:.0f} tokens/s,"
+            f" {record['padding_fraction']:.1%} padding"
+        )
     rows = [
         ("status", record["status"]),
         ("steps", f"{record['steps']} ({record['epochs']} epochs)"),

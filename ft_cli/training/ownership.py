@@ -104,9 +104,12 @@ def _acquire(run_dir: Path, lock: Path, warn: Callable[[str], None]) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise disk_error(err, "the run dir") from err
-    record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "process_start": _process_start(os.getpid()),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "process_start": _process_start(os.getpid()),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -251,8 +254,10 @@ def disk_error(err: OSError, what: str) -> FtError:
     where = err.filename or what
     reason = err.strerror or type(err).__name__
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return FtError(f"cannot write {where}: {reason}; free some space, or pick a run dir on"
-                       " another disk with hydra.run.dir=DIR")  # fmt: skip
+        return FtError(
+            f"cannot write {where}: {reason}; free some space, or pick a run dir on"
+            " another disk with hydra.run.dir=DIR"
+        )
     return FtError(
         f"cannot write {where}: {reason}; pick a writable run dir with hydra.run.dir=DIR"
     )

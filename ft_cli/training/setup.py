@@ -135,8 +135,14 @@ def build(
     seed_everything(spec.train.seed)  # the head's init does not depend on the data size
     plan = spec.strategy if purpose != Purpose.evaluate else StrategyConfig()
     hooks = strategies.for_config(plan)
-    net, new_names = kind.build_model(spec.model, spec.task, labels, kind.vocab_size(tokenizer),
-                                      plan.dropout, meta=purpose == Purpose.explain)  # fmt: skip
+    net, new_names = kind.build_model(
+        spec.model,
+        spec.task,
+        labels,
+        kind.vocab_size(tokenizer),
+        plan.dropout,
+        meta=purpose == Purpose.explain,
+    )
     if spec.hardware.fast_paths and not spec.hardware.compile:  # inductor fuses its own
         kernels.speed_up(net)  # before wrapping: LoRA's own dropouts are plain too
     net = hooks.wrap(net)
@@ -152,8 +158,9 @@ def build(
     if purpose != Purpose.evaluate:
         objective = augment.for_training(objective, net, spec.augment, spec.train.seed, tokenizer)
     forward = StepForward(net, objective)
-    ready = RunSetup(spec, tokenizer, prepared, labels, net, new_names, hooks, applied,
-                     objective, forward)  # fmt: skip
+    ready = RunSetup(
+        spec, tokenizer, prepared, labels, net, new_names, hooks, applied, objective, forward
+    )
     ready.val_loader = eval_loader(ready, prepared.validation, place, backend)
     if purpose == Purpose.evaluate:
         return ready
@@ -163,8 +170,7 @@ def build(
     return ready
 
 
-def eval_loader(ready: RunSetup, rows: EncodedSplit | None, place: Dist,
-                backend: Backend) -> Any:  # fmt: skip
+def eval_loader(ready: RunSetup, rows: EncodedSplit | None, place: Dist, backend: Backend) -> Any:
     """Length-sorted evaluation batches of `rows`, split over the processes."""
     if rows is None:
         return None
@@ -181,9 +187,14 @@ def _add_training(ready: RunSetup, place: Dist) -> None:
     if ready.collate is not plain or getattr(plain, "augments", False):
         ready.objective.inputs_vary()
     ready.loader, ready.sampler = ready.objective.train_loader(
-        ready.prepared.train, ready.collate, t.batch_size, seed, t.group_by_length,
-        place.rank, place.world,
-    )  # fmt: skip
+        ready.prepared.train,
+        ready.collate,
+        t.batch_size,
+        seed,
+        t.group_by_length,
+        place.rank,
+        place.world,
+    )
     batches = len(ready.sampler)
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or per_epoch * t.epochs
