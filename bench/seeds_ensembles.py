@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from compare_hf import cpu_name  # noqa: E402
 
-from ft_cli.commands import runs, seeds  # noqa: E402
 from ft_cli.config import compose  # noqa: E402
+from ft_cli.rundir import records, seeds  # noqa: E402
 
 GLUE = REPO.parent / "shared" / "data" / "glue"
 AUGMENTATIONS = [
@@ -99,7 +99,7 @@ def sweep(root: Path, overrides: list[str], seed_list: list[int]) -> list[seeds.
     if not (root / "summary.json").is_file():
         seed_values = ",".join(str(s) for s in seed_list)
         ft("train", "-m", *overrides, f"train.seed={seed_values}", f"hydra.sweep.dir={root}")
-    return seeds.seed_groups(runs.summarise(root))
+    return seeds.seed_groups(records.summarise(root))
 
 
 def spread(groups: list[seeds.SeedGroup], metric: str) -> dict[str, float] | None:

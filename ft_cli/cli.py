@@ -255,7 +255,7 @@ def run_train(overrides: list[str]) -> int:
     except (OmegaConfBaseException, Exception) as err:
         cause = disk_cause(err)
         if cause is not None:
-            from ft_cli.training.ownership import disk_error
+            from ft_cli.rundir.ownership import disk_error
 
             _fail(str(disk_error(cause, "the run dir")))
             return 2
@@ -409,7 +409,7 @@ def _train_job(cfg) -> float | None:
     from hydra.types import RunMode
 
     from ft_cli.config import compose
-    from ft_cli.training import ownership
+    from ft_cli.rundir import ownership
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN

@@ -23,8 +23,8 @@ from test_train import scalars
 
 from ft_cli.config.schema import TaskKind
 from ft_cli.data import batching
+from ft_cli.rundir import checkpoint
 from ft_cli.tasks import metrics
-from ft_cli.training import checkpoint
 
 # Dropout off: each rank draws its own masks, which no single process can reproduce.
 SETTINGS = [

@@ -366,7 +366,7 @@ def test_a_finished_run_is_not_trained_over(finished: Path, capsys) -> None:
 
 
 def test_a_second_writer_is_refused(finished: Path, capsys) -> None:
-    from ft_cli.training import ownership
+    from ft_cli.rundir import ownership
 
     lock = finished / ownership.LOCK
     import socket
@@ -386,7 +386,7 @@ def test_a_second_writer_is_refused(finished: Path, capsys) -> None:
 def test_a_stale_lock_is_taken_over(tmp_path: Path, capsys) -> None:
     import socket
 
-    from ft_cli.training import ownership
+    from ft_cli.rundir import ownership
 
     run = tmp_path / "run"
     run.mkdir()
@@ -582,7 +582,7 @@ def test_tsv_text_with_double_quotes_reads_as_written(tmp_path: Path) -> None:
 
 
 def test_a_damaged_lock_file_is_named(finished: Path, capsys) -> None:
-    from ft_cli.training import ownership
+    from ft_cli.rundir import ownership
 
     lock = finished / ownership.LOCK
     for damaged in ("garbage{", "[1, 2]", '{"pid": "abc", "host": "h"}'):

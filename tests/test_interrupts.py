@@ -16,7 +16,7 @@ import torch
 from conftest import TINY
 from safetensors.torch import load_file
 
-from ft_cli.training import checkpoint
+from ft_cli.rundir import checkpoint
 
 # About 250 optimizer steps: long enough to be caught mid-run.
 LONG = [

@@ -75,7 +75,7 @@ def test_a_sweep_report_plots_the_metric_against_what_varied(tmp_path: Path) -> 
     page = (sweep / "report.html").read_text()
     assert "seed statistics" in page and "optimizer.lr=0.01" in page
     rows = json.loads((sweep / "summary.json").read_text())["runs"]
-    varied = report.varied_hyperparameters(report.runs.summarise(sweep))
+    varied = report.varied_hyperparameters(report.records.summarise(sweep))
     assert sorted(varied) == ["optimizer.lr", "train.seed"]
     assert sorted(y for _, y in varied["optimizer.lr"]) == sorted(r["best"] for r in rows)
 

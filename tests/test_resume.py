@@ -17,7 +17,7 @@ from conftest import TINY, compose_spec, run_train
 from safetensors.torch import load_file
 
 from ft_cli.errors import FtError
-from ft_cli.training import checkpoint
+from ft_cli.rundir import checkpoint
 
 # Dropout on (tiny_bert has 0.1), shuffled length-grouped batches, 3 epochs of 6 batches.
 BASE = [

@@ -10,8 +10,8 @@ import pytest
 from conftest import TINY
 from test_cli import ft
 
-from ft_cli.commands import runs
 from ft_cli.errors import FtError
+from ft_cli.rundir import records
 
 
 @pytest.mark.slow
@@ -63,7 +63,7 @@ def test_runs_rank_by_their_metric_mode_and_keep_unfinished_ones(tmp_path: Path)
     write_run(tmp_path / "b", "stopped_early", 0.2)
     write_run(tmp_path / "c", None, None)  # still running: no metrics.json yet
     (tmp_path / "b" / "checkpoints" / "step-00000003").mkdir(parents=True)
-    rows = runs.summarise(tmp_path)
+    rows = records.summarise(tmp_path)
     assert [(r.job, r.status) for r in rows] == [
         ("b", "stopped early"),
         ("a", "done"),
@@ -72,12 +72,12 @@ def test_runs_rank_by_their_metric_mode_and_keep_unfinished_ones(tmp_path: Path)
     assert rows[0].overrides == "optimizer.lr=1"
     for row in rows:
         row.mode = "max"
-    assert [r.job for r in runs.ranked(rows)][:2] == ["a", "b"]
+    assert [r.job for r in records.ranked(rows)][:2] == ["a", "b"]
 
 
 def test_no_runs_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FtError, match="no ft runs under"):
-        runs.summarise(tmp_path)
+        records.summarise(tmp_path)
     result = ft("runs", str(tmp_path / "missing"), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("ft: error: ft runs: ")
@@ -103,7 +103,7 @@ def test_runs_that_differ_only_in_their_seed_get_numpy_equal_statistics(
     import numpy as np
 
     from ft_cli import cli
-    from ft_cli.commands import seeds
+    from ft_cli.rundir import seeds
 
     accuracy = {"a": [0.81, 0.74, 0.79, 0.70], "b": [0.66, 0.69]}
     f1 = [0.87, 0.83, 0.86, 0.80]
@@ -112,7 +112,7 @@ def test_runs_that_differ_only_in_their_seed_get_numpy_equal_statistics(
             best = {"accuracy": value} | ({"f1": f1[seed]} if lr == "a" else {})
             write_seeded(tmp_path / f"{lr}{seed}", f"optimizer.lr={lr} train.seed={seed}", best)
     write_seeded(tmp_path / "alone", "optimizer.lr=c train.seed=0", {"accuracy": 0.9})
-    groups = seeds.seed_groups(runs.summarise(tmp_path))
+    groups = seeds.seed_groups(records.summarise(tmp_path))
     assert [g.overrides for g in groups] == ["optimizer.lr=a", "optimizer.lr=b"]  # best mean first
     for group, values in zip(groups, accuracy.values(), strict=True):
         stats = group.stats["best accuracy"]

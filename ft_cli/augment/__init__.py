@@ -14,32 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from ft_cli.augment.randomness import SALT, draws, stochastic_round
 from ft_cli.config.schema import AugmentConfig
 
-# One stream per purpose, so turning one augmentation on never shifts another's draws.
-SALT = {
-    "mask": 1,
-    "delete": 2,
-    "swap": 3,
-    "cutoff": 4,
-    "noise": 5,
-    "mixup": 6,
-    "crop": 7,
-    "flip": 8,
-}
-
-
-def draws(seed: int, epoch: int, row: int, purpose: str) -> np.random.Generator:
-    """The generator of one row's (or batch's) augmentation in one epoch."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, epoch, row, SALT[purpose]])
-
-
-def stochastic_round(value: float, rng: np.random.Generator) -> int:
-    """floor(value) or one more, so the expectation is `value` (short rows still augment)."""
-    whole = int(np.floor(value))
-    return whole + int(rng.random() < value - whole)
+__all__ = ["SALT", "draws", "for_training", "stochastic_round", "training_collator"]
 
 
 def for_training(objective: Any, net: Any, cfg: AugmentConfig, seed: int, tokenizer: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ft_cli.augment import draws
+from ft_cli.augment.randomness import draws
 from ft_cli.config.schema import AugmentConfig
 from ft_cli.errors import FtError
 

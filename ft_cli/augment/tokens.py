@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ft_cli.augment import draws, stochastic_round
+from ft_cli.augment.randomness import draws, stochastic_round
 from ft_cli.config.schema import AugmentConfig
 
 

@@ -5,8 +5,8 @@
   manifest (`DIR/ensemble.json`) that `ft eval DIR` and `ft predict DIR` take.
 - `ft eval RUNS_OR_SWEEP... --ensemble M[,M...]|all`: the members and each
   method on a split or file, in one table.
-- `ft predict RUNS_OR_SWEEP... --ensemble M --input F` (or an ensemble DIR):
-  the combined prediction columns, as a single run's `ft predict` writes them.
+(`ft predict RUNS_OR_SWEEP... --ensemble M --input F` and `ft predict DIR` are in
+`ft_cli.commands.predict`.)
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import functools
 import json
 import shlex
 from pathlib import Path
-from typing import Any
 
 from ft_cli import paths
-from ft_cli.commands.evaluation import ENSEMBLE_HELP, parse_many
+from ft_cli.commands.arguments import ENSEMBLE_HELP, parse_many
 from ft_cli.ensembles import manifest, scoring
 from ft_cli.errors import FtError
 
@@ -98,56 +97,3 @@ def main(args: list[str]) -> int:
     )
     print(f"written: {written} (ft predict {output} --input FILE; ft eval {output})")
     return 0
-
-
-def predict(
-    folders: list[str],
-    given: dict[str, str],
-    overrides: list[str],
-    source: Path,
-    target: Path,
-    batch_size: int | None,
-) -> int:
-    """`ft predict RUNS... --ensemble METHOD --input F` (or an ensemble folder): the row count."""
-    import torch
-
-    from ft_cli import tasks
-    from ft_cli.commands import predict as single
-    from ft_cli.data import dataset
-    from ft_cli.ensembles import members
-
-    saved = _saved(folders)
-    if saved is None and "--ensemble" not in given:
-        raise FtError("several folders: add --ensemble METHOD (or give one ensemble folder)")
-    if saved is not None and "--ensemble" in given:
-        raise FtError(f"{folders[0]} is a saved {saved.combiner.method} ensemble; drop --ensemble")
-    in_fmt, out_fmt = single.check_files(source, target)
-    combiner = saved.combiner if saved else _fitted(folders, given, overrides)
-    found = members.load(members.run_dirs(folders), overrides)
-    if saved is not None:
-        manifest.check_members(saved, found)
-    for member in found:
-        dataset.check_file(source, member.spec.data, single.DATA_FORMATS[in_fmt], "--input")
-    lists = out_fmt in ("jsonl", "parquet")
-    predictors = [single.load_predictor(m.found, m.spec, batch_size, lists) for m in found]
-    first = found[0]
-    task, labels = tasks.get(first.spec.task.kind), first.labels
-
-    def combined(rows: list[dict]) -> list[dict[str, Any]]:
-        outputs = []
-        for predictor in predictors:
-            logits = torch.stack(predictor.logits(rows)[0])
-            outputs.append(logits if first.regression else logits.softmax(-1))
-        values = combiner(torch.stack(outputs).double())
-        logits = scoring.as_logits(values, first.regression)
-        return [task.prediction(row, labels, None, lists) for row in logits]
-
-    return single.write_predictions(source, target, first.spec.data, combined)
-
-
-def _fitted(folders: list[str], given: dict[str, str], overrides: list[str]) -> Any:
-    methods = scoring.parse_methods(given["--ensemble"])
-    if len(methods) != 1:
-        raise FtError(f"--ensemble {given['--ensemble']}: ft predict combines with one method")
-    scored = scoring.score(folders, methods, given.get("--weights"), "validation", None, overrides)
-    return scored.combiners[methods[0]]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ft_cli import paths
+from ft_cli.commands.arguments import ENSEMBLE_HELP, parse_many
 from ft_cli.errors import FtError
+from ft_cli.training.evaluating import setup
 
 USAGE = (
     "usage: ft eval RUN_OR_MODEL_DIR [--task NAME] [--split validation|test|train | --file FILE]"
@@ -24,7 +25,6 @@ USAGE = (
     " [--split S | --file F]\n"
     "       ft eval ENSEMBLE_DIR [--split S | --file F]"
 )
-ENSEMBLE_HELP = "mean, vote, weighted, greedy, stack, a comma list, or all"
 
 
 def parse(args: list[str], flags: dict[str, str]) -> tuple[str, dict[str, str], list[str]]:
@@ -33,35 +33,6 @@ def parse(args: list[str], flags: dict[str, str]) -> tuple[str, dict[str, str], 
     if len(folders) != 1:
         raise FtError("give one run dir, model folder or checkpoint")
     return folders[0], given, overrides
-
-
-def parse_many(
-    args: list[str], flags: dict[str, str], switches: tuple[str, ...] = ()
-) -> tuple[list[str], dict[str, str], list[str]]:
-    """(the folders, the given flags, the overrides) from the command line.
-
-    `switches`: flags without a value (given as "1"). An argument with `=` is an override
-    unless it names an existing folder (a run dir such as `runs/lr=3e-5`).
-    """
-    given: dict[str, str] = {}
-    rest: list[str] = []
-    items = iter(args)
-    for item in items:
-        if item in switches:
-            given[item] = "1"
-        elif item in flags:
-            value = next(items, None)
-            if value is None or value.startswith("--"):
-                raise FtError(f"{item} needs a value ({flags[item]})")
-            given[item] = value
-        elif item.startswith("-"):
-            raise FtError(f"unknown option '{item}'; options: {', '.join([*flags, *switches])}")
-        else:
-            rest.append(item)
-    folders = [a for a in rest if "=" not in a or Path(a).is_dir()]
-    if not folders:
-        raise FtError("give a run dir, model folder or checkpoint")
-    return folders, given, [a for a in rest if a not in folders]
 
 
 def main(args: list[str]) -> int:
@@ -105,90 +76,6 @@ def main(args: list[str]) -> int:
         )
     ui.info(f"written: {result['written']}")
     return 0
-
-
-@dataclass
-class EvalSetup:
-    """A trained model ready to run over one split: what evaluation and reports share."""
-
-    found: Any  # trained.Trained
-    spec: Any
-    rows: Any  # the EncodedSplit
-    source: str
-    labels: list[str] | None
-    forward: Any  # engine.StepForward
-    objective: Any
-    loader: Any
-    hw: Any
-
-
-def setup(
-    folder: str,
-    overrides: list[str],
-    split: str = "validation",
-    file: str | None = None,
-    task: str | None = None,
-) -> EvalSetup:
-    """The trained model and the rows to evaluate, from the setup call training makes."""
-    from ft_cli.hardware import parallel
-    from ft_cli.models import trained
-    from ft_cli.training import setup as run_setup
-
-    found = trained.locate(folder, task)
-    spec = trained.spec_for(found, overrides)
-    ready, hw = built(found, spec, file)
-    rows, source = chosen_rows(ready, split, file)
-    backend = parallel.Backend()
-    loader = run_setup.eval_loader(ready, rows, backend.place, backend)
-    return EvalSetup(
-        found, spec, rows, source, ready.labels, ready.forward, ready.objective, loader, hw
-    )
-
-
-def built(found: Any, spec: Any, file: str | None = None) -> tuple[Any, Any]:
-    """(the evaluation RunSetup with the trained weights, the hardware); a file's rows
-    become its `prepared.train`."""
-    from ft_cli import tasks
-    from ft_cli.data import dataset
-    from ft_cli.hardware import parallel
-    from ft_cli.hardware.device import setup_hardware
-    from ft_cli.models import trained
-    from ft_cli.training import setup as run_setup
-
-    trained.check_loadable(found, spec)
-    hw = setup_hardware(spec.hardware)
-    given = None
-    if file is not None:
-        labels = spec.task.labels or None
-        kind = tasks.get(spec.task.kind)
-        tokenizer = kind.processor(spec.model)
-        table = kind.load_file(file, spec.data)
-        rows = dataset.encode_split(spec.data, spec.task, tokenizer, table, labels, "eval", file)
-        given = dataset.PreparedData(rows, None, None, labels, {"file": file})
-    ready = run_setup.build(
-        spec, run_setup.Purpose.evaluate, parallel.Backend(), hw, prepared=given
-    )
-    trained.load_checkpoint(found, ready.net)
-    return ready, hw
-
-
-def chosen_rows(ready: Any, split: str, file: str | None) -> tuple[Any, str]:
-    """(the rows to evaluate: a split of the run's data or the file's, where they come from)."""
-    from ft_cli.data import dataset
-
-    if file is not None:
-        rows, source = ready.prepared.train, file
-    else:
-        rows = getattr(ready.prepared, split, None) if split in dataset.SPLITS else None
-        if rows is None:
-            raise FtError(
-                f"--split {split}: the run's data has no such split; splits: "
-                + ", ".join(s for s in dataset.SPLITS if getattr(ready.prepared, s) is not None)
-            )
-        source = ready.prepared.source.get(split, split)
-    if getattr(rows, "labels", None) and all(label == -1 for label in rows.labels):
-        raise FtError(f"{source}: no labels to evaluate against; ft predict gives predictions")
-    return rows, source
 
 
 def evaluate_trained(

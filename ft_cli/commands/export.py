@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ft_cli.commands.evaluation import parse_many
+from ft_cli.commands.arguments import parse_many
 from ft_cli.errors import FtError
 
 USAGE = (
@@ -48,9 +48,9 @@ def main(args: list[str]) -> int:
     opset = given.get("--opset", "18")
     if not opset.isdigit() or not 14 <= int(opset) <= 23:
         raise FtError(f"--opset {opset}: give an ONNX opset from 14 to 23")
-    from ft_cli.commands import evaluation
     from ft_cli.deploy import export_folder, onnx_export
     from ft_cli.models import trained
+    from ft_cli.training import evaluating
 
     onnx_export.require_onnx()
     found = trained.locate(folders[0], given.get("--task"))
@@ -73,7 +73,7 @@ def main(args: list[str]) -> int:
     for stale in export_folder.clean_stale_staging(target.resolve().parent, target.name):
         print(f"removed {stale}: the staging folder of an export that was interrupted")
     # Checked in fp32 on the CPU: the graph is compared with the model as saved.
-    ready = evaluation.setup(
+    ready = evaluating.setup(
         folders[0],
         [*overrides, "hardware.device=cpu", "hardware.precision=fp32"],
         task=given.get("--task"),

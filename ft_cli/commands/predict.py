@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ft_cli.commands.evaluation import parse_many
+from ft_cli.commands.arguments import parse_many
 from ft_cli.config.schema import DataFormat
 from ft_cli.data import dataset
 from ft_cli.data import files as table_files
@@ -83,9 +83,7 @@ def main(args: list[str]) -> int:
     if len(folders) > 1 or "--ensemble" in given or manifest.read(Path(folders[0])):
         if backend != "torch":
             raise FtError(f"--backend {backend}: ensembles predict with torch; drop --backend")
-        from ft_cli.commands import ensemble
-
-        rows = ensemble.predict(folders, given, overrides, source, target, size)
+        rows = predict_ensemble(folders, given, overrides, source, target, size)
     else:
         rows = predict_file(
             folders[0], source, target, overrides, size, given.get("--task"), backend
@@ -414,3 +412,57 @@ def _unwritten(err: OSError, partial: Path) -> FtError:
         f"--output {target}: cannot write it ({err.strerror or err}); nothing was written"
         " (free some space or write elsewhere)"
     )
+
+
+def predict_ensemble(
+    folders: list[str],
+    given: dict[str, str],
+    overrides: list[str],
+    source: Path,
+    target: Path,
+    batch_size: int | None,
+) -> int:
+    """`ft predict RUNS... --ensemble METHOD --input F` (or an ensemble folder): the row count."""
+    import torch
+
+    from ft_cli import tasks
+    from ft_cli.data import dataset
+    from ft_cli.ensembles import manifest, members, scoring
+
+    saved = manifest.read(Path(folders[0])) if len(folders) == 1 else None
+    if saved is None and "--ensemble" not in given:
+        raise FtError("several folders: add --ensemble METHOD (or give one ensemble folder)")
+    if saved is not None and "--ensemble" in given:
+        raise FtError(f"{folders[0]} is a saved {saved.combiner.method} ensemble; drop --ensemble")
+    in_fmt, out_fmt = check_files(source, target)
+    combiner = saved.combiner if saved else _fitted_combiner(folders, given, overrides)
+    found = members.load(members.run_dirs(folders), overrides)
+    if saved is not None:
+        manifest.check_members(saved, found)
+    for member in found:
+        dataset.check_file(source, member.spec.data, DATA_FORMATS[in_fmt], "--input")
+    lists = out_fmt in ("jsonl", "parquet")
+    predictors = [load_predictor(m.found, m.spec, batch_size, lists) for m in found]
+    first = found[0]
+    task, labels = tasks.get(first.spec.task.kind), first.labels
+
+    def combined(rows: list[dict]) -> list[dict[str, Any]]:
+        outputs = []
+        for predictor in predictors:
+            logits = torch.stack(predictor.logits(rows)[0])
+            outputs.append(logits if first.regression else logits.softmax(-1))
+        values = combiner(torch.stack(outputs).double())
+        logits = scoring.as_logits(values, first.regression)
+        return [task.prediction(row, labels, None, lists) for row in logits]
+
+    return write_predictions(source, target, first.spec.data, combined)
+
+
+def _fitted_combiner(folders: list[str], given: dict[str, str], overrides: list[str]) -> Any:
+    from ft_cli.ensembles import scoring
+
+    methods = scoring.parse_methods(given["--ensemble"])
+    if len(methods) != 1:
+        raise FtError(f"--ensemble {given['--ensemble']}: ft predict combines with one method")
+    scored = scoring.score(folders, methods, given.get("--weights"), "validation", None, overrides)
+    return scored.combiners[methods[0]]

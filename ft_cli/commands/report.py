@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ft_cli import tasks
-from ft_cli.commands import runs
 from ft_cli.errors import FtError
+from ft_cli.rundir import records
 
 USAGE = "usage: ft report RUN_OR_SWEEP_DIR [--no-confusion]"
 
@@ -43,7 +43,7 @@ def write_report(root: Path, confusion: bool = True) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
-    rows = runs.summarise(root)
+    rows = records.summarise(root)
     curves = {row.job: scalar_series(Path(row.run_dir)) for row in rows}
     if not any(curves.values()):
         raise FtError(
@@ -74,7 +74,7 @@ def write_report(root: Path, confusion: bool = True) -> Path:
             path = root / f"sweep_{key.replace('.', '_')}.png"
             _sweep_plot(points, key, rows[0].metric or "metric", path)
             plots.append((f"{rows[0].metric} vs {key}", path))
-    from ft_cli.commands import seeds
+    from ft_cli.rundir import seeds
 
     groups = seeds.seed_groups(rows)
     if groups:
@@ -138,13 +138,13 @@ class Outcome:
 
 def validation_outcomes(run_dir: Path) -> tuple[Any, list[Outcome]] | None:
     """(the evaluation setup, each validation row's outcome), or None (not classification)."""
-    from ft_cli.commands import evaluation
+    from ft_cli.training import evaluating
 
     metrics_file = run_dir / "metrics.json"
     record = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     if not record.get("labels") or not (run_dir / "model" / "config.json").is_file():
         return None
-    ready = evaluation.setup(str(run_dir), [])
+    ready = evaluating.setup(str(run_dir), [])
     if not tasks.get(ready.spec.task.kind).confusion_matrix or ready.labels is None:
         return None
     import torch
@@ -235,7 +235,7 @@ def _confusion_plot(counts: list[list[int]], labels: list[str], path: Path, titl
     plt.close(figure)
 
 
-def varied_hyperparameters(rows: list[runs.RunRow]) -> dict[str, list[tuple[float, float]]]:
+def varied_hyperparameters(rows: list[records.RunRow]) -> dict[str, list[tuple[float, float]]]:
     """Numeric overrides that differ between a sweep's runs: {key: [(value, best), ...]}."""
     values: dict[str, dict[str, float]] = {}
     for row in rows:
@@ -279,12 +279,12 @@ def _finish_plot(figure: Any, axes: Any, y_label: str, title: str, path: Path) -
     plt.close(figure)
 
 
-def _seed_plot(groups: list[Any], rows: list[runs.RunRow], path: Path) -> None:
+def _seed_plot(groups: list[Any], rows: list[records.RunRow], path: Path) -> None:
     """Each seed group's runs as points, with the mean and one standard deviation either side."""
     import matplotlib.pyplot as plt
 
     best = {row.job: row.best for row in rows}
-    shared = runs.shared_overrides(rows)
+    shared = records.shared_overrides(rows)
     figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.5))
     for x, group in enumerate(groups):
         values = [best[job] for job in group.jobs if best.get(job) is not None]
@@ -323,7 +323,10 @@ def _seed_rows(groups: list[Any]) -> list[list[Any]]:
 
 
 def _html(
-    root: Path, rows: list[runs.RunRow], plots: list[tuple[str, Path]], seed_rows: list[list[Any]]
+    root: Path,
+    rows: list[records.RunRow],
+    plots: list[tuple[str, Path]],
+    seed_rows: list[list[Any]],
 ) -> str:
     def cell(value: Any) -> str:
         if isinstance(value, float):

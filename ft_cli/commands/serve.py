@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ft_cli.commands.evaluation import parse_many
+from ft_cli.commands.arguments import parse_many
 from ft_cli.errors import FtError
 
 USAGE = (
@@ -201,7 +201,7 @@ def load(
 def _export_source(folder: Path, task: str | None) -> tuple[str, str | None]:
     """(the run dir or checkpoint an export folder was made from, its task) by its record."""
     from ft_cli.deploy import export_folder
-    from ft_cli.training.checkpoint import checkpoint_name
+    from ft_cli.rundir.checkpoint import checkpoint_name
 
     record = export_folder.read_record(folder)
     weights = (record or {}).get("weights") or {}

@@ -22,12 +22,13 @@ finished: list[Any] = []
 class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from ft_cli.commands import runs
+        from ft_cli.rundir import records, summary
 
         finished.clear()
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            rows = runs.summarise(sweep_dir)
-            runs.write_summary(sweep_dir, rows)
+            rows = records.summarise(sweep_dir)
+            summary.write_summary(sweep_dir, rows)
             runs.print_table(rows, f"sweep {sweep_dir}: {len(rows)} job(s), best first")
         except (FtError, OSError) as err:  # a summary never fails the sweep
             print(f"ft: error: sweep summary: {err}")

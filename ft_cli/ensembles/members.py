@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ft_cli.commands import runs
 from ft_cli.errors import FtError
 from ft_cli.models import trained
+from ft_cli.rundir import records
 
 FINISHED = ("done", "stopped early")
 SUPPORTED = ("classification", "regression")
@@ -56,7 +56,7 @@ def run_dirs(paths: list[str]) -> list[Path]:
         elif _is_run(path):
             found.append(path)
         else:
-            rows = [r for r in runs.summarise(path) if r.status in FINISHED]
+            rows = [r for r in records.summarise(path) if r.status in FINISHED]
             if not rows:
                 raise FtError(f"'{text}': no finished runs in this sweep dir")
             found += sorted((Path(r.run_dir) for r in rows), key=_job_order)
@@ -133,17 +133,17 @@ class Outputs:
 
 def evaluated(member: Member, splits: list[tuple[str, str | None]]) -> list[Outputs]:
     """The member's outputs on each (split, file) pair, in row order; the model built once."""
-    from ft_cli.commands import evaluation
     from ft_cli.hardware import parallel
+    from ft_cli.training import evaluating
     from ft_cli.training import setup as run_setup
 
     results = []
     by_file: dict[str | None, Any] = {}
     for split, file in splits:
         if file not in by_file:
-            by_file[file] = evaluation.built(member.found, member.spec, file)
+            by_file[file] = evaluating.built(member.found, member.spec, file)
         ready, hw = by_file[file]
-        rows, source = evaluation.chosen_rows(ready, split, file)
+        rows, source = evaluating.chosen_rows(ready, split, file)
         backend = parallel.Backend()
         loader = run_setup.eval_loader(ready, rows, backend.place, backend)
         values, targets = _run(ready.forward, loader, len(rows), hw, member.regression)

@@ -19,7 +19,7 @@ from ft_cli.config.schema import HardwareConfig, Parallel, StrategyConfig
 from ft_cli.errors import FtError
 from ft_cli.hardware import distributed, sharded
 from ft_cli.hardware.distributed import Dist
-from ft_cli.training import checkpoint
+from ft_cli.rundir import checkpoint
 
 
 class Backend:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ft_cli import strategies, tasks
-from ft_cli.commands import runs
 from ft_cli.config.schema import RunSpec
 from ft_cli.errors import FtError
-from ft_cli.training import checkpoint
+from ft_cli.rundir import checkpoint, records
 
 # Recorded overrides that say where and how a run ran, not what it trained.
 _NOT_CARRIED = (
@@ -100,20 +99,20 @@ def _find(path: str) -> Trained:
     if (target / checkpoint.MANIFEST).is_file():
         run = target.parent.parent
         export = run / "model" if (run / "model" / "config.json").is_file() else None
-        return Trained(run, export, target, runs.recorded_overrides(run))
+        return Trained(run, export, target, records.recorded_overrides(run))
     if multitask.read_manifest(target.parent) is not None and (target / "config.json").is_file():
         run = target.parent.parent  # model/NAME of a multi-task run
-        return Trained(run, target, None, runs.recorded_overrides(run), target.name)
+        return Trained(run, target, None, records.recorded_overrides(run), target.name)
     if (target / "config.json").is_file():
         run = target.parent if (target.parent / "config.yaml").is_file() else None
-        return Trained(run, target, None, runs.recorded_overrides(run) if run else [])
+        return Trained(run, target, None, records.recorded_overrides(run) if run else [])
     if (target / "model" / "config.json").is_file():
-        return Trained(target, target / "model", None, runs.recorded_overrides(target))
+        return Trained(target, target / "model", None, records.recorded_overrides(target))
     if multitask.read_manifest(target) is not None:  # model/ of a multi-task run
         run = target.parent
-        return Trained(run, None, None, runs.recorded_overrides(run))
+        return Trained(run, None, None, records.recorded_overrides(run))
     if multitask.read_manifest(target / "model") is not None:
-        return Trained(target, None, None, runs.recorded_overrides(target))
+        return Trained(target, None, None, records.recorded_overrides(target))
     newest = checkpoint.newest_valid(target / "checkpoints", lambda _: None)
     if newest is not None:  # a run stopped before its export: its newest checkpoint
         return _find(str(newest))

@@ -35,11 +35,12 @@ from ft_cli.loggers import Loggers, RunInfo, SweepJob
 from ft_cli.models import model
 from ft_cli.outputs import model_card, tracking
 from ft_cli.outputs.console import RunConsole
+from ft_cli.rundir import checkpoint, ownership
 from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import report as strategy_report
 from ft_cli.tasks import metrics
 from ft_cli.tasks.objective import Objective
-from ft_cli.training import checkpoint, guards, ownership, resume, setup
+from ft_cli.training import guards, resume, setup
 from ft_cli.training.loop_state import LoopState
 from ft_cli.training.setup import StepForward, seed_everything
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
-from ft_cli.training import checkpoint
+from ft_cli.rundir import checkpoint
 
 AUTO = "auto"
 # Keys whose change makes the checkpoint a different experiment, not a continuation.

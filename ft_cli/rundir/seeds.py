@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ft_cli.commands.runs import RunRow
+from ft_cli.rundir.records import RunRow
 
 SEED_KEY = "train.seed"
 FINISHED = ("done", "stopped early")
@@ -120,34 +120,3 @@ def csv_columns(group: SeedGroup | None, index: int | None) -> dict[str, object]
     for name in ("mean", "std", "min", "max"):
         columns[f"group_best_{name}"] = None if stats is None else stats[name]
     return columns
-
-
-def print_groups(groups: list[SeedGroup], shared: set[str]) -> None:
-    """One table row per group and metric of the best checkpoints: n, mean +- std, min, max."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(
-        title="seed statistics (runs that differ only in train.seed; best checkpoint;"
-        " std with n - 1)",
-        title_justify="left",
-    )
-    for column in ("group", "overrides", "runs", "metric", "mean", "std", "min", "max"):
-        right = column in ("runs", "mean", "std", "min", "max")
-        table.add_column(column, justify="right" if right else "left", overflow="fold")
-    for index, group in enumerate(groups, start=1):
-        varying = " ".join(t for t in group.overrides.split() if t not in shared) or "-"
-        names = [n for n in group.stats if n.startswith("best ")]
-        for position, name in enumerate(names):
-            stats = group.stats[name]
-            std = "-" if math.isnan(stats["std"]) else f"{stats['std']:.4f}"
-            head = (str(index), varying, str(group.runs)) if position == 0 else ("", "", "")
-            table.add_row(
-                *head,
-                name.removeprefix("best "),
-                f"{stats['mean']:.4f}",
-                std,
-                f"{stats['min']:.4f}",
-                f"{stats['max']:.4f}",
-            )
-    Console().print(table)

@@ -1,0 +1,100 @@
+"""The code's layering, read from its source: which module imports which."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ft_cli"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the ft_cli modules it imports, at any depth of its code}."""
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                    base = f"{base}.{node.module}" if node.module else base
+                for alias in node.names:  # a submodule, else a name of the module itself
+                    found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_outside_the_command_layer_imports_a_command() -> None:
+    graph = import_graph()
+    upward = sorted(
+        f"{name} imports {other}"
+        for name, imported in graph.items()
+        if not name.startswith("ft_cli.commands") and name not in ("ft_cli.cli", "ft_cli.__main__")
+        for other in imported
+        if other.startswith("ft_cli.commands")
+    )
+    assert upward == []
+
+
+def test_the_run_dir_floor_imports_nothing_above_it() -> None:
+    graph = import_graph()
+    allowed = ("ft_cli.rundir", "ft_cli.errors", "ft_cli.host", "ft_cli.paths")
+    above = sorted(
+        f"{name} imports {other}"
+        for name, imported in graph.items()
+        if name.startswith("ft_cli.rundir")
+        for other in imported
+        if not other.startswith(allowed) and other != "ft_cli"
+    )
+    assert above == []
+
+
+def test_the_import_graph_finds_cycles_where_there_are_some() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_two_modules_import_each_other_even_indirectly() -> None:
+    assert cycles(import_graph()) == []
