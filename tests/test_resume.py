@@ -16,6 +16,7 @@ import torch
 from conftest import TINY, compose_spec, run_train
 from safetensors.torch import load_file
 
+from ft_cli import host
 from ft_cli.errors import FtError
 from ft_cli.rundir import checkpoint
 
@@ -211,7 +212,7 @@ def test_hostile_pickle_is_refused(tmp_path: Path) -> None:
     path = ckpt / "trainer_state.pt"
     manifest["files"]["trainer_state.pt"] = {
         "bytes": path.stat().st_size,
-        "sha256": checkpoint._sha256(path),
+        "sha256": host.sha256(path),
     }
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FtError, match=r"^resume: cannot load .*trainer_state.pt safely"):
