@@ -111,11 +111,21 @@ def flops_per_sample(args: argparse.Namespace) -> tuple[float, float]:
 
 
 def matmul_peak(dtype_name: str) -> float:
-    """Best GFLOP/s of a large square matmul in this process (the MFU denominator)."""
+    """Best GFLOP/s of a large square matmul in this process (the MFU denominator).
+
+    2048 x 2048, unless a 256 x 256 probe shows the dtype emulated (bf16 on a CPU without
+    native support runs a 2048 matmul for about a minute): then 512 x 512, whose rate is
+    the same emulated rate.
+    """
     import torch
 
     dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype_name])
-    n = 2048
+    small = torch.randn(256, 256, dtype=dtype)
+    small @ small
+    start = time.perf_counter()
+    small @ small
+    slow = (time.perf_counter() - start) * (2048 / 256) ** 3 > 5.0
+    n = 512 if slow else 2048
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = math.inf
