@@ -310,11 +310,6 @@ def test_export_writes_only_into_new_empty_or_its_own_folders(
     _refused([str(run), "--output", str(run / "model")], capsys, "did not write")
     _refused([str(run), "--output", str(run / "config.yaml")], capsys, "is a file")
     _refused([str(run)], capsys, "already holds an ONNX export (the final model); replace it")
-    _refused(
-        [str(run), "--overwrite", "--output", str(tmp_path / "new")],
-        capsys,
-        "holds no export to replace",
-    )
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("mine")

@@ -105,9 +105,7 @@ def check_target(target: Path, overwrite: bool) -> bool:
     if target.exists() and not target.is_dir():
         raise FtError(f"--output {target} is a file; name a new or empty folder")
     if not target.exists():
-        if overwrite:
-            raise FtError(f"--overwrite: {target} holds no export to replace; drop --overwrite")
-        return False
+        return False  # --overwrite with nothing there yet writes it, as a first export does
     try:
         entries = sorted(target.iterdir())
     except OSError as err:
