@@ -311,22 +311,9 @@ def _kind(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def build_app(served: Served, limits: Limits) -> Any:
-    """The FastAPI app: POST /predict, GET /health, /info, /stats, and /docs."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
+def request_model() -> type:
+    """The body `POST /predict` documents at /docs (pydantic; the route reads it itself)."""
     from pydantic import BaseModel, ConfigDict
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import ClientDisconnect
-
-    stats = Stats()
-    batcher = Batcher(served.predict, limits, stats)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
-        yield
-        await batcher.stop()  # SIGTERM: requests already queued are still answered
 
     class PredictRequest(BaseModel):
         """One of: `text` (with `text_pair` for a pair model), `texts`, `pairs`, `rows`;
@@ -349,6 +336,27 @@ def build_app(served: Served, limits: Limits) -> Any:
         rows: list[Any] | None = None
         image: str | None = None  # an image model: the file's bytes, base64
         images: list[str] | None = None
+
+    return PredictRequest
+
+
+def build_app(served: Served, limits: Limits) -> Any:
+    """The FastAPI app: POST /predict, GET /health, /info, /stats, and /docs."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
+
+    stats = Stats()
+    batcher = Batcher(served.predict, limits, stats)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await batcher.stop()  # SIGTERM: requests already queued are still answered
+
+    PredictRequest = request_model()
 
     app = FastAPI(
         title="ft serve",
