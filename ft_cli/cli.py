@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from ft_cli.errors import FtError
-from ft_cli.training.guards import RunInterrupted
+from ft_cli.training.guards import RunInterrupted, StartupInterrupts
 
 USAGE = """\
 usage: ft COMMAND [ARGS]
@@ -90,6 +90,8 @@ def _quiet_interrupt(kind: type, value: BaseException, trace: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     sys.excepthook = _quiet_interrupt
+    if argv is None:  # the process's own entry point, not a caller in the same process
+        StartupInterrupts.install()
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
@@ -272,6 +274,9 @@ def run_train(overrides: list[str]) -> int:
     if failures:
         _fail(f"{len(failures)} job(s) failed: " + "; ".join(failures))
         return 1
+    if StartupInterrupts.received:  # a Ctrl-C that Python dropped before any loop began
+        _fail("interrupted")
+        return 130
     return 0
 
 

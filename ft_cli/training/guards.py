@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
+from typing import ClassVar
 
 from ft_cli.errors import FtError
 
@@ -25,6 +27,35 @@ class RunInterrupted(BaseException):
         return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM
 
 
+class StartupInterrupts:
+    """Ctrl-C before the loop's guard is in place: at start-up, most of it spent importing.
+
+    Python drops a KeyboardInterrupt raised inside some import-machinery callbacks
+    ("Exception ignored in ..."), and start-up would carry on into training. The
+    signal is therefore also recorded here, and the guard refuses to start a loop
+    after one.
+    """
+
+    received: ClassVar[list[int]] = []
+
+    @classmethod
+    def install(cls) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, cls._handle)
+            sys.unraisablehook = cls._quiet_unraisable
+
+    @classmethod
+    def _handle(cls, signum: int, _frame: FrameType | None) -> None:
+        cls.received.append(signum)
+        raise KeyboardInterrupt
+
+    @staticmethod
+    def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return  # recorded in `received`; its traceback is noise
+        sys.__unraisablehook__(unraisable)
+
+
 class InterruptGuard:
     """Turns the first SIGINT/SIGTERM into a request the loop honours at a step boundary.
 
@@ -39,6 +70,8 @@ class InterruptGuard:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> InterruptGuard:
+        if StartupInterrupts.received:
+            raise KeyboardInterrupt  # interrupted at start-up: no loop starts
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
