@@ -702,7 +702,7 @@ def test_image_trees_skip_linked_folders_and_names_that_are_not_utf8(
 ) -> None:
     from PIL import Image
 
-    from ft_cli.data import images
+    from ft_cli.inputs import pictures as images
 
     root = tmp_path / "train"
     elsewhere = tmp_path / "elsewhere"

@@ -12,9 +12,10 @@ import torch
 from conftest import compose_spec
 from safetensors.torch import load_file
 
+from ft_cli import inputs
 from ft_cli.assets import shapes
-from ft_cli.data import images
 from ft_cli.errors import FtError
+from ft_cli.inputs import pictures as images
 
 SMALL = [
     "task=image_classification",
@@ -111,11 +112,10 @@ def test_images_stored_as_bytes_in_a_table_load_like_files(tree: Path, tmp_path:
 
 
 def collator_for(tree: Path, augment: bool):
-    from ft_cli.models import model
     from ft_cli.tasks import get
 
     spec = compose_spec([*SMALL, *data_of(tree)])
-    processor = model.load_image_processor(spec.model)
+    processor = inputs.get("image").processor(spec.model)
     paths, _ = images.list_class_folders(tree / "train", "x")
     split = images.ImageSplit(paths, [0] * len(paths))
     pixels = images.Pixels(processor)
@@ -399,12 +399,12 @@ def test_the_hub_recipe_fails_offline_in_one_line(tmp_path: Path) -> None:
 
 
 def test_hub_image_model_offline_message(monkeypatch) -> None:
-    from ft_cli.models import hub, model
+    from ft_cli.models import hub
 
     monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     spec = compose_spec(["+recipe=vit_beans"])
     with pytest.raises(FtError) as caught:
-        model.load_image_processor(spec.model)
+        inputs.get("image").processor(spec.model)
     assert str(caught.value) == (
         "model.name_or_path: 'google/vit-base-patch16-224-in21k' is not a local path, not in the"
         " Hugging Face cache, and the hub cannot be reached (offline?); use a local folder"

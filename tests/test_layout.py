@@ -13,14 +13,28 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _type_only(tree: ast.AST) -> set[ast.AST]:
+    """The nodes under `if TYPE_CHECKING:`: imports for annotations, never run."""
+    inside: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            for statement in node.body:
+                inside |= set(ast.walk(statement))
+    return inside
+
+
 def import_graph() -> dict[str, set[str]]:
-    """{module: the ft_cli modules it imports, at any depth of its code}."""
+    """{module: the ft_cli modules it imports when it runs, at any depth of its code}."""
     modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         found: set[str] = set()
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        skipped = _type_only(tree)
+        for node in ast.walk(tree):
+            if node in skipped:
+                continue
             if isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom):
@@ -98,3 +112,47 @@ def test_the_import_graph_finds_cycles_where_there_are_some() -> None:
 
 def test_no_two_modules_import_each_other_even_indirectly() -> None:
     assert cycles(import_graph()) == []
+
+
+def _names_compared(tree: ast.AST, names: set[str]) -> list[str]:
+    """The comparisons in `tree` with one of `names`: a string, or a member of the task Enum
+    (`DataFormat.text` is a file format, not the text modality)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        for part in ast.walk(node):
+            named = (isinstance(part, ast.Constant) and part.value in names) or (
+                isinstance(part, ast.Attribute)
+                and part.attr in names
+                and ast.unparse(part.value).endswith("TaskKind")
+            )
+            if named:
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+                break
+    return found
+
+
+def test_the_finder_of_name_comparisons_finds_them() -> None:
+    code = (
+        "a = kind == 'image'\nb = kind in (TaskKind.mlm, x)\nc = kind == 'other'\n"
+        "d = fmt == DataFormat.image\n"
+    )
+    assert _names_compared(ast.parse(code), {"image", "mlm"}) == [
+        "1: kind == 'image'",
+        "2: kind in (TaskKind.mlm, x)",
+    ]
+
+
+def test_no_code_outside_tasks_and_inputs_compares_with_a_task_or_modality_name() -> None:
+    from ft_cli.inputs import MODALITIES
+    from ft_cli.tasks import TASKS
+
+    names = set(TASKS) | set(MODALITIES)
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] not in ("tasks", "inputs")
+        for line in _names_compared(ast.parse(path.read_text()), names)
+    ]
+    assert found == []

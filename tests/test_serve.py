@@ -434,7 +434,14 @@ def test_request_shapes_and_images_are_checked_before_they_queue() -> None:
 
     from PIL import Image
 
-    from ft_cli.deploy.serving import Limits, RequestError, request_rows
+    from ft_cli import inputs
+    from ft_cli.deploy.serving import Limits
+    from ft_cli.inputs.base import RequestError
+
+    def request_rows(body: dict, columns: dict, limits: Limits, words: bool = False):
+        return inputs.get("image" if "image" in columns else "text").request_rows(
+            body, columns, limits, words
+        )
 
     def refused(body: dict, columns: dict, limits: Limits | None = None, words: bool = False):
         with pytest.raises(RequestError) as raised:

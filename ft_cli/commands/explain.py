@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ft_cli import tasks
 from ft_cli.errors import FtError
 
 PLOT_WIDTH, PLOT_HEIGHT = 60, 8
@@ -170,7 +171,7 @@ def augment_rows(spec: Any, ready: Any, config: Any) -> list[list[str]]:
 def task_rows(spec: Any, ready: Any) -> list[list[str]]:
     """Multitask: each task's kind, data, loss weight and share of the batches of an epoch."""
     counts = getattr(ready.sampler, "counts", None)
-    if spec.task.kind.value != "multitask" or counts is None:
+    if tasks.info(spec.task.kind).targets != "tasks" or counts is None:
         return []
     train, validation = ready.prepared.train, ready.prepared.validation
     held = validation.sizes() if validation is not None else {}
@@ -295,8 +296,8 @@ def memory_estimate(
     Activations kept for the backward pass follow the usual transformer-layer
     estimate: batch x sequence x hidden x (34 + 5 x heads x sequence / hidden)
     bytes per layer in 16-bit, twice that in fp32, over the layers gradients
-    flow through; the sequence is the longest tokenized row. Images: the tensors
-    a forward pass of one batch saves for backward, counted on the meta device.
+    flow through; the sequence is the longest tokenized row. Other inputs (images)
+    may count what a forward pass of one batch saves, on the meta device.
     """
     mib = 1024 * 1024
     total = sum(g["trainable"] + g["frozen"] for g in record["groups"])
@@ -307,7 +308,8 @@ def memory_estimate(
     heads = getattr(config, "num_attention_heads", 1)
     width = 2 if precision in ("bf16", "fp16") else 4
     train = ready.prepared.train
-    if hasattr(train, "input_ids"):
+    measured = tasks.modality(spec.task.kind).activation_bytes(ready, spec.train.batch_size)
+    if measured is None:
         seq = max((len(row) for row in train.input_ids), default=0)
         layers = [g for g in record["groups"] if g["group"].startswith("layer.")]
         trains = any(g["trainable"] for g in record["groups"] if g["group"] == "embeddings")
@@ -316,7 +318,7 @@ def memory_estimate(
         per_layer = spec.train.batch_size * seq * hidden * (34 + 5 * heads * seq / max(hidden, 1))
         activations = per_layer * active * width / 2
     else:
-        activations = image_activations(ready, spec.train.batch_size) * width / 4
+        activations = measured * width / 4
     parts = {
         "weights": total * 4 / mib,
         "gradients": trainable * 4 / mib,
@@ -325,19 +327,6 @@ def memory_estimate(
     }
     parts["total"] = sum(parts.values())
     return parts
-
-
-def image_activations(ready: Any, batch: int) -> int:
-    """fp32 bytes one batch of images saves for backward (the net is on the meta device)."""
-    import torch
-
-    from ft_cli.models import profile
-
-    pixels = ready.objective.pixels
-    shape = (batch, pixels.channels, pixels.height, pixels.width)
-    return profile.saved_activation_bytes(
-        ready.net, {"pixel_values": torch.zeros(shape, device="meta")}
-    )
 
 
 def text_plot(values: list[float], peak: float) -> list[str]:

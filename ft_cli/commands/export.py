@@ -20,8 +20,6 @@ USAGE = (
     "usage: ft export RUN_OR_MODEL_DIR [--format onnx] [--quantize int8] [--output DIR]"
     " [--overwrite] [--task NAME] [--opset N] [KEY=VALUE ...]"
 )
-# Tasks whose model ends in one fixed-shape head the graph can return.
-EXPORTABLE = ("classification", "regression", "token_classification", "image_classification")
 
 
 def main(args: list[str]) -> int:
@@ -48,6 +46,7 @@ def main(args: list[str]) -> int:
     opset = given.get("--opset", "18")
     if not opset.isdigit() or not 14 <= int(opset) <= 23:
         raise FtError(f"--opset {opset}: give an ONNX opset from 14 to 23")
+    from ft_cli import tasks
     from ft_cli.deploy import export_folder, onnx_export
     from ft_cli.models import trained
     from ft_cli.training import evaluating
@@ -55,16 +54,12 @@ def main(args: list[str]) -> int:
     onnx_export.require_onnx()
     found = trained.locate(folders[0], given.get("--task"))
     spec = trained.spec_for(found, overrides)
-    if spec.task.kind.value not in EXPORTABLE:
+    kind = tasks.get(spec.task.kind)
+    if not kind.exportable:
+        exportable = [name for name in tasks.TASKS if tasks.get(name).exportable]
         raise FtError(
-            f"task={spec.task.kind.value} is not exported (its output is not one"
-            " fixed-shape head); exportable: "
-            + ", ".join(EXPORTABLE)
-            + (
-                " (a multi-task run: pick one with --task NAME)"
-                if spec.task.kind.value == "multitask"
-                else ""
-            )
+            f"task={spec.task.kind.value} is not exported ({kind.not_exported});"
+            f" exportable: {', '.join(exportable)}"
         )
     target = Path(given.get("--output") or onnx_export.default_folder(found))
     if not target.resolve().parent.is_dir():

@@ -14,10 +14,10 @@ and writes the same rows, in input order, with the prediction columns added:
 Text columns are the run's (`data.text_column`, `data.text_pair_column`),
 overridable on the command line.
 
-Image classification reads a folder (every image under it, sorted by path), a
-.txt list of image paths (one per line), or a table whose `data.image_column`
-holds paths; relative paths are relative to the folder or file given. The
-output (csv unless --output says otherwise) has the `image` column as given.
+An input modality may also read a folder or a .txt list of paths (images: every
+image under the folder, sorted by path); rows that name files name them relative
+to the folder or file given. The output (csv unless --output says otherwise) has
+the input column as given.
 """
 
 from __future__ import annotations
@@ -116,11 +116,12 @@ def predict_file(
     spec = trained.spec_for(found, overrides)
     kind = tasks.get(spec.task.kind)
     kind.check_predictable()
-    if kind.reads_files and (source.is_dir() or source.suffix.lower() == ".txt"):
-        return predict_images(found, spec, source, target, batch_size, backend)
+    listed = kind.inputs.listed(source)
+    if listed is not None:
+        return predict_listed(found, spec, source, listed, target, batch_size, backend)
     in_fmt, out_fmt = check_files(source, target)
     dataset.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
-    if kind.reads_files:  # image paths relative to the table's folder
+    if kind.inputs.names_files:  # paths relative to the table's folder
         spec = _paths_from(spec, source.resolve().parent)
     predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"), backend)
     return write_predictions(source, target, spec.data, predictor)
@@ -132,37 +133,29 @@ def _paths_from(spec: Any, base: Path) -> Any:
     return dataclasses.replace(spec, data=dataclasses.replace(spec.data, path=str(base)))
 
 
-def predict_images(
+def predict_listed(
     found: Any,
     spec: Any,
     source: Path,
+    listed: list[str],
     target: Path,
     batch_size: int | None,
     backend: str = "torch",
 ) -> int:
-    """The images of a folder or of a .txt list of paths, one output row each."""
-    from ft_cli.data import images
+    """The inputs a folder or list names (relative to it), one output row each."""
+    from ft_cli import tasks
 
     out_fmt = file_format(target, "--output")
-    if source.is_dir():
-        base, paths = source, [str(Path(p).relative_to(source)) for p in images.list_images(source)]
-    else:
-        table_files.require_file(source, "--input")
-        base = source.resolve().parent
-        lines = source.read_text(encoding="utf-8-sig").splitlines()
-        paths = [line.strip() for line in lines if line.strip()]
-    if not paths:
-        raise FtError(f"--input '{source}' holds no images ({', '.join(images.EXTENSIONS)})")
-    spec = _paths_from(spec, base)
+    spec = _paths_from(spec, source if source.is_dir() else source.resolve().parent)
     predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"), backend)
     partial = target.with_name(f".{target.name}.partial")
-    column = spec.data.image_column
+    (column,) = tasks.modality(spec.task.kind).columns(spec.data).values()
     with _writer(partial, out_fmt) as write:
-        for start in range(0, len(paths), CHUNK_ROWS):
-            rows = [{column: p} for p in paths[start : start + CHUNK_ROWS]]
+        for start in range(0, len(listed), CHUNK_ROWS):
+            rows = [{column: p} for p in listed[start : start + CHUNK_ROWS]]
             write(rows, predictor(rows))
     os.replace(partial, target)
-    return len(paths)
+    return len(listed)
 
 
 def check_files(source: Path, target: Path) -> tuple[str, str]:

@@ -65,10 +65,10 @@ def write_report(root: Path, confusion: bool = True) -> Path:
         plots.append(("confusion matrix", path))
         path = root / "misclassified.png"
         title = f"most confident mistakes, validation ({best.job})"
-        if tasks.get(ready.spec.task.kind).reads_files and _misclassified_sheet(
-            ready, outcomes, path, title
-        ):
-            plots.append(("misclassified images", path))
+        wrong = sorted((o for o in outcomes if o.truth != o.guess), key=lambda o: -o.confidence)
+        caption = tasks.modality(ready.spec.task.kind).mistakes_sheet(ready, wrong, path, title)
+        if caption is not None:
+            plots.append((caption, path))
     if len(rows) > 1:
         for key, points in varied_hyperparameters(rows).items():
             path = root / f"sweep_{key.replace('.', '_')}.png"
@@ -177,41 +177,6 @@ def _counts(outcomes: list[Outcome], size: int) -> list[list[int]]:
     for outcome in outcomes:
         counts[outcome.truth][outcome.guess] += 1
     return counts
-
-
-SHEET_IMAGES = 24
-
-
-def _misclassified_sheet(ready: Any, outcomes: list[Outcome], path: Path, title: str) -> bool:
-    """The most confidently wrong validation images as a thumbnail sheet; False if none."""
-    import matplotlib.pyplot as plt
-
-    from ft_cli.data import images
-
-    wrong = sorted((o for o in outcomes if o.truth != o.guess), key=lambda o: -o.confidence)
-    wrong = wrong[:SHEET_IMAGES]
-    if not wrong:
-        return False
-    columns = min(6, len(wrong))
-    lines = -(-len(wrong) // columns)
-    figure, grid = plt.subplots(
-        lines, columns, figsize=(2.2 * columns, 2.5 * lines + 0.6), squeeze=False
-    )
-    split, labels = ready.rows, ready.labels
-    for axes in grid.flat:
-        axes.axis("off")
-    for axes, outcome in zip(grid.flat, wrong, strict=False):
-        image = images.open_image(split.images[outcome.row])
-        image.thumbnail((160, 160))
-        axes.imshow(image)
-        name = Path(split.name(outcome.row)).name
-        guess = f"{labels[outcome.guess]} ({outcome.confidence:.2f})"
-        axes.set_title(f"{name}\ntrue {labels[outcome.truth]}\npredicted {guess}", fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return True
 
 
 def _confusion_plot(counts: list[list[int]], labels: list[str], path: Path, title: str) -> None:

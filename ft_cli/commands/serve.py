@@ -41,7 +41,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Seconds SIGTERM waits for requests in flight (the queue drains first; a stalled client is
 # cut by the read timeout well before this).
 SHUTDOWN_SECONDS = 30
-IMAGE_BODY = 16_000_000  # an image model's default body limit: a few base64 photos
 
 
 def main(args: list[str]) -> int:
@@ -73,8 +72,8 @@ def main(args: list[str]) -> int:
     served, found = load(
         folders[0], given.get("--backend"), given.get("--task"), overrides, limits.max_batch
     )
-    if "image" in served.columns and "--max-body-mb" not in given:
-        limits = dataclasses.replace(limits, max_body=IMAGE_BODY)
+    if served.inputs.body_limit is not None and "--max-body-mb" not in given:
+        limits = dataclasses.replace(limits, max_body=served.inputs.body_limit)
     where = f"http://{host}:{listener.getsockname()[1]}"
     model = found.checkpoint or found.home
     print(
@@ -179,12 +178,7 @@ def load(
     kind = tasks.get(spec.task.kind)
     kind.check_predictable()
     predictor = predict.load_predictor(found, spec, batch, True, backend)
-    if kind.reads_files:  # images arrive as base64 files, not paths
-        columns = {"image": spec.data.image_column}
-    else:
-        columns = {"text": spec.data.text_column}
-        if spec.data.text_pair_column is not None:
-            columns["text_pair"] = spec.data.text_pair_column
+    columns = kind.inputs.request_columns(spec.data)
     card = found.export / "README.md" if found.export is not None else None
     info = {
         "task": spec.task.kind.value,
@@ -195,7 +189,8 @@ def load(
         "ft_version": __version__,
         "model_card": card.read_text() if card and card.is_file() else None,
     }
-    return serving.Served(predictor, columns, info, predictor.check, kind.word_lists), found
+    served = serving.Served(predictor, columns, info, kind.inputs, predictor.check, kind.word_lists)
+    return served, found
 
 
 def _export_source(folder: Path, task: str | None) -> tuple[str, str | None]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ft_cli import paths
+from ft_cli import paths, tasks
 from ft_cli.config import schema
 from ft_cli.errors import FtError, closest
 
@@ -246,7 +246,7 @@ def to_spec(cfg: DictConfig, overrides: list[str] | None = None) -> schema.RunSp
         raise explain_error(err) from err
     assert isinstance(spec, schema.RunSpec)
     schema.check_spec(spec)
-    if spec.task.kind == schema.TaskKind.multitask:
+    if tasks.info(spec.task.kind).targets == "tasks":
         _check_multitask_overrides(spec, overrides or [])
     return spec
 

@@ -654,7 +654,7 @@ def default_mode(metric: str) -> Mode:
 def valid_metrics(task: TaskSettings) -> list[str]:
     """The metrics a run of `task` can monitor (multitask: `score` and every NAME/METRIC)."""
     names = list(TASK_METRICS[task.kind])
-    if task.kind == TaskKind.multitask:
+    if TASKS[task.kind.value].targets == "tasks":
         for name, sub in task.tasks.items():  # type: ignore[attr-defined]
             names += [f"{name}/{metric}" for metric in TASK_METRICS[sub.kind]]
     return names
@@ -721,7 +721,7 @@ def has_validation(data: DataConfig) -> bool:
 
 def run_data(spec: RunSpec) -> dict[str, DataConfig]:
     """The data of each task of the run: {"": data} for one task, {name: data} for several."""
-    if spec.task.kind == TaskKind.multitask:
+    if TASKS[spec.task.kind.value].targets == "tasks":
         return {name: sub.data for name, sub in spec.task.tasks.items()}
     return {"": spec.data}
 
@@ -729,7 +729,7 @@ def run_data(spec: RunSpec) -> dict[str, DataConfig]:
 def check_spec(spec: RunSpec) -> None:
     """Ranges declared in the schema, then cross-field rules; raises FtError naming the key."""
     check_bounds(spec)
-    if spec.task.kind == TaskKind.multitask:
+    if TASKS[spec.task.kind.value].targets == "tasks":
         _check_multitask(spec)
     else:
         _check_data(spec.data, "data.")
@@ -751,30 +751,37 @@ def _check_loggers(config: LoggerConfig) -> None:
 
 def _check_augment(spec: RunSpec) -> None:
     """Augmentations only where they keep the targets right."""
+    from ft_cli import tasks
     from ft_cli.errors import FtError
 
     aug, kind = spec.augment, spec.task.kind
     if not aug.active():
         return
-    if kind == TaskKind.image_classification:
+    inputs = tasks.modality(kind)
+    if inputs.augmented_by is not None:
         raise FtError(
-            "augment: changes tokens or sentence vectors; images are augmented by"
-            " data.image_crop and data.image_flip: use augment=none"
+            f"augment: changes tokens or sentence vectors; {inputs.noun} are augmented by"
+            f" {inputs.augmented_by}: use augment=none"
         )
-    if kind in (TaskKind.mlm, TaskKind.multitask):
+    info = TASKS[kind.value]
+    if not info.augmented:
         raise FtError(
             f"augment: task={kind.value} is not augmented (masked-LM masks its own input); use"
             " augment=none"
         )
-    if kind == TaskKind.token_classification and (aug.token_delete or aug.token_swap):
+    tags = info.targets == "tags"
+    if tags and (aug.token_delete or aug.token_swap):
         key = "token_delete" if aug.token_delete else "token_swap"
         raise FtError(
             f"augment.{key}: would move words away from their tags in token_classification; use"
             " augment.token_mask or augment.span_cutoff"
         )
-    if aug.mixup and kind == TaskKind.token_classification:
+    if aug.mixup and tags:
+        mixed = tasks.named(
+            lambda i: i.targets in ("classes", "score") and i.modality == info.modality
+        )
         raise FtError(
-            "augment.mixup: mixes sentence representations; task=classification or regression only"
+            f"augment.mixup: mixes sentence representations; task={' or '.join(mixed)} only"
         )
     if aug.mixup and spec.strategy.kind == StrategyKind.distill:
         raise FtError(
@@ -802,6 +809,7 @@ def _check_data(data: DataConfig, key: str) -> None:
 
 
 def _check_multitask(spec: RunSpec) -> None:
+    from ft_cli import inputs
     from ft_cli.errors import FtError
 
     tasks = spec.task.tasks
@@ -814,17 +822,21 @@ def _check_multitask(spec: RunSpec) -> None:
         key = f"task.tasks.{name}."
         if not name.replace("_", "").replace("-", "").isalnum():
             raise FtError(f"task.tasks.{name}: a task name may hold letters, digits, _ and - only")
-        if sub.kind == TaskKind.multitask:
-            raise FtError(f"{key}kind=multitask: a task of a multi-task run cannot nest tasks")
-        if sub.kind == TaskKind.image_classification:
+        info, shared = TASKS[sub.kind.value], inputs.get(TASKS[spec.task.kind.value].modality)
+        if info.targets == "tasks":
             raise FtError(
-                f"{key}kind=image_classification: the tasks of a multi-task run share one text"
-                " encoder; train the images in a run of their own"
+                f"{key}kind={sub.kind.value}: a task of a multi-task run cannot nest tasks"
+            )
+        if info.modality != shared.name:
+            raise FtError(
+                f"{key}kind={sub.kind.value}: the tasks of a multi-task run share one"
+                f" {shared.name} encoder; train the {inputs.get(info.modality).noun} in a run of"
+                " their own"
             )
         _check_data(sub.data, f"{key}data.")
         _check_task(sub, sub.data, key, f"{key}data.")
         _check_class_weights(sub, key)
-    if all(sub.kind == TaskKind.mlm for sub in tasks.values()):
+    if all(TASKS[sub.kind.value].targets == "tokens" for sub in tasks.values()):
         raise FtError(
             "task=multitask: every task is mlm; add a task it helps (mlm is an auxiliary task"
             " here), or pretrain with task=mlm"
@@ -854,9 +866,10 @@ def _check_class_weights(task: TaskSettings, key: str) -> None:
     weights = task.class_weights
     if weights is None:
         return
-    if task.kind not in (TaskKind.classification, TaskKind.token_classification):
+    if not TASKS[task.kind.value].class_weighted:
+        weighted = [name for name, info in TASKS.items() if info.class_weighted]
         raise FtError(
-            f"{key}class_weights is for classification and token_classification, not"
+            f"{key}class_weights is for {' and '.join(weighted)}, not"
             f" {key}kind={task.kind.value}; drop it"
         )
     if isinstance(weights, (str, int, float)):
@@ -907,26 +920,39 @@ def _check_evaluation(spec: RunSpec) -> None:
             )
 
 
+# Data formats whose rows hold one kind of target only (a task's TaskInfo.targets), and
+# what to say to a task of another kind; {use}: the tasks that read it.
+FORMAT_TARGETS = {
+    DataFormat.text: (
+        "tokens",
+        "holds no labels; use {use} to pretrain on it, or a csv/json/parquet file with a label"
+        " column",
+    ),
+    DataFormat.conll: ("tags", "holds word tags: use {use}"),
+}
+
+
 def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -> None:
     from ft_cli.errors import FtError
 
     kind = "task=" if key == "task." else f"{key}kind="  # how the user picks the kind
-    _check_images(task, data, kind, data_key)
-    if data.format == DataFormat.text and task.kind != TaskKind.mlm:
+    info = TASKS[task.kind.value]
+
+    def readers(targets: str) -> str:
+        return " or ".join(kind + name for name, i in TASKS.items() if i.targets == targets)
+
+    _check_inputs(task, data, kind, data_key)
+    targets, why = FORMAT_TARGETS.get(data.format, (info.targets, ""))
+    if info.targets != targets:
+        use = readers(targets)
+        raise FtError(f"{data_key}format={data.format.value} {why.format(use=use)}")
+    if info.targets == "tags" and data.text_pair_column is not None:
+        raise FtError(f"{kind}{task.kind.value} tags one text; set {data_key}text_pair_column=null")
+    if task.nsp and info.targets != "tokens":
         raise FtError(
-            f"{data_key}format=text holds no labels; use {kind}mlm to pretrain on it, or a"
-            " csv/json/parquet file with a label column"
+            f"{key}nsp=true is masked-LM pretraining's: use {readers('tokens')}, or drop it"
         )
-    tagged = task.kind == TaskKind.token_classification
-    if data.format == DataFormat.conll and not tagged:
-        raise FtError(f"{data_key}format=conll holds word tags: use {kind}token_classification")
-    if tagged and data.text_pair_column is not None:
-        raise FtError(
-            f"{kind}token_classification tags one text; set {data_key}text_pair_column=null"
-        )
-    if task.nsp and task.kind != TaskKind.mlm:
-        raise FtError(f"{key}nsp=true is masked-LM pretraining's: use {kind}mlm, or drop it")
-    if task.kind != TaskKind.mlm:
+    if info.targets != "tokens":
         return
     if task.mask_replace_prob + task.random_replace_prob > 1:
         raise FtError(
@@ -940,35 +966,23 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
         )
 
 
-IMAGE_FORMATS = (
-    DataFormat.imagefolder,
-    DataFormat.hub,
-    DataFormat.csv,
-    DataFormat.tsv,
-    DataFormat.json,
-    DataFormat.parquet,
-)
-
-
-def _check_images(task: TaskSettings, data: DataConfig, kind: str, data_key: str) -> None:
+def _check_inputs(task: TaskSettings, data: DataConfig, kind: str, data_key: str) -> None:
+    """The task's modality judges the data settings; a format that holds another modality's
+    inputs names the tasks that read it."""
+    from ft_cli import inputs, tasks
     from ft_cli.errors import FtError
 
-    images = task.kind == TaskKind.image_classification
-    if data.format == DataFormat.imagefolder and not images:
-        raise FtError(f"{data_key}format=imagefolder holds images: use {kind}image_classification")
-    if not images:
-        return
-    if data.format not in IMAGE_FORMATS:
-        names = ", ".join(f.value for f in IMAGE_FORMATS)
+    own = tasks.modality(task.kind)
+    owner = next(
+        (m for m in inputs.MODALITIES if data.format.value in inputs.get(m).own_formats), None
+    )
+    if owner is not None and owner != own.name:
+        readers = [name for name, info in TASKS.items() if info.modality == owner]
+        noun = inputs.get(owner).noun
         raise FtError(
-            f"{kind}image_classification reads images: set {data_key}format to one of {names}"
+            f"{data_key}format={data.format.value} holds {noun}: use {kind}{' or '.join(readers)}"
         )
-    crop = data.image_crop
-    if crop is not None and crop[0] > crop[1]:
-        raise FtError(
-            f"{data_key}image_crop=[{crop[0]:g}, {crop[1]:g}]: the low share is above the high"
-            " one; give [low, high], e.g. [0.25, 1.0]"
-        )
+    own.check_data(data, task.kind.value, data_key, kind)
 
 
 def _check_model(model: ModelConfig) -> None:

@@ -19,9 +19,7 @@ failure answers `{"error": one line}`.
 # No `from __future__ import annotations`: FastAPI reads the route functions' annotations
 # (Request, defined inside build_app) as objects.
 import asyncio
-import base64
 import contextlib
-import functools
 import json
 import time
 from collections import Counter
@@ -29,10 +27,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ft_cli import inputs
 from ft_cli.errors import FtError
-
-Rows = list[dict[str, Any]]
-TEXT_FIELDS = "text, text_pair, texts, pairs, rows"
+from ft_cli.inputs.base import Modality, RequestError, Rows, kind_of
 
 
 @dataclass(frozen=True)
@@ -51,18 +48,11 @@ class Served:
     """What the server predicts with and says about itself."""
 
     predict: Callable[[Rows], Rows]  # rows in, prediction columns out (in order)
-    columns: dict[str, str]  # {"text": column, "text_pair": column (pair models only)}
+    columns: dict[str, str]  # {request role: column}, as the modality names them
     info: dict[str, Any]  # GET /info: task, labels, backend, model card, ...
+    inputs: Modality  # what a request's rows are: it reads and checks the body
     check: Callable[[Rows], None] = lambda rows: None  # encodes rows alone; raises if it can't
     word_lists: bool = False  # a text may be a list of words (a tagger)
-
-
-class RequestError(Exception):
-    """A request the server refuses: its HTTP status and a one-line reason."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -159,167 +149,17 @@ class Batcher:
             start = end
 
 
-def request_rows(
-    body: dict[str, Any], columns: dict[str, str], limits: Limits, word_lists: bool = False
-) -> tuple[Rows, bool]:
-    """The rows a request asks about, and whether it asked about one (`text`) or a list.
-
-    `word_lists`: a text may be given as a list of words (a tagger's input).
-    """
-    if "image" in columns:
-        return _image_rows(body, columns["image"], limits)
-    text = functools.partial(_text, words=word_lists)
-    given = [key for key in ("text", "texts", "pairs", "rows") if body.get(key) is not None]
-    if len(given) != 1:
-        raise RequestError(
-            422, "send one of: text (with text_pair for a pair model), texts, pairs or rows"
-        )
-    key, pair = given[0], "text_pair" in columns
-    if body.get("text_pair") is not None and key != "text":
-        raise RequestError(422, "text_pair goes with text; for a list send pairs")
-    if key == "text":
-        if pair and body.get("text_pair") is None:
-            raise RequestError(422, "this model reads sentence pairs: send text and text_pair")
-        if not pair and body.get("text_pair") is not None:
-            raise RequestError(422, "this model reads single texts: drop text_pair")
-        items = [[body["text"], body["text_pair"]] if pair else body["text"]]
-    else:
-        items = body[key]
-        if not isinstance(items, list) or not items:
-            raise RequestError(422, f"{key} must be a non-empty list")
-    if len(items) > limits.max_items:
-        raise RequestError(413, f"{key}: {len(items)} items; at most {limits.max_items} a request")
-    if key == "texts" and pair:
-        raise RequestError(422, "this model reads sentence pairs: send pairs, [[a, b], ...]")
-    if key == "pairs" and not pair:
-        raise RequestError(422, "this model reads single texts: send texts")
-    if key == "rows":
-        rows = [_given_row(row, index, columns, text) for index, row in enumerate(items)]
-    elif pair:
-        rows = [
-            _pair_row(item, f"{key}.{i}" if key != "text" else "text", columns, text)
-            for i, item in enumerate(items)
-        ]
-    else:
-        name = columns["text"]
-        rows = [
-            {name: text(item, f"{key}.{i}" if key != "text" else "text")}
-            for i, item in enumerate(items)
-        ]
-    for index, row in enumerate(rows):
-        for column in columns.values():
-            if len(_plain(row[column])) > limits.max_chars:
-                where = key if key == "text" else f"{key}.{index}"
-                raise RequestError(413, f"{where}: longer than {limits.max_chars} characters")
-    return rows, key == "text"
-
-
-def _image_rows(body: dict[str, Any], column: str, limits: Limits) -> tuple[Rows, bool]:
-    """Base64 image files (`image`, or a list: `images`), each checked to be an image."""
-    from ft_cli.data import images
-
-    given = [key for key in ("image", "images") if body.get(key) is not None]
-    if len(given) != 1:
-        raise RequestError(422, "send one of: image (an image file, base64) or images (a list)")
-    key = given[0]
-    items = [body["image"]] if key == "image" else body["images"]
-    if not isinstance(items, list) or not items:
-        raise RequestError(422, "images must be a non-empty list")
-    if len(items) > limits.max_items:
-        raise RequestError(413, f"images: {len(items)} items; at most {limits.max_items} a request")
-    rows = []
-    for index, item in enumerate(items):
-        where = key if key == "image" else f"images.{index}"
-        if not isinstance(item, str):
-            raise RequestError(422, f"{where}: expected a base64 string, got {_kind(item)}")
-        try:
-            data = base64.b64decode(item, validate=True)
-        except ValueError as err:
-            raise RequestError(422, f"{where}: not base64 ({err})") from err
-        pixels = images.pixel_count(data)
-        if pixels is not None and pixels > limits.max_pixels:
-            raise RequestError(
-                413,
-                f"{where}: {pixels / 1e6:.1f} megapixels; at most"
-                f" {limits.max_pixels / 1e6:g} an image",
-            )
-        why = images.undecodable(data)
-        if why is not None:
-            raise RequestError(422, f"{where}: not a readable image ({why})")
-        rows.append({column: data})
-    return rows, key == "image"
-
-
-def _text(value: Any, where: str, words: bool = False) -> Any:
-    """A text (valid Unicode); a tagger (`words`) also takes a list of words."""
-    if isinstance(value, str):
-        _unicode(value, where)
-        return value
-    if words and isinstance(value, list) and value and all(isinstance(w, str) for w in value):
-        for index, word in enumerate(value):
-            _unicode(word, f"{where}.{index}")
-        return value
-    wanted = "a string or a list of words" if words else "a string"
-    if isinstance(value, list) and not words:
-        wanted += " (a list of words is for a token-classification model)"
-    raise RequestError(422, f"{where}: expected {wanted}, got {_kind(value)}")
-
-
-def _unicode(value: str, where: str) -> None:
-    """JSON may carry lone surrogates (\\ud800), which no tokenizer can read."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise RequestError(
-            422, f"{where}: not valid Unicode (a lone surrogate at character {err.start})"
-        ) from err
-
-
-def _pair_row(item: Any, where: str, columns: dict[str, str], text: Any) -> dict[str, Any]:
-    if not (isinstance(item, list) and len(item) == 2):
-        raise RequestError(422, f"{where}: expected a pair [text, text_pair], got {_kind(item)}")
-    first, second = (text(v, f"{where}.{i}") for i, v in enumerate(item))
-    return {columns["text"]: first, columns["text_pair"]: second}
-
-
-def _given_row(row: Any, index: int, columns: dict[str, str], text: Any) -> dict[str, Any]:
-    if not isinstance(row, dict):
-        raise RequestError(422, f"rows.{index}: expected an object, got {_kind(row)}")
-    for column in columns.values():
-        if column not in row:
-            raise RequestError(
-                422, f"rows.{index}: no '{column}' (the model reads {', '.join(columns.values())})"
-            )
-        text(row[column], f"rows.{index}.{column}")
-    return row
-
-
-def _plain(value: Any) -> str:
-    return " ".join(value) if isinstance(value, list) else value
-
-
-def _kind(value: Any) -> str:
-    names = {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
 def request_model() -> type:
-    """The body `POST /predict` documents at /docs (pydantic; the route reads it itself)."""
-    from pydantic import BaseModel, ConfigDict
+    """The body `POST /predict` documents at /docs (pydantic; the route reads it itself):
+    every modality's fields, all optional."""
+    from pydantic import ConfigDict, create_model
 
-    class PredictRequest(BaseModel):
-        """One of: `text` (with `text_pair` for a pair model), `texts`, `pairs`, `rows`;
-        an image model: `image` or `images` (base64 image files)."""
-
-        model_config = ConfigDict(
+    fields: dict[str, Any] = {}
+    for name in inputs.MODALITIES:
+        fields.update({key: (kind, None) for key, kind in inputs.get(name).request_fields.items()})
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(
             extra="forbid",
             json_schema_extra={
                 "examples": [
@@ -328,16 +168,10 @@ def request_model() -> type:
                     {"pairs": [["He left.", "He went away."]]},
                 ]
             },
-        )
-        text: str | list[str] | None = None
-        text_pair: str | list[str] | None = None
-        texts: list[Any] | None = None
-        pairs: list[Any] | None = None
-        rows: list[Any] | None = None
-        image: str | None = None  # an image model: the file's bytes, base64
-        images: list[str] | None = None
-
-    return PredictRequest
+        ),
+        __doc__="One of the fields the served model's input reads (GET /info: inputs).",
+        **fields,
+    )
 
 
 def build_app(served: Served, limits: Limits) -> Any:
@@ -404,13 +238,15 @@ def build_app(served: Served, limits: Limits) -> Any:
         except ValueError as err:
             return refuse(400, f"the body is not JSON: {err}")
         if not isinstance(body, dict):
-            return refuse(422, f"the body must be a JSON object, got {_kind(body)}")
+            return refuse(422, f"the body must be a JSON object, got {kind_of(body)}")
         unknown = sorted(set(body) - set(PredictRequest.model_fields))
         if unknown:
-            fields = "image, images" if "image" in served.columns else TEXT_FIELDS
+            fields = ", ".join(served.inputs.request_fields)
             return refuse(422, f"unknown field '{unknown[0][:40]}'; fields: {fields}")
         try:
-            rows, single = request_rows(body, served.columns, limits, served.word_lists)
+            rows, single = served.inputs.request_rows(
+                body, served.columns, limits, served.word_lists
+            )
             await asyncio.to_thread(_checked, served.check, rows)
         except RequestError as err:
             return refuse(err.status, str(err))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ft_cli import paths
+from ft_cli import paths, tasks
 from ft_cli.ensembles.combine import METHODS, Combiner
 from ft_cli.errors import FtError
 
@@ -48,9 +48,11 @@ def read(folder: Path) -> Manifest | None:
         if labels is not None:
             labels = _strings(labels, "labels")
         task = record["task"]
-        if task not in ("classification", "regression"):
-            raise ValueError(f"task {task!r}: ensembles combine classification or regression")
-        combiner = _combiner(record["combination"], task == "regression", len(members), labels)
+        if task not in tasks.named(lambda info: info.ensembled):
+            combined = " or ".join(tasks.named(lambda info: info.ensembled))
+            raise ValueError(f"task {task!r}: ensembles combine {combined}")
+        scores = tasks.info(task).targets == "score"
+        combiner = _combiner(record["combination"], scores, len(members), labels)
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
         raise FtError(f"{path} is damaged ({err}); write it again with ft ensemble") from err
     missing = [str(m) for m in members if not m.is_dir()]

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
+from ft_cli import tasks
 from ft_cli.errors import FtError
 from ft_cli.models import trained
 from ft_cli.rundir import records
 
 FINISHED = ("done", "stopped early")
-SUPPORTED = ("classification", "regression")
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Member:
 
     @property
     def regression(self) -> bool:
-        return self.spec.task.kind.value == "regression"
+        return tasks.info(self.spec.task.kind).targets == "score"
 
     @property
     def labels(self) -> list[str] | None:
@@ -104,10 +104,9 @@ def _monitored(home: Path) -> tuple[str | None, str | None, float | None]:
 def _check_compatible(members: list[Member]) -> None:
     first = members[0]
     kind = first.spec.task.kind.value
-    if kind not in SUPPORTED:
-        raise FtError(
-            f"{first.found.home}: task {kind}; ensembles combine classification or regression runs"
-        )
+    if not tasks.info(kind).ensembled:
+        combined = " or ".join(tasks.named(lambda info: info.ensembled))
+        raise FtError(f"{first.found.home}: task {kind}; ensembles combine {combined} runs")
     for member in members[1:]:
         other = member.spec.task.kind.value
         if other != kind:

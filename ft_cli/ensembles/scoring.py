@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ft_cli import tasks
 from ft_cli.config.schema import TASK_METRICS, Mode, TaskKind, default_mode
 from ft_cli.ensembles import combine, members
 from ft_cli.ensembles.combine import Combiner
@@ -36,7 +37,7 @@ def metric_values(
     from ft_cli.tasks.metrics import EvalMetrics
 
     scores = EvalMetrics(kind, num_labels)
-    scores.update(as_logits(combined, kind == TaskKind.regression), targets)
+    scores.update(as_logits(combined, tasks.info(kind).targets == "score"), targets)
     return scores.compute()
 
 

@@ -15,10 +15,6 @@ from ft_cli.models import hub
 T = TypeVar("T")
 
 _HINT = "use a local folder (model.name_or_path=DIR) or the packaged model=minilm_l6"
-_IMAGE_HINT = (
-    "use a local folder (model.name_or_path=DIR) or a packaged image model, model=tiny_resnet"
-    " or model=tiny_vit (fresh weights)"
-)
 
 
 def _quiet_transformers() -> None:
@@ -50,10 +46,11 @@ def run_export(run: str) -> Path:
     return export
 
 
-def _load(
+def load_part(
     cfg: ModelConfig, loader: Callable[..., T], what: str, hint: str = _HINT, **kwargs: Any
 ) -> T:
-    """Load from a folder, else the hub cache, else the hub (checked reachable first)."""
+    """A part of the model (`loader`: a from_pretrained) from a folder, else the hub cache,
+    else the hub (checked reachable first); `hint`: what to do if none has it."""
     name = resolved_name(cfg)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, **kwargs}
     if Path(name).is_dir():
@@ -130,25 +127,14 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     from transformers import AutoTokenizer
 
     _quiet_transformers()
-    return _load(cfg, AutoTokenizer.from_pretrained, "tokenizer")
-
-
-def load_image_processor(cfg: ModelConfig) -> Any:
-    """The model's image processor (resize, crop, normalisation), in its PIL version:
-    the same arithmetic as the torchvision one, without that dependency."""
-    from transformers import AutoImageProcessor
-
-    _quiet_transformers()
-    return _load(
-        cfg, AutoImageProcessor.from_pretrained, "image processor", _IMAGE_HINT, backend="pil"
-    )
+    return load_part(cfg, AutoTokenizer.from_pretrained, "tokenizer")
 
 
 def load_config(cfg: ModelConfig) -> Any:
     from transformers import AutoConfig
 
     _quiet_transformers()
-    return _load(cfg, AutoConfig.from_pretrained, "model config")
+    return load_part(cfg, AutoConfig.from_pretrained, "model config")
 
 
 # Models whose position ids start after the padding id (RoBERTa's scheme).
@@ -175,7 +161,7 @@ def load_classifier(cfg: ModelConfig, auto_name: str = "AutoModelForSequenceClas
     import transformers
 
     _quiet_transformers()
-    return _load(cfg, getattr(transformers, auto_name).from_pretrained, "model")
+    return load_part(cfg, getattr(transformers, auto_name).from_pretrained, "model")
 
 
 def load_model(
@@ -204,7 +190,7 @@ def load_model(
         net = auto.from_config(config, trust_remote_code=cfg.trust_remote_code)
         return net, {name for name, _ in net.named_parameters()}
     extra = {"ignore_mismatched_sizes": True} if ignore_mismatched_sizes else {}
-    net, info = _load(
+    net, info = load_part(
         cfg, auto.from_pretrained, "model", config=config, output_loading_info=True, **extra
     )
     new = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
@@ -230,11 +216,11 @@ def model_config(
     scratch = cfg.init == ModelInit.scratch and cfg.from_run is None
     if scratch:
         head.update(scratch_sizes(cfg))
-        if vocab_size:  # models of token ids (images have none)
+        if vocab_size:  # models of token ids (other inputs have none)
             head["vocab_size"] = vocab_size
     from transformers import AutoConfig
 
-    config = _load(cfg, AutoConfig.from_pretrained, "model config", **head)
+    config = load_part(cfg, AutoConfig.from_pretrained, "model config", **head)
     if dropout is not None:
         for key, value in list(vars(config).items()):
             if "dropout" in key and (value is None or isinstance(value, float)):

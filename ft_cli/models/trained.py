@@ -87,7 +87,10 @@ def _multitask_names(found: Trained) -> list[str] | None:
     from omegaconf import OmegaConf
 
     task = OmegaConf.load(recorded).get("task", {})
-    return list(task.get("tasks", {})) if task.get("kind") == "multitask" else None
+    from ft_cli import tasks
+
+    info = tasks.TASKS.get(str(task.get("kind")))
+    return list(task.get("tasks", {})) if info and info.targets == "tasks" else None
 
 
 def _find(path: str) -> Trained:

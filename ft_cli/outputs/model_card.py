@@ -12,12 +12,6 @@ from ft_cli.config.schema import DataConfig, RunSpec, TaskKind
 LIBRARIES = ("ft-cli", "torch", "transformers", "datasets", "peft", "torchmetrics")
 
 
-# The hub's pipeline tag of each task, so the hub and `transformers.pipeline` know the model.
-PIPELINES = {"classification": "text-classification", "regression": "text-classification",
-             "token_classification": "token-classification", "mlm": "fill-mask",
-             "image_classification": "image-classification"}
-
-
 def _version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -35,27 +29,18 @@ def _data_source(data: DataConfig) -> str:
 
 
 def _data_line(data: DataConfig, kind: TaskKind) -> str:
-    if kind == TaskKind.image_classification:
-        crop = data.image_crop
-        changes = [f"random crops of {crop[0]:g}-{crop[1]:g} of the area"] if crop else []
-        changes += ["left-right flips"] if data.image_flip else []
-        return (
-            f"{_data_source(data)}, image column `{data.image_column}`; training images"
-            f" {' and '.join(changes) or 'unchanged'}, all resized and normalised by the saved"
-            " image processor"
-        )
-    pair = f" + `{data.text_pair_column}`" if data.text_pair_column else ""
-    return (
-        f"{_data_source(data)}, text column `{data.text_column}`{pair},"
-        f" max_length {data.max_length}"
-    )
+    from ft_cli import tasks
+
+    return f"{_data_source(data)}, {tasks.modality(kind).describe(data)}"
 
 
 def _task_lines(spec: RunSpec, record: dict[str, Any]) -> list[str]:
     """What the model was trained on: the task and its data (multitask: each task's)."""
     weights = record.get("class_weights") or {}
     labels = record.get("labels")
-    if spec.task.kind != TaskKind.multitask:
+    from ft_cli import tasks
+
+    if tasks.info(spec.task.kind).targets != "tasks":
         return [
             f"- **Data:** {_data_line(spec.data, spec.task.kind)}",
             f"- **Task:** {spec.task.kind.value}" + (f", labels {labels}" if labels else "")
@@ -82,7 +67,9 @@ def _metrics_table(title: str, values: dict[str, float]) -> list[str]:
 def render(spec: RunSpec, record: dict[str, Any], command: str) -> str:
     base = spec.model.from_run or spec.model.name_or_path
     opt, plan = spec.optimizer, spec.strategy
-    pipeline = PIPELINES.get(spec.task.kind.value)
+    from ft_cli import tasks
+
+    pipeline = tasks.get(spec.task.kind).pipeline_tag
     lines = [
         "---",
         "library_name: transformers",

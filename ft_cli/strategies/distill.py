@@ -74,10 +74,11 @@ def load_teachers(
     cfg: StrategyConfig, task: TaskKind, labels: list[str] | None, student_inputs: Any = None
 ) -> nn.Module:
     """The frozen teacher, or several as one module whose logits are their mean."""
-    if task in (TaskKind.mlm, TaskKind.token_classification):
-        raise FtError(
-            "strategy=distill supports task=classification, image_classification and regression"
-        )
+    from ft_cli import tasks
+
+    if not tasks.info(task).distilled:
+        names = tasks.named(lambda info: info.distilled)
+        raise FtError(f"strategy=distill supports task={', '.join(names[:-1])} and {names[-1]}")
     teachers = [load_teacher(s, task, labels, student_inputs) for s in teacher_sources(cfg)]
     return teachers[0] if len(teachers) == 1 else Teachers(teachers)
 
@@ -88,7 +89,7 @@ def _check_inputs(source: ModelConfig, task: TaskKind, student: Any) -> None:
 
     kind = tasks.get(task)
     if not kind.same_inputs(kind.processor(source), student):
-        what = "images" if task == TaskKind.image_classification else "text"
+        what = kind.inputs.noun
         raise FtError(
             f"strategy.teacher: {model.resolved_name(source)} prepares its {what} otherwise than"
             " the student (vocabulary, or image size and normalisation); distill from teachers"
@@ -114,7 +115,7 @@ def load_teacher(
             f"strategy.teacher: '{folder}' ships its own model code ({', '.join(shipped)}); a"
             " distillation teacher never runs shipped code: distill from a model without it"
         )
-    expected = 1 if task == TaskKind.regression else len(labels or [])
+    expected = 1 if tasks.info(task).targets == "score" else len(labels or [])
     if config.num_labels != expected:
         raise FtError(
             f"strategy.teacher: the teacher {folder} has {config.num_labels} outputs, the task has"
@@ -153,7 +154,10 @@ class DistillObjective:
     targets added to its loss on training batches."""
 
     def __init__(self, inner: Objective, teacher: nn.Module, cfg: StrategyConfig) -> None:
+        from ft_cli import tasks
+
         self.inner, self.teacher = inner, teacher
+        self.scores = tasks.info(inner.task).targets == "score"  # MSE, not soft classes
         self.alpha, self.temperature = cfg.distill_alpha, cfg.temperature
         self.cache: dict[int, torch.Tensor] | None = {} if cfg.cache_teacher else None
         self.teacher_logits: torch.Tensor | None = None
@@ -202,7 +206,7 @@ class DistillObjective:
     def soft_loss(self, logits: torch.Tensor) -> torch.Tensor:
         assert self.teacher_logits is not None
         student, teacher = logits.float(), self.teacher_logits
-        if self.inner.task == TaskKind.regression:
+        if self.scores:
             return F.mse_loss(student, teacher)
         t = self.temperature
         return (

@@ -10,33 +10,81 @@ here with a `TASK` object (see `base.Task`), one line in `TASKS`, and its
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 
 @dataclass(frozen=True)
 class TaskInfo:
-    module: str  # ft_cli.tasks.<module>, which defines TASK
+    """What a task is, as data the rest of the code reads (its behaviour: its module)."""
+
+    module: str  # ft_cli.tasks.<module> (or a full dotted path), which defines TASK
     metrics: tuple[str, ...]  # its evaluation metrics; the first is monitored by default
+    modality: str = "text"  # what a row's input is: a name in ft_cli.inputs.MODALITIES
+    # What a row's label is: "classes", a "score", "tags" (one per word), "tokens" (the
+    # text itself: self-supervised) or "tasks" (several tasks, each with its own).
+    targets: str = "classes"
+    augmented: bool = True  # augment=... may change its training inputs
+    class_weighted: bool = False  # task.class_weights weighs its loss
+    distilled: bool = False  # strategy=distill matches a teacher's logits per row
+    ensembled: bool = False  # ft ensemble combines runs of it (one output per row)
 
 
 TASKS: dict[str, TaskInfo] = {
-    "classification": TaskInfo("classification", ("accuracy", "f1", "mcc", "loss")),
-    "regression": TaskInfo("regression", ("pearson", "spearman", "mse", "loss")),
+    "classification": TaskInfo(
+        "classification",
+        ("accuracy", "f1", "mcc", "loss"),
+        class_weighted=True,
+        distilled=True,
+        ensembled=True,
+    ),
+    "regression": TaskInfo(
+        "regression",
+        ("pearson", "spearman", "mse", "loss"),
+        targets="score",
+        distilled=True,
+        ensembled=True,
+    ),
     # Entity-level (IOB2 chunks, as seqeval counts them); accuracy is per word.
     "token_classification": TaskInfo(
-        "token_classification", ("f1", "precision", "recall", "accuracy", "loss")
+        "token_classification",
+        ("f1", "precision", "recall", "accuracy", "loss"),
+        targets="tags",
+        class_weighted=True,
     ),
     # Images from folders or files, through transformers' image classifiers.
-    "image_classification": TaskInfo("image_classification", ("accuracy", "f1", "mcc", "loss")),
-    "mlm": TaskInfo("masked_lm", ("loss", "perplexity", "accuracy")),
+    "image_classification": TaskInfo(
+        "image_classification", ("accuracy", "f1", "mcc", "loss"), "image", distilled=True
+    ),
+    "mlm": TaskInfo(
+        "masked_lm", ("loss", "perplexity", "accuracy"), targets="tokens", augmented=False
+    ),
     # Several tasks on one encoder: `score` is the mean of each task's first metric
     # (mlm tasks aside); each task's own metrics come as NAME/METRIC.
-    "multitask": TaskInfo("multitask", ("score",)),
+    "multitask": TaskInfo("multitask", ("score",), targets="tasks", augmented=False),
 }
+
+
+def named(test: Callable[[TaskInfo], bool]) -> list[str]:
+    """The names of the tasks whose info passes `test` (for messages that list them)."""
+    return [name for name, info in TASKS.items() if test(info)]
+
+
+def info(kind: Any) -> TaskInfo:
+    """The `TaskInfo` of a task name or `TaskKind`."""
+    return TASKS[getattr(kind, "value", kind)]
 
 
 def get(kind: Any) -> Any:
     """The task object (`base.Task`) for a task name or `TaskKind`."""
     name = getattr(kind, "value", kind)
-    return importlib.import_module(f"ft_cli.tasks.{TASKS[name].module}").TASK
+    module = TASKS[name].module
+    return importlib.import_module(module if "." in module else f"ft_cli.tasks.{module}").TASK
+
+
+def modality(kind: Any) -> Any:
+    """The input modality (`inputs.base.Modality`) a task name or `TaskKind` reads."""
+    from ft_cli import inputs
+
+    return inputs.get(TASKS[getattr(kind, "value", kind)].modality)

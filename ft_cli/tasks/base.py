@@ -19,31 +19,37 @@ class Task:
 
     name = ""
     uses_labels = True  # the data must have data.label_column
-    reads_files = False  # each row names an input file (an image): ft predict reads folders
     replaces_head = False  # a checkpoint's head of another size is replaced, not refused
     named_labels = True  # the head predicts named classes (id2label in the export)
     word_lists = False  # a row's text may be a list of words (ft serve accepts one)
     confusion_matrix = False  # ft report plots one (a class per row)
+    # ft export: the model ends in one fixed-shape head a graph can return; else why not.
+    exportable = True
+    not_exported = "its output is not one fixed-shape head"
+    pipeline_tag: str | None = "text-classification"  # the model card's, for the hub
+
+    @property
+    def inputs(self) -> Any:
+        """The task's input modality (`inputs.base.Modality`), as `tasks.TASKS` names it."""
+        from ft_cli import tasks
+
+        return tasks.modality(self.name)
 
     def processor(self, cfg: ModelConfig) -> Any:
-        """What turns raw inputs into model inputs: the model's tokenizer."""
-        from ft_cli.models import model
-
-        return model.load_tokenizer(cfg)
+        """What turns raw inputs into model inputs (the modality's: a tokenizer, ...)."""
+        return self.inputs.processor(cfg)
 
     def same_inputs(self, processor: Any, other: Any) -> bool:
         """Whether two models' processors give the same inputs (a teacher reads the student's)."""
-        return processor.get_vocab() == other.get_vocab()
+        return self.inputs.same_inputs(processor, other)
 
     def vocab_size(self, processor: Any) -> int:
         """Token ids the model must embed (a fresh model's embedding table)."""
-        return len(processor)
+        return self.inputs.vocab_size(processor)
 
     def check_inputs(self, cfg: ModelConfig, data: DataConfig) -> None:
         """Refuse data settings the model cannot read (before any data is loaded)."""
-        from ft_cli.models import model
-
-        model.check_max_length(cfg, data.max_length)
+        self.inputs.check_model(cfg, data)
 
     def load_raw(self, cfg: DataConfig) -> Any:
         """The untokenized splits (`dataset.RawData`)."""
@@ -59,10 +65,7 @@ class Task:
 
     def input_columns(self, cfg: DataConfig) -> dict[str, str]:
         """{config key: column} of the columns every row must have besides its label."""
-        wanted = {"data.text_column": cfg.text_column}
-        if cfg.text_pair_column is not None:
-            wanted["data.text_pair_column"] = cfg.text_pair_column
-        return wanted
+        return self.inputs.columns(cfg)
 
     def prepare(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Any:
         """The run's data, checked and tokenized (`dataset.PreparedData`)."""
@@ -135,6 +138,7 @@ class Task:
 
     def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
         """Refuse a column whose values have the wrong shape (its first row's value)."""
+        self.inputs.check_column(first, key, column, split, source)
 
     def encode(
         self,

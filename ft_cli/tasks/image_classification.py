@@ -15,47 +15,18 @@ from typing import Any
 from torch import nn
 
 from ft_cli import paths
-from ft_cli.config.schema import DataConfig, DataFormat, ModelConfig, TaskConfig
-from ft_cli.data import images
+from ft_cli.config.schema import DataConfig, DataFormat, TaskConfig
 from ft_cli.errors import FtError
+from ft_cli.inputs import pictures as images
 from ft_cli.tasks.classification import Classification
 from ft_cli.tasks.objective import Objective
 
 
 class ImageClassification(Classification):
     name = "image_classification"
-    reads_files = True
+    pipeline_tag = "image-classification"
     # An ImageNet classifier's 1000-class head gives way to a new one of the task's size.
     replaces_head = True
-
-    def processor(self, cfg: ModelConfig) -> Any:
-        from ft_cli.models import model
-
-        return model.load_image_processor(cfg)
-
-    def same_inputs(self, processor: Any, other: Any) -> bool:
-        def inputs(p: Any) -> tuple[Any, ...]:
-            pixels = images.Pixels(p)
-            return (pixels.height, pixels.width, list(p.image_mean), list(p.image_std))
-
-        return inputs(processor) == inputs(other)
-
-    def vocab_size(self, processor: Any) -> int:
-        return 0  # pixels, not token ids
-
-    def check_inputs(self, cfg: ModelConfig, data: DataConfig) -> None:
-        pass  # no token positions to overflow
-
-    def input_columns(self, cfg: DataConfig) -> dict[str, str]:
-        return {"data.image_column": cfg.image_column}
-
-    def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
-        if key == "data.image_column" and not isinstance(first, (str, bytes, dict)):
-            raise FtError(
-                f"{key}: column '{column}' of the {split} data ({source}) holds"
-                f" {type(first).__name__} values, not image paths; set {key} to the column of"
-                " image file paths"
-            )
 
     def load_raw(self, cfg: DataConfig) -> Any:
         from ft_cli.data import dataset

@@ -15,6 +15,8 @@ from ft_cli.tasks.base import Task
 
 class MaskedLM(Task):
     name = "mlm"
+    exportable = False
+    pipeline_tag = "fill-mask"
     uses_labels = False
     named_labels = False
 

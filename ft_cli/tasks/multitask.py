@@ -32,6 +32,9 @@ def _part(task: str, err: FtError) -> FtError:
 
 class MultiTask(Task):
     name = "multitask"
+    exportable = False
+    not_exported = "a multi-task run: pick one of its tasks with --task NAME"
+    pipeline_tag = None
     uses_labels = False
     named_labels = False
 

@@ -15,6 +15,7 @@ from ft_cli.tasks.base import Task
 
 class TokenClassification(Task):
     name = "token_classification"
+    pipeline_tag = "token-classification"
     word_lists = True
 
     def label_names(

@@ -1,0 +1,127 @@
+"""What every kind of input provides: its processor, its columns and config checks, the
+request body `ft serve` accepts for it, and how the tools show it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ft_cli.config.schema import DataConfig, ModelConfig
+
+Rows = list[dict[str, Any]]
+
+
+class RequestError(Exception):
+    """A request `ft serve` refuses: its HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Modality:
+    """One kind of input. Subclasses override what differs; none of it imports torch at
+    module level, so the config schema may ask a modality its checks."""
+
+    name = ""
+    noun = "inputs"  # how messages name several of them ("texts", "images")
+    # ft serve: the JSON fields of a request ({name: type}), shown at /docs, and the
+    # default body limit in bytes (None: the server's own).
+    request_fields: dict[str, Any] = {}  # noqa: RUF012 (read only)
+    body_limit: int | None = None
+    own_formats: tuple[str, ...] = ()  # data formats only this modality's inputs come in
+    names_files = False  # a row's input is a file path, relative to its table's folder
+    augmented_by: str | None = None  # its own augmentation's settings (augment=... is text's)
+
+    def processor(self, cfg: ModelConfig) -> Any:
+        """What turns raw inputs into model inputs (a tokenizer, an image processor)."""
+        raise NotImplementedError
+
+    def same_inputs(self, processor: Any, other: Any) -> bool:
+        """Whether two models' processors give the same inputs (a teacher reads the student's)."""
+        raise NotImplementedError
+
+    def vocab_size(self, processor: Any) -> int:
+        """Token ids the model must embed (0: the inputs are not token ids)."""
+        return 0
+
+    def check_model(self, cfg: ModelConfig, data: DataConfig) -> None:
+        """Refuse data settings the model cannot read (before any data is loaded)."""
+
+    def check_data(self, data: DataConfig, task: str, data_key: str, kind_key: str) -> None:
+        """Refuse data settings this input cannot come from (the config check, no files read).
+
+        `task`: the task's name; `data_key`/`kind_key`: how messages name the data and
+        task keys (`data.`, `task.kind=`, or a multi-task run's own)."""
+
+    def columns(self, data: DataConfig) -> dict[str, str]:
+        """{config key: column} of the columns every row must have besides its label."""
+        raise NotImplementedError
+
+    def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
+        """Refuse a column whose values have the wrong shape (its first row's value)."""
+
+    def request_columns(self, data: DataConfig) -> dict[str, str]:
+        """{request role: column} of what a served request gives (shown at /info)."""
+        raise NotImplementedError
+
+    def request_rows(
+        self, body: dict[str, Any], columns: dict[str, str], limits: Any, word_lists: bool
+    ) -> tuple[Rows, bool]:
+        """The rows a request asks about, and whether it asked about one or a list.
+
+        Raises `RequestError` for a body this input cannot come in."""
+        raise NotImplementedError
+
+    def listed(self, source: Path) -> list[str] | None:
+        """`ft predict --input` that is not a table: the inputs a folder or list names,
+        relative to `source` (a folder) or its folder; None: tables only."""
+        return None
+
+    def describe(self, data: DataConfig) -> str:
+        """The model card's line about the data (after where it came from)."""
+        raise NotImplementedError
+
+    def activation_bytes(self, ready: Any, batch: int) -> int | None:
+        """fp32 bytes one training batch saves for backward, for `ft explain`
+        (None: the transformer-layer estimate from the longest tokenized row)."""
+        return None
+
+    def mistakes_sheet(self, ready: Any, wrong: list[Any], path: Path, title: str) -> str | None:
+        """`ft report`: a picture of the most confident mistakes (outcomes with .row,
+        .truth, .guess, .confidence) written to `path`; its caption, or None if none."""
+        return None
+
+
+def kind_of(value: Any) -> str:
+    """A JSON value's kind, as a request's error message names it."""
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def counted_items(body: dict[str, Any], key: str, single: bool, limits: Any) -> list[Any]:
+    """The items of a request's field: [the value] for a single one, else its non-empty list
+    of at most `limits.max_items`."""
+    items = [body[key]] if single else body[key]
+    if not isinstance(items, list) or not items:
+        raise RequestError(422, f"{key} must be a non-empty list")
+    if len(items) > limits.max_items:
+        raise RequestError(413, f"{key}: {len(items)} items; at most {limits.max_items} a request")
+    return items
+
+
+def one_field(body: dict[str, Any], fields: tuple[str, ...], hint: str) -> str:
+    """The one of `fields` a request gives; refuses none or several with `hint`."""
+    given = [key for key in fields if body.get(key) is not None]
+    if len(given) != 1:
+        raise RequestError(422, f"send one of: {hint}")
+    return given[0]
