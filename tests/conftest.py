@@ -15,6 +15,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Tokenized-split cache: one fresh folder per test session, never the user's.
 os.environ["FT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ft-test-cache-")
 
+# Under pytest-xdist (-n N) the cores are shared by N workers: each worker's torch (and
+# the ft processes it starts) gets its share of threads instead of all of them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 REPO = Path(__file__).resolve().parent.parent
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
