@@ -190,7 +190,7 @@ def build_app(served: Served, limits: Limits) -> Any:
         yield
         await batcher.stop()  # SIGTERM: requests already queued are still answered
 
-    PredictRequest = request_model()
+    PredictRequest, read_rows = request_model(), served.inputs.request_rows
 
     app = FastAPI(
         title="ft serve",
@@ -244,9 +244,7 @@ def build_app(served: Served, limits: Limits) -> Any:
             fields = ", ".join(served.inputs.request_fields)
             return refuse(422, f"unknown field '{unknown[0][:40]}'; fields: {fields}")
         try:
-            rows, single = served.inputs.request_rows(
-                body, served.columns, limits, served.word_lists
-            )
+            rows, single = read_rows(body, served.columns, limits, served.word_lists)
             await asyncio.to_thread(_checked, served.check, rows)
         except RequestError as err:
             return refuse(err.status, str(err))

@@ -3,6 +3,7 @@ request body `ft serve` accepts for it, and how the tools show it."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ class RequestError(Exception):
         self.status = status
 
 
-class Modality:
+class Modality(ABC):
     """One kind of input. Subclasses override what differs; none of it imports torch at
     module level, so the config schema may ask a modality its checks."""
 
@@ -34,13 +35,13 @@ class Modality:
     names_files = False  # a row's input is a file path, relative to its table's folder
     augmented_by: str | None = None  # its own augmentation's settings (augment=... is text's)
 
+    @abstractmethod
     def processor(self, cfg: ModelConfig) -> Any:
         """What turns raw inputs into model inputs (a tokenizer, an image processor)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def same_inputs(self, processor: Any, other: Any) -> bool:
         """Whether two models' processors give the same inputs (a teacher reads the student's)."""
-        raise NotImplementedError
 
     def vocab_size(self, processor: Any) -> int:
         """Token ids the model must embed (0: the inputs are not token ids)."""
@@ -48,40 +49,43 @@ class Modality:
 
     def check_model(self, cfg: ModelConfig, data: DataConfig) -> None:
         """Refuse data settings the model cannot read (before any data is loaded)."""
+        return  # nothing to refuse unless a modality says so
 
     def check_data(self, data: DataConfig, task: str, data_key: str, kind_key: str) -> None:
         """Refuse data settings this input cannot come from (the config check, no files read).
 
         `task`: the task's name; `data_key`/`kind_key`: how messages name the data and
         task keys (`data.`, `task.kind=`, or a multi-task run's own)."""
+        return  # nothing to refuse unless a modality says so
 
+    @abstractmethod
     def columns(self, data: DataConfig) -> dict[str, str]:
         """{config key: column} of the columns every row must have besides its label."""
-        raise NotImplementedError
 
     def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
         """Refuse a column whose values have the wrong shape (its first row's value)."""
+        return  # nothing to refuse unless a modality says so
 
+    @abstractmethod
     def request_columns(self, data: DataConfig) -> dict[str, str]:
         """{request role: column} of what a served request gives (shown at /info)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def request_rows(
         self, body: dict[str, Any], columns: dict[str, str], limits: Any, word_lists: bool
     ) -> tuple[Rows, bool]:
         """The rows a request asks about, and whether it asked about one or a list.
 
         Raises `RequestError` for a body this input cannot come in."""
-        raise NotImplementedError
 
     def listed(self, source: Path) -> list[str] | None:
         """`ft predict --input` that is not a table: the inputs a folder or list names,
         relative to `source` (a folder) or its folder; None: tables only."""
         return None
 
+    @abstractmethod
     def describe(self, data: DataConfig) -> str:
         """The model card's line about the data (after where it came from)."""
-        raise NotImplementedError
 
     def activation_bytes(self, ready: Any, batch: int) -> int | None:
         """fp32 bytes one training batch saves for backward, for `ft explain`
