@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 from test_resume import cut_after, max_delta
 from test_train import scalars
 
-from ft_cli.config.schema import TaskKind
 from ft_cli.data import batching
 from ft_cli.rundir import checkpoint
 from ft_cli.tasks import metrics
@@ -86,11 +85,11 @@ def test_even_eval_parts_cover_the_split_once_and_keep_ranks_in_step() -> None:
     assert sorted(real) == list(range(26))
 
 
-@pytest.mark.parametrize("task", [TaskKind.classification, TaskKind.regression])
-def test_merged_eval_parts_equal_one_pass(task: TaskKind) -> None:
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_merged_eval_parts_equal_one_pass(task: str) -> None:
     torch.manual_seed(0)
-    logits = torch.randn(30, 1 if task == TaskKind.regression else 3)
-    labels = torch.randn(30) if task == TaskKind.regression else torch.randint(0, 3, (30,))
+    logits = torch.randn(30, 1 if task == "regression" else 3)
+    labels = torch.randn(30) if task == "regression" else torch.randint(0, 3, (30,))
     whole = metrics.EvalMetrics(task, 3)
     whole.update(logits, labels)
     parts = [metrics.EvalMetrics(task, 3) for _ in range(3)]

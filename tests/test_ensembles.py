@@ -359,7 +359,7 @@ def test_a_valid_manifest_reads_back_and_edited_labels_are_refused(tmp_path: Pat
     assert manifest.read(stack).combiner.coef == [[0.0] * 4, [0.0] * 4]
 
     def member(labels: list[str], kind: str = "classification"):
-        spec = SimpleNamespace(task=SimpleNamespace(kind=SimpleNamespace(value=kind)))
+        spec = SimpleNamespace(task=SimpleNamespace(kind=kind))
         return SimpleNamespace(spec=spec, labels=labels)
 
     manifest.check_members(saved, [member(["neg", "pos"])])

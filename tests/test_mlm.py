@@ -10,7 +10,7 @@ import torch
 from conftest import compose_spec, run_train
 from safetensors.torch import load_file
 
-from ft_cli.config.schema import DataConfig, Packing, TaskConfig, TaskKind
+from ft_cli.config.schema import DataConfig, Packing, TaskConfig
 from ft_cli.data import corpus
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
@@ -97,7 +97,7 @@ def test_group_texts_blocks_are_exactly_max_length_and_drop_only_the_tail() -> N
     texts = [f"the {w} is quite great number {i}" for i, w in enumerate(["phone", "lamp"] * 40)]
     dataset = datasets.Dataset.from_dict({"text": texts})
     cfg = DataConfig(max_length=24, text_column="text")
-    task = TaskConfig(kind=TaskKind.mlm, packing=Packing.group_texts)
+    task = TaskConfig(kind="mlm", packing=Packing.group_texts)
     split = corpus.encode_corpus(cfg, task, tokenizer, dataset, "train")
     assert all(len(row) == 24 for row in split.input_ids)
     assert all(row[0] == CLS and row[-1] == SEP for row in split.input_ids)
@@ -118,7 +118,7 @@ def test_line_by_line_keeps_one_document_per_row() -> None:
         {"a": ["short one", "", "a much longer document " * 10], "b": ["x", "y", None]}
     )
     cfg = DataConfig(max_length=16, text_column="a", text_pair_column="b")
-    task = TaskConfig(kind=TaskKind.mlm, packing=Packing.line_by_line, whole_word_mask=True)
+    task = TaskConfig(kind="mlm", packing=Packing.line_by_line, whole_word_mask=True)
     split = corpus.encode_corpus(cfg, task, tokenizer, dataset, "train")
     assert len(split) == 4  # two non-blank texts of column a, two of column b
     assert all(row[0] == CLS and row[-1] == SEP and len(row) <= 16 for row in split.input_ids)

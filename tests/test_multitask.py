@@ -13,7 +13,7 @@ import torch
 from conftest import compose_spec
 from safetensors.torch import load_file
 
-from ft_cli.config.schema import Mixing, SubTaskConfig, TaskKind, check_spec
+from ft_cli.config.schema import Mixing, SubTaskConfig, check_spec
 from ft_cli.data import batching, mixing
 from ft_cli.errors import FtError
 from ft_cli.training.engine import train
@@ -213,7 +213,7 @@ def test_a_cut_and_resumed_run_ends_bit_identical(tmp_path: Path, cut: int) -> N
 def test_an_mlm_task_helps_alongside_and_is_left_out_of_the_score(tmp_path: Path) -> None:
     def add_mlm(spec) -> None:
         data = copy.deepcopy(spec.task.tasks["sentiment"].data)
-        spec.task.tasks["lm"] = SubTaskConfig(kind=TaskKind.mlm, data=data, weight=0.5)
+        spec.task.tasks["lm"] = SubTaskConfig(kind="mlm", data=data, weight=0.5)
 
     result = run_multi(tmp_path / "run", ["~task.tasks.ner"], edit=add_mlm)
     assert {"lm/loss", "lm/perplexity", "sentiment/accuracy"} <= result.final.keys()
@@ -336,7 +336,7 @@ def test_a_regression_task_trains_beside_classification(tmp_path: Path) -> None:
     def add_regression(spec) -> None:
         data = DataConfig(format=DataFormat.csv, label_column="score", max_length=32)
         data.files.train = str(train_file)
-        spec.task.tasks["stars"] = SubTaskConfig(kind=TaskKind.regression, data=data)
+        spec.task.tasks["stars"] = SubTaskConfig(kind="regression", data=data)
 
     result = run_multi(tmp_path / "run", ["~task.tasks.ner"], edit=add_regression)
     assert {"stars/pearson", "stars/mse", "sentiment/accuracy"} <= result.final.keys()

@@ -18,7 +18,6 @@ from ft_cli.config.schema import (
     ScheduleConfig,
     StrategyConfig,
     StrategyKind,
-    TaskKind,
     UnfreezeUnit,
 )
 from ft_cli.errors import FtError
@@ -36,7 +35,7 @@ def pretrained(tiny_pretrained: Path) -> list[str]:
 
 def classifier(path: Path | str, dropout: float | None = None):
     cfg = ModelConfig(name_or_path=str(path))
-    return load_model(cfg, TaskKind.classification, ["a", "b"], 176, dropout)
+    return load_model(cfg, "classification", ["a", "b"], 176, dropout)
 
 
 def trainable_groups(model) -> set[str]:
@@ -288,8 +287,8 @@ def test_label_smoothing_and_dropout_knobs(tiny_pretrained: Path) -> None:
     from ft_cli.tasks.metrics import task_loss
 
     logits, labels = torch.tensor([[4.0, -4.0]]), torch.tensor([0])
-    plain = task_loss(TaskKind.classification, logits, labels)
-    smoothed = task_loss(TaskKind.classification, logits, labels, label_smoothing=0.2)
+    plain = task_loss("classification", logits, labels)
+    smoothed = task_loss("classification", logits, labels, label_smoothing=0.2)
     assert float(smoothed) > float(plain)
     model, _ = classifier(tiny_pretrained, dropout=0.25)
     assert model.config.hidden_dropout_prob == 0.25

@@ -194,13 +194,13 @@ def test_frozen_parameters_stay_bit_identical(
 
 
 def test_frozen_modules_stay_in_eval_mode() -> None:
-    from ft_cli.config.schema import ModelConfig, StrategyConfig, StrategyKind, TaskKind
+    from ft_cli.config.schema import ModelConfig, StrategyConfig, StrategyKind
     from ft_cli.models.model import load_model
     from ft_cli.strategies import layers as strategies
 
     model, _ = load_model(
         ModelConfig(name_or_path="pkg:ft_cli/assets/tiny_bert", init="scratch"),
-        TaskKind.classification,
+        "classification",
         ["a", "b"],
         vocab_size=176,
     )

@@ -90,7 +90,7 @@ def main(args: list[str]) -> int:
         output,
         [m.found.home for m in scored.members],
         scored.combiners[methods[0]],
-        first.spec.task.kind.value,
+        first.spec.task.kind,
         first.labels,
         scoring.record(scored),
         command,

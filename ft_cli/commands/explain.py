@@ -181,7 +181,7 @@ def task_rows(spec: Any, ready: Any) -> list[list[str]]:
         rows.append(
             [
                 name,
-                sub.kind.value,
+                sub.kind,
                 f"{train.sizes()[name]:,}",
                 f"{held.get(name, 0):,}",
                 f"{count} ({count / total:.1%})",

@@ -58,7 +58,7 @@ def main(args: list[str]) -> int:
     if not kind.exportable:
         exportable = [name for name in tasks.TASKS if tasks.get(name).exportable]
         raise FtError(
-            f"task={spec.task.kind.value} is not exported ({kind.not_exported});"
+            f"task={spec.task.kind} is not exported ({kind.not_exported});"
             f" exportable: {', '.join(exportable)}"
         )
     target = Path(given.get("--output") or onnx_export.default_folder(found))

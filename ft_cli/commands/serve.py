@@ -181,7 +181,7 @@ def load(
     columns = kind.inputs.request_columns(spec.data)
     card = found.export / "README.md" if found.export is not None else None
     info = {
-        "task": spec.task.kind.value,
+        "task": spec.task.kind,
         "labels": predictor.labels,
         "backend": backend,
         "model": spec.model.name_or_path,

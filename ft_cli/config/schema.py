@@ -16,6 +16,7 @@ from omegaconf import MISSING
 
 from ft_cli.strategies import STRATEGIES
 from ft_cli.tasks import TASKS
+from ft_cli.tasks import info as task_info
 
 GROUPS = (
     "model",
@@ -190,10 +191,6 @@ class DataConfig:
     )
 
 
-# One member per module in ft_cli/tasks (TASKS names them, without importing them).
-TaskKind = Enum("TaskKind", {name: name for name in TASKS}, type=str, module=__name__)  # type: ignore[misc]
-
-
 class Packing(str, Enum):
     group_texts = "group_texts"
     line_by_line = "line_by_line"
@@ -203,7 +200,7 @@ class Packing(str, Enum):
 class TaskSettings:
     """What one task is: its kind and the settings of that kind."""
 
-    kind: TaskKind = _help(
+    kind: str = _help(
         MISSING,
         "classification, regression, token_classification (a tag per word: IOB2 entities),"
         " mlm (masked-LM pretraining) or multitask (several tasks, one encoder).",
@@ -642,7 +639,6 @@ class RunSpec:
     )
 
 
-TASK_METRICS = {TaskKind(name): info.metrics for name, info in TASKS.items()}
 LOWER_IS_BETTER = ("loss", "mse", "perplexity")
 
 
@@ -653,16 +649,16 @@ def default_mode(metric: str) -> Mode:
 
 def valid_metrics(task: TaskSettings) -> list[str]:
     """The metrics a run of `task` can monitor (multitask: `score` and every NAME/METRIC)."""
-    names = list(TASK_METRICS[task.kind])
-    if TASKS[task.kind.value].targets == "tasks":
+    names = list(task_info(task.kind).metrics)
+    if task_info(task.kind).targets == "tasks":
         for name, sub in task.tasks.items():  # type: ignore[attr-defined]
-            names += [f"{name}/{metric}" for metric in TASK_METRICS[sub.kind]]
+            names += [f"{name}/{metric}" for metric in task_info(sub.kind).metrics]
     return names
 
 
 def search_direction(task: str, metric: str | None, mode: str | None) -> str:
     """Optuna's direction for a run's monitored metric (`${ft.direction:...}` in configs)."""
-    chosen = metric or TASK_METRICS[TaskKind(task)][0]
+    chosen = metric or task_info(task).metrics[0]
     picked = Mode(mode) if mode else default_mode(chosen)
     return "minimize" if picked == Mode.min else "maximize"
 
@@ -721,7 +717,7 @@ def has_validation(data: DataConfig) -> bool:
 
 def run_data(spec: RunSpec) -> dict[str, DataConfig]:
     """The data of each task of the run: {"": data} for one task, {name: data} for several."""
-    if TASKS[spec.task.kind.value].targets == "tasks":
+    if task_info(spec.task.kind).targets == "tasks":
         return {name: sub.data for name, sub in spec.task.tasks.items()}
     return {"": spec.data}
 
@@ -729,7 +725,7 @@ def run_data(spec: RunSpec) -> dict[str, DataConfig]:
 def check_spec(spec: RunSpec) -> None:
     """Ranges declared in the schema, then cross-field rules; raises FtError naming the key."""
     check_bounds(spec)
-    if TASKS[spec.task.kind.value].targets == "tasks":
+    if task_info(spec.task.kind).targets == "tasks":
         _check_multitask(spec)
     else:
         _check_data(spec.data, "data.")
@@ -763,10 +759,10 @@ def _check_augment(spec: RunSpec) -> None:
             f"augment: changes tokens or sentence vectors; {inputs.noun} are augmented by"
             f" {inputs.augmented_by}: use augment=none"
         )
-    info = TASKS[kind.value]
+    info = task_info(kind)
     if not info.augmented:
         raise FtError(
-            f"augment: task={kind.value} is not augmented (masked-LM masks its own input); use"
+            f"augment: task={kind} is not augmented (masked-LM masks its own input); use"
             " augment=none"
         )
     tags = info.targets == "tags"
@@ -822,21 +818,20 @@ def _check_multitask(spec: RunSpec) -> None:
         key = f"task.tasks.{name}."
         if not name.replace("_", "").replace("-", "").isalnum():
             raise FtError(f"task.tasks.{name}: a task name may hold letters, digits, _ and - only")
-        info, shared = TASKS[sub.kind.value], inputs.get(TASKS[spec.task.kind.value].modality)
+        info = task_info(sub.kind, f"{key}kind")
+        shared = inputs.get(task_info(spec.task.kind).modality)
         if info.targets == "tasks":
-            raise FtError(
-                f"{key}kind={sub.kind.value}: a task of a multi-task run cannot nest tasks"
-            )
+            raise FtError(f"{key}kind={sub.kind}: a task of a multi-task run cannot nest tasks")
         if info.modality != shared.name:
             raise FtError(
-                f"{key}kind={sub.kind.value}: the tasks of a multi-task run share one"
+                f"{key}kind={sub.kind}: the tasks of a multi-task run share one"
                 f" {shared.name} encoder; train the {inputs.get(info.modality).noun} in a run of"
                 " their own"
             )
         _check_data(sub.data, f"{key}data.")
         _check_task(sub, sub.data, key, f"{key}data.")
         _check_class_weights(sub, key)
-    if all(TASKS[sub.kind.value].targets == "tokens" for sub in tasks.values()):
+    if all(task_info(sub.kind).targets == "tokens" for sub in tasks.values()):
         raise FtError(
             "task=multitask: every task is mlm; add a task it helps (mlm is an auxiliary task"
             " here), or pretrain with task=mlm"
@@ -866,11 +861,11 @@ def _check_class_weights(task: TaskSettings, key: str) -> None:
     weights = task.class_weights
     if weights is None:
         return
-    if not TASKS[task.kind.value].class_weighted:
+    if not task_info(task.kind).class_weighted:
         weighted = [name for name, info in TASKS.items() if info.class_weighted]
         raise FtError(
             f"{key}class_weights is for {' and '.join(weighted)}, not"
-            f" {key}kind={task.kind.value}; drop it"
+            f" {key}kind={task.kind}; drop it"
         )
     if isinstance(weights, (str, int, float)):
         if weights != "balanced":
@@ -936,7 +931,7 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
     from ft_cli.errors import FtError
 
     kind = "task=" if key == "task." else f"{key}kind="  # how the user picks the kind
-    info = TASKS[task.kind.value]
+    info = task_info(task.kind)
 
     def readers(targets: str) -> str:
         return " or ".join(kind + name for name, i in TASKS.items() if i.targets == targets)
@@ -947,7 +942,7 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
         use = readers(targets)
         raise FtError(f"{data_key}format={data.format.value} {why.format(use=use)}")
     if info.targets == "tags" and data.text_pair_column is not None:
-        raise FtError(f"{kind}{task.kind.value} tags one text; set {data_key}text_pair_column=null")
+        raise FtError(f"{kind}{task.kind} tags one text; set {data_key}text_pair_column=null")
     if task.nsp and info.targets != "tokens":
         raise FtError(
             f"{key}nsp=true is masked-LM pretraining's: use {readers('tokens')}, or drop it"
@@ -982,7 +977,7 @@ def _check_inputs(task: TaskSettings, data: DataConfig, kind: str, data_key: str
         raise FtError(
             f"{data_key}format={data.format.value} holds {noun}: use {kind}{' or '.join(readers)}"
         )
-    own.check_data(data, task.kind.value, data_key, kind)
+    own.check_data(data, task.kind, data_key, kind)
 
 
 def _check_model(model: ModelConfig) -> None:

@@ -246,7 +246,7 @@ def export(
             "opset": opset,
             "inputs": names,
             "outputs": ["logits"],
-            "task": ready.spec.task.kind.value,
+            "task": ready.spec.task.kind,
             "labels": ready.labels,
             "weights": weights,
             "files": {"fp32": MODEL, **({"int8": INT8} if int8 else {})},

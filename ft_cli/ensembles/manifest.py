@@ -108,10 +108,10 @@ def _combiner(
 def check_members(saved: Manifest, loaded: list[Any]) -> None:
     """The members as they are now must still be what the manifest was fit on."""
     first = loaded[0]
-    if first.spec.task.kind.value != saved.task:
+    if first.spec.task.kind != saved.task:
         raise FtError(
             f"{saved.folder / FILE}: task {saved.task}, but its members are now"
-            f" {first.spec.task.kind.value}; fit the ensemble again with ft ensemble"
+            f" {first.spec.task.kind}; fit the ensemble again with ft ensemble"
         )
     if saved.labels != first.labels:
         raise FtError(

@@ -103,12 +103,12 @@ def _monitored(home: Path) -> tuple[str | None, str | None, float | None]:
 
 def _check_compatible(members: list[Member]) -> None:
     first = members[0]
-    kind = first.spec.task.kind.value
+    kind = first.spec.task.kind
     if not tasks.info(kind).ensembled:
         combined = " or ".join(tasks.named(lambda info: info.ensembled))
         raise FtError(f"{first.found.home}: task {kind}; ensembles combine {combined} runs")
     for member in members[1:]:
-        other = member.spec.task.kind.value
+        other = member.spec.task.kind
         if other != kind:
             raise FtError(
                 f"{member.found.home}: task {other}, but {first.found.home} is {kind}; an"

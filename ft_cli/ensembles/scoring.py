@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ft_cli import tasks
-from ft_cli.config.schema import TASK_METRICS, Mode, TaskKind, default_mode
+from ft_cli.config.schema import Mode, default_mode
 from ft_cli.ensembles import combine, members
 from ft_cli.ensembles.combine import Combiner
 from ft_cli.errors import FtError
@@ -32,7 +32,7 @@ def as_logits(combined: torch.Tensor, regression: bool) -> torch.Tensor:
 
 
 def metric_values(
-    kind: TaskKind, combined: torch.Tensor, targets: torch.Tensor, num_labels: int
+    kind: str, combined: torch.Tensor, targets: torch.Tensor, num_labels: int
 ) -> dict[str, float]:
     from ft_cli.tasks.metrics import EvalMetrics
 
@@ -129,7 +129,7 @@ def score(
     validation = None
     if needs_fit:
         validation = target if on_validation else _stacked(found, [o[-1] for o in outputs])
-    metric = first.metric or TASK_METRICS[kind][0]
+    metric = first.metric or tasks.info(kind).metrics[0]
     mode = Mode(first.mode) if first.mode else default_mode(metric)
     rows = [
         Row(m.name, metric_values(kind, target[0][i], target[1], num_labels), "member")

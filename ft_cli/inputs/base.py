@@ -74,7 +74,7 @@ class Modality(ABC):
     def request_rows(
         self, body: dict[str, Any], columns: dict[str, str], limits: Any, word_lists: bool
     ) -> tuple[Rows, bool]:
-        """The rows a request asks about, and whether it asked about one or a list.
+        """The rows a request asks about, and whether it asked about one (not a list).
 
         Raises `RequestError` for a body this input cannot come in."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ft_cli import paths
-from ft_cli.config.schema import ModelConfig, ModelInit, TaskKind
+from ft_cli.config.schema import ModelConfig, ModelInit
 from ft_cli.errors import FtError
 from ft_cli.models import hub
 
@@ -166,7 +166,7 @@ def load_classifier(cfg: ModelConfig, auto_name: str = "AutoModelForSequenceClas
 
 def load_model(
     cfg: ModelConfig,
-    task: TaskKind,
+    task: str,
     labels: list[str] | None,
     vocab_size: int,
     dropout: float | None = None,
@@ -199,7 +199,7 @@ def load_model(
 
 def model_config(
     cfg: ModelConfig,
-    task: TaskKind,
+    task: str,
     labels: list[str] | None,
     vocab_size: int,
     dropout: float | None = None,

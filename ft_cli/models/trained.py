@@ -234,9 +234,7 @@ def load_checkpoint(trained: Trained, net: Any) -> None:
 
 def load_net(trained: Trained, spec: RunSpec, labels: list[str] | None, vocab: int) -> Any:
     """The trained model, in eval mode, with the checkpoint's weights when one was given."""
-    from ft_cli.models import model
-
     check_loadable(trained, spec)
-    net, _ = model.load_model(spec.model, spec.task.kind, labels, vocab)
+    net = tasks.get(spec.task.kind).load_trained(spec.model, spec.task, labels, vocab)
     load_checkpoint(trained, net)
     return net.eval()

@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from ft_cli.config.schema import DataConfig, RunSpec, TaskKind
+from ft_cli.config.schema import DataConfig, RunSpec
 
 LIBRARIES = ("ft-cli", "torch", "transformers", "datasets", "peft", "torchmetrics")
 
@@ -28,7 +28,7 @@ def _data_source(data: DataConfig) -> str:
     return f"{data.format.value} files{where} ({', '.join(files)})"
 
 
-def _data_line(data: DataConfig, kind: TaskKind) -> str:
+def _data_line(data: DataConfig, kind: str) -> str:
     from ft_cli import tasks
 
     return f"{_data_source(data)}, {tasks.modality(kind).describe(data)}"
@@ -43,7 +43,7 @@ def _task_lines(spec: RunSpec, record: dict[str, Any]) -> list[str]:
     if tasks.info(spec.task.kind).targets != "tasks":
         return [
             f"- **Data:** {_data_line(spec.data, spec.task.kind)}",
-            f"- **Task:** {spec.task.kind.value}" + (f", labels {labels}" if labels else "")
+            f"- **Task:** {spec.task.kind}" + (f", labels {labels}" if labels else "")
             + (f", class weights {weights}" if weights else ""),
         ]
     lines = [f"- **Tasks:** {len(spec.task.tasks)} on one encoder, mixing {spec.task.mixing.value}"
@@ -51,7 +51,7 @@ def _task_lines(spec: RunSpec, record: dict[str, Any]) -> list[str]:
     for name, sub in spec.task.tasks.items():
         own = (labels or {}).get(name)
         lines.append(
-            f"  - **{name}:** {sub.kind.value}, loss weight {sub.weight:g}"
+            f"  - **{name}:** {sub.kind}, loss weight {sub.weight:g}"
             + (f", labels {own}" if own else "")
             + (f", class weights {weights[name]}" if weights.get(name) else "")
             + f"; {_data_line(sub.data, sub.kind)}"
@@ -77,7 +77,7 @@ def render(spec: RunSpec, record: dict[str, Any], command: str) -> str:
         "tags: [ft]",
         "---",
         "",
-        f"# {spec.task.kind.value} model trained with ft",
+        f"# {spec.task.kind} model trained with ft",
         "",
         f"- **Base model:** `{base}` ({spec.model.init.value})",
         *_task_lines(spec, record),

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ft_cli.config.schema import ModelConfig, RunSpec, StrategyConfig, TaskKind
+from ft_cli.config.schema import ModelConfig, RunSpec, StrategyConfig
 from ft_cli.data.batching import Collate
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
@@ -71,7 +71,7 @@ class Teachers(nn.Module):
 
 
 def load_teachers(
-    cfg: StrategyConfig, task: TaskKind, labels: list[str] | None, student_inputs: Any = None
+    cfg: StrategyConfig, task: str, labels: list[str] | None, student_inputs: Any = None
 ) -> nn.Module:
     """The frozen teacher, or several as one module whose logits are their mean."""
     from ft_cli import tasks
@@ -83,7 +83,7 @@ def load_teachers(
     return teachers[0] if len(teachers) == 1 else Teachers(teachers)
 
 
-def _check_inputs(source: ModelConfig, task: TaskKind, student: Any) -> None:
+def _check_inputs(source: ModelConfig, task: str, student: Any) -> None:
     """Teachers read the student's inputs: its token ids, or its pixels."""
     from ft_cli import tasks
 
@@ -98,7 +98,7 @@ def _check_inputs(source: ModelConfig, task: TaskKind, student: Any) -> None:
 
 
 def load_teacher(
-    source: ModelConfig, task: TaskKind, labels: list[str] | None, student_inputs: Any = None
+    source: ModelConfig, task: str, labels: list[str] | None, student_inputs: Any = None
 ) -> nn.Module:
     from ft_cli import tasks
 

@@ -71,20 +71,27 @@ def named(test: Callable[[TaskInfo], bool]) -> list[str]:
     return [name for name, info in TASKS.items() if test(info)]
 
 
-def info(kind: Any) -> TaskInfo:
-    """The `TaskInfo` of a task name or `TaskKind`."""
-    return TASKS[getattr(kind, "value", kind)]
+def info(kind: str, key: str = "task.kind") -> TaskInfo:
+    """The `TaskInfo` of a task name; an unknown name is the user's mistake at `key`."""
+    found = TASKS.get(kind)
+    if found is None:
+        from ft_cli.errors import FtError, closest
+
+        raise FtError(
+            f"{key}: '{kind}' is not a task{closest(str(kind), TASKS)}; choose one of"
+            f" {', '.join(TASKS)}"
+        )
+    return found
 
 
-def get(kind: Any) -> Any:
-    """The task object (`base.Task`) for a task name or `TaskKind`."""
-    name = getattr(kind, "value", kind)
-    module = TASKS[name].module
+def get(kind: str) -> Any:
+    """The task object (`base.Task`) for a task name."""
+    module = info(kind).module
     return importlib.import_module(module if "." in module else f"ft_cli.tasks.{module}").TASK
 
 
-def modality(kind: Any) -> Any:
-    """The input modality (`inputs.base.Modality`) a task name or `TaskKind` reads."""
+def modality(kind: str) -> Any:
+    """The input modality (`inputs.base.Modality`) a task name reads."""
     from ft_cli import inputs
 
-    return inputs.get(TASKS[getattr(kind, "value", kind)].modality)
+    return inputs.get(info(kind).modality)

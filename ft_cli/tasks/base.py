@@ -103,6 +103,14 @@ class Task:
         with torch.device("meta"):
             return auto.from_config(config, trust_remote_code=cfg.trust_remote_code), set()
 
+    def load_trained(
+        self, cfg: ModelConfig, task: TaskConfig, labels: Any, vocab: int
+    ) -> nn.Module:
+        """The trained model `cfg.from_run` names, for evaluation and prediction."""
+        from ft_cli.models import model
+
+        return model.load_model(cfg, task.kind, labels, vocab)[0]
+
     def record(self, task: TaskConfig, labels: Any) -> dict[str, Any]:
         """What the run's metrics.json adds about the task (the class weights used)."""
         from ft_cli.tasks import class_weights

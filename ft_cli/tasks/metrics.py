@@ -11,23 +11,23 @@ from torch.nn import functional as F
 from ft_cli.config.schema import (
     EarlyStoppingConfig,
     Mode,
-    TaskKind,
     TaskSettings,
     default_mode,
     valid_metrics,
 )
 from ft_cli.errors import FtError
+from ft_cli.tasks import info
 
 
 def task_loss(
-    task: TaskKind,
+    task: str,
     logits: torch.Tensor,
     labels: torch.Tensor,
     label_smoothing: float = 0.0,
     class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     # Computed in fp32: the logits may come out of autocast in bf16/fp16.
-    if task == TaskKind.regression:
+    if info(task).targets == "score":
         return F.mse_loss(logits.float().squeeze(-1), labels.float())
     return F.cross_entropy(
         logits.float(), labels, weight=class_weights, label_smoothing=label_smoothing
@@ -41,7 +41,7 @@ class EvalMetrics:
     several processes merge into exactly the single-process result.
     """
 
-    def __init__(self, task: TaskKind, num_labels: int) -> None:
+    def __init__(self, task: str, num_labels: int) -> None:
         self.task, self.num_labels = task, num_labels
         self.predictions: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
@@ -52,7 +52,7 @@ class EvalMetrics:
         logits, labels = logits.detach().float().cpu(), labels.cpu()
         self.loss_sum += float(task_loss(self.task, logits, labels)) * len(labels)
         self.count += len(labels)
-        regression = self.task == TaskKind.regression
+        regression = info(self.task).targets == "score"
         self.predictions.append(logits.squeeze(-1) if regression else logits.argmax(-1))
         self.labels.append(labels.float() if regression else labels)
 
@@ -79,7 +79,7 @@ class EvalMetrics:
 
         # Merged explicitly (see merge), never synced by torchmetrics itself.
         options = {"sync_on_compute": False}
-        if self.task == TaskKind.regression:
+        if info(self.task).targets == "score":
             # Spearman keeps every prediction until compute(): fine for an eval split.
             warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save")
             metrics = {
@@ -110,7 +110,7 @@ def monitored(task: TaskSettings, cfg: EarlyStoppingConfig) -> tuple[str, Mode]:
     metric = cfg.metric or valid[0]
     if metric not in valid:
         raise FtError(
-            f"train.early_stopping.metric: '{metric}' is not a {task.kind.value} metric;"
+            f"train.early_stopping.metric: '{metric}' is not a {task.kind} metric;"
             f" valid metrics: {', '.join(valid)}"
         )
     mode = cfg.mode or default_mode(metric)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ft_cli import tasks
-from ft_cli.config.schema import TASK_METRICS, DataConfig, ModelConfig, TaskConfig, TaskKind
+from ft_cli.config.schema import DataConfig, ModelConfig, TaskConfig
 from ft_cli.data import mixing
 from ft_cli.data.dataset import SPLITS, PreparedData
 from ft_cli.errors import FtError
@@ -106,7 +106,7 @@ class MultiTask(Task):
         assert isinstance(net, MultiTaskNet)
         manifest = {
             "tasks": {
-                name: {"kind": sub.kind.value, "labels": labels[name], "weight": sub.weight}
+                name: {"kind": sub.kind, "labels": labels[name], "weight": sub.weight}
                 for name, sub in task.tasks.items()
             },
             "encoder": ENCODER,
@@ -149,8 +149,8 @@ class MultiTaskObjective(Objective):
             for name, sub in task.tasks.items()
         ]
         self.weights = [sub.weight for sub in task.tasks.values()]
-        self.main = [TASK_METRICS[sub.kind][0] for sub in task.tasks.values()]
-        self.scored = [sub.kind != TaskKind.mlm for sub in task.tasks.values()]
+        self.main = [tasks.info(sub.kind).metrics[0] for sub in task.tasks.values()]
+        self.scored = [tasks.info(sub.kind).targets != "tokens" for sub in task.tasks.values()]
 
     @property
     def pad_multiple(self) -> int:  # type: ignore[override]

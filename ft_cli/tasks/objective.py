@@ -16,7 +16,7 @@ from ft_cli.config.schema import TaskConfig
 from ft_cli.data import batching
 from ft_cli.data.batching import Collate, Collator
 from ft_cli.data.encoded import EncodedSplit
-from ft_cli.tasks import metrics, mlm, tagging
+from ft_cli.tasks import info, metrics, mlm, tagging
 
 Batch = dict[str, torch.Tensor]
 
@@ -43,7 +43,7 @@ class Objective:
         self.forward = torch.compile(net, dynamic=True) if compile_model else net
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return Collator(split, self.pad_id, self.task == "regression", self.pad_multiple)
+        return Collator(split, self.pad_id, info(self.task).targets == "score", self.pad_multiple)
 
     def train_collator(self, split: Any, seed: int) -> Collate:
         """The training batches' collator (an image task's also augments)."""
