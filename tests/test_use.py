@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY, write_csv
+from conftest import TINY, compose_spec, write_csv
 from test_error_corpus import run_ft
 
 from ft_cli import cli
 from ft_cli.commands import evaluation, predict
+from ft_cli.data import formats
 from ft_cli.paths import resolve_path
 
 VALIDATION = Path(resolve_path("pkg:ft_cli/assets/demo/validation.csv", "data"))
@@ -85,11 +86,12 @@ def test_predict_streams_every_format_in_chunks(
     else:
         write_csv(path, source, delimiter="\t")
     whole = predict.predict_file(str(run_dir), path, tmp_path / f"whole{suffix}", [])
-    monkeypatch.setattr(predict, "CHUNK_ROWS", 7)  # chunk edges must not move any row
+    monkeypatch.setattr(formats, "CHUNK_ROWS", 7)  # chunk edges must not move any row
     chunked = predict.predict_file(str(run_dir), path, tmp_path / f"chunked{suffix}", [])
     assert whole == chunked == 50
-    a = list(predict.read_rows(tmp_path / f"whole{suffix}", predict.FORMATS[suffix]))
-    b = list(predict.read_rows(tmp_path / f"chunked{suffix}", predict.FORMATS[suffix]))
+    table, quoted = formats.by_suffix(path, "--input"), compose_spec(["data.quoting=quoted"]).data
+    a = list(table.read_rows(tmp_path / f"whole{suffix}", quoted))
+    b = list(table.read_rows(tmp_path / f"chunked{suffix}", quoted))
     flat_a, flat_b = [r for c in a for r in c], [r for c in b for r in c]
     assert [r["text"] for r in flat_b] == [r["text"] for r in source]
     for x, y in zip(flat_a, flat_b, strict=True):

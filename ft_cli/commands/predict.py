@@ -22,17 +22,14 @@ the input column as given.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ft_cli.commands.arguments import parse_many
-from ft_cli.config.schema import DataFormat
-from ft_cli.data import dataset
 from ft_cli.data import files as table_files
+from ft_cli.data import formats
+from ft_cli.data.formats import TableFormat
 from ft_cli.errors import FtError
 
 USAGE = (
@@ -41,15 +38,7 @@ USAGE = (
     "       ft predict RUNS_OR_SWEEP_DIR... --ensemble METHOD [--weights W1,...] --input FILE\n"
     "       ft predict ENSEMBLE_DIR --input FILE"
 )
-CHUNK_ROWS = 4096
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-DATA_FORMATS = {
-    "csv": DataFormat.csv,
-    "tsv": DataFormat.tsv,
-    "jsonl": DataFormat.json,
-    "parquet": DataFormat.parquet,
-}
 
 
 def main(args: list[str]) -> int:
@@ -69,7 +58,8 @@ def main(args: list[str]) -> int:
     if "--input" not in given:
         raise FtError("--input FILE is required (csv, tsv, jsonl or parquet)")
     source = Path(given["--input"])
-    suffix = source.suffix if source.suffix.lower() in FORMATS else ".csv"  # folder, .txt list
+    streamed = [s for f in formats.FORMATS.values() if f.streams for s in f.suffixes]
+    suffix = source.suffix if source.suffix.lower() in streamed else ".csv"  # folder, .txt list
     target = Path(given.get("--output") or f"{source.stem}.predictions{suffix}")
     batch = given.get("--batch-size")
     if batch is not None and (not batch.isdigit() or int(batch) < 1):
@@ -92,11 +82,9 @@ def main(args: list[str]) -> int:
     return 0
 
 
-def file_format(path: Path, flag: str) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise FtError(f"{flag} '{path}': not a .csv, .tsv, .jsonl or .parquet file")
-    return fmt
+def file_format(path: Path, flag: str) -> TableFormat:
+    """The format of a file ft predict reads or writes, by its name."""
+    return formats.by_suffix(path, flag, lambda table: table.streams)
 
 
 def predict_file(
@@ -120,10 +108,10 @@ def predict_file(
     if listed is not None:
         return predict_listed(found, spec, source, listed, target, batch_size, backend)
     in_fmt, out_fmt = check_files(source, target)
-    dataset.check_file(source, spec.data, DATA_FORMATS[in_fmt], "--input")
+    in_fmt.check(source, spec.data, "--input")
     if kind.inputs.names_files:  # paths relative to the table's folder
         spec = _paths_from(spec, source.resolve().parent)
-    predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"), backend)
+    predictor = load_predictor(found, spec, batch_size, out_fmt.holds_lists, backend)
     return write_predictions(source, target, spec.data, predictor)
 
 
@@ -147,18 +135,17 @@ def predict_listed(
 
     out_fmt = file_format(target, "--output")
     spec = _paths_from(spec, source if source.is_dir() else source.resolve().parent)
-    predictor = load_predictor(found, spec, batch_size, out_fmt in ("jsonl", "parquet"), backend)
+    predictor = load_predictor(found, spec, batch_size, out_fmt.holds_lists, backend)
     partial = target.with_name(f".{target.name}.partial")
     (column,) = tasks.modality(spec.task.kind).columns(spec.data).values()
     with _writer(partial, out_fmt) as write:
-        for start in range(0, len(listed), CHUNK_ROWS):
-            rows = [{column: p} for p in listed[start : start + CHUNK_ROWS]]
+        for rows in formats.chunks({column: p} for p in listed):
             write(rows, predictor(rows))
     os.replace(partial, target)
     return len(listed)
 
 
-def check_files(source: Path, target: Path) -> tuple[str, str]:
+def check_files(source: Path, target: Path) -> tuple[TableFormat, TableFormat]:
     """(input format, output format); refuses a missing input or an unwritable output."""
     in_fmt, out_fmt = file_format(source, "--input"), file_format(target, "--output")
     table_files.require_file(source, "--input")
@@ -202,15 +189,14 @@ def write_predictions(source: Path, target: Path, data: Any, predict: Any) -> in
     Written to a hidden partial file first and renamed into place when complete.
     """
     in_fmt, out_fmt = file_format(source, "--input"), file_format(target, "--output")
-    total = count_rows(source, in_fmt)
+    total = in_fmt.count_rows(source)
     partial = target.with_name(f".{target.name}.partial")  # renamed into place when complete
     done = 0
     from rich.progress import Progress
 
     with Progress(transient=True) as progress, _writer(partial, out_fmt) as write:
         task = progress.add_task(f"predicting {source.name}", total=total)
-        quoted = in_fmt in ("csv", "tsv") and dataset.quotes_enclose(data, DATA_FORMATS[in_fmt])
-        for chunk in read_rows(source, in_fmt, not quoted):
+        for chunk in in_fmt.read_rows(source, data):
             write(chunk, predict(chunk))
             done += len(chunk)
             progress.update(task, completed=done)
@@ -228,6 +214,8 @@ def _labels_from_data(found: Any, spec: Any) -> list[str]:
     if found.export is not None:
         raise FtError(f"{found.home}: no label names in the model's config.json (id2label)")
     tokenizer = tasks.get(spec.task.kind).processor(spec.model)
+    from ft_cli.data import dataset
+
     labels = dataset.prepare(spec.data, spec.task, tokenizer, spec.train.seed).labels
     assert labels is not None
     return labels
@@ -306,89 +294,26 @@ class Predictor:
         return logits, extras
 
 
-def count_rows(path: Path, fmt: str) -> int | None:
-    """Rows in the file (for the progress bar), without parsing them."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    if fmt == "jsonl":
-        with open(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
-    return None  # csv fields may hold newlines: unknown until read
-
-
-def read_rows(path: Path, fmt: str, quotes_are_text: bool = False) -> Iterator[list[dict]]:
-    """The file's rows as dicts, CHUNK_ROWS at a time."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS):
-            yield batch.to_pylist()
-        return
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        if fmt == "jsonl":
-            lines = (json.loads(line) for line in handle if line.strip())
-            yield from _chunks(lines)
-        else:
-            delimiter = "\t" if fmt == "tsv" else ","
-            quoting = csv.QUOTE_NONE if quotes_are_text else csv.QUOTE_MINIMAL
-            yield from _chunks(csv.DictReader(handle, delimiter=delimiter, quoting=quoting))
-
-
-def _chunks(rows: Iterator[dict]) -> Iterator[list[dict]]:
-    chunk: list[dict] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == CHUNK_ROWS:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 class _writer:
-    """A context manager giving write(rows, predictions) for the output format."""
+    """A context manager giving write(rows, predictions) into `path` in `fmt`; the file is
+    removed when writing fails, and a full disk is named as such."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
+    def __init__(self, path: Path, fmt: TableFormat) -> None:
         self.path, self.fmt = path, fmt
-        self.handle: Any = None
-        self.csv: Any = None
-        self.parquet: Any = None
+        self.rows: formats.RowWriter | None = None
 
     def __enter__(self) -> Any:
-        if self.fmt != "parquet":
-            self.handle = open(self.path, "w", encoding="utf-8", newline="")
+        self.rows = self.fmt.writer(self.path)
         return self.write
 
     def write(self, rows: list[dict], predictions: list[dict]) -> None:
-        merged = [{**row, **extra} for row, extra in zip(rows, predictions, strict=True)]
-        if self.fmt == "jsonl":
-            for row in merged:
-                self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        elif self.fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pylist(merged)
-            if self.parquet is None:
-                self.parquet = pq.ParquetWriter(self.path, table.schema)
-            self.parquet.write_table(table.cast(self.parquet.schema))
-        else:
-            if self.csv is None:
-                delimiter = "\t" if self.fmt == "tsv" else ","
-                self.csv = csv.DictWriter(
-                    self.handle, fieldnames=list(merged[0]), delimiter=delimiter
-                )
-                self.csv.writeheader()
-            self.csv.writerows(merged)
+        assert self.rows is not None
+        self.rows.write([{**row, **extra} for row, extra in zip(rows, predictions, strict=True)])
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self.handle is not None:
-                self.handle.close()  # a full disk may fail only here, on the last flush
-            if self.parquet is not None:
-                self.parquet.close()
+            if self.rows is not None:
+                self.rows.close()  # a full disk may fail only here, on the last flush
         except OSError as err:
             self.path.unlink(missing_ok=True)
             raise _unwritten(err, self.path) from err
@@ -419,7 +344,6 @@ def predict_ensemble(
     import torch
 
     from ft_cli import tasks
-    from ft_cli.data import dataset
     from ft_cli.ensembles import manifest, members, scoring
 
     saved = manifest.read(Path(folders[0])) if len(folders) == 1 else None
@@ -433,8 +357,8 @@ def predict_ensemble(
     if saved is not None:
         manifest.check_members(saved, found)
     for member in found:
-        dataset.check_file(source, member.spec.data, DATA_FORMATS[in_fmt], "--input")
-    lists = out_fmt in ("jsonl", "parquet")
+        in_fmt.check(source, member.spec.data, "--input")
+    lists = out_fmt.holds_lists
     predictors = [load_predictor(m.found, m.spec, batch_size, lists) for m in found]
     first = found[0]
     task, labels = tasks.get(first.spec.task.kind), first.labels

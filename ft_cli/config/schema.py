@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from ft_cli.data.formats import FORMATS as TABLE_FORMATS
 from ft_cli.strategies import STRATEGIES
 from ft_cli.tasks import TASKS
 from ft_cli.tasks import info as task_info
@@ -102,16 +103,14 @@ class ModelConfig:
 SCRATCH_SIZES = ("layers", "hidden_size", "heads", "intermediate_size")
 
 
-class DataFormat(str, Enum):
-    hub = "hub"
-    glue_tsv = "glue_tsv"
-    csv = "csv"
-    tsv = "tsv"
-    json = "json"
-    parquet = "parquet"
-    text = "text"
-    conll = "conll"
-    imagefolder = "imagefolder"
+# Hub datasets, every table format (ft_cli.data.formats), and the folders of class folders
+# images come in.
+DataFormat = Enum(  # type: ignore[misc]
+    "DataFormat",
+    {"hub": "hub", **{name: name for name in TABLE_FORMATS}, "imagefolder": "imagefolder"},
+    type=str,
+    module=__name__,
+)
 
 
 class Quoting(str, Enum):
@@ -489,63 +488,27 @@ class HardwareConfig:
     )
 
 
-class WandbMode(str, Enum):
-    auto = "auto"
-    online = "online"
-    offline = "offline"
+def _logger_config() -> type:
+    """`LoggerConfig`: a field per logger in `ft_cli.loggers.LOGGERS`, typed by its own
+    `Settings` (each logger module holds its keys)."""
+    from dataclasses import make_dataclass
 
+    from ft_cli import loggers
 
-@dataclass
-class TensorBoardLogger:
-    enabled: bool = _help(
-        False,
-        "Event files in RUN_DIR/tensorboard (read by ft report); on in logger=tensorboard,"
-        " the default option.",
+    settings = {name: loggers.module(name).Settings for name in loggers.LOGGERS}
+    return make_dataclass(
+        "LoggerConfig",
+        [(name, kind, field(default_factory=kind)) for name, kind in settings.items()],
+        namespace={
+            "__doc__": "Where a run's scalars, config and results go; `logger=[tensorboard,"
+            "mlflow]` picks several. metrics.json and the console are always written.",
+            "chosen": lambda self: loggers.chosen(self),
+            "__module__": __name__,
+        },
     )
 
 
-@dataclass
-class CsvLogger:
-    enabled: bool = _help(False, "RUN_DIR/metrics.csv: one row per logged step, a column a scalar.")
-
-
-@dataclass
-class MlflowLogger:
-    enabled: bool = _help(False, "Log to MLflow (pip install 'ft-cli[mlflow]').")
-    tracking_uri: str | None = _help(
-        None, "null = $MLFLOW_TRACKING_URI, else a local file store in ./mlruns."
-    )
-    experiment: str | None = _help(None, "null = the sweep's name in a sweep (-m), else 'ft'.")
-
-
-@dataclass
-class WandbLogger:
-    enabled: bool = _help(False, "Log to Weights & Biases (pip install 'ft-cli[wandb]').")
-    project: str = _help("ft", "W&B project.")
-    entity: str | None = _help(None, "W&B team or user; null = the account's default.")
-    mode: WandbMode = _help(
-        WandbMode.auto,
-        "auto: online when logged in (WANDB_API_KEY or `wandb login`), else offline into"
-        " RUN_DIR/wandb (`wandb sync` uploads it later).",
-    )
-
-
-@dataclass
-class LoggerConfig:
-    """Where a run's scalars, config and results go; `logger=[tensorboard,mlflow]` picks
-    several. metrics.json and the console are always written."""
-
-    tensorboard: TensorBoardLogger = field(default_factory=TensorBoardLogger)
-    csv: CsvLogger = field(default_factory=CsvLogger)
-    mlflow: MlflowLogger = field(default_factory=MlflowLogger)
-    wandb: WandbLogger = field(default_factory=WandbLogger)
-
-    def chosen(self) -> list[str]:
-        return [
-            name
-            for name in ("tensorboard", "csv", "mlflow", "wandb")
-            if getattr(self, name).enabled
-        ]
+LoggerConfig = _logger_config()
 
 
 class Mode(str, Enum):
@@ -737,12 +700,10 @@ def check_spec(spec: RunSpec) -> None:
     _check_loggers(spec.logger)
 
 
-def _check_loggers(config: LoggerConfig) -> None:
-    from ft_cli.loggers import check_available
-    from ft_cli.loggers.mlflow_logger import check_uri
+def _check_loggers(config: Any) -> None:
+    from ft_cli import loggers
 
-    check_available(config.chosen())
-    check_uri(config.mlflow.tracking_uri)
+    loggers.check(config)
 
 
 def _check_augment(spec: RunSpec) -> None:

@@ -6,19 +6,17 @@ to their own longest row.
 
 from __future__ import annotations
 
-import csv
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ft_cli import paths, tasks
-from ft_cli.config.schema import DataConfig, DataFormat, Quoting, TaskConfig
+from ft_cli.config.schema import DataConfig, DataFormat, TaskConfig
 from ft_cli.data import files as table_files
+from ft_cli.data import formats
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError, closest
 from ft_cli.models import hub
-from ft_cli.tasks import tagging
 
 SPLITS = ("train", "validation", "test")
 
@@ -84,7 +82,6 @@ def _load_hub(cfg: DataConfig) -> RawData:
 
 
 def _load_files(cfg: DataConfig) -> RawData:
-    import datasets
 
     files: dict[str, str] = {}
     for split in SPLITS:
@@ -103,59 +100,22 @@ def _load_files(cfg: DataConfig) -> RawData:
         files[split] = path
     if "train" not in files:
         raise FtError("data.files.train is required: set data.files.train=FILE")
-    if cfg.format == DataFormat.conll:
-        for split, path in files.items():
-            table_files.check_utf8(Path(path), f"data.files.{split}")
-        found = {
-            s: tagging.conll_dataset(p, cfg.text_column, cfg.label_column) for s, p in files.items()
-        }
-        return RawData(found, files)
-    builder, options = _builder(cfg)
+    table = formats.FORMATS[cfg.format.value]
     splits = {}
     for split, path in files.items():
         key = f"data.files.{split}"
-        check_file(Path(path), cfg, cfg.format, key)
+        table.check(Path(path), cfg, key)
         try:
-            loaded = datasets.load_dataset(builder, data_files={split: path}, **options)
+            splits[split] = table.load(path, cfg)
+        except FtError:
+            raise
         except Exception as err:
-            if _has_no_rows(Path(path), cfg.format):
+            if table.has_no_rows(Path(path)):
                 raise FtError(_empty_split(split, path)) from err
             raise FtError(
                 f"{key}: cannot read '{path}' as {cfg.format.value}: {table_files.root_cause(err)}"
             ) from err
-        splits[split] = loaded[split]
     return RawData(splits, files)
-
-
-def check_file(path: Path, cfg: DataConfig, fmt: DataFormat, key: str) -> None:
-    """The cheap pass over a file that names a bad line before the loaders see it."""
-    if fmt in DELIMITERS:
-        table_files.check_delimited(path, DELIMITERS[fmt], quotes_enclose(cfg, fmt), key)
-    elif fmt == DataFormat.json:
-        table_files.check_json(path, key)
-    elif fmt == DataFormat.parquet:
-        table_files.check_parquet(path, key)
-    else:
-        table_files.check_utf8(path, key)
-
-
-DELIMITERS = {DataFormat.csv: ",", DataFormat.tsv: "\t", DataFormat.glue_tsv: "\t"}
-
-
-def quotes_enclose(cfg: DataConfig, fmt: DataFormat) -> bool:
-    """Whether double quotes enclose fields: csv by default; TSV has no quoting convention."""
-    if cfg.quoting == Quoting.auto:
-        return fmt == DataFormat.csv
-    return cfg.quoting == Quoting.quoted
-
-
-def _has_no_rows(path: Path, fmt: DataFormat) -> bool:
-    if fmt == DataFormat.parquet:
-        return False
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        lines = [line for line in itertools.islice(handle, 3) if line.strip()]
-    header_lines = 0 if fmt in (DataFormat.json, DataFormat.text) else 1
-    return len(lines) <= header_lines
 
 
 def _empty_split(split: str, source: str) -> str:
@@ -163,19 +123,6 @@ def _empty_split(split: str, source: str) -> str:
         f"data: the {split} split is empty ({source}); check the file"
         " or max_train_samples / max_eval_samples"
     )
-
-
-def _builder(cfg: DataConfig) -> tuple[str, dict[str, Any]]:
-    # utf-8-sig drops a byte-order mark (GLUE's train.tsv starts with one).
-    fmt = cfg.format
-    if fmt == DataFormat.text:
-        return "text", {"sample_by": cfg.text_documents.value, "encoding": "utf-8-sig"}
-    if fmt in DELIMITERS:
-        # GLUE's TSVs hold unbalanced double quotes: quoting is off for TSV by default.
-        options = {"encoding": "utf-8-sig", "sep": DELIMITERS[fmt]}
-        quoting = csv.QUOTE_MINIMAL if quotes_enclose(cfg, fmt) else csv.QUOTE_NONE
-        return "csv", {**options, "quoting": quoting}
-    return fmt.value, {}
 
 
 def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> PreparedData:
@@ -217,38 +164,19 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
     )
 
 
-FILE_FORMATS = {
-    ".csv": DataFormat.csv,
-    ".tsv": DataFormat.tsv,
-    ".json": DataFormat.json,
-    ".jsonl": DataFormat.json,
-    ".parquet": DataFormat.parquet,
-    ".conll": DataFormat.conll,
-}
-
-
 def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:
-    """One data file as a dataset, its format from its extension (GLUE TSVs as the run's)."""
-    import dataclasses
-
-    import datasets
-
-    fmt = FILE_FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        kinds = ", ".join(FILE_FORMATS)
-        raise FtError(f"{key}: '{path}' is not one of these file types: {kinds}")
+    """One data file as a dataset, its format from its name (GLUE TSVs as the run's)."""
+    table = formats.by_suffix(Path(path), key)
     table_files.require_file(path, key)
     _quiet_datasets()
-    if fmt == DataFormat.conll:
-        table_files.check_utf8(Path(path), key)
-        return tagging.conll_dataset(path, cfg.text_column, cfg.label_column)
-    check_file(Path(path), cfg, fmt, key)
-    builder, options = _builder(dataclasses.replace(cfg, format=fmt))
+    table.check(Path(path), cfg, key)
     try:
-        return datasets.load_dataset(builder, data_files={"file": path}, **options)["file"]
+        return table.load(path, cfg)
+    except FtError:
+        raise
     except Exception as err:
         cause = table_files.root_cause(err)
-        raise FtError(f"{key}: cannot read '{path}' as {fmt.value}: {cause}") from err
+        raise FtError(f"{key}: cannot read '{path}' as {table.name}: {cause}") from err
 
 
 def encode_split(

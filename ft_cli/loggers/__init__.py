@@ -1,8 +1,13 @@
 """Run loggers chosen by the `logger` config group: tensorboard, csv, mlflow, wandb.
 
-The engine talks to one `Loggers` fan-out; each backend lives in its own module
-and is imported only when chosen. What reopens a backend's run on resume (an
-MLflow run id, a W&B run id) is kept in RUN_DIR/loggers.json.
+The engine talks to one `Loggers` fan-out. `LOGGERS` maps a logger's name to its
+module, which holds all of it: its `Settings` (the `logger.NAME` keys; the config
+schema gathers them), `open_logger(settings, info)`, and optionally `NEEDS` (the
+package it imports and the extra that installs it), `check(settings)` and
+`credentials_in(settings)`. A backend's library is imported only when it is
+chosen. What reopens a backend's run on resume (an MLflow run id, a W&B run id)
+is kept in RUN_DIR/loggers.json. A new logger: its module, a line here, and
+configs/logger/NAME.yaml.
 """
 
 from __future__ import annotations
@@ -13,48 +18,48 @@ import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ft_cli.errors import FtError
 from ft_cli.loggers.base import COMPLETED, FAILED, INTERRUPTED, RunInfo, RunLogger, SweepJob
 
-__all__ = ["Loggers", "RunInfo", "SweepJob", "check_available", "opened"]
+__all__ = ["Loggers", "RunInfo", "SweepJob", "check", "chosen", "opened"]
 
 STATE_FILE = "loggers.json"
-# The logger -> (module it needs, the extra that installs it).
-NEEDS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
+
+LOGGERS: dict[str, str] = {
+    "tensorboard": "ft_cli.loggers.tensorboard_logger",
+    "csv": "ft_cli.loggers.csv_logger",
+    "mlflow": "ft_cli.loggers.mlflow_logger",
+    "wandb": "ft_cli.loggers.wandb_logger",
+}
 
 
-def check_available(chosen: list[str]) -> None:
-    """A chosen logger whose library is missing: one line with the install command."""
-    for name in chosen:
-        if name not in NEEDS:
-            continue
-        module, extra = NEEDS[name]
-        if importlib.util.find_spec(module) is None:
+def module(name: str) -> ModuleType:
+    """A logger's module (light to import: its library is imported when it opens)."""
+    return importlib.import_module(LOGGERS[name])
+
+
+def chosen(config: Any) -> list[str]:
+    """The loggers a `logger` config turns on, in `LOGGERS` order."""
+    return [name for name in LOGGERS if getattr(config, name).enabled]
+
+
+def check(config: Any) -> None:
+    """The config check: each logger's own, and a chosen logger whose library is missing
+    gets one line with the install command."""
+    for name in LOGGERS:
+        own = module(name)
+        if hasattr(own, "check"):
+            own.check(getattr(config, name))
+    for name in chosen(config):
+        needs, extra = getattr(module(name), "NEEDS", (None, None))
+        if needs is not None and importlib.util.find_spec(needs) is None:
             raise FtError(
-                f"logger={name} needs the {module} package: pip install 'ft-cli[{extra}]'"
+                f"logger={name} needs the {needs} package: pip install 'ft-cli[{extra}]'"
                 f" (from a checkout: pip install -e '.[{extra}]')"
             )
-
-
-def _open_one(name: str, config: Any, info: RunInfo) -> RunLogger:
-    if name == "tensorboard":
-        from ft_cli.loggers.tensorboard_logger import TensorBoardLogger
-
-        return TensorBoardLogger(info)
-    if name == "csv":
-        from ft_cli.loggers.csv_logger import CsvLogger
-
-        return CsvLogger(info)
-    if name == "mlflow":
-        from ft_cli.loggers.mlflow_logger import MlflowLogger
-
-        return MlflowLogger(info, config.mlflow.experiment, config.mlflow.tracking_uri)
-    from ft_cli.loggers.wandb_logger import WandbLogger
-
-    wandb = config.wandb
-    return WandbLogger(info, wandb.project, wandb.entity, wandb.mode.value)
 
 
 class Loggers:
@@ -116,10 +121,10 @@ def _open_all(config: Any, info: RunInfo) -> list[RunLogger]:
     path = info.run_dir / STATE_FILE
     saved = _read_state(path) if info.resumed_step is not None else {}
     opened_ones: list[RunLogger] = []
-    for name in config.chosen():
+    for name in chosen(config):
         one = dataclasses.replace(info, state=saved.get(name, {}))
         try:
-            opened_ones.append(_open_one(name, config, one))
+            opened_ones.append(module(name).open_logger(getattr(config, name), one))
         except Exception as err:
             for logger in opened_ones:  # the run does not start: neither do their runs
                 logger.close(FAILED)
@@ -135,12 +140,11 @@ def _open_all(config: Any, info: RunInfo) -> list[RunLogger]:
 
 def _scrubbed(text: str, config: Any) -> str:
     """An error text with the credentials of every tracking URI in play replaced by ***."""
-    import os
-
     from ft_cli.loggers import secrets
 
-    for uri in (config.mlflow.tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")):
-        if uri:
+    for name in LOGGERS:
+        credentials = getattr(module(name), "credentials_in", None)
+        for uri in credentials(getattr(config, name)) if credentials else ():
             text = secrets.scrubbed(text, uri)
     return text
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # How a run ended, as the loggers record it.
 COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
+
+
+def setting(default: Any, text: str) -> Any:
+    """A field of a logger's `Settings`, with the help text the config reference shows."""
+    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)

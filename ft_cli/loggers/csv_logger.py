@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 
-from ft_cli.loggers.base import RunInfo, RunLogger
+from ft_cli.loggers.base import RunInfo, RunLogger, setting
 
 FIXED = ["step", "time"]
+
+
+@dataclass
+class Settings:
+    enabled: bool = setting(
+        False, "RUN_DIR/metrics.csv: one row per logged step, a column a scalar."
+    )
+
+
+def open_logger(settings: Settings, info: RunInfo) -> RunLogger:
+    return CsvLogger(info)
 
 
 class CsvLogger(RunLogger):

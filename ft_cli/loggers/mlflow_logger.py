@@ -8,13 +8,40 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from ft_cli.errors import FtError
 from ft_cli.loggers import secrets
-from ft_cli.loggers.base import COMPLETED, FAILED, RunInfo, RunLogger
+from ft_cli.loggers.base import COMPLETED, FAILED, RunInfo, RunLogger, setting
+
+NEEDS = ("mlflow", "mlflow")  # the package it imports, the extra that installs it
+
+
+@dataclass
+class Settings:
+    enabled: bool = setting(False, "Log to MLflow (pip install 'ft-cli[mlflow]').")
+    tracking_uri: str | None = setting(
+        None, "null = $MLFLOW_TRACKING_URI, else a local file store in ./mlruns."
+    )
+    experiment: str | None = setting(None, "null = the sweep's name in a sweep (-m), else 'ft'.")
+
+
+def open_logger(settings: Settings, info: RunInfo) -> RunLogger:
+    return MlflowLogger(info, settings.experiment, settings.tracking_uri)
+
+
+def check(settings: Settings) -> None:
+    """The config check: a tracking URI ft can use (chosen or not: the env may set it)."""
+    check_uri(settings.tracking_uri)
+
+
+def credentials_in(settings: Settings) -> list[str]:
+    """The URIs whose credentials an error message must not show."""
+    return [uri for uri in (settings.tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")) if uri]
+
 
 DEFAULT_EXPERIMENT = "ft"
 PARAMS_PER_CALL = 100  # MLflow's limit on params in one log_batch

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from ft_cli.loggers.base import RunInfo, RunLogger
+from dataclasses import dataclass
+
+from ft_cli.loggers.base import RunInfo, RunLogger, setting
+
+
+@dataclass
+class Settings:
+    enabled: bool = setting(
+        False,
+        "Event files in RUN_DIR/tensorboard (read by ft report); on in logger=tensorboard,"
+        " the default option.",
+    )
+
+
+def open_logger(settings: Settings, info: RunInfo) -> RunLogger:
+    return TensorBoardLogger(info)
 
 
 class TensorBoardLogger(RunLogger):

@@ -5,10 +5,37 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ft_cli.loggers.base import COMPLETED, INTERRUPTED, RunInfo, RunLogger
+from ft_cli.loggers.base import COMPLETED, INTERRUPTED, RunInfo, RunLogger, setting
+
+NEEDS = ("wandb", "wandb")  # the package it imports, the extra that installs it
+
+
+class WandbMode(str, Enum):
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+
+
+@dataclass
+class Settings:
+    enabled: bool = setting(False, "Log to Weights & Biases (pip install 'ft-cli[wandb]').")
+    project: str = setting("ft", "W&B project.")
+    entity: str | None = setting(None, "W&B team or user; null = the account's default.")
+    mode: WandbMode = setting(
+        WandbMode.auto,
+        "auto: online when logged in (WANDB_API_KEY or `wandb login`), else offline into"
+        " RUN_DIR/wandb (`wandb sync` uploads it later).",
+    )
+
+
+def open_logger(settings: Settings, info: RunInfo) -> RunLogger:
+    return WandbLogger(info, settings.project, settings.entity, settings.mode.value)
+
 
 EXIT_CODES = {COMPLETED: 0, INTERRUPTED: 255}  # anything else: 1 (failed)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -12,6 +13,14 @@ from ft_cli.data import token_cache
 from ft_cli.data.batching import Collator
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+
+    from ft_cli.data.dataset import PreparedData, RawData
+    from ft_cli.inputs.base import Modality
+    from ft_cli.tasks.objective import Objective
 
 
 class Task:
@@ -29,7 +38,7 @@ class Task:
     pipeline_tag: str | None = "text-classification"  # the model card's, for the hub
 
     @property
-    def inputs(self) -> Any:
+    def inputs(self) -> Modality:
         """The task's input modality (`inputs.base.Modality`), as `tasks.TASKS` names it."""
         from ft_cli import tasks
 
@@ -51,13 +60,13 @@ class Task:
         """Refuse data settings the model cannot read (before any data is loaded)."""
         self.inputs.check_model(cfg, data)
 
-    def load_raw(self, cfg: DataConfig) -> Any:
+    def load_raw(self, cfg: DataConfig) -> RawData:
         """The untokenized splits (`dataset.RawData`)."""
         from ft_cli.data import dataset
 
         return dataset.load_raw(cfg)
 
-    def load_file(self, path: str, cfg: DataConfig) -> Any:
+    def load_file(self, path: str, cfg: DataConfig) -> datasets.Dataset:
         """One data file as a dataset (`ft eval --file`)."""
         from ft_cli.data import dataset
 
@@ -67,13 +76,13 @@ class Task:
         """{config key: column} of the columns every row must have besides its label."""
         return self.inputs.columns(cfg)
 
-    def prepare(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Any:
+    def prepare(self, cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> PreparedData:
         """The run's data, checked and tokenized (`dataset.PreparedData`)."""
         from ft_cli.data import dataset
 
         return dataset.prepare(cfg, task, tokenizer, seed)
 
-    def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
+    def settle(self, task: TaskConfig, prepared: PreparedData, key: str = "task.") -> TaskConfig:
         """The task settings with what depends on the data filled in (class_weights=balanced)."""
         return task
 
@@ -127,7 +136,7 @@ class Task:
         net: nn.Module,
         tokenizer: Any,
         folder: Path,
-        weights: Any,
+        weights: dict[str, torch.Tensor] | None,
         task: TaskConfig,
         labels: Any,
     ) -> None:
@@ -136,7 +145,11 @@ class Task:
         tokenizer.save_pretrained(folder)
 
     def label_names(
-        self, task: TaskConfig, cfg: DataConfig, train: Any, hub_names: list[str] | None
+        self,
+        task: TaskConfig,
+        cfg: DataConfig,
+        train: datasets.Dataset,
+        hub_names: list[str] | None,
     ) -> list[str] | None:
         """The label set in id order (None: the task has no classes)."""
         return None
@@ -153,7 +166,7 @@ class Task:
         cfg: DataConfig,
         task: TaskConfig,
         tokenizer: Any,
-        dataset: Any,
+        dataset: datasets.Dataset,
         labels: list[str] | None,
         split: str,
     ) -> EncodedSplit:
@@ -200,7 +213,7 @@ class Task:
         labels: list[str] | None,
         compile_model: bool,
         label_smoothing: float,
-    ) -> Any:
+    ) -> Objective:
         """The per-batch collator, forward, loss and metrics (`tasks.objective`)."""
         from ft_cli.tasks.objective import Objective
 
@@ -216,7 +229,11 @@ class Task:
         """Refuse prediction where the task's model predicts no row-level output."""
 
     def predict_inputs(
-        self, read: Any, tokenizer: Any, cfg: DataConfig, labels: list[str] | None
+        self,
+        read: Callable[..., list[Any]],
+        tokenizer: Any,
+        cfg: DataConfig,
+        labels: list[str] | None,
     ) -> tuple[EncodedSplit, Any, Any]:
         """(the rows tokenized, their collator, what each row's prediction needs besides)."""
         texts = read("data.text_column", cfg.text_column)
@@ -228,7 +245,7 @@ class Task:
         return split, Collator(split, tokenizer.pad_token_id or 0, regression=False), None
 
     def prediction(
-        self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
+        self, logits: torch.Tensor, labels: list[str] | None, extra: Any, lists: bool
     ) -> dict[str, Any]:
         """The prediction columns of one row."""
         raise FtError(f"task={self.name} predicts no rows")
