@@ -7,6 +7,7 @@ and the final eval loss, which should agree across sides (same global batches).
     python bench/compare_parallel.py                      # MiniLM, demo data, 2 processes
     python bench/compare_parallel.py --processes 8        # on a machine with 8 GPUs
     python bench/compare_parallel.py --tiny --steps 20    # smoke run
+    python bench/compare_parallel.py --sides single,ddp   # some sides only
 
 On a CPU, torchrun gives each process one thread (OMP_NUM_THREADS=1) while the
 single process uses every core, so the comparison there says little about GPUs.
@@ -35,7 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="the tiny random model")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--sides", default=",".join(SIDES), help=f"which of {', '.join(SIDES)} to run"
+    )
+    args = parser.parse_args(argv)
+    args.sides = [side for side in args.sides.split(",") if side]
+    unknown = sorted(set(args.sides) - set(SIDES))
+    if unknown or not args.sides:
+        parser.error(f"--sides: choose from {', '.join(SIDES)}")
+    return args
 
 
 def command(side: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
@@ -83,10 +92,10 @@ def run_side(side: str, args: argparse.Namespace, folder: Path) -> dict:
 
 def main() -> None:
     args = parse_args()
-    results: dict[str, list[dict]] = {side: [] for side in SIDES}
+    results: dict[str, list[dict]] = {side: [] for side in args.sides}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for side in SIDES:  # in turn, so a slow spell of the machine hits every side
+            for side in args.sides:  # in turn, so a slow spell of the machine hits every side
                 results[side].append(run_side(side, args, Path(tmp) / str(repeat)))
     print(
         f"\n{args.steps} steps, global batch {args.batch * args.processes},"

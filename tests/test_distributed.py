@@ -99,23 +99,38 @@ def test_merged_eval_parts_equal_one_pass(task: str) -> None:
     assert merged == pytest.approx(whole.compute(), rel=1e-6)
 
 
+# One 2-process run per backend, shared by the tests that compare with it: 3 epochs of
+# 6 global batches, a checkpoint every 2 steps (each torchrun start costs seconds).
+REFERENCE = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=3"]
+
+
+@pytest.fixture(scope="module", params=["ddp", "fsdp"])
+def reference(request, tmp_path_factory) -> tuple[str, Path]:
+    """(the backend, the run dir of its uninterrupted 2-process run)."""
+    parallel = request.param
+    cwd = tmp_path_factory.mktemp(f"reference-{parallel}")
+    torchrun(cwd, [*REFERENCE, f"hardware.distributed={parallel}", "hydra.run.dir=run"])
+    return parallel, cwd / "run"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, parallel: str) -> None:
-    single = run_train(tmp_path / "single", [*SETTINGS, f"train.batch_size={2 * BATCH}"])
-    torchrun(tmp_path, [*SETTINGS, f"train.batch_size={BATCH}", f"hardware.distributed={parallel}"])
+def test_two_processes_match_one_with_the_same_global_batch(
+    tmp_path: Path, reference: tuple[str, Path]
+) -> None:
+    parallel, ddp = reference
+    single = run_train(
+        tmp_path / "single", [*SETTINGS, f"train.batch_size={2 * BATCH}", "train.epochs=3"]
+    )
 
     # Exactly one run dir (rank 0's), one TensorBoard run, one set of checkpoints.
-    run_dirs = [p.parent for p in (tmp_path / "outputs").rglob("metrics.json")]
-    assert len(run_dirs) == 1, run_dirs
-    ddp = run_dirs[0]
+    assert [p.parent for p in ddp.parent.rglob("metrics.json")] == [ddp]
     assert len(list((ddp / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert len(list((ddp / ".hydra").glob("*.yaml"))) == 3
     assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == sorted(
         p.name for p in (single.run_dir / "checkpoints").iterdir()
     )
     record = json.loads((ddp / "metrics.json").read_text())
-    assert record["processes"] == 2 and record["steps"] == single.steps == 12
+    assert record["processes"] == 2 and record["steps"] == single.steps == 18
 
     one, two = scalars(single.run_dir, "train/loss"), scalars(ddp, "train/loss")
     assert [s for s, _ in one] == [s for s, _ in two]
@@ -134,26 +149,22 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path, para
     reloaded = AutoModelForSequenceClassification.from_pretrained(ddp / "model")
     assert max_delta(a, dict(reloaded.state_dict())) < 1e-5
     if parallel == "fsdp":  # sharded checkpoints: each rank's shards, in safetensors
-        shards = list((ddp / "checkpoints" / "step-00000012" / "sharded").glob("*.safetensors"))
+        shards = list((ddp / "checkpoints" / "step-00000018" / "sharded").glob("*.safetensors"))
         assert len(shards) == 2
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path, parallel: str) -> None:
-    overrides = [
-        *SETTINGS,
-        f"train.batch_size={BATCH}",
-        "train.epochs=3",
-        f"hardware.distributed={parallel}",
-    ]
-    torchrun(tmp_path, [*overrides, "hydra.run.dir=reference"])
+def test_data_parallel_resume_equals_uninterrupted(
+    tmp_path: Path, reference: tuple[str, Path]
+) -> None:
+    parallel, done = reference
     # The cut run is the same run, left as a crash after step 6 would leave it.
-    shutil.copytree(tmp_path / "reference", tmp_path / "cut")
+    shutil.copytree(done, tmp_path / "cut")
     cut_after(tmp_path / "cut", 6)
+    overrides = [*REFERENCE, f"hardware.distributed={parallel}"]
     resumed = torchrun(tmp_path, [*overrides, "hydra.run.dir=cut", "resume=auto"])
     assert "resuming from" in resumed.stdout
-    a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
+    a = load_file(done / "model" / "model.safetensors")
     b = load_file(tmp_path / "cut" / "model" / "model.safetensors")
     assert max_delta(a, b) == 0.0
     state = torch.load(
@@ -166,24 +177,24 @@ def test_data_parallel_resume_equals_uninterrupted(tmp_path: Path, parallel: str
 @pytest.mark.parametrize(
     "extra",
     [
-        # Masked-LM: DDP wraps the objective's forward (the head sees masked tokens only).
-        pytest.param(["task=mlm", "train.grad_accum=2"], marks=pytest.mark.slow),
-        # The trainable set grows mid-run: DDP is rebuilt at each unfreezing.
+        # DDP wraps masked-LM's objective forward (the head sees masked tokens only), with
+        # accumulation; the trainable set grows mid-run, so DDP is rebuilt at each unfreezing.
         pytest.param(
             [
+                "task=mlm",
+                "train.grad_accum=2",
                 "strategy=gradual_unfreeze",
                 "strategy.unfreeze_every=2",
                 "strategy.unfreeze_unit=steps",
             ],
             marks=pytest.mark.slow,
         ),
-        # FSDP: tied weights (decoder = embeddings) stored once; a penalty over shards.
-        pytest.param(
-            ["task=mlm", "train.grad_accum=2", "hardware.distributed=fsdp"],
-            marks=pytest.mark.slow,
-        ),
+        # FSDP: tied weights (decoder = embeddings) stored once, frozen layers, and a
+        # penalty summed over shards.
         pytest.param(
             [
+                "task=mlm",
+                "train.grad_accum=2",
                 "strategy=freeze_layers",
                 "strategy.frozen_layers=1",
                 "strategy.l2=0.01",
@@ -221,12 +232,15 @@ def test_fsdp_names_the_strategies_it_cannot_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reference", ["ddp"], indirect=True)  # the signal path is shared
+def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(
+    tmp_path: Path, reference: tuple[str, Path]
+) -> None:
     import signal
     import time
 
-    overrides = [*SETTINGS, f"train.batch_size={BATCH}", "train.epochs=12", "train.save_every=50"]
-    torchrun(tmp_path, [*overrides, "hydra.run.dir=reference"])
+    _, done = reference
+    overrides = [*REFERENCE, "hardware.distributed=ddp"]
     command = [
         sys.executable,
         "-m",
@@ -244,7 +258,7 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path
     deadline = time.monotonic() + 300
     assert victim.stdout is not None
     for line in victim.stdout:
-        if line.startswith("step 20/"):
+        if line.startswith("step 7/"):
             break
         assert time.monotonic() < deadline, "no progress"
     victim.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
@@ -252,8 +266,9 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path: Path
     assert victim.returncode != 0
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "interrupted" and record["checkpoint"]
+    assert record["steps"] < 18
     torchrun(tmp_path, [*overrides, "hydra.run.dir=run", "resume=auto"])
-    a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
+    a = load_file(done / "model" / "model.safetensors")
     b = load_file(tmp_path / "run" / "model" / "model.safetensors")
     assert max_delta(a, b) == 0.0
 
