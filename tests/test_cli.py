@@ -65,6 +65,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a process of its own: the real exit code and stderr
 def test_single_run_user_error_is_one_line(tmp_path: Path) -> None:
     result = ft("train", *TINY, "data=csv", f"data.files.train={tmp_path / 'x.csv'}", cwd=tmp_path)
     assert result.returncode == 2
@@ -84,6 +85,7 @@ def test_hydra_run_dir_and_outputs(tmp_path: Path) -> None:
     assert "step 3/3" in result.stdout
 
 
+@pytest.mark.slow  # two processes of their own
 def test_hydra_help_and_info(tmp_path: Path) -> None:
     help_text = ft("train", "--help", cwd=tmp_path)
     assert help_text.returncode == 0
@@ -96,6 +98,7 @@ def test_hydra_help_and_info(tmp_path: Path) -> None:
     assert "Config search path" in info.stdout
 
 
+@pytest.mark.slow  # the demo in a process of its own, as the README runs it
 def test_readme_commands(tmp_path: Path) -> None:
     """The README's quick-start lines install and run what this test runs."""
     readme = (REPO / "README.md").read_text()

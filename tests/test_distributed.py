@@ -211,6 +211,7 @@ def test_data_parallel_runs_every_objective(tmp_path: Path, extra: list[str]) ->
     assert all(torch.isfinite(torch.tensor(v)) for v in record["final"].values())
 
 
+@pytest.mark.slow  # a torchrun start
 def test_fsdp_names_the_strategies_it_cannot_run(tmp_path: Path) -> None:
     command = [
         sys.executable,

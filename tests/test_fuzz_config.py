@@ -90,7 +90,7 @@ BOUNDED = [b for b in _bounded(schema.RunSpec) if b[1].length is None]
 edges = st.sampled_from([-1e9, -1, -1e-9, 0, 1e-9, 0.5, 1, 1.5, 2, 3, 1e9])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.sampled_from(BOUNDED), st.one_of(edges, st.floats(-10, 10)))
 def test_numbers_outside_their_range_fail_naming_the_key(bounded, number) -> None:
     key, bounds, kind = bounded

@@ -112,6 +112,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
     assert checkpoint.is_valid(Path(record["checkpoint"]))[0]
 
 
+@pytest.mark.slow
 def test_a_committed_checkpoint_survives_kill_9_mid_write(tmp_path: Path) -> None:
     """Whenever the process dies, every step-* folder is either complete or absent."""
     process = start(tmp_path / "run", ["train.save_every=1"])  # writing nearly all the time

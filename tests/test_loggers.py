@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -11,8 +12,11 @@ from conftest import TINY, compose_spec
 
 from ft_cli.errors import FtError
 
-pytest.importorskip("mlflow")
-pytest.importorskip("wandb")
+# Found, not imported: the libraries cost seconds to import, and only some tests use them.
+pytestmark = pytest.mark.skipif(
+    not all(importlib.util.find_spec(name) for name in ("mlflow", "wandb")),
+    reason="the mlflow and wandb extras are not installed",
+)
 
 
 def _wandb_records(path: Path) -> list:

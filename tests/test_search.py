@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,10 @@ import pytest
 from conftest import TINY
 from test_cli import ft
 
-optuna = pytest.importorskip("optuna")
+# Found, not imported (seconds): the tests that read a study import it.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("optuna") is None, reason="the sweep extra is not installed"
+)
 
 QUICK = [*TINY, "train.epochs=1", "data.max_train_samples=48"]
 
@@ -37,6 +41,8 @@ def test_an_optuna_search_completes_and_resumes_from_its_storage(
     monkeypatch.chdir(tmp_path)
     for name in ("first", "second"):  # the second search continues the stored study
         assert cli.run_train(search(tmp_path, name, 2)) == 0
+    import optuna
+
     study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'study.db'}")
     trials = study.trials
     assert len(trials) == 4
@@ -84,6 +90,8 @@ def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, ca
     code = cli.run_train(search(tmp_path, "sweep", 3))
     assert code == 1
     assert "2 job(s) failed" in capsys.readouterr().err
+    import optuna
+
     study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'study.db'}")
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "FAIL", "COMPLETE"]
