@@ -21,6 +21,37 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
+# Each xdist worker takes a whole file at a time (--dist loadfile), in collection order
+# (--no-loadscope-reorder): the files that take longest (measured with --durations) go
+# first, so that none of them starts last while the other worker has nothing left.
+LONGEST_FIRST = (
+    "test_mrpc.py",
+    "test_nsp.py",
+    "test_distributed.py",
+    "test_export.py",
+    "test_interrupts.py",
+    "test_bench.py",
+    "test_search.py",
+    "test_multitask.py",
+    "test_cli.py",
+    "test_serve.py",
+    "test_tagging.py",
+    "test_train.py",
+)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker more than there are cores. Many tests wait on processes they
+    started (torchrun ranks, servers, sweeps, kill -9 victims); the extra worker keeps the
+    cores busy meanwhile (2 cores: 8 min 35 s for the full suite against 9 min 9 s)."""
+    return (os.cpu_count() or 1) + 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 REPO = Path(__file__).resolve().parent.parent
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 

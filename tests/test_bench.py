@@ -224,7 +224,7 @@ def test_serve_bench_on_the_tiny_model(exported_tiny: Path) -> None:
         str(REPO / "bench" / "serve.py"),
         str(exported_tiny),
         "--requests",
-        "80",
+        "40",
         "--concurrency",
         "8",
     ]

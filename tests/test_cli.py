@@ -19,18 +19,14 @@ def ft(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProce
 
 
 @pytest.mark.slow
-def test_multirun_gives_one_dir_per_job(tmp_path: Path) -> None:
+def test_multirun_gives_one_dir_per_job(tmp_path: Path, monkeypatch, capsys) -> None:
+    from ft_cli import cli
+
     sweep = tmp_path / "sweep"
-    result = ft(
-        "train",
-        "-m",
-        *TINY,
-        "train.max_steps=2",
-        "optimizer.lr=1e-5,5e-5",
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(tmp_path)
+    overrides = [*TINY, "train.max_steps=2", "optimizer.lr=1e-5,5e-5"]
+    assert cli.run_train(["-m", *overrides, f"hydra.sweep.dir={sweep}"]) == 0
+    result = capsys.readouterr()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
     lrs = []
@@ -40,29 +36,25 @@ def test_multirun_gives_one_dir_per_job(tmp_path: Path) -> None:
         assert (job / "model" / "model.safetensors").exists()
         lrs.append(re.search(r"^  lr: (.*)$", (job / "config.yaml").read_text(), re.M).group(1))
     assert lrs == ["1.0e-05", "5.0e-05"]
-    assert "\x1b[" not in result.stdout  # not a terminal: plain lines, no control characters
+    assert "\x1b[" not in result.out  # not a terminal: plain lines, no control characters
 
 
 @pytest.mark.slow
-def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, monkeypatch, capsys) -> None:
+    from ft_cli import cli
+
     sweep = tmp_path / "sweep"
-    result = ft(
-        "train",
-        "-m",
-        *TINY,
-        "train.max_steps=2",
-        "data.text_column=nope,text",
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 1
+    monkeypatch.chdir(tmp_path)
+    overrides = [*TINY, "train.max_steps=2", "data.text_column=nope,text"]
+    assert cli.run_train(["-m", *overrides, f"hydra.sweep.dir={sweep}"]) == 1
+    result = capsys.readouterr()
     failed = json.loads((sweep / "0" / "metrics.json").read_text())
     assert failed["status"] == "failed"
     assert failed["error"].startswith("data.text_column: column 'nope' is not in the train data")
     assert (sweep / "0" / "error.txt").exists()
     assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "completed"
-    assert "1 job(s) failed: job 0: data.text_column: column 'nope'" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "1 job(s) failed: job 0: data.text_column: column 'nope'" in result.err
+    assert "Traceback" not in result.err
 
 
 @pytest.mark.slow  # a process of its own: the real exit code and stderr

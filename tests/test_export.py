@@ -122,19 +122,12 @@ def test_onnx_logits_equal_torch_for_any_batch_and_length(
 
 @pytest.mark.slow
 def test_int8_copy_keeps_the_demo_models_accuracy(tmp_path: Path) -> None:
-    """The packaged MiniLM after a short demo run; int8 within 0.05 accuracy of fp32."""
+    """The packaged MiniLM after a short demo run; int8 within 0.05 accuracy of fp32.
+
+    Trained as the recipe says (bf16 where the CPU has it natively): the export and its
+    checks are in fp32 either way."""
     run = tmp_path / "demo"
-    assert (
-        cli.run_train(
-            [
-                "+recipe=demo",
-                "train.max_steps=60",
-                "hardware.precision=fp32",
-                f"hydra.run.dir={run}",
-            ]
-        )
-        == 0
-    )
+    assert cli.run_train(["+recipe=demo", "train.max_steps=60", f"hydra.run.dir={run}"]) == 0
     assert cli._run_tool("export", [str(run), "--quantize", "int8"]) == 0
     checks = json.loads((run / "onnx" / "onnx.json").read_text())["checks"]
     fp32, int8 = checks["onnx fp32"]["metrics"], checks["onnx int8"]["metrics"]

@@ -143,6 +143,8 @@ class ImageObjective(Objective):
     def count(self, batch: Any) -> tuple[int, int, int]:
         return len(batch["pixel_values"]), 0, 0  # no tokens, no padding
 
+    smaller_inputs = "use smaller images"
+
     def input_shape(self, batch: Any) -> str:
         channels, height, width = batch["pixel_values"].shape[1:]
         return f"images of {channels}x{height}x{width}"

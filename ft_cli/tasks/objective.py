@@ -25,6 +25,7 @@ class Objective:
     """Classification / regression: the model's logits against the row labels."""
 
     pad_multiple = 1  # batches padded to a multiple of this many tokens (train.pad_to_multiple_of)
+    smaller_inputs = "lower data.max_length"  # how an out-of-memory message says to shrink a row
 
     def __init__(
         self,

@@ -248,6 +248,26 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
     )
 
 
+class _Throughput:
+    """Training samples per second between two log steps, evaluation and checkpoints left out."""
+
+    def __init__(self) -> None:
+        self.samples, self.clock = 0, time.perf_counter()
+
+    def rate(self) -> float:
+        """Samples per second since the last call; starts the next span."""
+        now = time.perf_counter()
+        rate = self.samples / max(now - self.clock, 1e-9)
+        self.samples, self.clock = 0, now
+        return rate
+
+    def leave_out(self, since: float) -> float:
+        """Take the seconds since `since` (not training) out of the span; returns them."""
+        seconds = time.perf_counter() - since
+        self.clock += seconds
+        return seconds
+
+
 def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
     overrides, place, ui, t = context.overrides, context.place, context.ui, spec.train
     started = time.perf_counter()
@@ -260,12 +280,11 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
     assert steps is not None and run.penalty is not None
     params = [p for group in optimizer.param_groups for p in group["params"]]
     max_norm = t.max_grad_norm if t.max_grad_norm is not None else float("inf")
-
     stopped_early = False
     eval_seconds = 0.0  # evaluation and checkpoint time, kept out of the throughput
     # The loss stays on the device between log steps: no host sync per step.
     running_loss = torch.tensor(loop.running_loss, device=hw.device)
-    log_samples, log_clock = 0, time.perf_counter()
+    meter = _Throughput()
 
     _seed_this_rank(place, t.seed, ready.restored_rng)
     synced = backend.wrap(run.forward, hw.device)
@@ -297,7 +316,7 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
                     batch, loop, run, backend, synced, hw, boundary, group_size
                 )
                 group_loss += loss
-                log_samples += rows * place.world
+                meter.samples += rows * place.world
                 if not boundary:
                     continue
 
@@ -322,11 +341,9 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
 
                 logs = None
                 if loop.step % t.log_every == 0 or loop.step == steps.total_steps:
-                    now = time.perf_counter()
-                    rate = log_samples / max(now - log_clock, 1e-9)
+                    rate = meter.rate()
                     logs = _train_logs(loop, running_loss, scheduler, outcome, rate, run, place)
                     tracker.scalars("train", logs, loop.step)
-                    log_samples, log_clock = 0, now
                 ui.step(loop.step, loop.step / steps.steps_per_epoch, logs)
 
                 pause = time.perf_counter()
@@ -338,15 +355,13 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
                     signum = interrupt.requested or signal.SIGTERM
                     raise _interrupted(signum, loop, saver.last, run_dir, overrides, place.is_main)
                 last = loop.step >= steps.total_steps
-                eval_seconds += time.perf_counter() - pause
-                log_clock += time.perf_counter() - pause
+                eval_seconds += meter.leave_out(pause)
                 if stopped_early or last:
                     break
             if stopped_early or loop.step >= steps.total_steps:
                 break
-    train_seconds = time.perf_counter() - loop_clock - eval_seconds
     timing = {
-        "train": train_seconds,
+        "train": time.perf_counter() - loop_clock - eval_seconds,
         "first_step": first_step_seconds,
         "wall_started": started,
         "resumed_from": ready.resume_from,
@@ -530,7 +545,8 @@ def _forward_backward(
             hw.backward(objective_value / group_size)
     except torch.OutOfMemoryError as err:
         batch_size = run.spec.train.batch_size
-        raise guards.oom_error(batch_size, shape, hw.precision.value) from err
+        smaller = run.objective.smaller_inputs
+        raise guards.oom_error(batch_size, shape, smaller, hw.precision.value) from err
     loop.running_batches += 1
     loop.samples_seen += rows
     return loss.detach(), rows

@@ -104,8 +104,9 @@ def nonfinite_error(step: int, epoch: float, value: float, last_checkpoint: str 
     )
 
 
-def oom_error(batch_size: int, shape: str, precision: str) -> FtError:
-    """`shape`: what one row's input is (sequence length N, or an image's size)."""
+def oom_error(batch_size: int, shape: str, smaller: str, precision: str) -> FtError:
+    """`shape`: what one row's input is (sequence length N, or an image's size); `smaller`:
+    how to make it smaller (the task's objective says)."""
     # Half precision roughly halves activation memory: only worth suggesting from fp32.
     half = (
         ", or use hardware.precision=bf16 (fp16 on GPUs without bf16)"
@@ -115,5 +116,5 @@ def oom_error(batch_size: int, shape: str, precision: str) -> FtError:
     return FtError(
         f"out of memory at train.batch_size={batch_size}, {shape}, precision {precision};"
         " lower train.batch_size (and raise train.grad_accum to keep the effective batch),"
-        f" {'lower data.max_length' if 'sequence' in shape else 'use smaller images'}{half}"
+        f" {smaller}{half}"
     )
