@@ -227,6 +227,60 @@ class Conll(TableFormat):
         return tagging.conll_dataset(path, cfg.text_column, cfg.label_column)
 
 
+class SquadJson(TableFormat):
+    """The SQuAD JSON layout: articles of paragraphs of questions, read as a row per
+    question (id, title, context, question, answers: {"text": [...], "answer_start":
+    [...]}). SQuAD v2's unanswerable questions (`is_impossible`) have no answers."""
+
+    name = "squad"
+    header_lines = 0
+
+    def check(self, path: Path, cfg: DataConfig, key: str) -> None:
+        files.check_utf8(path, key)
+
+    def load(self, path: str, cfg: DataConfig) -> Any:
+        import datasets
+
+        return datasets.Dataset.from_list(squad_rows(Path(path), "data.files"))
+
+    def has_no_rows(self, path: Path) -> bool:
+        return False  # squad_rows names an empty file itself
+
+
+def squad_rows(path: Path, key: str) -> Rows:
+    """A row per question of a SQuAD JSON file; one line naming the file if it is not one."""
+    try:
+        articles = json.loads(path.read_text(encoding="utf-8-sig"))["data"]
+        rows = [
+            {
+                "id": str(question.get("id", f"{a}-{p}-{q}")),
+                "title": article.get("title", ""),
+                "context": paragraph["context"],
+                "question": question["question"],
+                "answers": {
+                    "text": [answer["text"] for answer in _answers(question)],
+                    "answer_start": [int(answer["answer_start"]) for answer in _answers(question)],
+                },
+            }
+            for a, article in enumerate(articles)
+            for p, paragraph in enumerate(article["paragraphs"])
+            for q, question in enumerate(paragraph["qas"])
+        ]
+    except (ValueError, KeyError, TypeError) as err:
+        why = f"no {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise FtError(
+            f'{key}: \'{path}\' is not SQuAD JSON ({why}); expected {{"data": [{{"paragraphs":'
+            ' [{"context", "qas": [{"id", "question", "answers"}]}]}]}'
+        ) from err
+    if not rows:
+        raise FtError(f"{key}: '{path}' holds no questions")
+    return rows
+
+
+def _answers(question: dict[str, Any]) -> list[dict[str, Any]]:
+    return [] if question.get("is_impossible") else list(question.get("answers", []))
+
+
 FORMATS: dict[str, TableFormat] = {
     "glue_tsv": Delimited("glue_tsv", "\t", False, ()),  # GLUE's files, named by data.path
     "csv": Delimited("csv", ",", True, (".csv",)),
@@ -235,6 +289,7 @@ FORMATS: dict[str, TableFormat] = {
     "parquet": Parquet(),
     "text": Text(),
     "conll": Conll(),
+    "squad": SquadJson(),
 }
 
 

@@ -1,0 +1,165 @@
+"""Extractive question answering: SQuAD's answer scoring, windows over long contexts,
+and the best answer across a question's windows."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ft_cli.errors import FtError
+from ft_cli.tasks import answers, windows
+
+WORDS = ["cat", "dog", "sat", "on", "the", "mat", "park", "ball", "red", "runs", "a", "blue"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from ft_cli.paths import resolve_path
+
+    return AutoTokenizer.from_pretrained(resolve_path("pkg:ft_cli/assets/tiny_bert", "model"))
+
+
+@pytest.mark.parametrize(
+    ("text", "normal"),
+    [
+        ("The Cat!", "cat"),
+        ("  An  apple, a day ", "apple day"),
+        ("Theatre-goers", "theatregoers"),  # "the" inside a word stays
+        ("1,000 (approx.)", "1000 approx"),
+        ("", ""),
+    ],
+)
+def test_answers_are_normalised_as_squad_does(text: str, normal: str) -> None:
+    assert answers.normalize(text) == normal
+
+
+def test_exact_match_and_f1_take_the_best_reference() -> None:
+    assert answers.exact_match("the Eiffel Tower", ["Eiffel Tower"]) == 1.0
+    assert answers.exact_match("Eiffel", ["Eiffel Tower"]) == 0.0
+    # 1 common token of 3 guessed and 1 expected: precision 1/3, recall 1, F1 0.5.
+    assert answers.token_f1("in Paris France", ["Paris"]) == pytest.approx(0.5)
+    assert answers.token_f1("Paris", ["London", "paris."]) == 1.0
+    assert answers.token_f1("red red ball", ["red ball"]) == pytest.approx(0.8)
+
+
+def test_unanswerable_questions_are_right_only_when_left_empty() -> None:
+    assert answers.exact_match("", []) == 1.0 and answers.token_f1("", []) == 1.0
+    assert answers.exact_match("the mat", []) == 0.0 and answers.token_f1("mat", [""]) == 0.0
+    assert answers.token_f1("", ["mat"]) == 0.0
+    scores = answers.AnswerScores()
+    scores.add("the mat", ["mat"])  # right
+    scores.add("dog", ["cat"])  # wrong
+    scores.add("", [])  # unanswerable, left empty: right
+    out = scores.compute()
+    assert out["exact_match"] == pytest.approx(2 / 3) and out["f1"] == pytest.approx(2 / 3)
+    assert out["has_ans_exact_match"] == 0.5 and out["no_ans_exact_match"] == 1.0
+    plain = answers.AnswerScores()
+    plain.add("cat", ["cat"])
+    assert set(plain.compute()) == {"exact_match", "f1"}  # no v2 parts without v2 data
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    words=st.lists(st.sampled_from(WORDS), min_size=3, max_size=60),
+    where=st.tuples(st.integers(0, 59), st.integers(1, 4)),
+    max_length=st.integers(24, 64),
+    stride=st.integers(0, 8),
+)
+def test_answer_spans_round_trip_through_every_window(
+    tokenizer, words: list[str], where: tuple[int, int], max_length: int, stride: int
+) -> None:
+    first = min(where[0], len(words) - 1)
+    last = min(first + where[1], len(words))
+    context = " ".join(words)
+    begin = len(" ".join(words[:first])) + (1 if first else 0)
+    text = " ".join(words[first:last])
+    assert context[begin : begin + len(text)] == text
+    made = windows.make_windows(
+        tokenizer, ["where is it"], [context], max_length, stride, [(begin, begin + len(text))]
+    )
+    covered = set()
+    for ids, spans, start, end in zip(
+        made.input_ids, made.offsets, made.starts, made.ends, strict=True
+    ):
+        assert len(ids) <= max_length
+        inside = [span for span in spans if span is not None]
+        covered.update(c for span in inside for c in range(*span))
+        holds = inside[0][0] <= begin and inside[-1][1] >= begin + len(text)
+        if holds:  # the answer's tokens give back exactly its characters
+            assert 0 < start <= end
+            assert context[spans[start][0] : spans[end][1]] == text
+        else:  # [CLS]: no answer in this window
+            assert (start, end) == (0, 0)
+    assert covered == {i for i, ch in enumerate(context) if not ch.isspace()}
+    answer_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if answer_tokens <= stride:  # the overlap is wide enough: some window holds it whole
+        assert any(made.starts)
+
+
+def test_the_best_span_is_taken_across_windows() -> None:
+    context = "the cat sat on the mat"
+    # Two windows of the same question: tokens of "cat sat" in the first, "the mat" in the
+    # second (offsets into the context; None for question and special tokens).
+    first = [None, (4, 7), (8, 11), (12, 14), None]
+    second = [None, (12, 14), (15, 18), (19, 22), None]
+    scored = [
+        ([5.0, 2.0, 1.0, 0.0, 0.0], [5.0, 0.0, 2.5, 0.0, 0.0], first),  # "cat sat": 4.5
+        ([1.0, 0.0, 3.0, 0.0, 0.0], [1.0, 0.0, 0.0, 3.0, 0.0], second),  # "the mat": 6.0
+    ]
+    best = windows.best_answer(context, scored)
+    assert (best.text, best.start, best.end, best.score) == ("the mat", 15, 22, 6.0)
+    # One token at most: "sat" (start 1.0 + end 2.5) beats "the" and "mat" (3.0 each).
+    single = windows.best_answer(context, scored, max_answer_length=1)
+    assert (single.text, single.score) == ("sat", 3.5)
+    assert windows.null_score(scored) == 2.0  # [CLS] + [CLS], the lowest over the windows
+
+
+def test_a_window_too_small_for_its_overlap_or_question_is_one_line(tokenizer) -> None:
+    context = "the cat sat on the mat " * 10
+    with pytest.raises(FtError, match=r"^data.stride=20 must be smaller than") as caught:
+        windows.make_windows(tokenizer, ["where"], [context], 24, 20)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(FtError, match=r"^data.max_length=16: question 0 is .* longer than"):
+        windows.make_windows(tokenizer, ["where did the dog run today"], [context], 16, 2)
+
+
+def _squad(path, questions: list[dict]) -> str:
+    import json
+
+    article = {
+        "title": "T",
+        "paragraphs": [{"context": "the cat sat on the mat", "qas": questions}],
+    }
+    path.write_text(json.dumps({"version": "1.1", "data": [article]}))
+    return str(path)
+
+
+def test_squad_json_reads_as_a_row_per_question(tmp_path) -> None:
+    from conftest import REPO
+
+    from ft_cli.config.schema import DataConfig
+    from ft_cli.data import formats
+
+    cfg = DataConfig()
+    path = _squad(
+        tmp_path / "train.json",
+        [
+            {"id": "q1", "question": "who sat?", "answers": [{"text": "cat", "answer_start": 4}]},
+            {"id": "q2", "question": "where?", "is_impossible": True, "answers": []},
+        ],
+    )
+    rows = formats.FORMATS["squad"].load(path, cfg)
+    assert rows["id"] == ["q1", "q2"] and rows["context"][0] == "the cat sat on the mat"
+    assert rows["answers"][0] == {"text": ["cat"], "answer_start": [4]}
+    assert rows["answers"][1] == {"text": [], "answer_start": []}  # unanswerable (v2)
+    (tmp_path / "bad.json").write_text('{"data": [{"title": "T"}]}')
+    with pytest.raises(
+        FtError, match=r"^data.files: '.*bad.json' is not SQuAD JSON \(no 'paragraphs'\)"
+    ):
+        formats.FORMATS["squad"].load(str(tmp_path / "bad.json"), cfg)
+    dev = REPO.parent / "shared" / "data" / "squad" / "dev.json"
+    if dev.is_file():  # the shared part of SQuAD v1.1: its README counts 721 questions
+        assert len(formats.FORMATS["squad"].load(str(dev), cfg)) == 721
