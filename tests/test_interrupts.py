@@ -18,10 +18,10 @@ from safetensors.torch import load_file
 
 from ft_cli.rundir import checkpoint
 
-# 75 optimizer steps: long enough to be caught mid-run.
+# 45 optimizer steps: long enough to be caught mid-run.
 LONG = [
     *TINY,
-    "data.max_train_samples=400",
+    "data.max_train_samples=240",
     "train.epochs=3",
     "train.save_every=7",
     "train.keep_checkpoints=3",
@@ -59,7 +59,7 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
 @pytest.mark.parametrize("extra", [[], ["train.grad_accum=2", "train.batch_size=8"]])
 def test_kill_9_then_resume_auto_is_bit_identical(tmp_path: Path, extra: list[str]) -> None:
     reference = start(tmp_path / "reference", extra)  # runs beside the victim
-    killed_at = random.Random().randint(10, 60)
+    killed_at = random.Random().randint(10, 35)
     victim = start(tmp_path / "run", extra)
     wait_for_step(victim, killed_at)
     victim.kill()  # SIGKILL: no handler runs, no checkpoint is written now
@@ -116,7 +116,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
 def test_a_committed_checkpoint_survives_kill_9_mid_write(tmp_path: Path) -> None:
     """Whenever the process dies, every step-* folder is either complete or absent."""
     process = start(tmp_path / "run", ["train.save_every=1"])  # writing nearly all the time
-    wait_for_step(process, 40)
+    wait_for_step(process, 30)
     process.kill()
     process.wait()
     root = tmp_path / "run" / "checkpoints"

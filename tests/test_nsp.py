@@ -118,6 +118,8 @@ def test_the_nsp_head_trains_well_above_chance_on_the_demo_corpus(tmp_path: Path
     share a product, a random one mostly does not; the head must learn to tell."""
     # The recipe's precision (auto): bf16 where the CPU has it natively, else fp32;
     # 0.93 is measured either way, far from the bound.
-    result = train(compose_spec(["+recipe=demo_nsp"]), run_dir=tmp_path / "nsp")
+    # Evaluated and saved once, at the end (the recipe does so every epoch): 13% sooner.
+    once = ["train.eval_every=1000000", "train.save_every=1000000"]
+    result = train(compose_spec(["+recipe=demo_nsp", *once]), run_dir=tmp_path / "nsp")
     assert result.final["nsp_accuracy"] > 0.7, result.final
     assert result.final["perplexity"] < 5
