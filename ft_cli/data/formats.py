@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,22 +61,22 @@ class TableFormat:
         return None
 
     def read_rows(self, path: Path, cfg: DataConfig) -> Iterator[Rows]:
-        """The file's rows as dicts, CHUNK_ROWS at a time."""
-        raise NotImplementedError(f"{self.name} files are not streamed")
+        """The file's rows as dicts, CHUNK_ROWS at a time (formats that stream)."""
+        raise TypeError(f"{self.name} files are read whole, not streamed")
 
     def writer(self, path: Path) -> RowWriter:
-        """What writes rows of this format to `path`."""
-        raise NotImplementedError(f"{self.name} files are not written")
+        """What writes rows of this format to `path` (formats that stream)."""
+        raise TypeError(f"ft writes no {self.name} files")
 
 
-class RowWriter:
+class RowWriter(ABC):
     """Rows appended to one file; `close` flushes (where a full disk may fail)."""
 
-    def write(self, rows: Rows) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def write(self, rows: Rows) -> None: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
 
 class Delimited(TableFormat):
