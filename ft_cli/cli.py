@@ -85,6 +85,10 @@ def _quiet_interrupt(kind: type, value: BaseException, trace: object) -> None:
     if issubclass(kind, KeyboardInterrupt):
         _fail("interrupted")
         return
+    if StartupInterrupts.received:  # the aftermath of a dropped Ctrl-C (see run_train)
+        _fail("interrupted")
+        sys.stderr.flush()
+        os._exit(130)
     sys.__excepthook__(kind, value, trace)  # type: ignore[arg-type]
 
 
@@ -255,6 +259,11 @@ def run_train(overrides: list[str]) -> int:
     except SystemExit as err:
         return int(err.code or 0) if not isinstance(err.code, str) else 2
     except (OmegaConfBaseException, Exception) as err:
+        if StartupInterrupts.received:
+            # A Ctrl-C that Python dropped mid-import or mid-construction can leave a
+            # library object half built; what fails after it is the interrupt's doing.
+            _fail("interrupted")
+            return 130
         cause = disk_cause(err)
         if cause is not None:
             from ft_cli.rundir.ownership import disk_error

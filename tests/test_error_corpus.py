@@ -787,6 +787,27 @@ def test_read_only_and_full_disks_end_in_one_line(finished: Path, tmp_path: Path
         _unmount(full)
 
 
+def test_what_fails_after_a_dropped_start_up_ctrl_c_is_reported_as_the_interrupt(
+    monkeypatch, capsys
+) -> None:
+    """A Ctrl-C that Python dropped inside a library (recorded by StartupInterrupts) can
+    leave an object half built; the error that follows is the interrupt, not a bug."""
+    from ft_cli import cli
+    from ft_cli.training.guards import StartupInterrupts
+
+    def half_built(overrides: list[str]) -> None:
+        raise AttributeError("'DictConfig' object has no attribute '_invalidate_flags_cache'")
+
+    monkeypatch.setattr(cli, "_launch", half_built)
+    monkeypatch.setattr(StartupInterrupts, "received", [])
+    with pytest.raises(AttributeError):  # without a Ctrl-C it is a real failure
+        cli.run_train([])
+    monkeypatch.setattr(StartupInterrupts, "received", [2])
+    assert cli.run_train([]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "ft: error: interrupted", err
+
+
 @pytest.mark.slow
 def test_ctrl_c_at_start_up_exits_130_in_one_line(tmp_path: Path) -> None:
     import signal
