@@ -32,6 +32,8 @@ def test_every_recipe_composes_and_validates(recipe: str) -> None:
         kind = "multitask"
     if recipe.endswith(("_images", "_beans")):
         kind = "image_classification"
+    if recipe.endswith(("_qa", "_squad")):
+        kind = "question_answering"
     assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False
     assert compose.recipe_purpose(compose.paths.recipes_dir() / f"{recipe}.yaml")

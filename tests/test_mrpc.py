@@ -33,6 +33,11 @@ def test_minilm_beats_the_majority_class_on_mrpc_dev(tmp_path: Path) -> None:
             "train.batch_size=16",
             "train.max_steps=240",
             "train.log_every=50",
+            # The embeddings and 2 bottom layers frozen: a third less time (78 to 83 s alone
+            # on 2 cores, against 115 to 120 s), dev accuracy 0.757 to 0.787 (seeds 42, 1,
+            # 2); evaluated once, at the end.
+            "strategy=freeze_layers",
+            "train.eval_every=1000",
         ]
     )
     result = train(spec, run_dir=tmp_path / "run")

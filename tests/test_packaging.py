@@ -36,6 +36,7 @@ def test_wheel_ships_configs_and_recipes(tmp_path: Path) -> None:
         "ft_cli/recipes/demo.yaml",
         "ft_cli/assets/demo/train.csv",
         "ft_cli/assets/ner/train.conll",
+        "ft_cli/assets/qa/train.json",
         "ft_cli/configs/search/lr_batch.yaml",
         "ft_cli/configs/launcher/slurm.yaml",
         "ft_cli/recipes/demo_ner.yaml",

@@ -3,6 +3,8 @@ and the best answer across a question's windows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -163,3 +165,145 @@ def test_squad_json_reads_as_a_row_per_question(tmp_path) -> None:
     dev = REPO.parent / "shared" / "data" / "squad" / "dev.json"
     if dev.is_file():  # the shared part of SQuAD v1.1: its README counts 721 questions
         assert len(formats.FORMATS["squad"].load(str(dev), cfg)) == 721
+
+
+def test_the_no_answer_threshold_is_tuned_for_the_best_f1() -> None:
+    # Three questions: two answerable whose spans are right, one unanswerable whose span is
+    # wrong. A question is left empty when its diff (no-answer score less the best span's)
+    # is above the threshold. Diffs 1.0, -2.0, 0.5: emptying the unanswerable one (0.5)
+    # would empty the first (1.0) too, so answering all (F1 2/3) is best.
+    texts, references = ["cat", "mat", "dog"], [["cat"], ["the mat"], []]
+    assert answers.best_threshold([1.0, -2.0, 0.5], texts, references) == 1.0
+    # With the unanswerable question's diff the largest, emptying it alone is best: the
+    # threshold is the next diff down, which leaves that question answered.
+    threshold = answers.best_threshold([0.2, -2.0, 3.0], texts, references)
+    assert threshold == 0.2
+    out = answers.score_answers(texts, [0.2, -2.0, 3.0], references, None)
+    assert out["f1"] == 1.0 and out["no_ans_f1"] == 1.0 and out["null_threshold"] == threshold
+    # A threshold set by the user is used as it is.
+    fixed = answers.score_answers(texts, [0.2, -2.0, 3.0], references, 5.0)
+    assert fixed["f1"] == pytest.approx(2 / 3) and "null_threshold" not in fixed
+    # Without unanswerable questions nothing is tuned and every question is answered.
+    plain = answers.score_answers(["cat"], [9.0], [["cat"]], None)
+    assert plain == {"exact_match": 1.0, "f1": 1.0}
+
+
+def _answers_table(tmp_path, rows: list[dict]) -> str:
+    import json
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("answer", "start", "message"),
+    [
+        (
+            "mat",
+            4,
+            r"^data: row 0 of the train data: the answer 'mat' is not at its answer_start 4"
+            r" \(the context has it at 19\); fix answer_start$",
+        ),
+        (
+            "dog",
+            4,
+            r"^data.label_column: row 0 of the train data: its context does not contain"
+            r" its answer 'dog'; fix the answer or the context$",
+        ),
+    ],
+)
+def test_an_answer_not_where_it_says_is_one_line(tmp_path, answer, start, message) -> None:
+    from conftest import TINY, compose_spec
+
+    from ft_cli.training.engine import train
+
+    rows = [{"q": "what?", "c": "the cat sat on the mat", "a": answer, "s": start}] * 4
+    spec = compose_spec(
+        [
+            "task=question_answering",
+            "data=json",
+            *TINY,
+            f"data.files.train={_answers_table(tmp_path, rows)}",
+            "data.text_column=q",
+            "data.text_pair_column=c",
+            "data.label_column=a",
+            "data.answer_start_column=s",
+        ]
+    )
+    with pytest.raises(FtError, match=message):
+        train(spec, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("checkpoints/*"))
+
+
+def test_a_question_answering_run_needs_its_context_column(tmp_path) -> None:
+    from conftest import TINY, compose_spec
+
+    from ft_cli.training.engine import train
+
+    rows = [{"q": "what?", "c": "the cat", "a": "cat", "s": 4}] * 4
+    spec = compose_spec(
+        [
+            "task=question_answering",
+            "data=json",
+            *TINY,
+            f"data.files.train={_answers_table(tmp_path, rows)}",
+            "data.text_column=q",
+            "data.label_column=a",
+            "data.answer_start_column=s",
+        ]
+    )
+    with pytest.raises(FtError, match=r"^data.text_pair_column: task=question_answering reads"):
+        train(spec, run_dir=tmp_path / "run")
+
+
+QA_TINY = ["task=question_answering", "data=demo_qa", "data.max_length=128", "data.stride=32"]
+
+
+@pytest.fixture(scope="module")
+def trained_qa(tmp_path_factory) -> str:
+    """A tiny model trained a few steps on the demo questions (windows of 128 tokens)."""
+    from conftest import TINY
+
+    from ft_cli import cli
+
+    run = tmp_path_factory.mktemp("qa") / "run"
+    overrides = [*TINY, *QA_TINY, "train.max_steps=6", f"hydra.run.dir={run}"]
+    assert cli.run_train(overrides) == 0
+    return str(run)
+
+
+def test_eval_predict_and_the_onnx_export_agree_on_every_answer(trained_qa, tmp_path) -> None:
+    import json
+
+    from ft_cli import cli
+
+    record = json.loads((Path(trained_qa) / "metrics.json").read_text())
+    assert {"f1", "exact_match", "loss"} <= set(record["best"])
+    # ft eval scores the validation questions as the run's evaluation of its export did.
+    assert cli._run_tool("eval", [trained_qa]) == 0
+    again = json.loads((Path(trained_qa) / "eval_metrics.json").read_text())["metrics"]
+    for name in ("f1", "exact_match", "loss"):
+        assert again[name] == pytest.approx(record["best"][name], abs=1e-6), name
+    # ft predict: an answer per question, the context's own characters; a long context
+    # (several windows) answered once.
+    context = "Anna Smith works for Acme Corp in Oslo. " * 12
+    rows = [
+        {"question": "Who does Anna Smith work for?", "context": context},
+        {"question": "Where does Ben work?", "context": "Ben works for Vertex in Lima."},
+    ]
+    source = tmp_path / "questions.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    outputs = {}
+    assert cli._run_tool("export", [trained_qa]) == 0
+    for backend in ("torch", "onnxruntime"):
+        target = tmp_path / f"{backend}.jsonl"
+        args = [trained_qa, "--input", str(source), "--output", str(target)]
+        assert cli._run_tool("predict", [*args, "--backend", backend]) == 0
+        outputs[backend] = [json.loads(line) for line in target.read_text().splitlines()]
+    for row, out in zip(rows, outputs["torch"], strict=True):
+        assert out["answer"] == row["context"][out["answer_start"] : out["answer_end"]]
+        assert out["answer"].strip()
+    for mine, theirs in zip(outputs["torch"], outputs["onnxruntime"], strict=True):
+        assert (mine["answer"], mine["answer_start"]) == (theirs["answer"], theirs["answer_start"])
+        assert mine["answer_score"] == pytest.approx(theirs["answer_score"], abs=1e-3)

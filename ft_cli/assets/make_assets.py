@@ -11,6 +11,9 @@
 - corpus/{train,validation}.txt: short multi-sentence reviews, one product each,
   a blank line between documents: a pretraining corpus whose sentences belong
   together (next-sentence prediction has something to learn).
+- qa/{train,validation}.json: SQuAD JSON; paragraphs of templated facts about people
+  (where they work, fly, what they bought), a question per fact whose answer is a span
+  of the paragraph (held-out names in validation, as for ner/).
 - tiny_bert/vocab.txt: special tokens, every word of the demo data, and single
   characters with their ## continuations, so any English text tokenizes.
 """
@@ -227,6 +230,81 @@ def write_ner(rows: int, name: str, seed: int, held_out: bool) -> None:
             handle.write("".join(f"{w} {t}\n" for w, t in ner_sentence(rng, held_out)) + "\n")
 
 
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+COUNTS = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve"]
+# A fact about one person: its sentence, and the questions it answers with their answer's
+# slot. {P}: the person, {O}: an organisation, {L}: a place, {D}: a day, {N}: a number.
+QA_FACTS = [
+    ("{P} works for {O} in {L}.", [("Who does {P} work for?", "O"), ("Where does {P} work?", "L")]),
+    ("On {D}, {P} flew to {L}.", [("Where did {P} fly?", "L"), ("When did {P} fly to {L}?", "D")]),
+    ("{P} bought {N} tickets for the concert.", [("How many tickets did {P} buy?", "N")]),
+    ("{P} met a friend from {O} in {L} on {D}.", [("What day did {P} meet a friend?", "D")]),
+    ("Last year {P} moved to {L} to join {O}.", [("Which company did {P} join?", "O")]),
+    ("{P} has visited {L} {N} times.", [("How often has {P} visited {L}?", "N")]),
+]
+
+
+def qa_paragraph(rng: random.Random, held_out: bool) -> tuple[str, list[tuple[str, str, int]]]:
+    """A paragraph of three to six facts about different people, and one question (with its
+    answer and the answer's first character) about each fact."""
+    people: list[str] = []
+    count = rng.randint(3, 6)
+    while len(people) < count:
+        name = " ".join(_entity(rng, "PER", held_out))
+        if name.split()[0] not in {p.split()[0] for p in people}:
+            people.append(name)
+    sentences: list[str] = []
+    questions: list[tuple[str, str, int]] = []
+    offset = 0
+    for person in people:
+        sentence, asks = rng.choice(QA_FACTS)
+        values = {
+            "P": person,
+            "O": " ".join(_entity(rng, "ORG", held_out)),
+            "L": " ".join(_entity(rng, "LOC", held_out)),
+            "D": rng.choice(DAYS),
+            "N": rng.choice(COUNTS),
+        }
+        text = sentence.format(**values)
+        question, slot = rng.choice(asks)
+        answer = values[slot]
+        # The answer's first character: after the slots before it in the template.
+        start = offset + _slot_position(sentence, slot, values)
+        assert text[start - offset : start - offset + len(answer)] == answer
+        sentences.append(text)
+        questions.append((question.format(**values), answer, start))
+        offset += len(text) + 1
+    return " ".join(sentences), questions
+
+
+def _slot_position(template: str, slot: str, values: dict[str, str]) -> int:
+    """Where slot {slot} starts in the filled `template`."""
+    head = template[: template.index("{" + slot + "}")]
+    return len(head.format(**values))
+
+
+def write_qa(paragraphs: int, name: str, seed: int, held_out: bool) -> None:
+    """SQuAD JSON: one article of `paragraphs` paragraphs, a question per fact."""
+    import json
+
+    rng = random.Random(seed)
+    (ASSETS / "qa").mkdir(exist_ok=True)
+    items = []
+    for p in range(paragraphs):
+        context, questions = qa_paragraph(rng, held_out)
+        qas = [
+            {
+                "id": f"{name.split('.')[0]}-{p}-{q}",
+                "question": question,
+                "answers": [{"text": answer, "answer_start": start}],
+            }
+            for q, (question, answer, start) in enumerate(questions)
+        ]
+        items.append({"context": context, "qas": qas})
+    record = {"version": "ft-demo", "data": [{"title": "people", "paragraphs": items}]}
+    (ASSETS / "qa" / name).write_text(json.dumps(record) + "\n")
+
+
 def write_vocab() -> None:
     words = set()
     for name in ("train.csv", "validation.csv"):
@@ -246,6 +324,8 @@ def main() -> None:
     write_ner(150, "validation.conll", seed=4, held_out=True)
     write_corpus(600, "train.txt", seed=5)
     write_corpus(150, "validation.txt", seed=6)
+    write_qa(150, "train.json", seed=7, held_out=False)
+    write_qa(40, "validation.json", seed=8, held_out=True)
     write_vocab()
 
 

@@ -263,10 +263,13 @@ class Predictor:
         task.predict_inputs(read, self.tokenizer, self.spec.data, self.labels)
 
     def logits(self, rows: list[dict]) -> tuple[list[Any], list[Any]]:
-        """Each row's logits (fp32, CPU) and what its prediction needs besides, in row order."""
+        """Each row's logits (fp32, CPU) and what its prediction needs besides, in row order;
+        where a task reads an input in several parts (a long input's windows), a list of
+        each per row."""
         import torch
 
         from ft_cli import tasks
+        from ft_cli.models import outputs
 
         task = tasks.get(self.spec.task.kind)
 
@@ -277,9 +280,10 @@ class Predictor:
             read, self.tokenizer, self.spec.data, self.labels
         )
         lengths = split.lengths()
-        order = sorted(range(len(rows)), key=lengths.__getitem__)
-        logits: list[Any] = [None] * len(rows)
-        extras: list[Any] = [None] * len(rows)
+        owners = getattr(split, "rows", None)  # a long input's windows: their input row
+        order = sorted(range(len(split)), key=lengths.__getitem__)
+        logits: list[Any] = [None] * len(split)
+        extras: list[Any] = [None] * len(split)
         with torch.no_grad(), self.hw.autocast():
             for start in range(0, len(order), self.batch):
                 indices = order[start : start + self.batch]
@@ -287,11 +291,19 @@ class Predictor:
                 batch.pop("labels")
                 starts = batch.pop("word_starts", None)
                 batch = {k: v.to(self.hw.device) for k, v in batch.items()}
-                out = self.net(**batch).logits.float().cpu()
+                out = outputs.logits_of(self.net(**batch)).float().cpu()
                 for j, row in enumerate(indices):
-                    logits[row] = out[j]
-                    extras[row] = (starts[j], extra[row]) if extra is not None else None
-        return logits, extras
+                    logits[row] = out[j] if owners is None else out[j][: lengths[row]]
+                    own = starts[j] if starts is not None else None
+                    extras[row] = (own, extra[row]) if extra is not None else None
+        if owners is None:
+            return logits, extras
+        mine: list[list[int]] = [[] for _ in rows]
+        for index, owner in enumerate(owners):
+            mine[owner].append(index)
+        return [[logits[i] for i in own] for own in mine], [
+            [extras[i] for i in own] for own in mine
+        ]
 
 
 class _writer:

@@ -178,6 +178,18 @@ class DataConfig:
         TextDocuments.line, "format=text: a document per line, or per blank-line paragraph."
     )
     max_length: int = _help(128, "Longest tokenized input; longer ones are truncated.", Bounds(2))
+    stride: int = _help(
+        128,
+        "question_answering: tokens two consecutive windows of a long context share (must be"
+        " less than a window's room for context).",
+        AT_LEAST_0,
+    )
+    answer_start_column: str | None = _help(
+        None,
+        "question_answering: column with the answer's first character in the context, when"
+        " data.label_column holds the answer's text (not SQuAD's answers dict); an empty"
+        " answer: none in the context.",
+    )
     validation_fraction: float = _help(
         0.1, "Share of train held out for validation when there is no validation split.", FRACTION
     )
@@ -202,7 +214,8 @@ class TaskSettings:
     kind: str = _help(
         MISSING,
         "classification, regression, token_classification (a tag per word: IOB2 entities),"
-        " mlm (masked-LM pretraining) or multitask (several tasks, one encoder).",
+        " question_answering (a span of the context), mlm (masked-LM pretraining) or"
+        " multitask (several tasks, one encoder).",
     )
     labels: list[str] | None = _help(
         None, "Class names in id order; null = the sorted labels found in train."
@@ -230,6 +243,15 @@ class TaskSettings:
     packing: Packing = _help(
         Packing.group_texts,
         "mlm: group_texts (concatenate, cut into max_length blocks) or line_by_line.",
+    )
+    max_answer_length: int = _help(30, "question_answering: longest answer, in tokens.", AT_LEAST_1)
+    n_best: int = _help(
+        20, "question_answering: start and end positions tried per window.", AT_LEAST_1
+    )
+    null_threshold: float | None = _help(
+        None,
+        "question_answering: answer nothing when the no-answer score beats the best span's by"
+        " more than this; null = tuned on the evaluated questions when some have no answer.",
     )
     label_all_subtokens: bool = _help(
         False,

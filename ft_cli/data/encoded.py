@@ -18,6 +18,9 @@ class EncodedSplit(torch.utils.data.Dataset):
     word_continues: list[list[bool]] | None = None
     # token classification: True at the first sub-token of each word.
     word_starts: list[list[bool]] | None = None
+    # The input row each row comes from, where one input makes several (a long one's
+    # windows); None: a row each.
+    rows: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -25,6 +25,7 @@ import torch
 
 from ft_cli.deploy import export_folder
 from ft_cli.errors import FtError
+from ft_cli.models import outputs
 
 TOLERANCE = 1e-3  # largest |logit difference| an fp32 export may have against torch
 OPSET = 18
@@ -80,7 +81,7 @@ class Logits(torch.nn.Module):
         self.net, self.names = net, names
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.net(**dict(zip(self.names, inputs, strict=True))).logits
+        return outputs.logits_of(self.net(**dict(zip(self.names, inputs, strict=True))))
 
 
 class SessionNet(torch.nn.Module):
@@ -194,7 +195,8 @@ def check(ready: Any, variants: dict[str, torch.nn.Module]) -> dict[str, Check]:
     """Each variant's largest logit difference from torch, and its metrics, over the rows."""
     objective = ready.objective
     own = {name: _with_forward(objective, net) for name, net in variants.items()}
-    scores = {name: objective.new_metrics() for name in ["torch", *variants]}
+    split = ready.loader.dataset
+    scores = {name: objective.new_metrics(split) for name in ["torch", *variants]}
     found = {name: Check() for name in ["torch", *variants]}
     ready.forward.eval()
     with torch.no_grad():

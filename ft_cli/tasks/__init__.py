@@ -22,8 +22,8 @@ class TaskInfo:
     module: str  # ft_cli.tasks.<module> (or a full dotted path), which defines TASK
     metrics: tuple[str, ...]  # its evaluation metrics; the first is monitored by default
     modality: str = "text"  # what a row's input is: a name in ft_cli.inputs.MODALITIES
-    # What a row's label is: "classes", a "score", "tags" (one per word), "tokens" (the
-    # text itself: self-supervised) or "tasks" (several tasks, each with its own).
+    # What a row's label is: "classes", a "score", "tags" (one per word), "spans" (of its
+    # text), "tokens" (the text itself: self-supervised) or "tasks" (several, each its own).
     targets: str = "classes"
     augmented: bool = True  # augment=... may change its training inputs
     class_weighted: bool = False  # task.class_weights weighs its loss
@@ -52,6 +52,10 @@ TASKS: dict[str, TaskInfo] = {
         ("f1", "precision", "recall", "accuracy", "loss"),
         targets="tags",
         class_weighted=True,
+    ),
+    # Extractive: a span of the context per question, over windows of a long context.
+    "question_answering": TaskInfo(
+        "question_answering", ("f1", "exact_match", "loss"), targets="spans", augmented=False
     ),
     # Images from folders or files, through transformers' image classifiers.
     "image_classification": TaskInfo(

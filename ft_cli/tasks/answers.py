@@ -79,3 +79,40 @@ def _shares(rows: list[tuple[bool, float, float]], prefix: str) -> dict[str, flo
         f"{prefix}exact_match": sum(row[1] for row in rows) / len(rows),
         f"{prefix}f1": sum(row[2] for row in rows) / len(rows),
     }
+
+
+def best_threshold(diffs: list[float], texts: list[str], references: list[list[str]]) -> float:
+    """The no-answer threshold with the best total F1 on these questions, as SQuAD v2's
+    evaluation tunes it: a question is left empty when its no-answer score beats its best
+    span's by more than the threshold (`diffs`: no-answer score less best span score)."""
+    if not diffs:
+        return 0.0
+    answered = [token_f1(text, truth) for text, truth in zip(texts, references, strict=True)]
+    empty = [token_f1("", truth) for truth in references]
+    order = sorted(range(len(diffs)), key=diffs.__getitem__, reverse=True)
+    total = best_total = sum(answered)
+    best = diffs[order[0]]  # nothing left empty: no diff is above the largest
+    for rank, question in enumerate(order):
+        total += empty[question] - answered[question]
+        below = diffs[order[rank + 1]] if rank + 1 < len(order) else diffs[question] - 1.0
+        if total > best_total and below < diffs[question]:
+            best_total, best = total, below
+    return best
+
+
+def score_answers(
+    texts: list[str], diffs: list[float], references: list[list[str]], threshold: float | None
+) -> dict[str, float]:
+    """Exact match and F1 of each question's best span, or of no answer where its diff (no-
+    answer score less the span's) is above `threshold`; None: tuned on these questions when
+    some have no answer (reported as null_threshold), else every question is answered."""
+    tuned = threshold is None and any(not any(t.strip() for t in r) for r in references)
+    if tuned:
+        threshold = best_threshold(diffs, texts, references)
+    scores = AnswerScores()
+    for text, diff, truth in zip(texts, diffs, references, strict=True):
+        scores.add("" if threshold is not None and diff > threshold else text, truth)
+    out = scores.compute()
+    if tuned:
+        out["null_threshold"] = float(threshold)  # type: ignore[arg-type]
+    return out

@@ -213,7 +213,7 @@ class MultiTaskObjective(Objective):
         index, own = targets
         return self.weights[index] * self.parts[index].loss(predictions, own)
 
-    def new_metrics(self) -> MultiTaskMetrics:
+    def new_metrics(self, split: Any = None) -> MultiTaskMetrics:
         return MultiTaskMetrics(
             self.names, [p.new_metrics() for p in self.parts], self.main, self.scored
         )

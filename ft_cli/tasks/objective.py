@@ -105,7 +105,8 @@ class Objective:
     ) -> Any:
         return batching.eval_loader(split, batch_size, collate, rank, world, even)
 
-    def new_metrics(self) -> Any:
+    def new_metrics(self, split: EncodedSplit | None = None) -> Any:
+        """A fresh accumulator of the metrics over `split` (the evaluated rows)."""
         return metrics.EvalMetrics(self.task, self.num_labels)
 
 
@@ -136,7 +137,7 @@ class MaskedLMObjective(Objective):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return mlm.mlm_loss(logits, targets)
 
-    def new_metrics(self) -> Any:
+    def new_metrics(self, split: EncodedSplit | None = None) -> Any:
         return mlm.MaskedLMMetrics()
 
 
@@ -159,7 +160,7 @@ class NextSentenceObjective(MaskedLMObjective):
         (logits, pair_logits), (tokens, pairs) = predictions, targets
         return mlm.mlm_loss(logits, tokens) + nsp.nsp_loss(pair_logits, pairs)
 
-    def new_metrics(self) -> Any:
+    def new_metrics(self, split: EncodedSplit | None = None) -> Any:
         from ft_cli.tasks import nsp
 
         return nsp.NextSentenceMetrics()
@@ -201,7 +202,7 @@ class TaggingObjective(Objective):
             logits, targets, self.label_smoothing, self.weights_on(logits.device)
         )
 
-    def new_metrics(self) -> Any:
+    def new_metrics(self, split: EncodedSplit | None = None) -> Any:
         return tagging.TaggingMetrics(self.labels)
 
 

@@ -75,7 +75,7 @@ def evaluate(
     """
     was_training = forward.training
     forward.eval()
-    scores = objective.new_metrics()
+    scores = objective.new_metrics(loader.dataset)
     real = getattr(loader, "real_batches", None)
     with torch.no_grad(), hw.autocast():
         for index, batch in enumerate(loader):
