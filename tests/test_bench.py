@@ -256,3 +256,42 @@ def test_serve_bench_with_bad_requests_mixed_in(exported_tiny: Path) -> None:
     # req/s, p50, p99, errors (a good request not 200, a bad one not 4xx), refused
     assert rows["clean (reference)"][3:] == ["0", "0"]
     assert rows["10% bad mixed in"][3:] == ["0", "10"]
+
+
+@pytest.mark.slow
+def test_compare_qa_on_the_tiny_model(tmp_path: Path) -> None:
+    squad = MRPC.parent.parent / "squad"
+    if not (squad / "train.json").is_file():
+        pytest.skip("../shared/data/squad is absent")
+    pytest.importorskip("accelerate")
+    out = tmp_path / "qa.json"
+    command = [
+        sys.executable,
+        str(REPO / "bench" / "compare_qa.py"),
+        # The packaged MiniLM, briefly: the tiny BERT's characters make SQuAD's questions
+        # longer than its 128 positions.
+        "--data",
+        str(squad),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-train-samples",
+        "16",
+        "--max-eval-samples",
+        "8",
+        "--max-length",
+        "128",
+        "--stride",
+        "32",
+        "--json",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    for side in ("ft", "hf"):
+        row = record["table"][side]
+        assert 0 <= row["dev F1"] <= 1 and 0 <= row["dev exact match"] <= row["dev F1"]
+        assert record["runs"][side][0]["train_windows"] == 2 * 4
+    assert "ft vs the run_qa.py-style Trainer job" in result.stdout

@@ -19,7 +19,9 @@ from ft_cli.config.schema import (
 )
 from ft_cli.errors import FtError
 
-RECIPE_OVERRIDES = {name: ["data.path=/some/dir"] for name in ("minilm_mrpc", "minilm_mlm")}
+RECIPE_OVERRIDES = {
+    name: ["data.path=/some/dir"] for name in ("minilm_mrpc", "minilm_mlm", "minilm_squad")
+}
 
 
 @pytest.mark.parametrize("recipe", compose.group_options("recipe"))

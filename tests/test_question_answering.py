@@ -202,7 +202,8 @@ def _answers_table(tmp_path, rows: list[dict]) -> str:
         (
             "mat",
             4,
-            r"^data: row 0 of the train data: the answer 'mat' is not at its answer_start 4"
+            r"^data.answer_start_column: row 0 of the train data: the answer 'mat' is not at its"
+            r" answer_start 4"
             r" \(the context has it at 19\); fix answer_start$",
         ),
         (

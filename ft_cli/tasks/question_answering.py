@@ -175,12 +175,17 @@ def gold_answers(
         if not texts:
             spans.append(None)
             continue
-        spans.append(_located(texts[0], firsts[0] if firsts else None, contexts[row], row, split))
+        key = "data.answer_start_column" if starts is not None else "data.label_column"
+        first = firsts[0] if firsts else None
+        spans.append(
+            _located(texts[0], first, contexts[row], f"row {row} of the {split} data", key)
+        )
     return spans, references
 
 
-def _located(text: str, first: Any, context: str, row: int, split: str) -> Span:
-    """The answer's characters; one line when the context does not hold it there."""
+def _located(text: str, first: Any, context: str, where: str, key: str) -> Span:
+    """The answer's characters; one line when the context does not hold it there (`key`:
+    the setting that names where its first character comes from)."""
     try:
         begin = int(first)
     except (TypeError, ValueError):
@@ -188,14 +193,13 @@ def _located(text: str, first: Any, context: str, row: int, split: str) -> Span:
     if begin >= 0 and context[begin : begin + len(text)] == text:
         return begin, begin + len(text)
     found = context.find(text)
-    where = f"row {row} of the {split} data"
     if found < 0:
         raise FtError(
             f"data.label_column: {where}: its context does not contain its answer"
             f" {text[:60]!r}; fix the answer or the context"
         )
     raise FtError(
-        f"data: {where}: the answer {text[:60]!r} is not at its answer_start {first}"
+        f"{key}: {where}: the answer {text[:60]!r} is not at its answer_start {first}"
         f" (the context has it at {found}); fix answer_start"
     )
 
