@@ -58,7 +58,7 @@ def main(args: list[str]) -> int:
     if "--input" not in given:
         raise FtError("--input FILE is required (csv, tsv, jsonl or parquet)")
     source = Path(given["--input"])
-    streamed = [s for f in formats.FORMATS.values() if f.streams for s in f.suffixes]
+    streamed = formats.suffixes(lambda table: table.streams)
     suffix = source.suffix if source.suffix.lower() in streamed else ".csv"  # folder, .txt list
     target = Path(given.get("--output") or f"{source.stem}.predictions{suffix}")
     batch = given.get("--batch-size")

@@ -184,6 +184,11 @@ class DataConfig:
         " less than a window's room for context).",
         AT_LEAST_0,
     )
+    choice_columns: list[str] | None = _help(
+        None,
+        "multiple_choice: the columns of a row's choices (one per choice), or one column"
+        " holding a list of them per row.",
+    )
     answer_start_column: str | None = _help(
         None,
         "question_answering: column with the answer's first character in the context, when"
@@ -214,8 +219,8 @@ class TaskSettings:
     kind: str = _help(
         MISSING,
         "classification, regression, token_classification (a tag per word: IOB2 entities),"
-        " question_answering (a span of the context), mlm (masked-LM pretraining) or"
-        " multitask (several tasks, one encoder).",
+        " question_answering (a span of the context), multiple_choice (the right one of N),"
+        " mlm (masked-LM pretraining) or multitask (several tasks, one encoder).",
     )
     labels: list[str] | None = _help(
         None, "Class names in id order; null = the sorted labels found in train."
@@ -524,7 +529,7 @@ def _logger_config() -> type:
         namespace={
             "__doc__": "Where a run's scalars, config and results go; `logger=[tensorboard,"
             "mlflow]` picks several. metrics.json and the console are always written.",
-            "chosen": lambda self: loggers.chosen(self),
+            "chosen": loggers.chosen,
             "__module__": __name__,
         },
     )

@@ -294,9 +294,18 @@ FORMATS: dict[str, TableFormat] = {
 }
 
 
-def by_suffix(path: Path, key: str, test: Callable[[TableFormat], bool] = bool) -> TableFormat:
+def _every(table: TableFormat) -> bool:
+    return True
+
+
+def suffixes(test: Callable[[TableFormat], bool] = _every) -> dict[str, TableFormat]:
+    """{file suffix: its format} of the formats `test` accepts."""
+    return {s: f for f in FORMATS.values() if test(f) for s in f.suffixes}
+
+
+def by_suffix(path: Path, key: str, test: Callable[[TableFormat], bool] = _every) -> TableFormat:
     """The format a file's name says (of those `test` accepts); one line if none does."""
-    known = {s: f for f in FORMATS.values() if test(f) for s in f.suffixes}
+    known = suffixes(test)
     found = known.get(path.suffix.lower())
     if found is None:
         raise FtError(f"{key} '{path}': not one of these file types: {', '.join(known)}")

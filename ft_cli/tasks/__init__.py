@@ -23,7 +23,8 @@ class TaskInfo:
     metrics: tuple[str, ...]  # its evaluation metrics; the first is monitored by default
     modality: str = "text"  # what a row's input is: a name in ft_cli.inputs.MODALITIES
     # What a row's label is: "classes", a "score", "tags" (one per word), "spans" (of its
-    # text), "tokens" (the text itself: self-supervised) or "tasks" (several, each its own).
+    # text), "choices" (which of its own), "tokens" (the text itself: self-supervised) or
+    # "tasks" (several, each its own).
     targets: str = "classes"
     augmented: bool = True  # augment=... may change its training inputs
     class_weighted: bool = False  # task.class_weights weighs its loss
@@ -56,6 +57,10 @@ TASKS: dict[str, TaskInfo] = {
     # Extractive: a span of the context per question, over windows of a long context.
     "question_answering": TaskInfo(
         "question_answering", ("f1", "exact_match", "loss"), targets="spans", augmented=False
+    ),
+    # Which of a row's N choices is right (SWAG-style): a score per choice.
+    "multiple_choice": TaskInfo(
+        "multiple_choice", ("accuracy", "loss"), targets="choices", augmented=False
     ),
     # Images from folders or files, through transformers' image classifiers.
     "image_classification": TaskInfo(
