@@ -49,6 +49,7 @@ def _overrides(tmp_path: Path, rows: list[dict], *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_a_multiple_choice_run_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     from ft_cli import cli
 

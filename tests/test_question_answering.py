@@ -274,6 +274,7 @@ def trained_qa(tmp_path_factory) -> str:
     return str(run)
 
 
+@pytest.mark.slow
 def test_eval_predict_and_the_onnx_export_agree_on_every_answer(trained_qa, tmp_path) -> None:
     import json
 
