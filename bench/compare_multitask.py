@@ -17,13 +17,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import processes
 from compare_hf import cpu_name
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
@@ -90,20 +90,12 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def run(overrides: list[str], run_dir: Path, seed: int) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "ft_cli",
-        "train",
-        *overrides,
-        f"train.seed={seed}",
-        f"hydra.run.dir={run_dir}",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(overrides[:2])} failed:\n{done.stderr.decode()[-3000:]}")
+    code, stderr, _ = processes.run_ft(
+        ["train", *overrides, f"train.seed={seed}", f"hydra.run.dir={run_dir}"]
+    )
+    if code != 0:
+        sys.exit(f"{' '.join(overrides[:2])} failed:\n{stderr[-3000:]}")
     record = json.loads((run_dir / "metrics.json").read_text())
     return {**record, "seconds": time.perf_counter() - started}
 

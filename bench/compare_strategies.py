@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import processes
 from compare_hf import DEFAULT_DATA, cpu_name
 
 STRATEGIES: dict[str, list[str]] = {
@@ -72,12 +72,8 @@ def run_strategy(name: str, args: argparse.Namespace, root: Path) -> dict:
         overrides.append("model=tiny_bert")
         if name == "l2sp":
             overrides.append(f"model.from_run={root / 'full'}")
-    command = [sys.executable, "-m", "ft_cli", "train", *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
-    stderr = child.stderr.read().decode() if child.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
+    code, stderr, peak_rss_mib = processes.run_ft(["train", *overrides])
+    if code != 0:
         sys.exit(f"strategy {name} failed:\n{stderr[-3000:]}")
     record = json.loads((run_dir / "metrics.json").read_text())
     plan = json.loads((run_dir / "strategy.json").read_text())
@@ -87,7 +83,7 @@ def run_strategy(name: str, args: argparse.Namespace, root: Path) -> dict:
         "dev F1": final["f1"],
         "trainable parameters": record["trainable_parameters"],
         "train samples/s": record["train_samples_per_s"],
-        "peak RSS (MiB)": usage.ru_maxrss / 1024,
+        "peak RSS (MiB)": peak_rss_mib,
         "lr": next(o.split("=")[1] for o in STRATEGIES[name] if o.startswith("optimizer.lr")),
         "groups": len(plan["optimizer_groups"]),
     }

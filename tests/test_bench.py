@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +14,29 @@ import pytest
 from conftest import MRPC, REPO
 
 
+def run_script(script: str, *args: str) -> str:
+    """Run bench/SCRIPT in this process, its sides and ft runs too (FT_BENCH_IN_PROCESS:
+    no interpreter and torch start per side; the figures are not asserted); its stdout."""
+    path = REPO / "bench" / script
+    said = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FT_BENCH_IN_PROCESS", "1")
+        patch.setattr(sys, "argv", [str(path), *args])
+        with contextlib.redirect_stdout(said):
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as done:
+                assert done.code in (None, 0), done.code
+    return said.getvalue()
+
+
 def run_bench(script: str, *args: str, trainer: bool = True) -> str:
     """Run bench/SCRIPT on the tiny model and MRPC; its stdout."""
     if not (MRPC / "train.tsv").is_file():
         pytest.skip("../shared/data/glue/MRPC is absent")
     if trainer:
         pytest.importorskip("accelerate")
-    command = [sys.executable, str(REPO / "bench" / script), "--tiny", "--data", str(MRPC), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_script(script, "--tiny", "--data", str(MRPC), *args)
 
 
 @pytest.mark.slow
@@ -115,10 +131,8 @@ def test_compare_multitask_on_the_tiny_model(tmp_path: Path) -> None:
     if not (MRPC.parent / "SST-2" / "train.tsv").is_file():
         pytest.skip("../shared/data/glue is absent")
     out = tmp_path / "multitask.json"
-    # The multi-task run and one single-task run: each is its own ft process (time).
-    command = [
-        sys.executable,
-        str(REPO / "bench" / "compare_multitask.py"),
+    stdout = run_script(
+        "compare_multitask.py",
         "--tiny",
         "--glue",
         str(MRPC.parent),
@@ -131,22 +145,19 @@ def test_compare_multitask_on_the_tiny_model(tmp_path: Path) -> None:
         "--only",
         "multi-task",
         "SST-2 alone",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    )
     record = json.loads(out.read_text())
     assert set(record["multi-task"][0]["scores"]) == {"mrpc/f1", "mrpc/accuracy", "sst2/accuracy"}
     assert set(record["SST-2 alone"][0]["scores"]) == {"sst2/accuracy"}
-    assert "Multi-task vs single-task" in result.stdout
+    assert "Multi-task vs single-task" in stdout
 
 
 @pytest.mark.slow
 def test_profile_step_on_the_tiny_model() -> None:
     if not (MRPC / "train.tsv").is_file():
         pytest.skip("../shared/data/glue/MRPC is absent")
-    command = [
-        sys.executable,
-        str(REPO / "bench" / "profile_step.py"),
+    stdout = run_script(
+        "profile_step.py",
         "--tiny",
         "--data",
         str(MRPC),
@@ -154,10 +165,8 @@ def test_profile_step_on_the_tiny_model() -> None:
         "2",
         "--precision",
         "fp32",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "a step's phases" in result.stdout and "matmul" in result.stdout
+    )
+    assert "a step's phases" in stdout and "matmul" in stdout
 
 
 @pytest.mark.slow
@@ -165,9 +174,8 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
     if not (MRPC.parent / "SST-2" / "train.tsv").is_file():
         pytest.skip("../shared/data/glue is absent")
     out = tmp_path / "seeds.json"
-    command = [
-        sys.executable,
-        str(REPO / "bench" / "seeds_ensembles.py"),
+    stdout = run_script(
+        "seeds_ensembles.py",
         "--tiny",
         "--quick",
         "--glue",
@@ -184,14 +192,12 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
         str(tmp_path / "runs"),
         "--json",
         str(out),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    )
     record = json.loads(out.read_text())["results"]["sst2"]
     assert set(record["arms"]) == {"single runs", "augment=token_mask"}
     assert record["arms"]["single runs"]["accuracy"]["n"] == 2
     assert set(record["ensembles"]) == {"mean", "vote", "weighted", "greedy", "stack"}
-    assert "| sst2 | ensemble: greedy |" in result.stdout
+    assert "| sst2 | ensemble: greedy |" in stdout
 
 
 @pytest.mark.slow
@@ -265,9 +271,8 @@ def test_compare_qa_on_the_tiny_model(tmp_path: Path) -> None:
         pytest.skip("../shared/data/squad is absent")
     pytest.importorskip("accelerate")
     out = tmp_path / "qa.json"
-    command = [
-        sys.executable,
-        str(REPO / "bench" / "compare_qa.py"),
+    stdout = run_script(
+        "compare_qa.py",
         # The packaged MiniLM, briefly: the tiny BERT's characters make SQuAD's questions
         # longer than its 128 positions.
         "--data",
@@ -286,12 +291,10 @@ def test_compare_qa_on_the_tiny_model(tmp_path: Path) -> None:
         "32",
         "--json",
         str(out),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    )
     record = json.loads(out.read_text())
     for side in ("ft", "hf"):
         row = record["table"][side]
         assert 0 <= row["dev F1"] <= 1 and 0 <= row["dev exact match"] <= row["dev F1"]
         assert record["runs"][side][0]["train_windows"] == 2 * 4
-    assert "ft vs the run_qa.py-style Trainer job" in result.stdout
+    assert "ft vs the run_qa.py-style Trainer job" in stdout

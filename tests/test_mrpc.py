@@ -29,13 +29,14 @@ def test_minilm_beats_the_majority_class_on_mrpc_dev(tmp_path: Path) -> None:
         [
             "+recipe=minilm_mrpc",
             f"data.path={MRPC}",
-            "optimizer.lr=1e-4",
+            # A higher rate on fewer, shorter steps with the embeddings and 2 bottom layers
+            # frozen: 28 to 41 s alone on 2 cores (against 115 to 120 s for the recipe's
+            # settings), dev accuracy 0.755 for seeds 42 and 1; evaluated once, at the end.
+            "optimizer.lr=2e-4",
             "train.batch_size=16",
-            "train.max_steps=240",
+            "train.max_steps=160",
+            "data.max_length=96",
             "train.log_every=50",
-            # The embeddings and 2 bottom layers frozen: a third less time (78 to 83 s alone
-            # on 2 cores, against 115 to 120 s), dev accuracy 0.757 to 0.787 (seeds 42, 1,
-            # 2); evaluated once, at the end.
             "strategy=freeze_layers",
             "train.eval_every=1000",
         ]
@@ -43,6 +44,6 @@ def test_minilm_beats_the_majority_class_on_mrpc_dev(tmp_path: Path) -> None:
     result = train(spec, run_dir=tmp_path / "run")
     record = json.loads((result.run_dir / "metrics.json").read_text())
     baseline = majority_accuracy(MRPC / "dev.tsv")
-    assert record["steps"] == 240
+    assert record["steps"] == 160
     assert record["best"]["accuracy"] > baseline + 0.02, (record["best"], baseline)
     assert record["best"]["f1"] > 0.8

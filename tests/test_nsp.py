@@ -120,9 +120,10 @@ def test_the_nsp_head_trains_well_above_chance_on_the_demo_corpus(tmp_path: Path
     # 0.88 is measured either way, far from the bound.
     # Evaluated and saved once, at the end (the recipe does so every epoch): 13% sooner.
     once = ["train.eval_every=1000000", "train.save_every=1000000"]
-    # The embeddings and 2 bottom layers frozen: 29 to 35 s alone on 2 cores instead of 55,
-    # nsp_accuracy 0.91 to 0.93, perplexity 3.2 to 3.8 (seeds 42, 1, 2).
-    frozen = ["strategy=freeze_layers"]
-    result = train(compose_spec(["+recipe=demo_nsp", *once, *frozen]), run_dir=tmp_path / "nsp")
+    # The embeddings and 2 bottom layers frozen, 2 epochs instead of 3: 20 to 24 s alone on
+    # 2 cores instead of 55, nsp_accuracy 0.87, perplexity 4.7 to 5.7 (seeds 42, 1; after
+    # 1 epoch it is still 22 to 31, so the bound below needs the second one).
+    short = ["strategy=freeze_layers", "train.epochs=2"]
+    result = train(compose_spec(["+recipe=demo_nsp", *once, *short]), run_dir=tmp_path / "nsp")
     assert result.final["nsp_accuracy"] > 0.7, result.final
-    assert result.final["perplexity"] < 5
+    assert result.final["perplexity"] < 8

@@ -133,16 +133,19 @@ def test_the_slurm_launcher_requeues_and_resumes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path) -> None:
-    """submitit's local executor runs jobs the way SLURM does (pickled, in new processes).
+def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path, monkeypatch) -> None:
+    """submitit's local executor runs jobs the way SLURM does (pickled, in new processes;
+    the launching sweep runs in this one).
 
     A requeued job is called again with the same config: same sweep dir, same
     job number, so resume=auto finds the checkpoints of its first attempt.
     """
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from ft_cli import cli
+
+    monkeypatch.chdir(tmp_path)
     sweep = tmp_path / "sweep"
     args = [
-        "train",
         "-m",
         *QUICK,
         "hydra/launcher=submitit_local",
@@ -151,11 +154,9 @@ def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path) -> N
         "optimizer.lr=1e-4,1e-3",
         f"hydra.sweep.dir={sweep}",
     ]
-    first = ft(*args, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+    assert cli.run_train(args) == 0
     weights = [(sweep / job / "model" / "model.safetensors").read_bytes() for job in ("0", "1")]
-    again = ft(*args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    assert cli.run_train(args) == 0
     for job, before in zip(("0", "1"), weights, strict=True):
         record = json.loads((sweep / job / "metrics.json").read_text())
         assert record["resumed_from"].startswith(str(sweep / job / "checkpoints"))

@@ -130,6 +130,9 @@ def test_token_classification_trains_evaluates_and_predicts(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_the_ner_demo_ends_well_above_chance(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert cli.run_train(["+recipe=demo_ner", f"hydra.run.dir={run}"]) == 0
+    # Evaluated and saved once, at the end, with the embeddings and 2 bottom layers frozen:
+    # entity F1 0.954 / 0.958 (seeds 42, 1) against 1.0 for the recipe, in 10 s instead of 16.
+    once = ["train.eval_every=1000000", "train.save_every=1000000", "strategy=freeze_layers"]
+    assert cli.run_train(["+recipe=demo_ner", *once, f"hydra.run.dir={run}"]) == 0
     best = json.loads((run / "metrics.json").read_text())["monitor"]["best"]
     assert best > 0.8  # entity F1; tagging every word O scores 0
