@@ -41,6 +41,7 @@ class Plan:
     memory: dict[str, float] = field(default_factory=dict)  # MiB by part
     tasks: list[list[str]] = field(default_factory=list)  # multitask: a row per task
     augmented: list[list[str]] = field(default_factory=list)  # what augmentation does, shown
+    long_inputs: list[list[str]] = field(default_factory=list)  # truncation and windows, shown
 
     @property
     def effective_batch(self) -> int:
@@ -129,6 +130,7 @@ def plan(overrides: list[str]) -> Plan:
         memory=memory_estimate(spec, config, record, ready, hw.precision.value),
         tasks=task_rows(spec, ready),
         augmented=augment_rows(spec, ready, config),
+        long_inputs=tasks.get(spec.task.kind).long_input_rows(spec.data, ready.tokenizer),
     )
 
 
@@ -400,6 +402,8 @@ def show(p: Plan) -> None:
             ["task", "kind", "train", "validation", "batches/epoch", "weight"],
             p.tasks,
         )
+    if p.long_inputs:
+        ui.table("long inputs (the train split)", ["what", "rows, tokens"], p.long_inputs)
     if p.augmented:
         ui.table("augmentation (training batches only)", ["what", "tokens"], p.augmented)
     peak = p.strategy["optimizer_groups"][0]["lr"] if p.strategy["optimizer_groups"] else 0.0

@@ -293,7 +293,9 @@ class Predictor:
                 batch = {k: v.to(self.hw.device) for k, v in batch.items()}
                 out = outputs.logits_of(self.net(**batch)).float().cpu()
                 for j, row in enumerate(indices):
-                    logits[row] = out[j] if owners is None else out[j][: lengths[row]]
+                    # A window's token outputs stop at its length (a row's one output: as is).
+                    sized = owners is not None and out[j].dim() > 1
+                    logits[row] = out[j][: lengths[row]] if sized else out[j]
                     own = starts[j] if starts is not None else None
                     extras[row] = (own, extra[row]) if extra is not None else None
         if owners is None:

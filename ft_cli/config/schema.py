@@ -124,6 +124,17 @@ class TextDocuments(str, Enum):
     paragraph = "paragraph"
 
 
+class LongInputs(str, Enum):
+    truncate = "truncate"
+    windows = "windows"
+
+
+class WindowPooling(str, Enum):
+    mean = "mean"
+    max = "max"
+    first = "first"
+
+
 @dataclass
 class DataFiles:
     train: str | None = _help(None, "Training file (relative to data.path when set).")
@@ -178,11 +189,23 @@ class DataConfig:
         TextDocuments.line, "format=text: a document per line, or per blank-line paragraph."
     )
     max_length: int = _help(128, "Longest tokenized input; longer ones are truncated.", Bounds(2))
-    stride: int = _help(
-        128,
-        "question_answering: tokens two consecutive windows of a long context share (must be"
-        " less than a window's room for context).",
+    stride: int | None = _help(
+        None,
+        "Tokens two consecutive windows of a long input share (question_answering's contexts,"
+        " data.long_inputs=windows); less than a window's room for text; null = a quarter of"
+        " data.max_length.",
         AT_LEAST_0,
+    )
+    long_inputs: LongInputs = _help(
+        LongInputs.truncate,
+        "An input longer than data.max_length: truncate it, or read all of it in overlapping"
+        " windows (classification, regression, token_classification), trained on each window"
+        " and scored per input.",
+    )
+    window_pooling: WindowPooling = _help(
+        WindowPooling.mean,
+        "data.long_inputs=windows: how an input's window logits combine into its own: their"
+        " mean, their per-class max, or the first window's.",
     )
     choice_columns: list[str] | None = _help(
         None,
@@ -712,6 +735,11 @@ def run_data(spec: RunSpec) -> dict[str, DataConfig]:
     return {"": spec.data}
 
 
+def window_stride(data: DataConfig) -> int:
+    """The tokens consecutive windows share: data.stride, or a quarter of the window."""
+    return data.stride if data.stride is not None else data.max_length // 4
+
+
 def check_spec(spec: RunSpec) -> None:
     """Ranges declared in the schema, then cross-field rules; raises FtError naming the key."""
     check_bounds(spec)
@@ -819,6 +847,11 @@ def _check_multitask(spec: RunSpec) -> None:
         _check_data(sub.data, f"{key}data.")
         _check_task(sub, sub.data, key, f"{key}data.")
         _check_class_weights(sub, key)
+        if sub.data.long_inputs == LongInputs.windows:
+            raise FtError(
+                f"{key}data.long_inputs=windows: a multi-task run reads each task's rows"
+                " truncated; train long inputs in a run of their own"
+            )
     if all(task_info(sub.kind).targets == "tokens" for sub in tasks.values()):
         raise FtError(
             "task=multitask: every task is mlm; add a task it helps (mlm is an auxiliary task"
@@ -931,6 +964,12 @@ def _check_task(task: TaskSettings, data: DataConfig, key: str, data_key: str) -
         raise FtError(f"{data_key}format={data.format.value} {why.format(use=use)}")
     if info.targets == "tags" and data.text_pair_column is not None:
         raise FtError(f"{kind}{task.kind} tags one text; set {data_key}text_pair_column=null")
+    if data.long_inputs == LongInputs.windows and not info.windowed:
+        readers_of_windows = " or ".join(kind + name for name, i in TASKS.items() if i.windowed)
+        raise FtError(
+            f"{data_key}long_inputs=windows: {kind}{task.kind} is not scored over windows"
+            f" ({readers_of_windows} are); use {data_key}long_inputs=truncate"
+        )
     if task.nsp and info.targets != "tokens":
         raise FtError(
             f"{key}nsp=true is masked-LM pretraining's: use {readers('tokens')}, or drop it"

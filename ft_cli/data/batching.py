@@ -29,12 +29,18 @@ class Collator:
     """
 
     def __init__(
-        self, split: EncodedSplit, pad_id: int, regression: bool, multiple: int = 1
+        self,
+        split: EncodedSplit,
+        pad_id: int,
+        regression: bool,
+        multiple: int = 1,
+        windows: bool = False,
     ) -> None:
         self.split = split
         self.pad_id = pad_id
         self.label_dtype = torch.float32 if regression else torch.long
         self.multiple = multiple
+        self.windows = windows  # add each row's index ("window"): scored by its input row
         self.cap = max(split.lengths(), default=0) if multiple > 1 else 0
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -55,6 +61,8 @@ class Collator:
         batch["labels"] = torch.tensor(
             [self.split.labels[i] for i in indices], dtype=self.label_dtype
         )
+        if self.windows:
+            batch["window"] = torch.tensor(indices)
         return batch
 
 

@@ -21,6 +21,8 @@ class EncodedSplit(torch.utils.data.Dataset):
     # The input row each row comes from, where one input makes several (a long one's
     # windows); None: a row each.
     rows: list[int] | None = None
+    # token classification in windows: each token's word in its input row (None: none).
+    word_ids: list[list[int | None]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)

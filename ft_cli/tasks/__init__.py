@@ -30,6 +30,7 @@ class TaskInfo:
     class_weighted: bool = False  # task.class_weights weighs its loss
     distilled: bool = False  # strategy=distill matches a teacher's logits per row
     ensembled: bool = False  # ft ensemble combines runs of it (one output per row)
+    windowed: bool = False  # data.long_inputs=windows: a long row read in windows, scored whole
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -39,6 +40,7 @@ TASKS: dict[str, TaskInfo] = {
         class_weighted=True,
         distilled=True,
         ensembled=True,
+        windowed=True,
     ),
     "regression": TaskInfo(
         "regression",
@@ -46,6 +48,7 @@ TASKS: dict[str, TaskInfo] = {
         targets="score",
         distilled=True,
         ensembled=True,
+        windowed=True,
     ),
     # Entity-level (IOB2 chunks, as seqeval counts them); accuracy is per word.
     "token_classification": TaskInfo(
@@ -53,6 +56,7 @@ TASKS: dict[str, TaskInfo] = {
         ("f1", "precision", "recall", "accuracy", "loss"),
         targets="tags",
         class_weighted=True,
+        windowed=True,
     ),
     # Extractive: a span of the context per question, over windows of a long context.
     "question_answering": TaskInfo(

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from ft_cli.config.schema import DataConfig, ModelConfig, TaskConfig
+from ft_cli.config.schema import DataConfig, ModelConfig, TaskConfig, window_stride
 from ft_cli.data import token_cache
 from ft_cli.data.batching import Collator
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
+from ft_cli.tasks import documents
 
 if TYPE_CHECKING:
     import datasets
@@ -177,18 +178,40 @@ class Task:
             pairs = [t if t is not None else "" for t in dataset[cfg.text_pair_column]]
 
         def tokenize() -> EncodedSplit:
-            encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
-            return EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), labels=[])
+            return documents.encode_texts(tokenizer, texts, pairs, cfg)
 
-        key = token_cache.cache_key(tokenizer, [texts, pairs or []], f"rows|{cfg.max_length}")
+        how = f"rows|{cfg.max_length}"
+        if documents.windowed(cfg):
+            how += f"|windows|{window_stride(cfg)}"
+        key = token_cache.cache_key(tokenizer, [texts, pairs or []], how)
         encoded = token_cache.cached(key, cfg.cache, tokenize)
         if cfg.label_column in dataset.column_names:
-            encoded.labels = self.targets(
-                dataset[cfg.label_column], labels, split, cfg.label_column
-            )
+            targets = self.targets(dataset[cfg.label_column], labels, split, cfg.label_column)
         else:
-            encoded.labels = [-1] * len(texts)  # unlabelled test rows: predictions only
+            targets = [-1] * len(texts)  # unlabelled test rows: predictions only
+        encoded.labels = documents.spread(targets, encoded)
         return encoded
+
+    def long_input_rows(self, cfg: DataConfig, tokenizer: Any) -> list[list[str]]:
+        """What `ft explain` shows of the train split's long inputs: what truncation cuts,
+        how many windows reading them whole makes (tasks scored over windows only)."""
+        from ft_cli import tasks
+
+        if not tasks.info(self.name).windowed:
+            return []
+        train = self.train_rows(cfg)
+        texts = [t if t is not None else "" for t in train[cfg.text_column]]
+        pairs = None
+        if cfg.text_pair_column is not None:
+            pairs = [t if t is not None else "" for t in train[cfg.text_pair_column]]
+        return documents.length_rows(tokenizer, texts, pairs, cfg, words=False)
+
+    def train_rows(self, cfg: DataConfig) -> datasets.Dataset:
+        """The raw train split as a run reads it (data.max_train_samples applied)."""
+        train = self.load_raw(cfg).splits["train"]
+        if cfg.max_train_samples is not None:
+            train = train.select(range(min(cfg.max_train_samples, len(train))))
+        return train
 
     def targets(
         self, values: list[Any], labels: list[str] | None, split: str, column: str
@@ -240,9 +263,20 @@ class Task:
         pairs = None
         if cfg.text_pair_column is not None:
             pairs = read("data.text_pair_column", cfg.text_pair_column)
-        encoded = tokenizer(texts, pairs, truncation=True, max_length=cfg.max_length)
-        split = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), [0] * len(texts))
-        return split, Collator(split, tokenizer.pad_token_id or 0, regression=False), None
+        split = documents.encode_texts(tokenizer, texts, pairs, cfg)
+        split.labels = [0] * len(split.input_ids)
+        collate = Collator(split, tokenizer.pad_token_id or 0, regression=False)
+        if split.rows is None:
+            return split, collate, None
+        return split, collate, [cfg.window_pooling.value] * len(split.input_ids)
+
+    def pooled(self, logits: Any, extra: Any) -> torch.Tensor:
+        """A row's logits: its own, or its windows' (a list) pooled as predict_inputs said."""
+        if not isinstance(logits, list):
+            return logits
+        import torch
+
+        return documents.pool(torch.stack(logits), extra[0][1])
 
     def prediction(
         self, logits: torch.Tensor, labels: list[str] | None, extra: Any, lists: bool

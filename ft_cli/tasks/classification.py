@@ -67,7 +67,7 @@ class Classification(Task):
         self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
     ) -> dict[str, Any]:
         assert labels is not None
-        probs = logits.softmax(-1).tolist()
+        probs = self.pooled(logits, extra).softmax(-1).tolist()
         best = max(range(len(probs)), key=probs.__getitem__)
         columns = {"predicted_label": labels[best], "predicted_probability": probs[best]}
         for name, p in zip(labels, probs, strict=True):

@@ -25,6 +25,7 @@ class Objective:
     """Classification / regression: the model's logits against the row labels."""
 
     pad_multiple = 1  # batches padded to a multiple of this many tokens (train.pad_to_multiple_of)
+    pooling = "mean"  # data.window_pooling: a long input's windows combined for its metrics
     smaller_inputs = "lower data.max_length"  # how an out-of-memory message says to shrink a row
 
     def __init__(
@@ -44,14 +45,23 @@ class Objective:
         self.forward = torch.compile(net, dynamic=True) if compile_model else net
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return Collator(split, self.pad_id, info(self.task).targets == "score", self.pad_multiple)
+        """Evaluation batches; a long input's windows say which window each row is."""
+        return self._collator(split, windows=getattr(split, "rows", None) is not None)
+
+    def _collator(self, split: EncodedSplit, windows: bool) -> Collate:
+        regression = info(self.task).targets == "score"
+        return Collator(split, self.pad_id, regression, self.pad_multiple, windows)
 
     def train_collator(self, split: Any, seed: int) -> Collate:
-        """The training batches' collator (an image task's also augments)."""
-        return self.collator(split, seed)
+        """The training batches' collator (an image task's also augments): a window is
+        trained on as a row of its own."""
+        if getattr(split, "rows", None) is None:
+            return self.collator(split, seed)
+        return self._collator(split, windows=False)
 
     def configure(self, data: Any) -> None:
         """Take what the data settings say about batches (images: augmentation, workers)."""
+        self.pooling = data.window_pooling
 
     def inputs_vary(self) -> None:
         """Training batches are augmented: a row's inputs differ from epoch to epoch."""
@@ -71,10 +81,13 @@ class Objective:
         if setter is not None:
             setter(epoch)
 
-    def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(predictions, targets) of one batch already on the device."""
+    def outputs(self, batch: Batch) -> tuple[torch.Tensor, Any]:
+        """(predictions, targets) of one batch already on the device; evaluating a long
+        input's windows, the targets are (labels, the window index of each row)."""
+        window = batch.pop("window", None)
         labels = batch.pop("labels")
-        return self.forward(**batch).logits, labels
+        logits = self.forward(**batch).logits
+        return logits, labels if window is None else (labels, window)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return metrics.task_loss(
@@ -106,8 +119,14 @@ class Objective:
         return batching.eval_loader(split, batch_size, collate, rank, world, even)
 
     def new_metrics(self, split: EncodedSplit | None = None) -> Any:
-        """A fresh accumulator of the metrics over `split` (the evaluated rows)."""
-        return metrics.EvalMetrics(self.task, self.num_labels)
+        """A fresh accumulator of the metrics over `split` (the evaluated rows; a long
+        input's windows are scored as the input)."""
+        own = metrics.EvalMetrics(self.task, self.num_labels)
+        if getattr(split, "rows", None) is None:
+            return own
+        from ft_cli.tasks import documents
+
+        return documents.PooledMetrics(own, split, self.pooling)
 
 
 class MaskedLMObjective(Objective):
@@ -189,13 +208,16 @@ class TaggingObjective(Objective):
         )
         self.labels = labels
 
-    def collator(self, split: EncodedSplit, seed: int) -> Collate:
-        return tagging.TaggedCollator(split, self.pad_id, self.pad_multiple)
+    def _collator(self, split: EncodedSplit, windows: bool) -> Collate:
+        return tagging.TaggedCollator(split, self.pad_id, self.pad_multiple, windows)
 
-    def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [rows, tokens, tags], targets [rows, tokens, 2]: label id, word start)."""
+    def outputs(self, batch: Batch) -> tuple[torch.Tensor, Any]:
+        """(logits [rows, tokens, tags], targets [rows, tokens, 2]: label id, word start;
+        evaluating a long input's windows, with the window index of each row)."""
+        window = batch.pop("window", None)
         labels, starts = batch.pop("labels"), batch.pop("word_starts")
-        return self.forward(**batch).logits, torch.stack([labels, starts], dim=-1)
+        targets = torch.stack([labels, starts], dim=-1)
+        return self.forward(**batch).logits, targets if window is None else (targets, window)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return tagging.tagging_loss(
@@ -203,7 +225,11 @@ class TaggingObjective(Objective):
         )
 
     def new_metrics(self, split: EncodedSplit | None = None) -> Any:
-        return tagging.TaggingMetrics(self.labels)
+        if getattr(split, "rows", None) is None:
+            return tagging.TaggingMetrics(self.labels)
+        from ft_cli.tasks import documents
+
+        return documents.StitchedTagMetrics(self.labels, split)
 
 
 def build_objective(

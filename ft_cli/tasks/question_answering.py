@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ft_cli.config.schema import DataConfig, TaskConfig
+from ft_cli.config.schema import DataConfig, TaskConfig, window_stride
 from ft_cli.data.batching import Collate, Collator
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
@@ -137,7 +137,8 @@ def question_split(
     spans: list[Span | None] | None,
     references: list[list[str]],
 ) -> QuestionSplit:
-    made = windows.make_windows(tokenizer, questions, contexts, cfg.max_length, cfg.stride, spans)
+    stride = window_stride(cfg)
+    made = windows.make_windows(tokenizer, questions, contexts, cfg.max_length, stride, spans)
     labels = [[s, e, w] for w, (s, e) in enumerate(zip(made.starts, made.ends, strict=True))]
     return QuestionSplit(
         made.input_ids,
@@ -213,7 +214,8 @@ class SpanObjective(Objective):
         super().__init__(net, task.kind, 0, pad_id, compile_model)
         self.settings = task
 
-    def collator(self, split: EncodedSplit, seed: int) -> Collate:
+    def _collator(self, split: EncodedSplit, windows: bool) -> Collate:
+        # A window's index travels in its labels ([start, end, window]) already.
         return Collator(split, self.pad_id, regression=False, multiple=self.pad_multiple)
 
     def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ class Regression(Task):
     def prediction(
         self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
     ) -> dict[str, Any]:
-        return {"predicted_score": float(logits[0])}
+        return {"predicted_score": float(self.pooled(logits, extra)[0])}
 
 
 TASK = Regression()

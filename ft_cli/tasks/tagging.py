@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from ft_cli.data import batching
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
+from ft_cli.tasks import windows
 
 IGNORE = -100
 
@@ -69,38 +70,93 @@ def encode_tagged(
     max_length: int,
     all_subtokens: bool,
     split: str,
+    stride: int | None = None,
 ) -> EncodedSplit:
-    """Tokenize rows of words; align word tags to sub-tokens."""
+    """Tokenize rows of words; align word tags to sub-tokens. `stride`: read each row
+    whole, in windows sharing that many tokens (`rows`, `word_ids`: each window's row and
+    its tokens' words); None: truncate at `max_length`."""
     if not getattr(tokenizer, "is_fast", False):
         raise FtError("task=token_classification needs a fast tokenizer (word ids per token)")
     rows = [[str(w) for w in row] for row in words]
-    encoded = tokenizer(rows, is_split_into_words=True, truncation=True, max_length=max_length)
+    encoded, owners, starts = _tokenize_words(tokenizer, rows, max_length, stride)
     ids = {name: i for i, name in enumerate(labels)}
+    if tags is not None:
+        for index, row_tags in enumerate(tags):
+            _check_tags(row_tags, rows[index], ids, labels, index, split)
     aligned: list[list[int]] = []
-    starts: list[list[bool]] = []
-    for index in range(len(rows)):
-        word_ids = encoded.word_ids(index)
-        starts.append(first_subtokens(word_ids))
+    word_ids: list[list[int | None]] = []
+    for index in range(len(encoded["input_ids"])):
+        row = owners[index] if owners is not None else index
+        own = encoded.word_ids(index)
+        word_ids.append(own)
         if tags is None:
-            aligned.append([IGNORE] * len(word_ids))
+            aligned.append([IGNORE] * len(own))
             continue
-        row_tags = [str(t) for t in tags[index]]
-        if len(row_tags) != len(rows[index]):
-            raise FtError(
-                f"data: row {index} of the {split} split has {len(rows[index])} words but"
-                f" {len(row_tags)} tags; give one tag per word"
-            )
-        for tag in row_tags:
-            if tag not in ids:
-                raise FtError(
-                    f"data.label_column: tag '{tag}' in row {index} of the {split} split is not"
-                    f" in the label set [{', '.join(labels)}]; fix the data or list it in"
-                    " task.labels"
-                )
-        aligned.append(align(word_ids, [ids[t] for t in row_tags], labels, all_subtokens))
+        row_ids = align(own, [ids[str(t)] for t in tags[row]], labels, all_subtokens)
+        for position, (word, start) in enumerate(zip(own, starts[index], strict=True)):
+            begins = word is not None and (position == 0 or own[position - 1] != word)
+            if begins and not start:  # a word begun in the window before: learned there
+                row_ids[position] = IGNORE
+        aligned.append(row_ids)
     split_rows = EncodedSplit(encoded["input_ids"], encoded.get("token_type_ids"), aligned)
     split_rows.word_starts = starts
+    split_rows.rows = owners
+    split_rows.word_ids = word_ids if owners is not None else None
     return split_rows
+
+
+def _check_tags(
+    row_tags: list[Any],
+    words: list[str],
+    ids: dict[str, int],
+    labels: list[str],
+    index: int,
+    split: str,
+) -> None:
+    if len(row_tags) != len(words):
+        raise FtError(
+            f"data: row {index} of the {split} split has {len(words)} words but"
+            f" {len(row_tags)} tags; give one tag per word"
+        )
+    for tag in row_tags:
+        if str(tag) not in ids:
+            raise FtError(
+                f"data.label_column: tag '{tag}' in row {index} of the {split} split is not"
+                f" in the label set [{', '.join(labels)}]; fix the data or list it in"
+                " task.labels"
+            )
+
+
+def _tokenize_words(
+    tokenizer: Any, rows: list[list[str]], max_length: int, stride: int | None
+) -> tuple[Any, list[int] | None, list[list[bool]]]:
+    """(the encoding, each window's row or None without windows, each token's "first
+    sub-token of its word" flag). A window that starts inside a word the window before
+    it holds leaves that word to the earlier window."""
+    if stride is None:
+        encoded = tokenizer(rows, is_split_into_words=True, truncation=True, max_length=max_length)
+        return encoded, None, [first_subtokens(encoded.word_ids(i)) for i in range(len(rows))]
+    windows.check_room(tokenizer, None, max_length, stride, second="row of words")
+    encoded = tokenizer(
+        rows,
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+    )
+    owners = list(encoded["overflow_to_sample_mapping"])
+    starts: list[list[bool]] = []
+    for index, owner in enumerate(owners):
+        word_ids = encoded.word_ids(index)
+        flags = first_subtokens(word_ids)
+        if index > 0 and owners[index - 1] == owner:
+            earlier = {w for w in encoded.word_ids(index - 1) if w is not None}
+            first = next((w for w in word_ids if w is not None), None)
+            if first in earlier:
+                flags = [f and w != first for f, w in zip(flags, word_ids, strict=True)]
+        starts.append(flags)
+    return encoded, owners, starts
 
 
 def first_subtokens(word_ids: list[int | None]) -> list[bool]:
@@ -137,8 +193,11 @@ def align(
 class TaggedCollator:
     """Pads rows of sub-tokens; labels padded with -100, word starts with False."""
 
-    def __init__(self, split: EncodedSplit, pad_id: int, multiple: int = 1) -> None:
+    def __init__(
+        self, split: EncodedSplit, pad_id: int, multiple: int = 1, windows: bool = False
+    ) -> None:
         self.split, self.pad_id, self.multiple = split, pad_id, multiple
+        self.windows = windows  # add each row's index ("window"): scored by its input row
         self.cap = max(split.lengths(), default=0) if multiple > 1 else 0
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -161,6 +220,8 @@ class TaggedCollator:
             batch["word_starts"][j, :n] = torch.tensor(self.split.word_starts[i])
             if self.split.token_type_ids is not None:
                 batch["token_type_ids"][j, :n] = torch.tensor(self.split.token_type_ids[i])
+        if self.windows:
+            batch["window"] = torch.tensor(indices)
         return batch
 
 

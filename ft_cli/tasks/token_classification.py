@@ -6,10 +6,10 @@ from typing import Any
 
 from torch import nn
 
-from ft_cli.config.schema import DataConfig, TaskConfig
+from ft_cli.config.schema import DataConfig, TaskConfig, window_stride
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
-from ft_cli.tasks import class_weights, tagging
+from ft_cli.tasks import class_weights, documents, tagging
 from ft_cli.tasks.base import Task
 
 
@@ -55,7 +55,12 @@ class TokenClassification(Task):
             cfg.max_length,
             task.label_all_subtokens,
             split,
+            window_stride(cfg) if documents.windowed(cfg) else None,
         )
+
+    def long_input_rows(self, cfg: DataConfig, tokenizer: Any) -> list[list[str]]:
+        words = [[str(w) for w in row] for row in self.train_rows(cfg)[cfg.text_column]]
+        return documents.length_rows(tokenizer, words, None, cfg, words=True)
 
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
         values, _ = super().head(labels)
@@ -88,20 +93,38 @@ class TokenClassification(Task):
         raw = read("data.text_column", cfg.text_column, keep_lists=True)
         words = [value if isinstance(value, list) else str(value).split() for value in raw]
         assert labels is not None
+        stride = window_stride(cfg) if documents.windowed(cfg) else None
         split = tagging.encode_tagged(
-            tokenizer, words, None, labels, cfg.max_length, False, "input"
+            tokenizer, words, None, labels, cfg.max_length, False, "input", stride
         )
         collate = tagging.TaggedCollator(split, tokenizer.pad_token_id or 0)
-        return split, collate, [len(row) for row in words]
+        if split.rows is None:
+            return split, collate, [len(row) for row in words]
+        assert split.word_ids is not None
+        return (
+            split,
+            collate,
+            [(own, len(words[row])) for own, row in zip(split.word_ids, split.rows, strict=True)],
+        )
 
     def prediction(
         self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
     ) -> dict[str, Any]:
-        """A tag per word (its first sub-token's); words cut off by max_length get O."""
+        """A tag per word (its first sub-token's; read in windows, from the window where
+        the word has the most context); words cut off by max_length get O."""
         assert labels is not None
-        starts, words = extra
-        picked = logits[starts.bool()].argmax(-1).tolist()
-        tags = [labels[i] for i in picked] + ["O"] * (words - len(picked))
+        if isinstance(logits, list):  # a long row's windows
+            parts = [
+                (own, word_ids, starts[: len(word_ids)].bool().tolist(), None)
+                for own, (starts, (word_ids, _)) in zip(logits, extra, strict=True)
+            ]
+            words = extra[0][1][1]
+            found = dict(zip(*documents.stitch(parts)[:2], strict=True))
+            tags = [labels[found[w]] if w in found else "O" for w in range(words)]
+        else:
+            starts, words = extra
+            picked = logits[starts.bool()].argmax(-1).tolist()
+            tags = [labels[i] for i in picked] + ["O"] * (words - len(picked))
         return {"predicted_tags": tags if lists else " ".join(tags)}
 
 

@@ -75,22 +75,38 @@ def make_windows(
 def _check_room(tokenizer: Any, questions: Sequence[str], max_length: int, stride: int) -> None:
     """The tokenizer panics (not an exception) when a window has no room left for the
     context beyond the overlap: refuse such settings in one line first."""
-    special = tokenizer.num_special_tokens_to_add(pair=True)
-    tokens = tokenizer(list(questions), add_special_tokens=False)["input_ids"]
-    lengths = [len(ids) for ids in tokens]
+    check_room(tokenizer, questions, max_length, stride, "question", "context")
+
+
+def check_room(
+    tokenizer: Any,
+    firsts: Sequence[str] | None,
+    max_length: int,
+    stride: int,
+    first: str = "first text",
+    second: str = "text",
+) -> None:
+    """Refuse windows with no room for `second` beyond the overlap: each window holds the
+    whole of the `firsts` (when there are any) and a slice of `second`."""
+    special = tokenizer.num_special_tokens_to_add(pair=firsts is not None)
+    lengths = []
+    if firsts is not None:
+        encoded = tokenizer(list(firsts), add_special_tokens=False)["input_ids"]
+        lengths = [len(ids) for ids in encoded]
     longest = max(lengths, default=0)
     room = max_length - special - longest
     if room < 1:
         row = lengths.index(longest)
         raise FtError(
-            f"data.max_length={max_length}: question {row} is {longest} tokens, longer than"
-            " the window; raise data.max_length or shorten the question"
+            f"data.max_length={max_length}: {first} {row} is {longest} tokens, longer than"
+            f" the window; raise data.max_length or shorten the {first}"
         )
     if stride >= room:
+        beside = f" less the longest {first}, {longest} tokens," if firsts is not None else ""
         raise FtError(
-            f"data.stride={stride} must be smaller than the context's room in a window"
-            f" ({room} tokens: data.max_length={max_length} less the longest question,"
-            f" {longest} tokens, and {special} special tokens); lower data.stride"
+            f"data.stride={stride} must be smaller than the {second}'s room in a window"
+            f" ({room} tokens: data.max_length={max_length}{beside} and {special} special"
+            " tokens); lower data.stride"
         )
 
 

@@ -479,6 +479,7 @@ class _Ending:
             "exported_from": exported_from,
             "labels": run.labels,
             **tasks.get(spec.task.kind).record(run.spec.task, run.labels),
+            **_windows_record(run.prepared),
         }
         if place.is_main:
             tracking.write_metrics(run_dir, record)
@@ -693,6 +694,18 @@ def _test_metrics(
         return {}
     loader = setup.eval_loader(run, test, place, backend)
     return evaluate(run.forward, run.objective, loader, hw, backend)
+
+
+def _windows_record(prepared: Any) -> dict[str, Any]:
+    """How many windows each split's long inputs made (data.long_inputs=windows, question
+    answering's contexts)."""
+    made = {}
+    for name in ("train", "validation", "test"):
+        split = getattr(prepared, name, None)
+        owners = getattr(split, "rows", None)
+        if owners is not None:
+            made[name] = {"rows": len(set(owners)), "windows": len(owners)}
+    return {"windows": made} if made else {}
 
 
 def _throughput(samples: int, tokens: int, padded: int, timing: dict[str, Any]) -> dict[str, Any]:
