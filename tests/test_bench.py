@@ -298,3 +298,20 @@ def test_compare_qa_on_the_tiny_model(tmp_path: Path) -> None:
         assert 0 <= row["dev F1"] <= 1 and 0 <= row["dev exact match"] <= row["dev F1"]
         assert record["runs"][side][0]["train_windows"] == 2 * 4
     assert "ft vs the run_qa.py-style Trainer job" in stdout
+
+
+@pytest.mark.slow
+def test_long_documents_on_the_tiny_model(tmp_path: Path) -> None:
+    sst2 = MRPC.parent / "SST-2"
+    if not (sst2 / "train.tsv").is_file():
+        pytest.skip("../shared/data/glue/SST-2 is absent")
+    out = tmp_path / "long.json"
+    stdout = run_script(
+        "long_documents.py", "--tiny", "--quick", "--data", str(sst2), "--json", str(out)
+    )
+    table = json.loads(out.read_text())["table"]
+    assert set(table) == {"truncate", "windows"}
+    # The documents are longer than the window: reading them whole takes more rows.
+    assert table["windows"]["train rows"] > table["truncate"]["train rows"] == 64
+    assert all(0 <= row["dev accuracy (documents)"] <= 1 for row in table.values())
+    assert "| windows |" in stdout

@@ -309,3 +309,59 @@ def test_eval_predict_and_the_onnx_export_agree_on_every_answer(trained_qa, tmp_
     for mine, theirs in zip(outputs["torch"], outputs["onnxruntime"], strict=True):
         assert (mine["answer"], mine["answer_start"]) == (theirs["answer"], theirs["answer_start"])
         assert mine["answer_score"] == pytest.approx(theirs["answer_score"], abs=1e-3)
+
+
+def test_predict_decodes_with_the_runs_answer_length_and_null_threshold() -> None:
+    import torch
+
+    from ft_cli.config.schema import TaskSettings
+    from ft_cli.tasks.question_answering import TASK, Decoding
+
+    context = "cat sat mat"
+    spans = [None, (0, 3), (4, 7), (8, 11), None]
+    logits = [torch.tensor([[5.0, 5.0], [0.0, 0.0], [3.0, 1.0], [1.0, 4.0], [0.0, 0.0]])]
+
+    def predict(**settings) -> dict:
+        decoding = Decoding.of(TaskSettings(kind="question_answering", **settings))
+        return TASK.prediction(logits, None, [(None, (context, spans, decoding))], False)
+
+    found = predict()
+    assert (found["answer"], found["answer_score"]) == ("sat mat", 7.0)
+    assert found["no_answer_margin"] == 3.0  # [CLS] at both ends: 10
+    assert predict(max_answer_length=1)["answer"] == "mat"  # 1 + 4 beats 3 + 1
+    assert predict(null_threshold=5.0)["answer"] == "sat mat"
+    empty = predict(null_threshold=2.0)
+    assert (empty["answer"], empty["answer_start"], empty["answer_end"]) == ("", -1, -1)
+
+
+@pytest.mark.slow
+def test_ft_serve_answers_question_and_context_as_ft_predict_does(trained_qa, tmp_path) -> None:
+    import json
+
+    from starlette.testclient import TestClient
+
+    from ft_cli import cli
+    from ft_cli.commands import serve
+    from ft_cli.deploy import serving
+
+    served, _ = serve.load(trained_qa, None, None, [], 8)
+    row = {"question": "Who does Anna Smith work for?", "context": "Anna Smith works for Acme."}
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps(row) + "\n")
+    assert (
+        cli._run_tool("predict", [trained_qa, "--input", str(source), "--output", str(target)]) == 0
+    )
+    predicted = json.loads(target.read_text())
+    with TestClient(serving.build_app(served, serving.Limits())) as client:
+        answered = client.post("/predict", json=row)
+        assert answered.status_code == 200, answered.text
+        found = answered.json()["prediction"]
+        assert (found["answer"], found["answer_start"]) == (
+            predicted["answer"],
+            predicted["answer_start"],
+        )
+        both = client.post("/predict", json={**row, "text": "again"})
+        assert both.status_code == 422 and "send question or text, not both" in both.text
+        # The modality's own names still work, and the server keeps serving.
+        plain = client.post("/predict", json={"text": row["question"], "text_pair": row["context"]})
+        assert plain.json()["prediction"]["answer"] == predicted["answer"]

@@ -31,7 +31,15 @@ def prepare(tmp_path: Path, texts: list[str], extra: tuple[str, ...] | list[str]
 TEXTS = [f"the lamp {i} is bright" for i in range(20)]
 
 
-@pytest.mark.parametrize("task", [[], ["task=mlm", "task.whole_word_mask=true"]])
+@pytest.mark.parametrize(
+    "task",
+    [
+        [],
+        ["task=mlm", "task.whole_word_mask=true"],
+        # Long rows in windows: which row each window belongs to comes back too.
+        ["data.max_length=6", "data.stride=1", "data.long_inputs=windows"],
+    ],
+)
 def test_a_second_run_reads_the_cache_instead_of_tokenizing(
     tmp_path: Path, cache: Path, monkeypatch, task: list[str]
 ) -> None:
@@ -47,6 +55,7 @@ def test_a_second_run_reads_the_cache_instead_of_tokenizing(
     assert second.train.token_type_ids == first.train.token_type_ids
     assert second.train.word_continues == first.train.word_continues
     assert second.train.labels == first.train.labels
+    assert second.train.rows == first.train.rows
 
 
 def test_changed_text_or_settings_miss_the_cache(tmp_path: Path, cache: Path) -> None:

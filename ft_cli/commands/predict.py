@@ -260,7 +260,7 @@ class Predictor:
         def read(key: str, name: str, keep_lists: bool = False) -> list:
             return self._column(rows, key, name, keep_lists)
 
-        task.predict_inputs(read, self.tokenizer, self.spec.data, self.labels)
+        task.predict_inputs(read, self.tokenizer, self.spec.data, self.labels, self.spec.task)
 
     def logits(self, rows: list[dict]) -> tuple[list[Any], list[Any]]:
         """Each row's logits (fp32, CPU) and what its prediction needs besides, in row order;
@@ -277,7 +277,7 @@ class Predictor:
             return self._column(rows, key, name, keep_lists)
 
         split, collate, extra = task.predict_inputs(
-            read, self.tokenizer, self.spec.data, self.labels
+            read, self.tokenizer, self.spec.data, self.labels, self.spec.task
         )
         lengths = split.lengths()
         owners = getattr(split, "rows", None)  # a long input's windows: their input row

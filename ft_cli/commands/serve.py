@@ -189,7 +189,10 @@ def load(
         "ft_version": __version__,
         "model_card": card.read_text() if card and card.is_file() else None,
     }
-    served = serving.Served(predictor, columns, info, kind.inputs, predictor.check, kind.word_lists)
+    aliases = dict(tasks.info(spec.task.kind).request_aliases)
+    served = serving.Served(
+        predictor, columns, info, kind.inputs, predictor.check, kind.word_lists, aliases
+    )
     return served, found
 
 

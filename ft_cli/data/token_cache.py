@@ -83,6 +83,8 @@ def _save(path: Path, split: EncodedSplit) -> None:
         arrays["token_type_ids"], _ = _flatten(split.token_type_ids, np.int8)
     if split.word_continues is not None:
         arrays["word_continues"], _ = _flatten(split.word_continues, np.bool_)
+    if split.rows is not None:  # a long input's windows: the row of each
+        arrays["rows"] = np.asarray(split.rows, dtype=np.int64)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
@@ -104,6 +106,9 @@ def _load(path: Path) -> EncodedSplit | None:
                 types = _rows(archive["token_type_ids"], offsets)
             if "word_continues" in archive:
                 word = _rows(archive["word_continues"], offsets)
+            owners = archive["rows"].tolist() if "rows" in archive else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # damaged: recompute and overwrite
-    return EncodedSplit(input_ids=ids, token_type_ids=types, labels=[], word_continues=word)
+    return EncodedSplit(
+        input_ids=ids, token_type_ids=types, labels=[], word_continues=word, rows=owners
+    )

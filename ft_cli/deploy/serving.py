@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ft_cli import inputs
+from ft_cli import inputs, tasks
 from ft_cli.errors import FtError
 from ft_cli.inputs.base import Modality, RequestError, Rows, kind_of
 
@@ -53,6 +53,18 @@ class Served:
     inputs: Modality  # what a request's rows are: it reads and checks the body
     check: Callable[[Rows], None] = lambda rows: None  # encodes rows alone; raises if it can't
     word_lists: bool = False  # a text may be a list of words (a tagger)
+    aliases: dict[str, str] = field(default_factory=dict)  # the task's names for fields
+
+
+def _unaliased(body: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """The body with the task's field names ({"question", "context"}) as the modality's."""
+    out = {key: value for key, value in body.items() if key not in aliases}
+    for alias, field_name in aliases.items():
+        if alias in body:
+            if field_name in body:
+                raise RequestError(422, f"send {alias} or {field_name}, not both")
+            out[field_name] = body[alias]
+    return out
 
 
 @dataclass
@@ -157,6 +169,8 @@ def request_model() -> type:
     fields: dict[str, Any] = {}
     for name in inputs.MODALITIES:
         fields.update({key: (kind, None) for key, kind in inputs.get(name).request_fields.items()})
+    for info in tasks.TASKS.values():
+        fields.update({alias: (str | None, None) for alias, _ in info.request_aliases})
     return create_model(
         "PredictRequest",
         __config__=ConfigDict(
@@ -241,9 +255,10 @@ def build_app(served: Served, limits: Limits) -> Any:
             return refuse(422, f"the body must be a JSON object, got {kind_of(body)}")
         unknown = sorted(set(body) - set(PredictRequest.model_fields))
         if unknown:
-            fields = ", ".join(served.inputs.request_fields)
+            fields = ", ".join([*served.inputs.request_fields, *served.aliases])
             return refuse(422, f"unknown field '{unknown[0][:40]}'; fields: {fields}")
         try:
+            body = _unaliased(body, served.aliases)
             rows, single = read_rows(body, served.columns, limits, served.word_lists)
             await asyncio.to_thread(_checked, served.check, rows)
         except RequestError as err:

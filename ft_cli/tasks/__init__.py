@@ -31,6 +31,8 @@ class TaskInfo:
     distilled: bool = False  # strategy=distill matches a teacher's logits per row
     ensembled: bool = False  # ft ensemble combines runs of it (one output per row)
     windowed: bool = False  # data.long_inputs=windows: a long row read in windows, scored whole
+    # ft serve: request fields named the task's way, read as the modality's ({alias: field}).
+    request_aliases: tuple[tuple[str, str], ...] = ()
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -60,7 +62,11 @@ TASKS: dict[str, TaskInfo] = {
     ),
     # Extractive: a span of the context per question, over windows of a long context.
     "question_answering": TaskInfo(
-        "question_answering", ("f1", "exact_match", "loss"), targets="spans", augmented=False
+        "question_answering",
+        ("f1", "exact_match", "loss"),
+        targets="spans",
+        augmented=False,
+        request_aliases=(("question", "text"), ("context", "text_pair")),
     ),
     # Which of a row's N choices is right (SWAG-style): a score per choice.
     "multiple_choice": TaskInfo(

@@ -257,6 +257,7 @@ class Task:
         tokenizer: Any,
         cfg: DataConfig,
         labels: list[str] | None,
+        task: TaskConfig | None = None,
     ) -> tuple[EncodedSplit, Any, Any]:
         """(the rows tokenized, their collator, what each row's prediction needs besides)."""
         texts = read("data.text_column", cfg.text_column)

@@ -98,7 +98,12 @@ class ImageClassification(Classification):
         )
 
     def predict_inputs(
-        self, read: Any, processor: Any, cfg: DataConfig, labels: list[str] | None
+        self,
+        read: Any,
+        processor: Any,
+        cfg: DataConfig,
+        labels: list[str] | None,
+        task: TaskConfig | None = None,
     ) -> tuple[Any, Any, Any]:
         base = Path(cfg.path) if cfg.path else None
         # Cells as they are: paths, or image bytes (a served request, a hub table's cells).

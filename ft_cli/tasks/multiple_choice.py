@@ -147,7 +147,12 @@ class MultipleChoice(Task):
         return ChoiceObjective(net, self.name, count, pad_id, compile_model, label_smoothing)
 
     def predict_inputs(
-        self, read: Any, tokenizer: Any, cfg: DataConfig, labels: list[str] | None
+        self,
+        read: Any,
+        tokenizer: Any,
+        cfg: DataConfig,
+        labels: list[str] | None,
+        task: TaskConfig | None = None,
     ) -> tuple[EncodedSplit, Any, Any]:
         rows: dict[str, list[Any]] = {cfg.text_column: read("data.text_column", cfg.text_column)}
         if cfg.text_pair_column is not None:

@@ -102,31 +102,58 @@ class QuestionAnswering(Task):
         return SpanObjective(net, task, tokenizer.pad_token_id or 0, compile_model)
 
     def predict_inputs(
-        self, read: Any, tokenizer: Any, cfg: DataConfig, labels: list[str] | None
+        self,
+        read: Any,
+        tokenizer: Any,
+        cfg: DataConfig,
+        labels: list[str] | None,
+        task: TaskConfig | None = None,
     ) -> tuple[EncodedSplit, Any, Any]:
         questions = read("data.text_column", cfg.text_column)
         contexts = read("data.text_pair_column", cfg.text_pair_column or "context")
         split = question_split(tokenizer, questions, contexts, cfg, None, [[]] * len(questions))
         offsets = split.windows.offsets
-        extra = [(contexts[q], offsets[w]) for w, q in enumerate(split.windows.question)]
+        decoding = Decoding.of(task)
+        extra = [(contexts[q], offsets[w], decoding) for w, q in enumerate(split.windows.question)]
         return split, Collator(split, tokenizer.pad_token_id or 0, regression=False), extra
 
     def prediction(
         self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
     ) -> dict[str, Any]:
         """The best span over a question's windows (`logits`: [tokens, 2] a window; `extra`:
-        (None, (context, offsets)) a window)."""
+        (None, (context, offsets, decoding)) a window), or no answer where the no-answer
+        score beats it by more than task.null_threshold (when set)."""
         parts = [
             (row[:, 0].tolist(), row[:, 1].tolist(), spans)
-            for row, (_, (_, spans)) in zip(logits, extra, strict=True)
+            for row, (_, (_, spans, _)) in zip(logits, extra, strict=True)
         ]
-        found = windows.best_answer(extra[0][1][0], parts)
+        context, _, decoding = extra[0][1]
+        found = windows.best_answer(context, parts, decoding.n_best, decoding.max_answer_length)
+        margin = windows.null_score(parts) - found.score
+        if decoding.null_threshold is not None and margin > decoding.null_threshold:
+            found = windows.Answer("", found.score, -1, -1)
         return {
             "answer": found.text,
             "answer_score": found.score,
             "answer_start": found.start,
             "answer_end": found.end,
+            "no_answer_margin": margin,
         }
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How ft predict decodes a question's answer (the run's task settings)."""
+
+    n_best: int = 20
+    max_answer_length: int = 30
+    null_threshold: float | None = None
+
+    @classmethod
+    def of(cls, task: TaskConfig | None) -> Decoding:
+        if task is None:
+            return cls()
+        return cls(task.n_best, task.max_answer_length, task.null_threshold)
 
 
 def question_split(

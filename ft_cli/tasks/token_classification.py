@@ -87,7 +87,12 @@ class TokenClassification(Task):
         )
 
     def predict_inputs(
-        self, read: Any, tokenizer: Any, cfg: DataConfig, labels: list[str] | None
+        self,
+        read: Any,
+        tokenizer: Any,
+        cfg: DataConfig,
+        labels: list[str] | None,
+        task: TaskConfig | None = None,
     ) -> tuple[EncodedSplit, Any, Any]:
         # Words as a list (jsonl, parquet), or a string of words split on spaces.
         raw = read("data.text_column", cfg.text_column, keep_lists=True)

@@ -181,7 +181,7 @@ class NumberClassification(Classification):
             net, self.name, len(labels or []), 0, False, label_smoothing, task.class_weights
         )
 
-    def predict_inputs(self, read, processor, cfg, labels):
+    def predict_inputs(self, read, processor, cfg, labels, task=None):
         numbers = processor(read("data.text_column", cfg.text_column, keep_lists=True), "--input")
         split = Rows4(numbers, [0] * len(numbers))
         return split, RowsCollator(split), None
