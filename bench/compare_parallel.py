@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import processes
 from compare_hf import cpu_name
 
 SIDES = ("single", "ddp", "fsdp")
@@ -61,13 +62,7 @@ def command(side: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
         f"hydra.run.dir={run_dir}",
     ]
     if side == "single":
-        return [
-            sys.executable,
-            "-m",
-            "ft_cli",
-            *job,
-            f"train.batch_size={args.batch * args.processes}",
-        ]
+        return [*job, f"train.batch_size={args.batch * args.processes}"]
     return [
         sys.executable,
         "-m",
@@ -83,10 +78,15 @@ def command(side: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
 
 
 def run_side(side: str, args: argparse.Namespace, folder: Path) -> dict:
+    """One side: one ft process, or torchrun's processes (see processes.py)."""
     run_dir = folder / side
-    done = subprocess.run(command(side, args, run_dir), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
+    if side == "single":
+        code, stderr, _ = processes.run_ft(command(side, args, run_dir))
+    else:
+        done = subprocess.run(command(side, args, run_dir), capture_output=True, text=True)
+        code, stderr = done.returncode, done.stderr
+    if code != 0:
+        raise SystemExit(f"{side} failed:\n{stderr[-3000:]}")
     return json.loads((run_dir / "metrics.json").read_text())
 
 

@@ -105,9 +105,8 @@ def test_compare_strategies_quick_on_the_tiny_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_compare_parallel_on_the_tiny_model() -> None:
-    command = [
-        sys.executable,
-        str(REPO / "bench" / "compare_parallel.py"),
+    stdout = run_script(
+        "compare_parallel.py",
         "--tiny",
         "--steps",
         "3",
@@ -116,10 +115,8 @@ def test_compare_parallel_on_the_tiny_model() -> None:
         # DDP against one process is tests/test_distributed.py's; a torchrun start saved.
         "--sides",
         "single,fsdp",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line}
+    )
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line}
     assert {"single", "fsdp"} <= set(rows) and "ddp" not in rows
     # Same global batches on every side: the same model at the end.
     losses = {float(rows[side][-1]) for side in ("single", "fsdp")}

@@ -91,7 +91,7 @@ def test_hydra_help_and_info(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # the demo in a process of its own, as the README runs it
-def test_readme_commands(tmp_path: Path) -> None:
+def test_readme_commands(tmp_path: Path, monkeypatch, capfd) -> None:
     """The README's quick-start lines install and run what this test runs."""
     readme = (REPO / "README.md").read_text()
     demo_line = "pip install -e . && ft train +recipe=demo"
@@ -102,10 +102,14 @@ def test_readme_commands(tmp_path: Path) -> None:
     assert recipes.returncode == 0 and "demo" in recipes.stdout
     # The demo itself, shortened: the packaged MiniLM on the shipped data.
     run = tmp_path / "demo"
-    result = ft("train", "+recipe=demo", "train.max_steps=4", f"hydra.run.dir={run}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    from ft_cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    assert cli.run_train(["+recipe=demo", "train.max_steps=4", f"hydra.run.dir={run}"]) == 0
+    said = capfd.readouterr()  # every line written to the terminal, libraries' too
     # Only ft's own lines: no "Generating train split" bars from the datasets library.
-    assert "Generating" not in result.stdout + result.stderr
+    assert "run summary" in said.out and "Generating" not in said.out + said.err
     record = json.loads((run / "metrics.json").read_text())
     assert record["steps"] == 4
     assert record["labels"] == ["negative", "positive"]

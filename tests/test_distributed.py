@@ -154,6 +154,8 @@ def test_two_processes_match_one_with_the_same_global_batch(
 
 
 @pytest.mark.slow
+# FSDP's; DDP's resume after a real SIGTERM is the test below (a torchrun start saved).
+@pytest.mark.parametrize("reference", ["fsdp"], indirect=True)
 def test_data_parallel_resume_equals_uninterrupted(
     tmp_path: Path, reference: tuple[str, Path]
 ) -> None:
@@ -268,6 +270,10 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "interrupted" and record["checkpoint"]
     assert record["steps"] < 18
+    saved = tmp_path / record["checkpoint"]  # the run's cwd was tmp_path (or it is absolute)
+    state = torch.load(saved / checkpoint.STATE, weights_only=True)
+    assert isinstance(state["rng"], list) and len(state["rng"]) == 2  # one per rank
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     torchrun(tmp_path, [*overrides, "hydra.run.dir=run", "resume=auto"])
     a = load_file(done / "model" / "model.safetensors")
     b = load_file(tmp_path / "run" / "model" / "model.safetensors")

@@ -55,20 +55,30 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, err
 
 
+def train_here(run_dir: Path, extra: list[str]) -> None:
+    """The same run in this process, with the victim's one thread (the same sums)."""
+    from ft_cli import cli
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cli.run_train([*LONG, *extra, f"hydra.run.dir={run_dir}"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["train.grad_accum=2", "train.batch_size=8"]])
 def test_kill_9_then_resume_auto_is_bit_identical(tmp_path: Path, extra: list[str]) -> None:
-    reference = start(tmp_path / "reference", extra)  # runs beside the victim
+    # Only the victim must be a process of its own; the reference and the resumed run
+    # run here (no interpreter and torch start each).
     killed_at = random.Random().randint(10, 35)
     victim = start(tmp_path / "run", extra)
     wait_for_step(victim, killed_at)
     victim.kill()  # SIGKILL: no handler runs, no checkpoint is written now
     victim.wait()
-    resumed = start(tmp_path / "run", [*extra, "resume=auto"])
-    code, err = finish(resumed)
-    assert code == 0, err
-    code, err = finish(reference)
-    assert code == 0, err
+    train_here(tmp_path / "run", [*extra, "resume=auto"])
+    train_here(tmp_path / "reference", extra)
     a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
     b = load_file(tmp_path / "run" / "model" / "model.safetensors")
     delta = max(float((a[k] - b[k]).abs().max()) for k in a)
@@ -97,10 +107,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
     # The printed command resumes it to the end.
     command = err.split("resume with: ")[1].strip().split()
     assert command[:2] == ["ft", "train"]
-    done = subprocess.run(
-        [sys.executable, "-m", "ft_cli", *command[1:]], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
+    from ft_cli import cli
+
+    assert cli.run_train(command[2:]) == 0  # here: only the interrupted run must be a process
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
 
 

@@ -182,7 +182,7 @@ class Task:
 
         how = f"rows|{cfg.max_length}"
         if documents.windowed(cfg):
-            how += f"|windows|{window_stride(cfg)}"
+            how += f"|windows of rows|{window_stride(cfg)}"
         key = token_cache.cache_key(tokenizer, [texts, pairs or []], how)
         encoded = token_cache.cached(key, cfg.cache, tokenize)
         if cfg.label_column in dataset.column_names:
