@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -199,20 +198,17 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_deploy_bench_on_the_tiny_model(exported_tiny: Path) -> None:
-    command = [
-        sys.executable,
-        str(REPO / "bench" / "deploy.py"),
+    stdout = run_script(
+        "deploy.py",
         str(exported_tiny),
         "--repeats",
         "1",
         "--singles",
         "4",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    )
     rows = {
         line.split("|")[1].strip(): line
-        for line in result.stdout.splitlines()
+        for line in stdout.splitlines()
         if line.startswith("| ") and "variant" not in line and "---" not in line
     }
     assert {"torch fp32", "onnx fp32", "onnx int8"} <= set(rows)
@@ -222,18 +218,15 @@ def test_deploy_bench_on_the_tiny_model(exported_tiny: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_bench_on_the_tiny_model(exported_tiny: Path) -> None:
-    command = [
-        sys.executable,
-        str(REPO / "bench" / "serve.py"),
+    stdout = run_script(
+        "serve.py",
         str(exported_tiny),
         "--requests",
         "40",
         "--concurrency",
         "8",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    rows = {line[:28].strip(): line[28:].split() for line in result.stdout.splitlines()[2:]}
+    )
+    rows = {line[:28].strip(): line[28:].split() for line in stdout.splitlines()[2:]}
     assert set(rows) == {"batched (max 32, 5 ms)", "unbatched (reference)"}
     assert all(float(row[0]) > 0 and row[3] == "0" for row in rows.values())  # req/s, errors
     assert float(rows["unbatched (reference)"][4]) == 1.0  # rows per batch
@@ -241,9 +234,8 @@ def test_serve_bench_on_the_tiny_model(exported_tiny: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_bench_with_bad_requests_mixed_in(exported_tiny: Path) -> None:
-    command = [
-        sys.executable,
-        str(REPO / "bench" / "serve.py"),
+    stdout = run_script(
+        "serve.py",
         str(exported_tiny),
         "--requests",
         "100",
@@ -251,10 +243,8 @@ def test_serve_bench_with_bad_requests_mixed_in(exported_tiny: Path) -> None:
         "40",
         "--bad-share",
         "0.1",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    rows = {line[:28].strip(): line[28:].split() for line in result.stdout.splitlines()[2:]}
+    )
+    rows = {line[:28].strip(): line[28:].split() for line in stdout.splitlines()[2:]}
     assert set(rows) == {"clean (reference)", "10% bad mixed in"}
     # req/s, p50, p99, errors (a good request not 200, a bad one not 4xx), refused
     assert rows["clean (reference)"][3:] == ["0", "0"]

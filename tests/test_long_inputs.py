@@ -287,3 +287,29 @@ def test_explain_shows_what_truncation_cuts_and_how_many_windows_reading_whole_m
     )
     made = int(windowed["windows (data.stride=4)"].split()[0].replace(",", ""))
     assert made > 64 and "(data.long_inputs=windows)" in windowed["windows (data.stride=4)"]
+
+
+def test_report_counts_a_windowed_runs_rows_in_its_confusion_matrix(tmp_path: Path) -> None:
+    from ft_cli import cli
+    from ft_cli.commands import report
+
+    train_file, dev_file = long_reviews(tmp_path)
+    overrides = [
+        *TINY,
+        "data=csv",
+        f"data.files.train={train_file}",
+        f"data.files.validation={dev_file}",
+        "data.max_length=16",
+        "data.stride=4",
+        "data.long_inputs=windows",
+        "train.max_steps=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    assert cli.run_train(overrides) == 0
+    found = report.confusion_matrix(tmp_path / "run")
+    assert found is not None
+    counts, labels = found
+    assert sum(map(sum, counts)) == 16  # the 16 reviews, not their windows
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    right = sum(counts[i][i] for i in range(len(labels))) / 16
+    assert right == pytest.approx(record["best"]["accuracy"])

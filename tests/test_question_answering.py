@@ -365,3 +365,20 @@ def test_ft_serve_answers_question_and_context_as_ft_predict_does(trained_qa, tm
         # The modality's own names still work, and the server keeps serving.
         plain = client.post("/predict", json={"text": row["question"], "text_pair": row["context"]})
         assert plain.json()["prediction"]["answer"] == predicted["answer"]
+
+
+@pytest.mark.slow
+def test_report_lists_the_worst_answered_questions_lowest_f1_first(trained_qa) -> None:
+    from ft_cli.commands import report
+    from ft_cli.tasks import answers
+
+    title, header, rows = report.task_table(Path(trained_qa))
+    assert title.startswith("worst-answered questions") and header[0] == "question"
+    assert 0 < len(rows) <= 20
+    f1s = [row[3] for row in rows]
+    assert f1s == sorted(f1s)
+    for question, answer, references, f1, exact in rows:
+        assert question.strip() and f1 == answers.token_f1(answer, references.split(" | "))
+        assert exact <= f1
+    page = report.write_report(Path(trained_qa)).read_text()
+    assert "worst-answered questions, validation" in page

@@ -69,6 +69,7 @@ def write_report(root: Path, confusion: bool = True) -> Path:
         caption = tasks.modality(ready.spec.task.kind).mistakes_sheet(ready, wrong, path, title)
         if caption is not None:
             plots.append((caption, path))
+    table = task_table(Path(best.run_dir)) if confusion and best else None
     if len(rows) > 1:
         for key, points in varied_hyperparameters(rows).items():
             path = root / f"sweep_{key.replace('.', '_')}.png"
@@ -82,8 +83,25 @@ def write_report(root: Path, confusion: bool = True) -> Path:
         _seed_plot(groups, rows, path)
         plots.append((f"{rows[0].metric} over seeds", path))
     page = root / "report.html"
-    page.write_text(_html(root, rows, plots, _seed_rows(groups)))
+    page.write_text(_html(root, rows, plots, _seed_rows(groups), table))
     return page
+
+
+def task_table(run_dir: Path) -> tuple[str, list[str], list[list[Any]]] | None:
+    """The run's task's own table about its validation split (question answering: the
+    worst-answered questions), or None."""
+    from omegaconf import OmegaConf
+
+    config = run_dir / "config.yaml"
+    if not config.is_file() or not (run_dir / "model" / "config.json").is_file():
+        return None
+    kind = OmegaConf.select(OmegaConf.load(config), "task.kind")
+    if kind not in tasks.TASKS or not tasks.get(kind).report_tables:
+        return None
+    from ft_cli.training import evaluating
+
+    ready = evaluating.setup(str(run_dir), [])
+    return tasks.get(kind).report_table(ready)
 
 
 def scalar_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -149,17 +167,33 @@ def validation_outcomes(run_dir: Path) -> tuple[Any, list[Outcome]] | None:
         return None
     import torch
 
-    outcomes: list[Outcome] = []
+    rows: list[int] = []
+    truths: list[int] = []
+    found: list[torch.Tensor] = []
+    windows: dict[int, torch.Tensor] = {}  # a long input's windows: pooled per row below
     ready.forward.eval()
     with torch.no_grad(), ready.hw.autocast():
         for indices, batch in zip(ready.loader.batch_sampler, ready.loader, strict=True):
             batch = {k: v.to(ready.hw.device) for k, v in batch.items()}
             logits, targets = ready.forward(batch)
-            best = logits.float().softmax(-1).max(-1)
-            for row, truth, guess, p in zip(
-                indices, targets.tolist(), best.indices.tolist(), best.values.tolist(), strict=True
-            ):
-                outcomes.append(Outcome(row, truth, guess, p))
+            if isinstance(targets, tuple):
+                windows.update(zip(indices, logits.float().cpu(), strict=True))
+                continue
+            rows += indices
+            truths += targets.tolist()
+            found += list(logits.float().cpu())
+    if windows:
+        from ft_cli.tasks import documents
+
+        split = ready.loader.dataset
+        rows, pooled = documents.pooled_rows(windows, split.rows, ready.objective.pooling)
+        first = {owner: window for window, owner in reversed(list(enumerate(split.rows)))}
+        truths = [split.labels[first[row]] for row in rows]
+        found = list(pooled)
+    outcomes = []
+    for row, truth, logits in zip(rows, truths, found, strict=True):
+        best = logits.softmax(-1).max(-1)
+        outcomes.append(Outcome(row, truth, int(best.indices), float(best.values)))
     return ready, outcomes
 
 
@@ -292,6 +326,7 @@ def _html(
     rows: list[records.RunRow],
     plots: list[tuple[str, Path]],
     seed_rows: list[list[Any]],
+    task_rows: tuple[str, list[str], list[list[Any]]] | None = None,
 ) -> str:
     def cell(value: Any) -> str:
         if isinstance(value, float):
@@ -329,6 +364,16 @@ def _html(
             )
             + "</table>"
         )
+    task_table = ""
+    if task_rows is not None:
+        title, heads, lines = task_rows
+        task_table = (
+            f"<h2>{html.escape(title)}</h2><table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+            + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in lines)
+            + "</table>"
+        )
     figures = "".join(
         f'<figure><a href="{html.escape(path.name)}"><img alt="{html.escape(title)}"'
         f' src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"></a>'
@@ -346,6 +391,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 700px; }}
 <h2>runs, best first</h2>
 <table><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr>{body}</table>
 {seed_table}
+{task_table}
 <h2>plots</h2>
 {figures}
 </body></html>

@@ -33,6 +33,7 @@ class Task:
     named_labels = True  # the head predicts named classes (id2label in the export)
     word_lists = False  # a row's text may be a list of words (ft serve accepts one)
     confusion_matrix = False  # ft report plots one (a class per row)
+    report_tables = False  # ft report shows report_table's rows
     # ft export: the model ends in one fixed-shape head a graph can return; else why not.
     exportable = True
     not_exported = "its output is not one fixed-shape head"
@@ -191,6 +192,11 @@ class Task:
             targets = [-1] * len(texts)  # unlabelled test rows: predictions only
         encoded.labels = documents.spread(targets, encoded)
         return encoded
+
+    def report_table(self, ready: Any) -> tuple[str, list[str], list[list[Any]]] | None:
+        """`ft report`: a table of the task's own about the validation split ((title,
+        header, rows); `ready`: the trained run's evaluation setup), or None."""
+        return None
 
     def long_input_rows(self, cfg: DataConfig, tokenizer: Any) -> list[list[str]]:
         """What `ft explain` shows of the train split's long inputs: what truncation cuts,

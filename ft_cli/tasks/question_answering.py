@@ -28,6 +28,7 @@ from ft_cli.tasks.base import Task
 from ft_cli.tasks.objective import Batch, Objective
 
 Span = windows.Span
+REPORTED_WORST = 20  # ft report's table of the worst-answered questions
 
 
 @dataclass
@@ -38,12 +39,14 @@ class QuestionSplit(EncodedSplit):
     windows: windows.Windows = field(default_factory=windows.Windows)
     contexts: list[str] = field(default_factory=list)
     references: list[list[str]] = field(default_factory=list)
+    questions: list[str] = field(default_factory=list)
 
 
 class QuestionAnswering(Task):
     name = "question_answering"
     named_labels = False
     pipeline_tag = "question-answering"
+    report_tables = True  # the worst-answered questions
 
     def input_columns(self, cfg: DataConfig) -> dict[str, str]:
         if cfg.text_pair_column is None:
@@ -89,6 +92,15 @@ class QuestionAnswering(Task):
 
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
         return {}, "AutoModelForQuestionAnswering"
+
+    def report_table(self, ready: Any) -> tuple[str, list[str], list[list[Any]]] | None:
+        scores = AnswerMetrics(ready.loader.dataset, ready.spec.task)
+        ready.forward.eval()
+        with torch.no_grad(), ready.hw.autocast():
+            for batch in ready.loader:
+                scores.update(*ready.forward({k: v.to(ready.hw.device) for k, v in batch.items()}))
+        header = ["question", "answer given", "reference answers", "F1", "exact match"]
+        return "worst-answered questions, validation", header, scores.worst(REPORTED_WORST)
 
     def objective(
         self,
@@ -175,6 +187,7 @@ def question_split(
         contexts=contexts,
         references=references,
         rows=made.question,
+        questions=questions,
     )
 
 
@@ -294,30 +307,50 @@ class AnswerMetrics:
             self.count += other.count
         return self
 
-    def compute(self) -> dict[str, float]:
+    def answered(self) -> list[tuple[int, windows.Answer, float]]:
+        """(question, its best answer, no-answer score less the answer's) per question."""
         split = self.split
         by_question: dict[int, list[tuple[list[float], list[float], list[Span | None]]]] = {}
         for window, row in sorted(self.logits.items()):
             question = split.windows.question[window]
             entry = (row[:, 0].tolist(), row[:, 1].tolist(), split.windows.offsets[window])
             by_question.setdefault(question, []).append(entry)
-        found, nulls, references = [], [], []
+        found = []
         for question, parts in sorted(by_question.items()):
-            found.append(
-                windows.best_answer(
-                    split.contexts[question],
-                    parts,
-                    self.task.n_best,
-                    self.task.max_answer_length,
-                )
+            answer = windows.best_answer(
+                split.contexts[question], parts, self.task.n_best, self.task.max_answer_length
             )
-            nulls.append(windows.null_score(parts))
-            references.append(split.references[question])
-        diffs = [null - answer.score for answer, null in zip(found, nulls, strict=True)]
-        texts = [answer.text for answer in found]
+            found.append((question, answer, windows.null_score(parts) - answer.score))
+        return found
+
+    def compute(self) -> dict[str, float]:
+        found = self.answered()
+        references = [self.split.references[question] for question, _, _ in found]
+        diffs = [diff for _, _, diff in found]
+        texts = [answer.text for _, answer, _ in found]
         values = answers.score_answers(texts, diffs, references, self.task.null_threshold)
         values["loss"] = self.loss_sum / max(1, self.count)
         return values
+
+    def worst(self, count: int) -> list[list[Any]]:
+        """The `count` worst-answered questions (lowest F1, the most confident first):
+        question, answer given, reference answers, F1, exact match."""
+        rows = []
+        for question, answer, _ in self.answered():
+            truth = self.split.references[question]
+            f1 = answers.token_f1(answer.text, truth)
+            rows.append((f1, -answer.score, question, answer.text, truth))
+        rows.sort(key=lambda row: (row[0], row[1]))
+        return [
+            [
+                self.split.questions[question],
+                text,
+                " | ".join(truth) or "(no answer)",
+                f1,
+                answers.exact_match(text, truth),
+            ]
+            for f1, _, question, text, truth in rows[:count]
+        ]
 
 
 TASK = QuestionAnswering()
