@@ -178,6 +178,21 @@ def test_bad_window_settings_are_one_line(tokenizer) -> None:
         compose_spec(["+recipe=demo", "data.window_pooling=median"])
 
 
+def windowed_reviews(tmp_path: Path) -> list[str]:
+    """The tiny model on the long reviews, read in windows of 16 tokens (stride 4)."""
+    train_file, dev_file = long_reviews(tmp_path)
+    return [
+        *TINY,
+        "data=csv",
+        f"data.files.train={train_file}",
+        f"data.files.validation={dev_file}",
+        "data.max_length=16",
+        "data.stride=4",
+        "data.long_inputs=windows",
+        "train.max_steps=2",
+    ]
+
+
 def long_reviews(tmp_path: Path) -> tuple[Path, Path]:
     """Rows whose label word sits past the first 16 tokens: truncation cannot see it."""
     filler = "the park was on a blue day and the dog sat on the mat"
@@ -195,18 +210,8 @@ def test_a_classification_run_in_windows_is_scored_per_row_and_predicts_per_row(
     from ft_cli.commands import predict
     from ft_cli.training.engine import train
 
-    train_file, dev_file = long_reviews(tmp_path)
-    overrides = [
-        *TINY,
-        "data=csv",
-        f"data.files.train={train_file}",
-        f"data.files.validation={dev_file}",
-        "data.max_length=16",
-        "data.stride=4",
-        "data.long_inputs=windows",
-        "data.window_pooling=max",
-        "train.max_steps=2",
-    ]
+    overrides = [*windowed_reviews(tmp_path), "data.window_pooling=max"]
+    dev_file = tmp_path / "dev.csv"
     train(compose_spec(overrides), run_dir=tmp_path / "run")
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["windows"]["validation"]["rows"] == 16
@@ -293,18 +298,7 @@ def test_report_counts_a_windowed_runs_rows_in_its_confusion_matrix(tmp_path: Pa
     from ft_cli import cli
     from ft_cli.commands import report
 
-    train_file, dev_file = long_reviews(tmp_path)
-    overrides = [
-        *TINY,
-        "data=csv",
-        f"data.files.train={train_file}",
-        f"data.files.validation={dev_file}",
-        "data.max_length=16",
-        "data.stride=4",
-        "data.long_inputs=windows",
-        "train.max_steps=2",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
+    overrides = [*windowed_reviews(tmp_path), f"hydra.run.dir={tmp_path / 'run'}"]
     assert cli.run_train(overrides) == 0
     found = report.confusion_matrix(tmp_path / "run")
     assert found is not None
