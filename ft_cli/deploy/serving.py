@@ -56,6 +56,24 @@ class Served:
     aliases: dict[str, str] = field(default_factory=dict)  # the task's names for fields
 
 
+def _request_body(raw: bytes, served: Served, known: set[str]) -> dict[str, Any]:
+    """The body as a JSON object of `known` fields, the task's names for them read as the
+    modality's; a RequestError (400 or 422) says what is wrong with it."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise RequestError(400, "the body is not JSON ft reads: nested too deeply") from None
+    except ValueError as err:
+        raise RequestError(400, f"the body is not JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise RequestError(422, f"the body must be a JSON object, got {kind_of(body)}")
+    unknown = sorted(set(body) - known)
+    if unknown:
+        fields = ", ".join([*served.inputs.request_fields, *served.aliases])
+        raise RequestError(422, f"unknown field '{unknown[0][:40]}'; fields: {fields}")
+    return _unaliased(body, served.aliases)
+
+
 def _unaliased(body: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
     """The body with the task's field names ({"question", "context"}) as the modality's."""
     out = {key: value for key, value in body.items() if key not in aliases}
@@ -246,19 +264,7 @@ def build_app(served: Served, limits: Limits) -> Any:
         except ClientDisconnect:
             return Response(status_code=499)  # nobody is left to read it
         try:
-            body = json.loads(raw)
-        except RecursionError:
-            return refuse(400, "the body is not JSON ft reads: nested too deeply")
-        except ValueError as err:
-            return refuse(400, f"the body is not JSON: {err}")
-        if not isinstance(body, dict):
-            return refuse(422, f"the body must be a JSON object, got {kind_of(body)}")
-        unknown = sorted(set(body) - set(PredictRequest.model_fields))
-        if unknown:
-            fields = ", ".join([*served.inputs.request_fields, *served.aliases])
-            return refuse(422, f"unknown field '{unknown[0][:40]}'; fields: {fields}")
-        try:
-            body = _unaliased(body, served.aliases)
+            body = _request_body(raw, served, set(PredictRequest.model_fields))
             rows, single = read_rows(body, served.columns, limits, served.word_lists)
             await asyncio.to_thread(_checked, served.check, rows)
         except RequestError as err:
