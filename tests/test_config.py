@@ -243,3 +243,22 @@ def test_the_config_reference_page_matches_the_schema() -> None:
 def test_unknown_top_level_keys_are_one_clear_error(token: str) -> None:
     with pytest.raises(FtError, match=r"^unknown key '.*' in '.*'.*; keys in the config: model, "):
         compose_spec([token])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+recipe=demo_multitask"],
+        ["+recipe=demo_qa", "logger=[tensorboard,csv]"],
+        ["data.files.train=a b.csv", "data.text_column=true", "model.revision='1.0'"],
+    ],
+)
+def test_a_spec_as_plain_data_and_yaml_is_what_omegaconf_writes(overrides: list[str]) -> None:
+    from omegaconf import OmegaConf
+
+    from ft_cli.config import plain
+
+    spec = compose_spec(overrides)
+    tree = OmegaConf.structured(spec)
+    assert plain.plain(spec) == OmegaConf.to_container(tree, enum_to_str=True)
+    assert plain.to_yaml(spec) == OmegaConf.to_yaml(tree)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY, compose_spec, run_train
+from crash import cut_after
 from safetensors.torch import load_file
 
 from ft_cli import host
@@ -32,15 +33,6 @@ BASE = [
 ]
 
 
-def cut_after(run_dir: Path, step: int) -> None:
-    """Leave `run_dir` as a crash right after checkpoint `step` would have."""
-    for ckpt in (run_dir / "checkpoints").glob("step-*"):
-        if int(ckpt.name.split("-")[1]) > step:
-            shutil.rmtree(ckpt)
-    shutil.rmtree(run_dir / "model")
-    (run_dir / "metrics.json").unlink()
-
-
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "model" / "model.safetensors")
 
@@ -51,9 +43,11 @@ def max_delta(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 def resume_after(tmp_path: Path, overrides: list[str], cut: int):
+    """The uninterrupted run, and a copy of it cut after `cut` and resumed (training is
+    deterministic, so the copy is the run dir a second run that crashed would leave)."""
     reference = run_train(tmp_path / "reference", overrides)
-    cut_run = run_train(tmp_path / "cut", overrides)
-    cut_after(cut_run.run_dir, cut)
+    shutil.copytree(tmp_path / "reference", tmp_path / "cut")
+    cut_after(tmp_path / "cut" / "run", cut)
     resumed = run_train(tmp_path / "cut", [*overrides, "resume=auto"])
     return reference, resumed
 

@@ -39,6 +39,7 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
+    _share_when_copied(ConfigStore)
     schema.register_configs()
     broken_recipes.clear()
     for path in files:
@@ -49,6 +50,15 @@ def register() -> None:
             continue
         store.store(group=RECIPE_GROUP, name=path.stem, node=node, package="_global_")
     _registered = files
+
+
+def _share_when_copied(store_class: type) -> None:
+    """Hydra deep-copies its config repository at every composition, and with it the
+    whole ConfigStore (the schema, every recipe, Hydra's own configs): about half of a
+    composition's time, in every `ft` command and each job of a sweep. The store is the
+    process's one instance, and `ConfigStore.load` copies each node it hands out: a copy
+    may be the store itself. (Hydra's later releases stop holding the store there.)"""
+    store_class.__deepcopy__ = lambda self, memo: self
 
 
 def override(key: str, value: object) -> str:

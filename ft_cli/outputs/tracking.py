@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from ft_cli.config.plain import plain
 
 
 def flat_hparams(spec: Any) -> dict[str, float | int | str | bool]:
     """The run spec flattened to `group.key` scalars: every logger's params."""
-    tree = OmegaConf.to_container(OmegaConf.structured(spec), resolve=True, enum_to_str=True)
+    tree = plain(spec)
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:

@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from rich.console import Console
 
 from ft_cli import loggers, tasks
-from ft_cli.config import compose
+from ft_cli.config import compose, plain
 from ft_cli.config.schema import Export, NonFinite, RunSpec
 from ft_cli.hardware import distributed, parallel
 from ft_cli.hardware.device import Hardware, setup_hardware
@@ -221,7 +220,7 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
     backend.check(spec.strategy)
     found = _resume_point(spec, run_dir, ui) if place.is_main else None
     resume_from, unusable = distributed.broadcast(found, place)
-    spec_yaml = OmegaConf.to_yaml(OmegaConf.structured(spec))
+    spec_yaml = plain.to_yaml(spec)
     hw = _hardware(spec, place)
     run = setup.build(spec, setup.Purpose.train, backend, hw, place)
     stopper = metrics.EarlyStopping(mode, t.early_stopping.patience, t.early_stopping.min_delta)
