@@ -27,16 +27,19 @@ if _WORKERS > 1:
 LONGEST_FIRST = (
     "test_mrpc.py",
     "test_nsp.py",
-    "test_distributed.py",
+    "test_bench.py",
     "test_export.py",
     "test_interrupts.py",
-    "test_bench.py",
+    "test_distributed.py",
     "test_search.py",
-    "test_multitask.py",
-    "test_cli.py",
     "test_serve.py",
+    "test_error_corpus.py",
+    "test_resume.py",
+    "test_multitask.py",
     "test_tagging.py",
     "test_train.py",
+    "test_config.py",
+    "test_cli.py",
 )
 
 
