@@ -4,6 +4,7 @@ and the best answer across a question's windows."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -274,6 +275,20 @@ def trained_qa(tmp_path_factory) -> str:
     return str(run)
 
 
+def _questions(folder: Path) -> tuple[list[dict], Path]:
+    """Two questions, one with a context long enough for several windows, as jsonl."""
+    import json
+
+    context = "Anna Smith works for Acme Corp in Oslo. " * 12
+    rows = [
+        {"question": "Who does Anna Smith work for?", "context": context},
+        {"question": "Where does Ben work?", "context": "Ben works for Vertex in Lima."},
+    ]
+    source = folder / "questions.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows, source
+
+
 @pytest.mark.slow
 def test_eval_predict_and_the_onnx_export_agree_on_every_answer(trained_qa, tmp_path) -> None:
     import json
@@ -289,13 +304,7 @@ def test_eval_predict_and_the_onnx_export_agree_on_every_answer(trained_qa, tmp_
         assert again[name] == pytest.approx(record["best"][name], abs=1e-6), name
     # ft predict: an answer per question, the context's own characters; a long context
     # (several windows) answered once.
-    context = "Anna Smith works for Acme Corp in Oslo. " * 12
-    rows = [
-        {"question": "Who does Anna Smith work for?", "context": context},
-        {"question": "Where does Ben work?", "context": "Ben works for Vertex in Lima."},
-    ]
-    source = tmp_path / "questions.jsonl"
-    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rows, source = _questions(tmp_path)
     outputs = {}
     assert cli._run_tool("export", [trained_qa]) == 0
     for backend in ("torch", "onnxruntime"):
@@ -382,3 +391,87 @@ def test_report_lists_the_worst_answered_questions_lowest_f1_first(trained_qa) -
         assert exact <= f1
     page = report.write_report(Path(trained_qa)).read_text()
     assert "worst-answered questions, validation" in page
+
+
+def _window_outputs(run: str) -> tuple[Any, dict[int, tuple]]:
+    """The run's validation windows through ft eval's own setup: a fresh AnswerMetrics,
+    and each window's (start and end logits, targets)."""
+    import torch
+
+    from ft_cli.training import evaluating
+
+    ready = evaluating.setup(run, [])
+    found = {}
+    ready.forward.eval()
+    with torch.no_grad():
+        for batch in ready.loader:
+            logits, targets = ready.forward(batch)
+            for row, target in zip(logits, targets, strict=True):
+                window = int(target[2])
+                found[window] = (row[: len(ready.rows.input_ids[window])], target)
+    return ready.objective.new_metrics(ready.rows), found
+
+
+@pytest.mark.slow
+def test_an_ensemble_averages_start_and_end_logits_in_eval_and_predict(
+    trained_qa, tmp_path, capsys
+) -> None:
+    import json
+
+    from conftest import TINY
+
+    from ft_cli import cli
+
+    other = str(tmp_path / "other")
+    seeded = [*TINY, *QA_TINY, "train.max_steps=6", "train.seed=7", "optimizer.lr=1e-3"]
+    assert cli.run_train([*seeded, f"hydra.run.dir={other}"]) == 0
+    # The ensemble: each window's start and end logits averaged, then decoded and scored.
+    expected, first = _window_outputs(trained_qa)
+    _, second = _window_outputs(other)
+    assert first.keys() == second.keys()
+    for window, (logits, target) in first.items():
+        expected.update(((logits + second[window][0]) / 2)[None], target[None])
+    wanted = expected.compute()
+    folder = tmp_path / "ensemble"
+    assert (
+        cli._run_tool("ensemble", [trained_qa, other, "--method", "mean", "--output", str(folder)])
+        == 0
+    )
+    assert cli._run_tool("eval", [str(folder)]) == 0
+    scored = json.loads((folder / "ensemble_metrics.json").read_text())["models"]
+    assert [row["fit"] for row in scored] == ["member", "member", "-"]
+    alone = json.loads((Path(trained_qa) / "metrics.json").read_text())["best"]
+    for name in ("f1", "exact_match", "loss"):
+        assert scored[0]["metrics"][name] == pytest.approx(alone[name], abs=1e-6), name
+    # The loss of the averaged logits differs from each member's: no member stands in.
+    for name in ("f1", "exact_match", "loss"):
+        assert scored[2]["metrics"][name] == pytest.approx(wanted[name], rel=1e-6), name
+    assert all(row["metrics"]["loss"] != pytest.approx(wanted["loss"]) for row in scored[:2])
+    # A vote or a meta-model over token positions is refused in one line; `all` is the
+    # methods the task takes.
+    capsys.readouterr()
+    assert cli._run_tool("eval", [trained_qa, other, "--ensemble", "stack"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ft: error: ft eval: --ensemble stack: task question_answering combines its runs with"
+        " mean, weighted, greedy"
+    )
+    assert cli._run_tool("eval", [trained_qa, other, "--ensemble", "all"]) == 0
+    assert "ensemble: greedy" in capsys.readouterr().out
+    # ft predict with the ensemble: a long context's windows combined one by one; an
+    # ensemble of a run with itself answers exactly as the run does.
+    rows, source = _questions(tmp_path)
+
+    def predicted(*args: str) -> list[dict]:
+        target = tmp_path / "out.jsonl"
+        assert (
+            cli._run_tool("predict", [*args, "--input", str(source), "--output", str(target)]) == 0
+        )
+        return [json.loads(line) for line in target.read_text().splitlines()]
+
+    for row, out in zip(rows, predicted(str(folder)), strict=True):
+        assert out["answer"] == row["context"][out["answer_start"] : out["answer_end"]]
+    alone = predicted(trained_qa)
+    twice = predicted(trained_qa, trained_qa, "--ensemble", "mean")
+    for mine, theirs in zip(alone, twice, strict=True):
+        assert (mine["answer"], mine["answer_start"]) == (theirs["answer"], theirs["answer_start"])
+        assert mine["answer_score"] == pytest.approx(theirs["answer_score"], abs=1e-5)

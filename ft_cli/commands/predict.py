@@ -22,6 +22,7 @@ the input column as given.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -355,10 +356,9 @@ def predict_ensemble(
     batch_size: int | None,
 ) -> int:
     """`ft predict RUNS... --ensemble METHOD --input F` (or an ensemble folder): the row count."""
-    import torch
 
     from ft_cli import tasks
-    from ft_cli.ensembles import manifest, members, scoring
+    from ft_cli.ensembles import combine, manifest, members
 
     saved = manifest.read(Path(folders[0])) if len(folders) == 1 else None
     if saved is None and "--ensemble" not in given:
@@ -378,13 +378,29 @@ def predict_ensemble(
     task, labels = tasks.get(first.spec.task.kind), first.labels
 
     def combined(rows: list[dict]) -> list[dict[str, Any]]:
-        outputs = []
-        for predictor in predictors:
-            logits = torch.stack(predictor.logits(rows)[0])
-            outputs.append(logits if first.regression else logits.softmax(-1))
-        values = combiner(torch.stack(outputs).double())
-        logits = scoring.as_logits(values, first.regression)
-        return [task.prediction(row, labels, None, lists) for row in logits]
+        each = [predictor.logits(rows) for predictor in predictors]
+        # A row read in windows (a long input, a question's context) gives a list: the
+        # members' windows are the same (checked below), combined window by window.
+        grouped = isinstance(each[0][0][0], list)
+        sizes = [len(own) for own in each[0][0]] if grouped else [1] * len(rows)
+        flat = [[w for own in out for w in own] if grouped else out for out, _ in each]
+        lengths = [len(window) for window in flat[0]]
+        for member, windows in zip(found[1:], flat[1:], strict=True):
+            if [len(window) for window in windows] != lengths:
+                raise FtError(
+                    f"{member.found.home}: reads the input in other windows than"
+                    f" {first.found.home}; members must share the tokenizer and"
+                    " data.max_length / data.stride"
+                )
+        merged = combine.outputs_of(combiner, task, flat)
+        if grouped:
+            ends = list(itertools.accumulate(sizes))
+            merged = [merged[end - size : end] for end, size in zip(ends, sizes, strict=True)]
+        extras = each[0][1]
+        return [
+            task.prediction(own, labels, extra, lists)
+            for own, extra in zip(merged, extras, strict=True)
+        ]
 
     return write_predictions(source, target, first.spec.data, combined)
 

@@ -181,3 +181,21 @@ def fit(
         return Combiner(method, regression, weights=greedy_weights(outputs, score))
     coef, bias = fit_meta(outputs, targets, regression)
     return Combiner(method, regression, coef=coef.tolist(), bias=bias.tolist())
+
+
+def outputs_of(combiner: Combiner, task: Any, members: list[list[torch.Tensor]]) -> list:
+    """Each row's combined logits, from every member's logits per row (or per window:
+    the members' windows are the same), as its task combines them."""
+    lengths = [len(row) for row in members[0]]
+    width = max(lengths)
+    values = torch.stack(
+        [
+            torch.stack(
+                [task.ensemble_values(row, n, width) for row, n in zip(rows, lengths, strict=True)]
+            )
+            for rows in members
+        ]
+    )
+    merged = task.ensemble_logits(combiner(values).float())
+    # A window's logits per token stop at its length again (a row's one output: as is).
+    return [row[:n] if row.dim() > 1 else row for row, n in zip(merged, lengths, strict=True)]

@@ -48,11 +48,13 @@ def read(folder: Path) -> Manifest | None:
         if labels is not None:
             labels = _strings(labels, "labels")
         task = record["task"]
-        if task not in tasks.named(lambda info: info.ensembled):
-            combined = " or ".join(tasks.named(lambda info: info.ensembled))
+        if task not in tasks.named(lambda info: bool(info.ensembles)):
+            combined = " or ".join(tasks.named(lambda info: bool(info.ensembles)))
             raise ValueError(f"task {task!r}: ensembles combine {combined}")
         scores = tasks.info(task).targets == "score"
         combiner = _combiner(record["combination"], scores, len(members), labels)
+        if combiner.method not in tasks.info(task).ensembles:
+            raise ValueError(f"method {combiner.method!r} does not combine task {task}")
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
         raise FtError(f"{path} is damaged ({err}); write it again with ft ensemble") from err
     missing = [str(m) for m in members if not m.is_dir()]

@@ -104,8 +104,8 @@ def _monitored(home: Path) -> tuple[str | None, str | None, float | None]:
 def _check_compatible(members: list[Member]) -> None:
     first = members[0]
     kind = first.spec.task.kind
-    if not tasks.info(kind).ensembled:
-        combined = " or ".join(tasks.named(lambda info: info.ensembled))
+    if not tasks.info(kind).ensembles:
+        combined = " or ".join(tasks.named(lambda info: bool(info.ensembles)))
         raise FtError(f"{first.found.home}: task {kind}; ensembles combine {combined} runs")
     for member in members[1:]:
         other = member.spec.task.kind
@@ -123,11 +123,20 @@ def _check_compatible(members: list[Member]) -> None:
 
 @dataclass
 class Outputs:
-    """Member outputs on some rows: [rows, K] probabilities or scores, and the targets."""
+    """Member outputs on some rows, as its task combines them ([rows, K]: probabilities,
+    scores, a window's start and end logits), the targets, and what scores them."""
 
     values: torch.Tensor
     targets: torch.Tensor | None
     source: str
+    rows: Any = None  # the EncodedSplit they are outputs of
+    objective: Any = None  # its new_metrics(rows) scores combined outputs
+
+    def metrics(self, kind: str, combined: torch.Tensor) -> dict[str, float]:
+        """The task's metrics of `combined` outputs on these rows."""
+        scores = self.objective.new_metrics(self.rows)
+        scores.update(tasks.get(kind).ensemble_logits(combined.float()), self.targets)
+        return scores.compute()
 
 
 def evaluated(member: Member, splits: list[tuple[str, str | None]]) -> list[Outputs]:
@@ -145,15 +154,18 @@ def evaluated(member: Member, splits: list[tuple[str, str | None]]) -> list[Outp
         rows, source = evaluating.chosen_rows(ready, split, file)
         backend = parallel.Backend()
         loader = run_setup.eval_loader(ready, rows, backend.place, backend)
-        values, targets = _run(ready.forward, loader, len(rows), hw, member.regression)
-        results.append(Outputs(values, targets, source))
+        task = tasks.get(member.spec.task.kind)
+        values, targets = _run(ready.forward, loader, rows.lengths(), hw, task)
+        results.append(Outputs(values, targets, source, rows, ready.objective))
     return results
 
 
 def _run(
-    forward: Any, loader: Any, count: int, hw: Any, regression: bool
+    forward: Any, loader: Any, lengths: list[int], hw: Any, task: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities (or scores) and targets in row order (the loader's batches are by length)."""
+    """Each row's outputs as its task combines them, and the targets, in row order (the
+    loader's batches are by length)."""
+    count, width = len(lengths), max(lengths)
     values: list[torch.Tensor | None] = [None] * count
     targets: list[torch.Tensor | None] = [None] * count
     forward.eval()
@@ -162,7 +174,7 @@ def _run(
             batch = {k: v.to(hw.device) for k, v in batch.items()}
             logits, labels = forward(batch)
             out = logits.float().cpu()
-            out = out if regression else out.softmax(-1)
             for j, row in enumerate(indices):
-                values[row], targets[row] = out[j], labels[j].cpu()
+                values[row] = task.ensemble_values(out[j], lengths[row], width)
+                targets[row] = labels[j].cpu()
     return torch.stack(values), torch.stack(targets)  # type: ignore[arg-type]

@@ -26,21 +26,6 @@ NEEDS_VALIDATION = ("weighted", "greedy", "stack")
 FIT_ON_OUTPUTS = ("greedy", "stack")  # weighted reads each member's recorded metric instead
 
 
-def as_logits(combined: torch.Tensor, regression: bool) -> torch.Tensor:
-    """Combined probabilities as logits (their softmax gives them back); scores as they are."""
-    return combined.float() if regression else combined.clamp_min(1e-12).log().float()
-
-
-def metric_values(
-    kind: str, combined: torch.Tensor, targets: torch.Tensor, num_labels: int
-) -> dict[str, float]:
-    from ft_cli.tasks.metrics import EvalMetrics
-
-    scores = EvalMetrics(kind, num_labels)
-    scores.update(as_logits(combined, tasks.info(kind).targets == "score"), targets)
-    return scores.compute()
-
-
 @dataclass
 class Row:
     name: str
@@ -120,25 +105,25 @@ def score(
     given = parse_weights(weights_text, len(found))
     first = found[0]
     kind, regression = first.spec.task.kind, first.regression
-    num_labels = 1 if regression else len(first.labels or [])
+    methods = usable_methods(methods, kind)
     on_validation = file is None and split == "validation"
     needs_fit = saved is None and any(m in FIT_ON_OUTPUTS for m in methods)
     wanted = [(split, file)] + ([("validation", None)] if needs_fit and not on_validation else [])
     outputs = [members.evaluated(m, wanted) for m in found]
     target = _stacked(found, [o[0] for o in outputs])
+    on_target = outputs[0][0]  # scores outputs combined on the target rows
     validation = None
     if needs_fit:
         validation = target if on_validation else _stacked(found, [o[-1] for o in outputs])
     metric = first.metric or tasks.info(kind).metrics[0]
     mode = Mode(first.mode) if first.mode else default_mode(metric)
     rows = [
-        Row(m.name, metric_values(kind, target[0][i], target[1], num_labels), "member")
-        for i, m in enumerate(found)
+        Row(m.name, on_target.metrics(kind, target[0][i]), "member") for i, m in enumerate(found)
     ]
 
     def better(combined: torch.Tensor) -> float:
         assert validation is not None
-        value = metric_values(kind, combined, validation[1], num_labels)[metric]
+        value = outputs[0][-1].metrics(kind, combined)[metric]
         return value if mode == Mode.max else -value
 
     combiners = {}
@@ -151,9 +136,24 @@ def score(
         combined, fit = _scored_outputs(combiner, target, on_validation, regression)
         combiners[method] = combiner
         label = f"ensemble: {method}"
-        rows.append(Row(label, metric_values(kind, combined, target[1], num_labels), fit))
+        rows.append(Row(label, on_target.metrics(kind, combined), fit))
     source = outputs[0][0].source
     return Scored(rows, combiners, metric, source, len(target[1]), found)
+
+
+def usable_methods(methods: list[str], kind: str) -> list[str]:
+    """The methods asked for (`all`: every one the members' task takes); refuses a method
+    that does not combine its runs."""
+    allowed = tasks.info(kind).ensembles
+    if methods == list(combine.METHODS):
+        return list(allowed)
+    refused = [m for m in methods if m not in allowed]
+    if refused:
+        raise FtError(
+            f"--ensemble {','.join(refused)}: task {kind} combines its runs with"
+            f" {', '.join(allowed)}"
+        )
+    return methods
 
 
 def _stacked(

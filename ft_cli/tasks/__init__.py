@@ -29,11 +29,15 @@ class TaskInfo:
     augmented: bool = True  # augment=... may change its training inputs
     class_weighted: bool = False  # task.class_weights weighs its loss
     distilled: bool = False  # strategy=distill matches a teacher's logits per row
-    ensembled: bool = False  # ft ensemble combines runs of it (one output per row)
+    # The methods ft ensemble may combine its runs with (none: not ensembled).
+    ensembles: tuple[str, ...] = ()
     windowed: bool = False  # data.long_inputs=windows: a long row read in windows, scored whole
     # ft serve: request fields named the task's way, read as the modality's ({alias: field}).
     request_aliases: tuple[tuple[str, str], ...] = ()
 
+
+# ft ensemble's methods (ensembles.combine.METHODS), for tasks with one output per row.
+EVERY_METHOD = ("mean", "vote", "weighted", "greedy", "stack")
 
 TASKS: dict[str, TaskInfo] = {
     "classification": TaskInfo(
@@ -41,7 +45,7 @@ TASKS: dict[str, TaskInfo] = {
         ("accuracy", "f1", "mcc", "loss"),
         class_weighted=True,
         distilled=True,
-        ensembled=True,
+        ensembles=EVERY_METHOD,
         windowed=True,
     ),
     "regression": TaskInfo(
@@ -49,7 +53,7 @@ TASKS: dict[str, TaskInfo] = {
         ("pearson", "spearman", "mse", "loss"),
         targets="score",
         distilled=True,
-        ensembled=True,
+        ensembles=EVERY_METHOD,
         windowed=True,
     ),
     # Entity-level (IOB2 chunks, as seqeval counts them); accuracy is per word.
@@ -66,6 +70,9 @@ TASKS: dict[str, TaskInfo] = {
         ("f1", "exact_match", "loss"),
         targets="spans",
         augmented=False,
+        # Averages of the members' start and end logits (a vote or a meta-model over
+        # every token position would mean nothing).
+        ensembles=("mean", "weighted", "greedy"),
         request_aliases=(("question", "text"), ("context", "text_pair")),
     ),
     # Which of a row's N choices is right (SWAG-style): a score per choice.

@@ -290,3 +290,13 @@ class Task:
     ) -> dict[str, Any]:
         """The prediction columns of one row."""
         raise FtError(f"task={self.name} predicts no rows")
+
+    def ensemble_values(self, logits: torch.Tensor, length: int, width: int) -> torch.Tensor:
+        """One row's output as an ensemble combines it ([K]): its class probabilities.
+        (`length`: the row's tokens; `width`: the most any row of the batch has.)"""
+        return logits.softmax(-1)
+
+    def ensemble_logits(self, values: torch.Tensor) -> torch.Tensor:
+        """Combined outputs [rows, K] back as the logits that metrics and predictions
+        read (their softmax gives the probabilities again)."""
+        return values.clamp_min(1e-12).log()

@@ -152,6 +152,16 @@ class QuestionAnswering(Task):
             "no_answer_margin": margin,
         }
 
+    def ensemble_values(self, logits: torch.Tensor, length: int, width: int) -> torch.Tensor:
+        """A window's start and end logits, its own tokens only, padded to `width`: [2 x
+        width]. The padding is never decoded, and far below any logit it adds nothing to
+        the loss's softmax either."""
+        own = logits[:length].float()
+        return F.pad(own, (0, 0, 0, width - length), value=PADDED_LOGIT).flatten()
+
+    def ensemble_logits(self, values: torch.Tensor) -> torch.Tensor:
+        return values.reshape(len(values), -1, 2)
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -245,6 +255,9 @@ def _located(text: str, first: Any, context: str, where: str, key: str) -> Span:
     )
 
 
+PADDED_LOGIT = -1e4  # a position past a window's end, as ensembles line windows up
+
+
 class SpanObjective(Objective):
     """A start and an end position per window; metrics over the questions."""
 
@@ -259,9 +272,14 @@ class SpanObjective(Objective):
         return Collator(split, self.pad_id, regression=False, multiple=self.pad_multiple)
 
     def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [rows, tokens, 2], targets [rows, 3]: start, end, window index)."""
+        """(logits [rows, tokens, 2], targets [rows, 3]: start, end, window index).
+
+        Positions past a window's end (a batch's padding) get PADDED_LOGIT: no answer
+        lies there, and the loss is then the same whatever a window is batched with."""
         labels = batch.pop("labels")
-        return outputs.logits_of(self.forward(**batch)), labels
+        logits = outputs.logits_of(self.forward(**batch))
+        padding = batch["attention_mask"] == 0
+        return logits.masked_fill(padding[..., None], PADDED_LOGIT), labels
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return span_loss(logits, targets)

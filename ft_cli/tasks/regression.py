@@ -38,5 +38,11 @@ class Regression(Task):
     ) -> dict[str, Any]:
         return {"predicted_score": float(self.pooled(logits, extra)[0])}
 
+    def ensemble_values(self, logits: Any, length: int, width: int) -> Any:
+        return logits  # a score, averaged as it is
+
+    def ensemble_logits(self, values: Any) -> Any:
+        return values
+
 
 TASK = Regression()
