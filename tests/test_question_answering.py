@@ -3,6 +3,7 @@ and the best answer across a question's windows."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -475,3 +476,40 @@ def test_an_ensemble_averages_start_and_end_logits_in_eval_and_predict(
     for mine, theirs in zip(alone, twice, strict=True):
         assert (mine["answer"], mine["answer_start"]) == (theirs["answer"], theirs["answer_start"])
         assert mine["answer_score"] == pytest.approx(theirs["answer_score"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_distillation_moves_a_students_spans_toward_the_teachers(tmp_path) -> None:
+    """alpha = 1: the student learns the teacher's start and end distributions alone, for
+    several epochs (the teacher's logits kept per window, padded to each new batch)."""
+    import torch
+    from conftest import TINY
+    from torch.nn import functional as F
+
+    from ft_cli import cli
+
+    def run(name: str, *extra: str) -> str:
+        folder = str(tmp_path / name)
+        assert cli.run_train([*TINY, *QA_TINY, *extra, f"hydra.run.dir={folder}"]) == 0
+        return folder
+
+    teacher = run("teacher", "train.max_steps=16", "optimizer.lr=3e-3")
+    distill = ["strategy=distill", f"strategy.teacher.from_run={teacher}", "train.seed=5"]
+    distill += ["strategy.distill_alpha=1.0", "train.epochs=3", "train.eval_every=1000"]
+    before = run("before", *distill, "optimizer.lr=1e-12")  # the student as initialised
+    after = run("after", *distill, "optimizer.lr=3e-3")
+    assert json.loads((Path(after) / "metrics.json").read_text())["steps"] > 16
+    _, taught = _window_outputs(teacher)
+
+    def gap(student: str) -> float:
+        _, own = _window_outputs(student)
+        total = 0.0
+        for window, (logits, _) in taught.items():
+            for end in (0, 1):
+                t = F.log_softmax(logits[:, end], -1)
+                s = F.log_softmax(own[window][0][:, end], -1)
+                total += float(F.kl_div(s, t, log_target=True, reduction="sum"))
+        return total / len(taught)
+
+    with torch.no_grad():
+        assert gap(after) < 0.5 * gap(before), (gap(after), gap(before))

@@ -3,11 +3,13 @@
 Several teachers (a list of runs, a sweep dir, a saved ensemble) act as one:
 their logits are averaged, so one student learns what the ensemble predicts.
 
-Classification: `(1 - a) * CE(student, labels) + a * T^2 * KL(teacher_T || student_T)`,
-both softmaxes at temperature T (the T^2 keeps the gradient scale of the soft
-term independent of T). Regression: `(1 - a) * MSE(student, labels) + a *
-MSE(student, teacher)`. The teacher runs in eval mode without gradients; its
-logits can be kept per training example, as they never change.
+`(1 - a) * task loss + a * soft term`, the soft term the task's (`Task.soft_loss`):
+classification `T^2 * KL(teacher_T || student_T)`, both softmaxes at temperature
+T (the T^2 keeps the gradient scale of the soft term independent of T);
+regression `MSE(student, teacher)`; question answering the KL of the start and
+of the end distributions over a window's positions. The teacher runs in eval
+mode without gradients; its logits can be kept per training example, as they
+never change.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ft_cli.config.schema import ModelConfig, RunSpec, StrategyConfig
 from ft_cli.data.batching import Collate
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
-from ft_cli.models import model
+from ft_cli.models import model, outputs
 from ft_cli.strategies.base import Strategy
 from ft_cli.tasks.objective import Batch, Objective
 
@@ -66,7 +68,7 @@ class Teachers(nn.Module):
     def forward(self, **batch: torch.Tensor) -> Any:
         from types import SimpleNamespace
 
-        logits = torch.stack([t(**batch).logits.float() for t in self.members])
+        logits = torch.stack([outputs.logits_of(t(**batch)).float() for t in self.members])
         return SimpleNamespace(logits=logits.mean(0))
 
 
@@ -115,7 +117,7 @@ def load_teacher(
             f"strategy.teacher: '{folder}' ships its own model code ({', '.join(shipped)}); a"
             " distillation teacher never runs shipped code: distill from a model without it"
         )
-    expected = 1 if tasks.info(task).targets == "score" else len(labels or [])
+    expected = tasks.get(task).teacher_width(labels)
     if config.num_labels != expected:
         raise FtError(
             f"strategy.teacher: the teacher {folder} has {config.num_labels} outputs, the task has"
@@ -157,7 +159,7 @@ class DistillObjective:
         from ft_cli import tasks
 
         self.inner, self.teacher = inner, teacher
-        self.scores = tasks.info(inner.task).targets == "score"  # MSE, not soft classes
+        self.kind = tasks.get(inner.task)  # its soft term
         self.alpha, self.temperature = cfg.distill_alpha, cfg.temperature
         self.cache: dict[int, torch.Tensor] | None = {} if cfg.cache_teacher else None
         self.teacher_logits: torch.Tensor | None = None
@@ -188,13 +190,21 @@ class DistillObjective:
 
     def _teacher(self, rows: list[int], batch: Batch) -> torch.Tensor:
         device = next(iter(batch.values())).device
+        # Outputs per token (a span head's) are kept at a row's own length, and padded
+        # to the length of the batch it comes back in (the task's loss masks padding).
+        lengths = batch["attention_mask"].sum(-1).tolist() if "attention_mask" in batch else None
         if self.cache is not None and all(r in self.cache for r in rows):
-            return torch.stack([self.cache[r] for r in rows]).to(device)
+            kept = [self.cache[r] for r in rows]
+            if kept[0].dim() > 1:
+                width = batch["attention_mask"].shape[-1]
+                kept = [F.pad(k, (0, 0, 0, width - len(k))) for k in kept]
+            return torch.stack(kept).to(device)
         with torch.no_grad():
-            logits = self.teacher(**batch).logits.float()
+            logits = outputs.logits_of(self.teacher(**batch)).float()
         if self.cache is not None:
-            for row, value in zip(rows, logits.cpu(), strict=True):
-                self.cache[row] = value
+            for j, (row, value) in enumerate(zip(rows, logits.cpu(), strict=True)):
+                own = value[: lengths[j]] if value.dim() > 1 and lengths else value
+                self.cache[row] = own.clone()
         return logits
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -205,20 +215,7 @@ class DistillObjective:
 
     def soft_loss(self, logits: torch.Tensor) -> torch.Tensor:
         assert self.teacher_logits is not None
-        student, teacher = logits.float(), self.teacher_logits
-        if self.scores:
-            return F.mse_loss(student, teacher)
-        t = self.temperature
-        return (
-            F.kl_div(
-                F.log_softmax(student / t, dim=-1),
-                F.log_softmax(teacher / t, dim=-1),
-                log_target=True,
-                reduction="batchmean",
-            )
-            * t
-            * t
-        )
+        return self.kind.soft_loss(logits.float(), self.teacher_logits, self.temperature)
 
 
 class Distill(Strategy):

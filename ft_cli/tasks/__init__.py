@@ -70,6 +70,7 @@ TASKS: dict[str, TaskInfo] = {
         ("f1", "exact_match", "loss"),
         targets="spans",
         augmented=False,
+        distilled=True,
         # Averages of the members' start and end logits (a vote or a meta-model over
         # every token position would mean nothing).
         ensembles=("mean", "weighted", "greedy"),

@@ -291,6 +291,30 @@ class Task:
         """The prediction columns of one row."""
         raise FtError(f"task={self.name} predicts no rows")
 
+    def teacher_width(self, labels: list[str] | None) -> int:
+        """How many outputs a distillation teacher's head must have (its num_labels)."""
+        return int(self.head(labels)[0]["num_labels"])
+
+    def soft_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        """Distillation's soft term: KL(teacher || student) of their class distributions
+        softened at `temperature`, times its square (the gradient's scale then does not
+        depend on it)."""
+        from torch.nn import functional as F
+
+        t = temperature
+        return (
+            F.kl_div(
+                F.log_softmax(student / t, dim=-1),
+                F.log_softmax(teacher / t, dim=-1),
+                log_target=True,
+                reduction="batchmean",
+            )
+            * t
+            * t
+        )
+
     def ensemble_values(self, logits: torch.Tensor, length: int, width: int) -> torch.Tensor:
         """One row's output as an ensemble combines it ([K]): its class probabilities.
         (`length`: the row's tokens; `width`: the most any row of the batch has.)"""

@@ -152,6 +152,29 @@ class QuestionAnswering(Task):
             "no_answer_margin": margin,
         }
 
+    def teacher_width(self, labels: list[str] | None) -> int:
+        return 2  # a start and an end logit per token
+
+    def soft_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        """The KL of the teacher's softened start distribution over a window's positions
+        from the student's, and the same of the end, averaged (times T squared). A batch's
+        padding is the student's PADDED_LOGIT positions: the teacher's are set alike."""
+        padding = student <= PADDED_LOGIT
+        teacher = teacher.masked_fill(padding, PADDED_LOGIT)
+        t = temperature
+        soft = [
+            F.kl_div(
+                F.log_softmax(student[..., end] / t, dim=-1),
+                F.log_softmax(teacher[..., end] / t, dim=-1),
+                log_target=True,
+                reduction="batchmean",
+            )
+            for end in (0, 1)
+        ]
+        return (soft[0] + soft[1]) / 2 * t * t
+
     def ensemble_values(self, logits: torch.Tensor, length: int, width: int) -> torch.Tensor:
         """A window's start and end logits, its own tokens only, padded to `width`: [2 x
         width]. The padding is never decoded, and far below any logit it adds nothing to

@@ -38,6 +38,11 @@ class Regression(Task):
     ) -> dict[str, Any]:
         return {"predicted_score": float(self.pooled(logits, extra)[0])}
 
+    def soft_loss(self, student: Any, teacher: Any, temperature: float) -> Any:
+        from torch.nn import functional as F
+
+        return F.mse_loss(student, teacher)  # the teacher's scores as targets
+
     def ensemble_values(self, logits: Any, length: int, width: int) -> Any:
         return logits  # a score, averaged as it is
 
