@@ -195,7 +195,7 @@ def hf_model(args: argparse.Namespace, auto_class: type, **config: object) -> tu
     logging.set_verbosity_error()
     datasets.disable_progress_bars()
     path = model_path(args)
-    set_seed(42)
+    set_seed(getattr(args, "seed", 42))
     tokenizer = AutoTokenizer.from_pretrained(path)
     if args.tiny:
         return tokenizer, auto_class.from_config(AutoConfig.from_pretrained(path, **config))
@@ -214,7 +214,7 @@ def hf_training_args(args: argparse.Namespace, out: str, **job: object) -> objec
         lr_scheduler_type="linear",
         save_strategy="no",
         logging_steps=50,
-        seed=42,
+        seed=getattr(args, "seed", 42),  # a bench with --seed
         use_cpu=True,
         bf16=args.precision == "bf16",
         report_to="none",

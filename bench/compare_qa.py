@@ -9,6 +9,7 @@ Both sides are scored by one scorer (SQuAD's normalisation, exact match and F1).
 side runs in its own fresh process; with --repeats the sides alternate.
 
     python bench/compare_qa.py --max-steps 150          # a budget of 150 steps a side
+    python bench/compare_qa.py --max-steps 200 --reference-steps 56   # of equal time
     python bench/compare_qa.py                          # the recipe's 2 epochs a side
 
 Needs `accelerate` for the Trainer (pip install -e '.[bench]').
@@ -40,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="train.json, dev.json")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps per side")
+    parser.add_argument(
+        "--reference-steps",
+        type=int,
+        default=None,
+        help="the reference side's steps instead (a budget of equal time: the steps its"
+        " windows/s allow in ft's training time)",
+    )
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="both sides")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -48,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-samples", type=int, default=None, help="questions")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="questions")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs per side")
+    parser.add_argument("--seed", type=int, default=42, help="both sides' (head, data order)")
     parser.add_argument("--tiny", action="store_true", help="tiny random BERT (CI smoke run)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--side", choices=["ft", "hf"], help=argparse.SUPPRESS)
@@ -97,7 +106,7 @@ def run_ft(args: argparse.Namespace) -> dict:
         f"train.batch_size={args.batch_size}",
         f"train.epochs={args.epochs}",
         "train.eval_batch_size=64",
-        "train.seed=42",
+        f"train.seed={args.seed}",
         "train.eval_every=1000000",  # once, at the end, as the reference side
         "train.save_every=1000000",
         f"hardware.precision={args.precision}",
@@ -203,14 +212,15 @@ def run_hf(args: argparse.Namespace) -> dict:
         {k: dev_encoded[k] for k in dev_encoded if k not in ("offset_mapping",)}
     ).remove_columns("overflow_to_sample_mapping")
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
-    total = args.max_steps or steps_per_epoch * args.epochs
+    steps = args.reference_steps or args.max_steps
+    total = steps or steps_per_epoch * args.epochs
     with tempfile.TemporaryDirectory() as out:
         training_args = hf_training_args(
             args,
             out,
             per_device_eval_batch_size=64,
             num_train_epochs=args.epochs,
-            max_steps=args.max_steps or -1,
+            max_steps=steps or -1,
             warmup_steps=math.ceil(0.1 * total),
         )
         trainer = Trainer(
@@ -258,10 +268,12 @@ def main() -> None:
             "peak RSS (MiB)": statistics.median(r["peak_rss_mib"] for r in found),
         }
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
+    if args.reference_steps:
+        budget += f" (the reference: {args.reference_steps} steps)"
     print(
         f"\nExtractive QA, ft vs the run_qa.py-style Trainer job ({cpu_name()}; {budget} of"
         f" {args.batch_size}, max_length {args.max_length}, stride {args.stride},"
-        f" lr {args.lr}, {args.precision}; medians of {args.repeats})\n"
+        f" lr {args.lr}, {args.precision}, seed {args.seed}; medians of {args.repeats})\n"
     )
     print(f"| {'':20} | {'ft':>10} | {'HF':>10} | ft / HF |")
     print(f"| {'-' * 20} | {'-' * 10}: | {'-' * 10}: | ---: |")
