@@ -106,19 +106,24 @@ def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, ca
 
 
 @pytest.mark.slow
-def test_joblib_runs_jobs_in_parallel_processes_and_still_summarises(tmp_path: Path) -> None:
-    result = ft(
-        "train",
-        "-m",
-        *QUICK,
-        "+launcher=joblib",
-        "hardware.num_threads=1",
-        "train.max_steps=2,0",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
+def test_joblib_runs_jobs_in_parallel_processes_and_still_summarises(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from ft_cli import cli
+
+    monkeypatch.chdir(tmp_path)  # the sweep runs here; its jobs in joblib's processes
+    code = cli.run_train(
+        [
+            "-m",
+            *QUICK,
+            "+launcher=joblib",
+            "hardware.num_threads=1",
+            "train.max_steps=2,0",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ]
     )
-    assert result.returncode == 1
-    assert "1 job(s) failed: job 1: train.max_steps=0 must be at least 1" in result.stderr
+    assert code == 1
+    assert "1 job(s) failed: job 1: train.max_steps=0 must be at least 1" in capsys.readouterr().err
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())["runs"]
     assert sorted(row["status"] for row in summary) == ["done", "failed"]
 
@@ -137,8 +142,10 @@ def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path, monk
     """submitit's local executor runs jobs the way SLURM does (pickled, in new processes;
     the launching sweep runs in this one).
 
-    A requeued job is called again with the same config: same sweep dir, same
-    job number, so resume=auto finds the checkpoints of its first attempt.
+    A requeued job is called again with the same config: same sweep dir, same job
+    number, so resume=auto finds the checkpoints of its first attempt. The first
+    attempt runs here (Hydra's basic launcher lays out the sweep dir as submitit's
+    does); the requeued one through submitit, in a process per job.
     """
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from ft_cli import cli
@@ -148,7 +155,6 @@ def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path, monk
     args = [
         "-m",
         *QUICK,
-        "hydra/launcher=submitit_local",
         "resume=auto",
         "train.save_every=1",
         "optimizer.lr=1e-4,1e-3",
@@ -156,7 +162,7 @@ def test_a_requeued_submitit_job_resumes_in_its_own_run_dir(tmp_path: Path, monk
     ]
     assert cli.run_train(args) == 0
     weights = [(sweep / job / "model" / "model.safetensors").read_bytes() for job in ("0", "1")]
-    assert cli.run_train(args) == 0
+    assert cli.run_train([*args, "hydra/launcher=submitit_local"]) == 0
     for job, before in zip(("0", "1"), weights, strict=True):
         record = json.loads((sweep / job / "metrics.json").read_text())
         assert record["resumed_from"].startswith(str(sweep / job / "checkpoints"))
