@@ -307,3 +307,46 @@ def test_report_counts_a_windowed_runs_rows_in_its_confusion_matrix(tmp_path: Pa
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     right = sum(counts[i][i] for i in range(len(labels))) / 16
     assert right == pytest.approx(record["best"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_windowed_runs_pools_each_rows_combined_windows(
+    tmp_path: Path, capsys
+) -> None:
+    from ft_cli import cli
+
+    runs = []
+    for seed in (1, 2):
+        runs.append(str(tmp_path / f"run{seed}"))
+        overrides = [*windowed_reviews(tmp_path), f"train.seed={seed}", "optimizer.lr=1e-2"]
+        assert cli.run_train([*overrides, f"hydra.run.dir={runs[-1]}"]) == 0
+    capsys.readouterr()
+    assert cli._run_tool("eval", [*runs, "--ensemble", "mean,vote,stack"]) == 0
+    table = " ".join(capsys.readouterr().out.split())  # the title may wrap
+    assert "(16 rows)" in table and "ensemble: stack" in table  # rows, not their windows
+    # A run with itself: every method gives the run's own pooled metrics and predictions.
+    folder = tmp_path / "twice"
+    assert (
+        cli._run_tool("ensemble", [runs[0], runs[0], "--method", "mean", "--output", str(folder)])
+        == 0
+    )
+    assert cli._run_tool("eval", [str(folder)]) == 0
+    scored = json.loads((folder / "ensemble_metrics.json").read_text())
+    alone = json.loads((Path(runs[0]) / "metrics.json").read_text())["final"]
+    assert scored["rows"] == 16  # rows, not their windows
+    for row in scored["models"]:
+        assert row["metrics"] == pytest.approx(alone, abs=1e-6), row["name"]
+    import csv
+
+    out = {}
+    for name, args in (("alone", [runs[0]]), ("twice", [str(folder)])):
+        target = tmp_path / f"{name}.csv"
+        source = str(tmp_path / "dev.csv")
+        assert cli._run_tool("predict", [*args, "--input", source, "--output", str(target)]) == 0
+        with open(target, encoding="utf-8") as handle:
+            out[name] = list(csv.DictReader(handle))
+    assert len(out["twice"]) == len(out["alone"]) == 16
+    for mine, theirs in zip(out["alone"], out["twice"], strict=True):
+        assert mine["predicted_label"] == theirs["predicted_label"]
+        for column in ("probability_pos", "probability_neg"):
+            assert float(mine[column]) == pytest.approx(float(theirs[column]), abs=1e-6)

@@ -131,11 +131,23 @@ class Outputs:
     source: str
     rows: Any = None  # the EncodedSplit they are outputs of
     objective: Any = None  # its new_metrics(rows) scores combined outputs
+    windows: torch.Tensor | None = None  # a long input's windows: each row's window index
+
+    @property
+    def inputs(self) -> int:
+        """How many inputs the rows are: a long input's windows (or a question's) count once."""
+        questions = getattr(self.rows, "questions", None)
+        if questions is not None:
+            return len(questions)
+        owners = getattr(self.rows, "rows", None)
+        return len(set(owners)) if owners is not None else len(self.values)
 
     def metrics(self, kind: str, combined: torch.Tensor) -> dict[str, float]:
-        """The task's metrics of `combined` outputs on these rows."""
+        """The task's metrics of `combined` outputs on these rows (a long input's
+        windows: pooled into the input's, as its evaluation pools them)."""
         scores = self.objective.new_metrics(self.rows)
-        scores.update(tasks.get(kind).ensemble_logits(combined.float()), self.targets)
+        targets = self.targets if self.windows is None else (self.targets, self.windows)
+        scores.update(tasks.get(kind).ensemble_logits(combined.float()), targets)
         return scores.compute()
 
 
@@ -155,26 +167,30 @@ def evaluated(member: Member, splits: list[tuple[str, str | None]]) -> list[Outp
         backend = parallel.Backend()
         loader = run_setup.eval_loader(ready, rows, backend.place, backend)
         task = tasks.get(member.spec.task.kind)
-        values, targets = _run(ready.forward, loader, rows.lengths(), hw, task)
-        results.append(Outputs(values, targets, source, rows, ready.objective))
+        values, targets, windows = _run(ready.forward, loader, rows.lengths(), hw, task)
+        results.append(Outputs(values, targets, source, rows, ready.objective, windows))
     return results
 
 
 def _run(
     forward: Any, loader: Any, lengths: list[int], hw: Any, task: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's outputs as its task combines them, and the targets, in row order (the
-    loader's batches are by length)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Each row's outputs as its task combines them, the targets and (a long input's
+    windows) each row's window index, in row order (the loader's batches are by length)."""
     count, width = len(lengths), max(lengths)
     values: list[torch.Tensor | None] = [None] * count
     targets: list[torch.Tensor | None] = [None] * count
+    windows: list[torch.Tensor | None] = [None] * count
     forward.eval()
     with torch.no_grad(), hw.autocast():
         for indices, batch in zip(loader.batch_sampler, loader, strict=True):
             batch = {k: v.to(hw.device) for k, v in batch.items()}
             logits, labels = forward(batch)
+            labels, window = labels if isinstance(labels, tuple) else (labels, None)
             out = logits.float().cpu()
             for j, row in enumerate(indices):
                 values[row] = task.ensemble_values(out[j], lengths[row], width)
                 targets[row] = labels[j].cpu()
-    return torch.stack(values), torch.stack(targets)  # type: ignore[arg-type]
+                windows[row] = None if window is None else window[j].cpu()
+    found = None if windows[0] is None else torch.stack(windows)  # type: ignore[arg-type]
+    return torch.stack(values), torch.stack(targets), found  # type: ignore[arg-type]

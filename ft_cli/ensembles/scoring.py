@@ -138,7 +138,7 @@ def score(
         label = f"ensemble: {method}"
         rows.append(Row(label, on_target.metrics(kind, combined), fit))
     source = outputs[0][0].source
-    return Scored(rows, combiners, metric, source, len(target[1]), found)
+    return Scored(rows, combiners, metric, source, on_target.inputs, found)
 
 
 def usable_methods(methods: list[str], kind: str) -> list[str]:
