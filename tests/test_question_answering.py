@@ -476,6 +476,15 @@ def test_an_ensemble_averages_start_and_end_logits_in_eval_and_predict(
     for mine, theirs in zip(alone, twice, strict=True):
         assert (mine["answer"], mine["answer_start"]) == (theirs["answer"], theirs["answer_start"])
         assert mine["answer_score"] == pytest.approx(theirs["answer_score"], abs=1e-5)
+    # Members that read the contexts in other windows are refused in one line.
+    strided = str(tmp_path / "strided")
+    settings = [o for o in QA_TINY if not o.startswith("data.stride=")]
+    once = [*TINY, *settings, "data.stride=16", "train.max_steps=1"]
+    assert cli.run_train([*once, f"hydra.run.dir={strided}"]) == 0
+    capsys.readouterr()
+    assert cli._run_tool("eval", [trained_qa, strided, "--ensemble", "mean"]) == 2
+    err = capsys.readouterr().err
+    assert "rows differ from" in err and "data.stride" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -162,13 +162,14 @@ def _stacked(
     """([members, rows, K] outputs, the targets); refuses members that saw different rows."""
     first = outputs[0]
     for member, out in zip(found[1:], outputs[1:], strict=True):
-        same = len(out.values) == len(first.values) and out.targets is not None
+        same = out.values.shape == first.values.shape and out.targets is not None
         if not same or not torch.equal(out.targets, first.targets):
             raise FtError(
                 f"{member.found.home}: its {out.source} rows differ from {found[0].found.home}'s"
                 f" ({len(out.values)} vs {len(first.values)} rows, or other labels); members"
                 " must be scored on the same rows (a validation split carved with"
-                " data.validation_fraction depends on train.seed: give data.files.validation)"
+                " data.validation_fraction depends on train.seed: give data.files.validation;"
+                " inputs read in windows: the same tokenizer, data.max_length and data.stride)"
             )
     values = torch.stack([out.values.double() for out in outputs])
     if values.dim() == 2:
