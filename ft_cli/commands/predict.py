@@ -356,7 +356,6 @@ def predict_ensemble(
     batch_size: int | None,
 ) -> int:
     """`ft predict RUNS... --ensemble METHOD --input F` (or an ensemble folder): the row count."""
-
     from ft_cli import tasks
     from ft_cli.ensembles import combine, manifest, members
 
