@@ -192,7 +192,6 @@ class DistillObjective:
         device = next(iter(batch.values())).device
         # Outputs per token (a span head's) are kept at a row's own length, and padded
         # to the length of the batch it comes back in (the task's loss masks padding).
-        lengths = batch["attention_mask"].sum(-1).tolist() if "attention_mask" in batch else None
         if self.cache is not None and all(r in self.cache for r in rows):
             kept = [self.cache[r] for r in rows]
             if kept[0].dim() > 1:
@@ -202,9 +201,10 @@ class DistillObjective:
         with torch.no_grad():
             logits = outputs.logits_of(self.teacher(**batch)).float()
         if self.cache is not None:
+            per_token = logits.dim() > 2
+            lengths = batch["attention_mask"].sum(-1).tolist() if per_token else None
             for j, (row, value) in enumerate(zip(rows, logits.cpu(), strict=True)):
-                own = value[: lengths[j]] if value.dim() > 1 and lengths else value
-                self.cache[row] = own.clone()
+                self.cache[row] = value[: lengths[j]].clone() if lengths else value
         return logits
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
