@@ -274,7 +274,7 @@ def test_a_class_missing_from_validation_is_a_counted_warning(tree: Path, tmp_pa
         ),
         (
             "no_classes",
-            "data.files.train: '{root}/train' holds no class folders; put each class's images in {root}/train/<label>/ (for example {root}/train/cat/1.jpg)",
+            "data.files.train: '{root}/train' holds no class folders; put each class's images in {root}/train/<label>/ (for example {root}/train/cat/1.png)",
         ),
         (
             "unknown_class",

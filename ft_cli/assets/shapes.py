@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ft_cli import paths
-from ft_cli.errors import FtError
 
 SETS = {"shapes": {"size": 32, "train": 150, "validation": 50}}
 CLASSES = ("circle", "cross", "square", "triangle")
@@ -24,16 +24,20 @@ VERSION = 1  # bump when the drawing changes: a new folder, never a mixed one
 
 def ensure(name: str) -> Path:
     """The folder of the generated set `name`, drawn now if not there yet."""
-    if name not in SETS:
-        raise FtError(f"data: 'generated:{name}' is not a set ft draws; use generated:shapes")
-    folder = paths.cache_root() / "generated" / f"{name}-v{VERSION}"
+    return made(name, VERSION, lambda folder: write(folder, **SETS[name]))
+
+
+def made(name: str, version: int, write_to: Callable[[Path], None]) -> Path:
+    """ft's cache folder of a generated set, written by `write_to` on first use (into a
+    private folder renamed into place, so a reader never sees half of it)."""
+    folder = paths.cache_root() / "generated" / f"{name}-v{version}"
     if (folder / "COMPLETE").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}-"))
     try:
-        write(partial, **SETS[name])
-        (partial / "COMPLETE").write_text("drawn by ft_cli.assets.shapes\n")
+        write_to(partial)
+        (partial / "COMPLETE").write_text("made by ft_cli.assets\n")
         os.replace(partial, folder)
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)

@@ -14,6 +14,12 @@ SALT = {
     "mixup": 6,
     "crop": 7,
     "flip": 8,
+    "speed": 9,
+    "shift": 10,
+    "gain": 11,
+    "audio_noise": 12,
+    "time_mask": 13,
+    "freq_mask": 14,
 }
 
 

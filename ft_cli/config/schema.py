@@ -7,6 +7,7 @@ Imports no torch: `ft recipes` and config checks stay cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -104,10 +105,11 @@ SCRATCH_SIZES = ("layers", "hidden_size", "heads", "intermediate_size")
 
 
 # Hub datasets, every table format (ft_cli.data.formats), and the folders of class folders
-# images come in.
+# images and audio files come in.
+FOLDER_FORMATS = ("imagefolder", "audiofolder")
 DataFormat = Enum(  # type: ignore[misc]
     "DataFormat",
-    {"hub": "hub", **{name: name for name in TABLE_FORMATS}, "imagefolder": "imagefolder"},
+    {"hub": "hub", **{name: name for name in (*TABLE_FORMATS, *FOLDER_FORMATS)}},
     type=str,
     module=__name__,
 )
@@ -129,6 +131,11 @@ class LongInputs(str, Enum):
     windows = "windows"
 
 
+class AudioCrop(str, Enum):
+    random = "random"
+    centre = "centre"
+
+
 class WindowPooling(str, Enum):
     mean = "mean"
     max = "max"
@@ -147,7 +154,7 @@ class DataConfig:
     format: DataFormat = _help(
         MISSING,
         "hub, glue_tsv, csv, tsv, json (json or jsonl), parquet, text (.txt; task=mlm),"
-        " imagefolder (data.files.* are folders of <label>/<image> files).",
+        " imagefolder or audiofolder (data.files.* are folders of <label>/<file> files).",
     )
     hub_path: str | None = _help(None, "Hub dataset id (format=hub), e.g. nyu-mll/glue.")
     hub_name: str | None = _help(None, "Hub dataset config name (format=hub), e.g. mrpc.")
@@ -176,9 +183,31 @@ class DataConfig:
         "image_classification: processes decoding images while the model trains; 0 = none.",
         AT_LEAST_0,
     )
+    audio_column: str = _help(
+        "audio",
+        "audio tasks: column with each clip's path (relative to its file) or its bytes.",
+    )
+    max_seconds: float = _help(
+        10.0,
+        "audio tasks: the longest clip the model reads at once; a longer training clip is"
+        " cropped (data.audio_crop), a longer evaluated or predicted one read in overlapping"
+        " windows (speech_recognition: longer training clips are left out).",
+        POSITIVE,
+    )
+    audio_crop: AudioCrop = _help(
+        AudioCrop.random,
+        "audio tasks: which part of a training clip longer than data.max_seconds is read: a"
+        " random one each epoch, or its centre.",
+    )
+    folder_transcripts: dict[str, str] | None = _help(
+        None,
+        "speech_recognition from format=audiofolder: the transcript of every clip in a class"
+        " folder, by folder name ({'0': zero, ...}); null = each clip's sidecar FILE.txt.",
+    )
     label_column: str = _help(
         "label",
-        "Column with the label (class name, id, or float); token_classification: the tags.",
+        "Column with the label (class name, id, or float); token_classification: the tags;"
+        " speech_recognition: the transcript.",
     )
     quoting: Quoting = _help(
         Quoting.auto,
@@ -446,14 +475,59 @@ class AugmentConfig:
         AT_LEAST_0,
     )
 
+    audio_gain_db: float = _help(
+        0.0, "Audio: each training clip's volume changed by a gain drawn in +-N dB.", AT_LEAST_0
+    )
+    audio_noise_snr: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Audio: white noise added to each training clip at a signal-to-noise"
+            " ratio drawn in [low, high] dB (e.g. [10, 40]); null = none.",
+            "bounds": Bounds(-50, 100, length=2),
+        },
+    )
+    audio_time_shift: float = _help(
+        0.0, "Audio: each training clip moved by up to N seconds either way.", AT_LEAST_0
+    )
+    audio_speed: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Audio: each training clip played at a speed factor drawn in [low, high]"
+            " (e.g. [0.9, 1.1]: pitch and tempo change together); null = none.",
+            "bounds": Bounds(0.25, 4, length=2),
+        },
+    )
+    audio_time_mask: float = _help(
+        0.0,
+        "Audio, SpecAugment: share of each training clip's time hidden (one span).",
+        FRACTION,
+    )
+    audio_freq_mask: float = _help(
+        0.0,
+        "Audio, SpecAugment: share of each training spectrogram's frequency bins hidden (one"
+        " band; models fed spectrograms only).",
+        FRACTION,
+    )
+
     def token_level(self) -> bool:
         return any((self.token_mask, self.token_delete, self.token_swap, self.span_cutoff))
+
+    def audio_level(self) -> bool:
+        return any(key.startswith("audio_") for key in self.changed())
 
     def model_level(self) -> bool:
         return bool(self.embedding_noise or self.mixup)
 
-    def active(self) -> bool:
+    def text_level(self) -> bool:
         return self.token_level() or self.model_level()
+
+    def active(self) -> bool:
+        return self.text_level() or self.audio_level()
+
+    def changed(self) -> list[str]:
+        """The keys of the augmentations that are on."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
+
 
 
 class OptimizerName(str, Enum):
@@ -774,6 +848,15 @@ def _check_augment(spec: RunSpec) -> None:
         raise FtError(
             f"augment: changes tokens or sentence vectors; {inputs.noun} are augmented by"
             f" {inputs.augmented_by}: use augment=none"
+        )
+    foreign = [key for key in aug.changed() if key not in inputs.augment_keys]
+    if foreign:
+        audio = foreign[0].startswith("audio_")
+        raise FtError(
+            f"augment.{foreign[0]}: changes {'sounds' if audio else 'tokens or sentence vectors'};"
+            f" task={kind} reads {inputs.noun}, augmented by"
+            f" {', '.join('augment.' + key for key in inputs.augment_keys)}: set it to"
+            f" {'null' if isinstance(getattr(aug, foreign[0]), list) else '0'}"
         )
     info = task_info(kind)
     if not info.augmented:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 MODALITIES: dict[str, str] = {
     "text": "ft_cli.inputs.text",
     "image": "ft_cli.inputs.image",
+    "audio": "ft_cli.inputs.audio",
 }
 
 

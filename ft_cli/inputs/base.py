@@ -33,7 +33,8 @@ class Modality(ABC):
     body_limit: int | None = None
     own_formats: tuple[str, ...] = ()  # data formats only this modality's inputs come in
     names_files = False  # a row's input is a file path, relative to its table's folder
-    augmented_by: str | None = None  # its own augmentation's settings (augment=... is text's)
+    augmented_by: str | None = None  # its own augmentation's settings (not the augment group)
+    augment_keys: tuple[str, ...] = ()  # the augment group's keys that change its inputs
 
     @abstractmethod
     def processor(self, cfg: ModelConfig) -> Any:

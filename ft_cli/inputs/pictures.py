@@ -86,8 +86,11 @@ def warn_skipped(skipped: list[str], key: str) -> None:
         )
 
 
-def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
-    """(image paths, their labels) of a `root/<label>/<file>` tree.
+def list_class_folders(
+    root: Path, key: str, extensions: tuple[str, ...] = EXTENSIONS, noun: str = "images"
+) -> tuple[list[str], list[str]]:
+    """(file paths, their labels) of a `root/<label>/<file>` tree of files ending in one of
+    `extensions` (`noun`: what messages call them).
 
     Each class's files are sorted; the classes take turns (first image of each,
     then the second, ...), so the first N rows (data.max_train_samples) hold
@@ -109,22 +112,22 @@ def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
             classes.append(entry)
     if not classes:
         raise FtError(
-            f"{key}: '{root}' holds no class folders; put each class's images in"
-            f" {root}/<label>/ (for example {root}/cat/1.jpg)"
+            f"{key}: '{root}' holds no class folders; put each class's {noun} in"
+            f" {root}/<label>/ (for example {root}/cat/1{extensions[0]})"
         )
     per_class: list[list[Path]] = []
     others = 0
     for folder in classes:
         files = visible_files(folder, skipped)
-        images = [f for f in files if is_image_name(f)]
-        others += len(files) - len(images)
-        if not images:
+        kept = [f for f in files if f.suffix.lower() in extensions]
+        others += len(files) - len(kept)
+        if not kept:
             raise FtError(
-                f"{key}: class folder '{folder}' holds no images; add images ("
-                + ", ".join(EXTENSIONS[:3])
+                f"{key}: class folder '{folder}' holds no {noun}; add {noun} ("
+                + ", ".join(extensions[:3])
                 + ", ...) or remove the folder"
             )
-        per_class.append(images)
+        per_class.append(kept)
     turns = sorted(
         ((i / len(files), c, f) for c, files in enumerate(per_class) for i, f in enumerate(files)),
         key=lambda item: item[:2],
@@ -135,7 +138,7 @@ def list_class_folders(root: Path, key: str) -> tuple[list[str], list[str]]:
     loose = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
     if others or loose:
         warn(
-            f"{key}: skipped {others + len(loose)} file(s) in '{root}' that are not images in a"
+            f"{key}: skipped {others + len(loose)} file(s) in '{root}' that are not {noun} in a"
             " class folder"
         )
     return paths, labels
@@ -200,36 +203,42 @@ def undecodable(data: bytes) -> str | None:
     return None
 
 
-def readable(refs: list[ImageRef], names: list[str], key: str) -> list[int]:
-    """Indices of the images that can be read; the others are counted in one warning."""
+def readable(
+    refs: list[Any], names: list[str], key: str, check: Any = None, noun: str = "image"
+) -> list[int]:
+    """Indices of the files that can be read (`check`: why one cannot, else None; an
+    image's by default); the others are counted in one warning."""
+    check = check or unreadable
     keep, bad = [], []
     for index, ref in enumerate(refs):
-        why = unreadable(ref)
+        why = check(ref)
         if why is None:
             keep.append(index)
         else:
             bad.append((names[index], why))
     if bad and not keep:
-        raise FtError(f"{key}: no image can be read (first: {bad[0][0]}: {bad[0][1]})")
+        raise FtError(f"{key}: no {noun} can be read (first: {bad[0][0]}: {bad[0][1]})")
     if bad:
         warn(
-            f"{key}: skipped {len(bad)} of {len(refs)} images that cannot be read (first:"
+            f"{key}: skipped {len(bad)} of {len(refs)} {noun}s that cannot be read (first:"
             f" {bad[0][0]}: {bad[0][1]})"
         )
     return keep
 
 
-def resolve_refs(values: list[Any], base: Path | None, key: str) -> list[ImageRef]:
-    """Paths relative to `base` made absolute; hub image cells ({bytes, path}) as bytes."""
+def resolve_refs(
+    values: list[Any], base: Path | None, key: str, noun: str = "an image file"
+) -> list[ImageRef]:
+    """Paths relative to `base` made absolute; hub file cells ({bytes, path}) as bytes."""
     refs: list[ImageRef] = []
     for row, value in enumerate(values):
-        if isinstance(value, dict):  # datasets' Image feature, not decoded
+        if isinstance(value, dict):  # datasets' Image or Audio feature, not decoded
             value = value.get("bytes") or value.get("path")
         if isinstance(value, bytes):
             refs.append(value)
             continue
         if not isinstance(value, str) or not value.strip():
-            raise FtError(f"{key}: row {row} holds {value!r}, not the path of an image file")
+            raise FtError(f"{key}: row {row} holds {value!r}, not the path of {noun}")
         path = Path(value)
         refs.append(str(path if path.is_absolute() or base is None else base / path))
     return refs

@@ -27,6 +27,14 @@ class Text(Modality):
         "pairs": list[Any] | None,
         "rows": list[Any] | None,
     }
+    augment_keys = (
+        "token_mask",
+        "token_delete",
+        "token_swap",
+        "span_cutoff",
+        "embedding_noise",
+        "mixup",
+    )
 
     def processor(self, cfg: ModelConfig) -> Any:
         from ft_cli.models import model

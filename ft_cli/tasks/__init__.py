@@ -84,6 +84,10 @@ TASKS: dict[str, TaskInfo] = {
     "image_classification": TaskInfo(
         "image_classification", ("accuracy", "f1", "mcc", "loss"), "image", distilled=True
     ),
+    # Clips from folders or files, through transformers' audio classifiers.
+    "audio_classification": TaskInfo(
+        "audio_classification", ("accuracy", "f1", "mcc", "loss"), "audio"
+    ),
     "mlm": TaskInfo(
         "masked_lm", ("loss", "perplexity", "accuracy"), targets="tokens", augmented=False
     ),

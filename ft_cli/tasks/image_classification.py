@@ -27,17 +27,33 @@ class ImageClassification(Classification):
     pipeline_tag = "image-classification"
     # An ImageNet classifier's 1000-class head gives way to a new one of the task's size.
     replaces_head = True
+    # What a row's file is: its column's key, the file names kept from a folder, what
+    # messages call them, and why one cannot be read (None: it can).
+    column_key = "data.image_column"
+    extensions = images.EXTENSIONS
+    noun = "image"
+    a_file = "an image file"
+
+    def column(self, cfg: DataConfig) -> str:
+        return cfg.image_column
+
+    def unreadable(self, ref: Any) -> str | None:
+        return images.unreadable(ref)
+
+    def list_folders(self, root: Path, key: str) -> tuple[list[str], list[str]]:
+        """(file paths, labels) of a folder of class folders."""
+        return images.list_class_folders(root, key, self.extensions, f"{self.noun}s")
 
     def load_raw(self, cfg: DataConfig) -> Any:
         from ft_cli.data import dataset
 
-        if cfg.format == DataFormat.imagefolder:
-            raw = _load_folders(cfg)
+        if cfg.format.value.endswith("folder"):
+            raw = _load_folders(self, cfg)
         else:
             raw = dataset.load_raw(cfg)
-            _resolve_paths(raw, cfg)
+            _resolve_paths(self, raw, cfg)
         for split, table in list(raw.splits.items()):
-            raw.splits[split] = _readable_rows(table, cfg, f"data.files.{split}")
+            raw.splits[split] = _readable_rows(self, table, cfg, f"data.files.{split}")
         return raw
 
     def load_file(self, path: str, cfg: DataConfig) -> Any:
@@ -47,14 +63,14 @@ class ImageClassification(Classification):
         from ft_cli.data import dataset
 
         if Path(path).is_dir():
-            found, labels = images.list_class_folders(Path(path), "--file")
-            table = _table(cfg, found, labels)
+            found, labels = self.list_folders(Path(path), "--file")
+            table = _table(self, cfg, found, labels)
         else:
             table = dataset.load_file(path, cfg)
             raw = dataset.RawData({"file": table}, {"file": path})
-            _resolve_paths(raw, dataclasses.replace(cfg, format=DataFormat.csv))
+            _resolve_paths(self, raw, dataclasses.replace(cfg, format=DataFormat.csv))
             table = raw.splits["file"]
-        return _readable_rows(table, cfg, "--file")
+        return _readable_rows(self, table, cfg, "--file")
 
     def encode(
         self,
@@ -65,19 +81,23 @@ class ImageClassification(Classification):
         labels: list[str] | None,
         split: str,
     ) -> Any:
-        refs = images.resolve_refs(dataset[cfg.image_column], None, "data.image_column")
+        refs = images.resolve_refs(dataset[self.column(cfg)], None, self.column_key)
         if cfg.label_column not in dataset.column_names:
-            return images.ImageSplit(refs, [-1] * len(refs))  # unlabelled: predictions only
+            return self.split_of(refs, [-1] * len(refs), cfg, split)  # predictions only
         targets = self.targets(dataset[cfg.label_column], labels, split, cfg.label_column)
         if split != "train" and labels:
             present = set(targets)
             absent = [name for i, name in enumerate(labels) if i not in present]
             if absent:
                 images.warn(
-                    f"the {split} split has no images of {len(absent)} class(es):"
+                    f"the {split} split has no {self.noun}s of {len(absent)} class(es):"
                     f" {', '.join(absent[:5])}{', ...' if len(absent) > 5 else ''}; their"
                     " recall and F1 are not measured"
                 )
+        return self.split_of(refs, targets, cfg, split)
+
+    def split_of(self, refs: list[Any], targets: list[Any], cfg: DataConfig, split: str) -> Any:
+        """A split of these files and their targets."""
         return images.ImageSplit(refs, targets)
 
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
@@ -106,13 +126,17 @@ class ImageClassification(Classification):
         task: TaskConfig | None = None,
     ) -> tuple[Any, Any, Any]:
         base = Path(cfg.path) if cfg.path else None
-        # Cells as they are: paths, or image bytes (a served request, a hub table's cells).
-        cells = read("data.image_column", cfg.image_column, keep_lists=True)
-        refs = images.resolve_refs(cells, base, "data.image_column")
+        # Cells as they are: paths, or file bytes (a served request, a hub table's cells).
+        cells = read(self.column_key, self.column(cfg), keep_lists=True)
+        refs = images.resolve_refs(cells, base, self.column_key, self.a_file)
         for index, ref in enumerate(refs):
-            why = "no such file" if images.missing_files([ref]) else images.unreadable(ref)
+            why = "no such file" if images.missing_files([ref]) else self.unreadable(ref)
             if why is not None:
-                raise FtError(f"--input: image {index + 1}, '{ref}', cannot be read: {why}")
+                raise FtError(f"--input: {self.noun} {index + 1}, '{ref}', cannot be read: {why}")
+        return self.predicted(refs, processor, cfg)
+
+    def predicted(self, refs: list[Any], processor: Any, cfg: DataConfig) -> tuple[Any, Any, Any]:
+        """(the split of files to predict, its collator, what each entry's prediction needs)."""
         split = images.ImageSplit(refs, [0] * len(refs))
         return split, images.ImageCollator(split, images.Pixels(processor)), None
 
@@ -181,7 +205,7 @@ class ImageObjective(Objective):
         return batching.eval_loader(split, batch_size, collate, rank, world, even, self.workers)
 
 
-def _load_folders(cfg: DataConfig) -> Any:
+def _load_folders(task: ImageClassification, cfg: DataConfig) -> Any:
     """Each split from its folder of class folders."""
     from ft_cli.data import dataset
 
@@ -192,18 +216,18 @@ def _load_folders(cfg: DataConfig) -> Any:
             continue
         key = f"data.files.{split}"
         root = Path(_generated(paths.resolve_path(value, key, base=_base(cfg))))
-        found, labels = images.list_class_folders(root, key)
-        splits[split] = _table(cfg, found, labels)
+        found, labels = task.list_folders(root, key)
+        splits[split] = _table(task, cfg, found, labels)
         source[split] = str(root)
     if "train" not in splits:
         raise FtError("data.files.train is required: set data.files.train=FOLDER")
     return dataset.RawData(splits, source)
 
 
-def _table(cfg: DataConfig, found: list[str], labels: list[str]) -> Any:
+def _table(task: ImageClassification, cfg: DataConfig, found: list[str], labels: list[str]) -> Any:
     import datasets
 
-    return datasets.Dataset.from_dict({cfg.image_column: found, cfg.label_column: labels})
+    return datasets.Dataset.from_dict({task.column(cfg): found, cfg.label_column: labels})
 
 
 def _base(cfg: DataConfig) -> str | None:
@@ -211,44 +235,48 @@ def _base(cfg: DataConfig) -> str | None:
 
 
 def _generated(path: str) -> str:
-    """`generated:NAME` is a data set ft draws itself (the demo shapes), made on first use."""
+    """`generated:NAME` is a data set ft makes itself (the demo shapes and sounds), made on
+    first use."""
     if not path.startswith("generated:"):
         return path
-    from ft_cli.assets import shapes
+    from ft_cli import assets
 
-    return str(shapes.ensure(path.removeprefix("generated:")))
+    return str(assets.generated(path.removeprefix("generated:")))
 
 
-def _resolve_paths(raw: Any, cfg: DataConfig) -> None:
-    """Image paths in a table are relative to the table's own folder."""
+def _resolve_paths(task: ImageClassification, raw: Any, cfg: DataConfig) -> None:
+    """File paths in a table are relative to the table's own folder."""
     import datasets
 
+    column = task.column(cfg)
     for split, table in list(raw.splits.items()):
-        key = f"data.image_column ({raw.source[split]})"
-        if cfg.image_column not in table.column_names:
+        key = f"{task.column_key} ({raw.source[split]})"
+        if column not in table.column_names:
             continue  # the column check names it
-        if isinstance(table.features[cfg.image_column], datasets.Image):
-            table = table.cast_column(cfg.image_column, datasets.Image(decode=False))
+        feature = table.features[column]
+        if isinstance(feature, (datasets.Image, datasets.Audio)):
+            table = table.cast_column(column, type(feature)(decode=False))
         source = Path(raw.source[split])
         base = source.parent if source.is_file() else None
-        refs = images.resolve_refs(table[cfg.image_column], base, key)
+        refs = images.resolve_refs(table[column], base, key, task.a_file)
         missing = images.missing_files(refs)
         if missing:
             raise FtError(
-                f"{key}: {len(missing)} image file(s) do not exist (first: {missing[0]}); paths"
-                " are relative to the table's folder"
+                f"{key}: {len(missing)} {task.a_file.split(' ', 1)[1]}(s) do not exist (first: {missing[0]});"
+                " paths are relative to the table's folder"
             )
-        table = table.remove_columns(cfg.image_column).add_column(cfg.image_column, refs)
+        table = table.remove_columns(column).add_column(column, refs)
         raw.splits[split] = table
 
 
-def _readable_rows(table: Any, cfg: DataConfig, key: str) -> Any:
-    """The rows whose image can be read; the others counted in one warning."""
-    if cfg.image_column not in table.column_names:
+def _readable_rows(task: ImageClassification, table: Any, cfg: DataConfig, key: str) -> Any:
+    """The rows whose file can be read; the others counted in one warning."""
+    column = task.column(cfg)
+    if column not in table.column_names:
         return table
-    refs = images.resolve_refs(table[cfg.image_column], None, key)
+    refs = images.resolve_refs(table[column], None, key)
     names = [r if isinstance(r, str) else f"row {i}" for i, r in enumerate(refs)]
-    keep = images.readable(refs, names, key)
+    keep = images.readable(refs, names, key, task.unreadable, task.noun)
     return table if len(keep) == len(refs) else table.select(keep)
 
 

@@ -1,0 +1,159 @@
+"""Audio: one clip per row, a file path (relative to its table or folder) or the file's
+bytes, read through the model's own feature extractor.
+
+Decoding, resampling, cutting, augmentation and batches are in `sounds`. A served
+request gives `audio` (a sound file, base64) or `audios` (a list); `ft predict`
+also reads a folder of sound files or a .txt list of paths.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ft_cli.errors import FtError
+from ft_cli.inputs.base import Modality, RequestError, Rows, counted_items, kind_of, one_field
+
+if TYPE_CHECKING:
+    from ft_cli.config.schema import DataConfig, ModelConfig
+
+HINT = (
+    "use a local folder (model.name_or_path=DIR) or a packaged audio model,"
+    " model=tiny_wav2vec2 (fresh weights)"
+)
+# The data formats audio comes in: folders of class folders, or tables of paths.
+FORMATS = ("audiofolder", "hub", "csv", "tsv", "json", "parquet")
+
+
+class Audio(Modality):
+    name = "audio"
+    noun = "audio clips"
+    request_fields = {"audio": str | None, "audios": list[str] | None}  # noqa: RUF012
+    body_limit = 32_000_000  # a few minutes of base64 WAV
+    own_formats = ("audiofolder",)
+    names_files = True
+    augment_keys = (
+        "audio_gain_db",
+        "audio_noise_snr",
+        "audio_time_shift",
+        "audio_speed",
+        "audio_time_mask",
+        "audio_freq_mask",
+    )
+
+    def processor(self, cfg: ModelConfig) -> Any:
+        """The model's feature extractor (its rate, normalisation, spectrogram)."""
+        from transformers import AutoFeatureExtractor
+
+        from ft_cli.models import model
+
+        return model.load_part(
+            cfg, AutoFeatureExtractor.from_pretrained, "feature extractor", HINT
+        )
+
+    def same_inputs(self, processor: Any, other: Any) -> bool:
+        def inputs(extractor: Any) -> tuple[Any, ...]:
+            extractor = getattr(extractor, "feature_extractor", extractor)
+            settings = extractor.to_dict()
+            settings.pop("processor_class", None)
+            return type(extractor).__name__, sorted(settings.items(), key=str)
+
+        return inputs(processor) == inputs(other)
+
+    def check_data(self, data: DataConfig, task: str, data_key: str, kind_key: str) -> None:
+        if data.format.value not in FORMATS:
+            raise FtError(
+                f"{kind_key}{task} reads audio: set {data_key}format to one of"
+                f" {', '.join(FORMATS)}"
+            )
+
+    def columns(self, data: DataConfig) -> dict[str, str]:
+        return {"data.audio_column": data.audio_column}
+
+    def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
+        if key == "data.audio_column" and not isinstance(first, (str, bytes, dict)):
+            raise FtError(
+                f"{key}: column '{column}' of the {split} data ({source}) holds"
+                f" {type(first).__name__} values, not sound file paths; set {key} to the"
+                " column of sound file paths"
+            )
+
+    def request_columns(self, data: DataConfig) -> dict[str, str]:
+        return {"audio": data.audio_column}
+
+    def request_rows(
+        self, body: dict[str, Any], columns: dict[str, str], limits: Any, word_lists: bool
+    ) -> tuple[Rows, bool]:
+        """Base64 sound files, each checked to be decodable."""
+        from ft_cli.inputs import sounds
+
+        hint = "audio (a sound file, base64) or audios (a list)"
+        key = one_field(body, ("audio", "audios"), hint)
+        rows = []
+        for index, item in enumerate(counted_items(body, key, key == "audio", limits)):
+            where = key if key == "audio" else f"audios.{index}"
+            if not isinstance(item, str):
+                raise RequestError(422, f"{where}: expected a base64 string, got {kind_of(item)}")
+            try:
+                data = base64.b64decode(item, validate=True)
+            except ValueError as err:
+                raise RequestError(422, f"{where}: not base64 ({err})") from err
+            why = sounds.undecodable(data)
+            if why is not None:
+                raise RequestError(422, f"{where}: not a readable sound file ({why})")
+            rows.append({columns["audio"]: data})
+        return rows, key == "audio"
+
+    def listed(self, source: Path) -> list[str] | None:
+        """A folder (every sound file under it, sorted by path) or a .txt list of paths."""
+        from ft_cli.data import files
+        from ft_cli.inputs import pictures, sounds
+
+        if source.is_dir():
+            skipped: list[str] = []
+            found = [
+                str(p.relative_to(source))
+                for p in pictures.visible_files(source, skipped)
+                if p.suffix.lower() in sounds.EXTENSIONS
+            ]
+            pictures.warn_skipped(skipped, "--input")
+        elif source.suffix.lower() == ".txt":
+            files.require_file(source, "--input")
+            lines = source.read_text(encoding="utf-8-sig").splitlines()
+            found = [line.strip() for line in lines if line.strip()]
+        else:
+            return None
+        if not found:
+            raise FtError(
+                f"--input '{source}' holds no sound files ({', '.join(sounds.EXTENSIONS)})"
+            )
+        return found
+
+    def describe(self, data: DataConfig) -> str:
+        return (
+            f"audio column `{data.audio_column}`; clips mixed down to mono, resampled to the"
+            f" feature extractor's rate and read {data.max_seconds:g} s at a time (training:"
+            f" a {data.audio_crop.value} crop of a longer clip; evaluation: overlapping"
+            " windows)"
+        )
+
+    def activation_bytes(self, ready: Any, batch: int) -> int | None:
+        """What a forward pass of one batch of the longest clips saves for backward (the net
+        is on the meta device)."""
+        import numpy as np
+        import torch
+
+        from ft_cli.models import profile
+
+        features = ready.objective.features
+        clip = np.zeros((1, round(ready.spec.data.max_seconds * features.rate)), np.float32)
+        probe = features(clip)
+        inputs = {
+            name: torch.zeros((batch, *value.shape[1:]), dtype=value.dtype, device="meta")
+            for name, value in probe.items()
+        }
+        return profile.saved_activation_bytes(ready.net, inputs)
+
+
+MODALITY = Audio()
