@@ -1,4 +1,4 @@
-"""The demo sound set: tones, chirps, noise bursts and beeps, made by ft itself.
+"""The demo sound set: beeps, chirps, hums and noise bursts, made by ft itself.
 
 `ensure("tones")` returns a folder `train/<class>/*.wav`, `validation/<class>/*.wav`
 in ft's cache, written on first use: 16 kHz mono clips of 0.4 to 1.2 s, each a
@@ -17,8 +17,8 @@ from ft_cli.assets import shapes
 
 RATE = 16_000
 SETS = {"tones": {"train": 100, "validation": 40}}
-CLASSES = ("beeps", "chirp", "noise", "tone")
-VERSION = 1  # bump when the sounds change: a new folder, never a mixed one
+CLASSES = ("beeps", "chirp", "hum", "noise")
+VERSION = 2  # bump when the sounds change: a new folder, never a mixed one
 
 
 def ensure(name: str) -> Path:
@@ -46,8 +46,9 @@ def clip(kind: str, rng: np.random.Generator) -> np.ndarray:
     start = int(rng.integers(0, length - duration + 1))
     time = np.arange(duration) / RATE
     pitch = rng.uniform(300, 1500)
-    if kind == "tone":
-        sound = np.sin(2 * np.pi * pitch * time)
+    if kind == "hum":  # a low buzz: a fundamental of 80-250 Hz and its first harmonics
+        low = pitch / 6
+        sound = sum(np.sin(2 * np.pi * low * k * time) / k for k in range(1, 6))
     elif kind == "chirp":  # a sweep up or down over an octave or two
         end = pitch * rng.choice([0.3, 3.0])
         phase = 2 * np.pi * (pitch * time + (end - pitch) * time**2 / (2 * time[-1]))

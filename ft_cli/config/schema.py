@@ -529,7 +529,6 @@ class AugmentConfig:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
 
 
-
 class OptimizerName(str, Enum):
     adamw = "adamw"
     adam = "adam"

@@ -48,9 +48,7 @@ class Audio(Modality):
 
         from ft_cli.models import model
 
-        return model.load_part(
-            cfg, AutoFeatureExtractor.from_pretrained, "feature extractor", HINT
-        )
+        return model.load_part(cfg, AutoFeatureExtractor.from_pretrained, "feature extractor", HINT)
 
     def same_inputs(self, processor: Any, other: Any) -> bool:
         def inputs(extractor: Any) -> tuple[Any, ...]:
@@ -64,8 +62,7 @@ class Audio(Modality):
     def check_data(self, data: DataConfig, task: str, data_key: str, kind_key: str) -> None:
         if data.format.value not in FORMATS:
             raise FtError(
-                f"{kind_key}{task} reads audio: set {data_key}format to one of"
-                f" {', '.join(FORMATS)}"
+                f"{kind_key}{task} reads audio: set {data_key}format to one of {', '.join(FORMATS)}"
             )
 
     def columns(self, data: DataConfig) -> dict[str, str]:

@@ -26,7 +26,8 @@ import torch
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 NOUN = "audio files"
-WINDOW_OVERLAP = 0.25  # share of a window the next one repeats (a word cut by one is whole in the next)
+# Share of a window the next one repeats: a word one window cuts is whole in the next.
+WINDOW_OVERLAP = 0.25
 
 SoundRef = str | bytes
 

@@ -3,7 +3,8 @@
 Parameters fall into layer groups by name: `embeddings`, `layer.0` (bottom)
 ... `layer.N-1` (top), and `head` (pooler, classifier, MLM head: everything
 else). In a model built of stages (ResNet, ConvNeXt, Swin: `stages.K`), each
-stage is a layer group and the stem (`embedder`) counts as the embeddings.
+stage is a layer group and the stem (`embedder`) counts as the embeddings; so does
+a speech model's convolutional feature encoder (wav2vec2, HuBERT, Whisper).
 Depth counts down from the head: head 0, top layer 1, ..., embeddings
 N+1; layer-wise lr decay gives a group `lr * lr_decay**depth`, and gradual
 unfreezing opens the groups in order of depth.
@@ -22,7 +23,19 @@ from ft_cli.errors import FtError
 EMBEDDINGS, HEAD = "embeddings", "head"
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
 _STAGE = re.compile(r"(?:^|\.)stages\.(\d+)\.")  # checked first: stages hold layers
-_STEM = (".embeddings.", ".embedder.")
+# The stem: token or patch embeddings; a speech model's convolutional feature encoder,
+# its projection and positional convolution (wav2vec2, HuBERT), Whisper's convolutions.
+_STEM = (
+    ".embeddings.",
+    ".embedder.",
+    ".feature_extractor.",
+    ".feature_projection.",
+    ".pos_conv_embed.",
+    ".masked_spec_embed",
+    ".conv1.",
+    ".conv2.",
+    ".embed_positions.",
+)
 
 
 def group_of(name: str) -> str:

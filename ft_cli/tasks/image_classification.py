@@ -262,8 +262,8 @@ def _resolve_paths(task: ImageClassification, raw: Any, cfg: DataConfig) -> None
         missing = images.missing_files(refs)
         if missing:
             raise FtError(
-                f"{key}: {len(missing)} {task.a_file.split(' ', 1)[1]}(s) do not exist (first: {missing[0]});"
-                " paths are relative to the table's folder"
+                f"{key}: {len(missing)} {task.a_file.split(' ', 1)[1]}(s) do not exist (first:"
+                f" {missing[0]}); paths are relative to the table's folder"
             )
         table = table.remove_columns(column).add_column(column, refs)
         raw.splits[split] = table
