@@ -235,8 +235,9 @@ def test_layer_groups_put_the_feature_encoder_in_the_stem() -> None:
 
 
 def test_train_predict_and_report(tree: Path, tmp_path: Path) -> None:
-    from ft_cli import cli
     from test_train import scalars
+
+    from ft_cli import cli
 
     train(tmp_path / "run", [*data_of(tree), "train.epochs=3", "augment=audio"])
     losses = [v for _, v in scalars(tmp_path / "run", "train/loss")]
@@ -319,7 +320,7 @@ def test_audio_augmentation_is_refused_for_text() -> None:
 
 
 def test_frequency_masks_need_a_spectrogram(tree: Path) -> None:
-    with pytest.raises(FtError, match="^augment.audio_freq_mask: the model reads waveforms"):
+    with pytest.raises(FtError, match=r"^augment\.audio_freq_mask: the model reads waveforms"):
         augmenting(tree, audio_freq_mask=0.2)
 
 

@@ -290,7 +290,9 @@ class Predictor:
                 indices = order[start : start + self.batch]
                 batch = collate(indices)
                 batch.pop("labels")
-                starts = batch.pop("word_starts", None)
+                # What a row's prediction needs of its batch: its words' first tokens, or
+                # its samples and the batch's padded length (to cut off padded frames).
+                starts = batch.pop("word_starts", batch.pop("samples", None))
                 batch = {k: v.to(self.hw.device) for k, v in batch.items()}
                 out = outputs.logits_of(self.net(**batch)).float().cpu()
                 for j, row in enumerate(indices):

@@ -199,7 +199,7 @@ class DataConfig:
         "audio tasks: which part of a training clip longer than data.max_seconds is read: a"
         " random one each epoch, or its centre.",
     )
-    folder_transcripts: dict[str, str] | None = _help(
+    folder_transcripts: Any = _help(
         None,
         "speech_recognition from format=audiofolder: the transcript of every clip in a class"
         " folder, by folder name ({'0': zero, ...}); null = each clip's sidecar FILE.txt.",
@@ -725,7 +725,7 @@ class RunSpec:
     )
 
 
-LOWER_IS_BETTER = ("loss", "mse", "perplexity")
+LOWER_IS_BETTER = ("loss", "mse", "perplexity", "wer", "cer")
 
 
 def default_mode(metric: str) -> Mode:

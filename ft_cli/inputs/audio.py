@@ -64,6 +64,14 @@ class Audio(Modality):
             raise FtError(
                 f"{kind_key}{task} reads audio: set {data_key}format to one of {', '.join(FORMATS)}"
             )
+        given = data.folder_transcripts
+        if given is not None and not (
+            isinstance(given, dict) and all(isinstance(v, (str, int)) for v in given.values())
+        ):
+            raise FtError(
+                f"{data_key}folder_transcripts: give each class folder's transcript,"
+                " {FOLDER: TEXT, ...}, or null to read each clip's FILE.txt"
+            )
 
     def columns(self, data: DataConfig) -> dict[str, str]:
         return {"data.audio_column": data.audio_column}

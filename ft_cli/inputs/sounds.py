@@ -256,7 +256,7 @@ class SoundCollator:
     """Entry indices of a sound split in, the model's inputs and `labels` out.
 
     A whole clip longer than `max_seconds` is cropped (`crop`: "random", for training,
-    or "centre"); a window is cut at its offset. With an
+    or "centre"; None: clips are read whole); a window is cut at its offset. With an
     `augmentation`, training batches: each clip is changed from its own generators
     of (seed, epoch, row); `set_epoch` selects the epoch. `targets` turns the batch's
     labels into the tensor the task trains on (a class id per row by default).
@@ -266,19 +266,21 @@ class SoundCollator:
         self,
         split: SoundSplit,
         features: Features,
-        max_seconds: float,
+        max_seconds: float | None,
         seed: int = 0,
         augmentation: Augmentation | None = None,
         crop: str = "centre",
         targets: Any = None,
         windows: bool = False,
+        samples: bool = False,
     ) -> None:
         self.split, self.features, self.seed = split, features, seed
-        self.longest = round(max_seconds * features.rate)
+        self.longest = None if max_seconds is None else round(max_seconds * features.rate)
         self.augmentation = augmentation if augmentation and augmentation.active else None
         self.crop = crop
         self.targets = targets or (lambda labels: torch.tensor(labels, dtype=torch.long))
         self.windows = windows  # add each entry's index ("window"): scored by its row
+        self.samples = samples  # add each row's samples and the batch's padded length
         self.epoch = 0
 
     @property
@@ -321,6 +323,8 @@ class SoundCollator:
         if self.augmentation is not None and self.augmentation.speed is not None:
             factor = self._draws(index, "speed").uniform(*self.augmentation.speed)
             samples = change_speed(samples, factor, self.features.rate)
+        if self.longest is None:  # read whole
+            return samples
         if self.split.offsets is not None:
             start = round(self.split.offsets[index] * self.features.rate)
             return samples[start : start + self.longest]
@@ -384,4 +388,7 @@ class SoundCollator:
         batch["labels"] = self.targets([self.split.labels[i] for i in indices])
         if self.windows:
             batch["window"] = torch.tensor(indices)
+        if self.samples:
+            longest = max(len(c) for c in clips)
+            batch["samples"] = torch.tensor([[len(c), longest] for c in clips])
         return batch

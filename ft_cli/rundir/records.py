@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,10 @@ def recorded_overrides(run_dir: Path) -> list[str]:
     if config.is_file():
         first = config.read_text().splitlines()[:1]
         if first and first[0].startswith("# ft train"):
-            return first[0][len("# ft train") :].split()
+            try:
+                return shlex.split(first[0][len("# ft train") :])
+            except ValueError:  # an older header, written unquoted
+                return first[0][len("# ft train") :].split()
     return []
 
 

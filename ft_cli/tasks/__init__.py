@@ -23,8 +23,8 @@ class TaskInfo:
     metrics: tuple[str, ...]  # its evaluation metrics; the first is monitored by default
     modality: str = "text"  # what a row's input is: a name in ft_cli.inputs.MODALITIES
     # What a row's label is: "classes", a "score", "tags" (one per word), "spans" (of its
-    # text), "choices" (which of its own), "tokens" (the text itself: self-supervised) or
-    # "tasks" (several, each its own).
+    # text), "choices" (which of its own), "tokens" (the text itself: self-supervised),
+    # a "transcript" (of its sound) or "tasks" (several, each its own).
     targets: str = "classes"
     augmented: bool = True  # augment=... may change its training inputs
     class_weighted: bool = False  # task.class_weights weighs its loss
@@ -87,6 +87,10 @@ TASKS: dict[str, TaskInfo] = {
     # Clips from folders or files, through transformers' audio classifiers.
     "audio_classification": TaskInfo(
         "audio_classification", ("accuracy", "f1", "mcc", "loss"), "audio"
+    ),
+    # Transcripts of clips: CTC over characters, greedy decoding.
+    "speech_recognition": TaskInfo(
+        "speech_recognition", ("wer", "cer", "loss"), "audio", targets="transcript"
     ),
     "mlm": TaskInfo(
         "masked_lm", ("loss", "perplexity", "accuracy"), targets="tokens", augmented=False

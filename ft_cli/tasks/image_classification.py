@@ -85,7 +85,7 @@ class ImageClassification(Classification):
         if cfg.label_column not in dataset.column_names:
             return self.split_of(refs, [-1] * len(refs), cfg, split)  # predictions only
         targets = self.targets(dataset[cfg.label_column], labels, split, cfg.label_column)
-        if split != "train" and labels:
+        if split != "train" and labels and self.confusion_matrix:  # a class per row
             present = set(targets)
             absent = [name for i, name in enumerate(labels) if i not in present]
             if absent:

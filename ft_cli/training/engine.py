@@ -230,7 +230,7 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
         loop, restored_rng = _restore(resume_from, loop, run, backend, hw, stopper, ui)
     claimed = None
     if place.is_main:  # validated: the run's first writes
-        command = f"# ft train {' '.join(context.overrides)}\n"
+        command = f"# ft train {shlex.join(context.overrides)}\n"  # as a shell reads it
         files = {**context.records, "config.yaml": command + spec_yaml}
         claimed = ownership.claim(run_dir, files, spec.overwrite, unusable, ui.info)
     distributed.barrier(place)
