@@ -190,3 +190,47 @@ def test_speech_recognition_settings_are_checked() -> None:
     from ft_cli.tasks import metrics
 
     assert metrics.monitored(spec.task, spec.train.early_stopping)[1].value == "min"  # wer
+
+
+@pytest.mark.slow
+def test_predict_export_and_serve_agree(tree: Path, tmp_path: Path) -> None:
+    import base64
+
+    from test_serve import call, serving
+
+    from ft_cli import cli
+    from ft_cli.training.engine import train
+
+    run = tmp_path / "run"
+    overrides = [*SMALL, f"data.path={tree}", "train.epochs=2"]
+    train(compose_spec(overrides), run_dir=run, overrides=overrides)
+    assert cli._run_tool("export", [str(run)]) == 0
+    folder = tree / "validation"
+    written = {}
+    for backend in ("torch", "onnxruntime"):
+        target = tmp_path / f"{backend}.csv"
+        args = [str(run), "--input", str(folder), "--output", str(target), "--backend", backend]
+        assert cli._run_tool("predict", args) == 0
+        with open(target) as handle:
+            written[backend] = list(csv.DictReader(handle))
+    assert written["torch"] == written["onnxruntime"]
+    rows = written["torch"]
+    encoded = [base64.b64encode((folder / r["audio"]).read_bytes()).decode() for r in rows]
+    with serving(run) as (url, _):
+        code, answer = call(url, "/predict", {"audios": encoded})
+        assert code == 200
+        assert [p["transcript"] for p in answer["predictions"]] == [r["transcript"] for r in rows]
+        code, answer = call(url, "/predict", {"audio": encoded[0]})
+        assert answer["prediction"]["transcript"] == rows[0]["transcript"]
+        bad = [
+            ({"audio": "%%%"}, "audio: not base64"),
+            (
+                {"audios": [encoded[0], base64.b64encode(b"text").decode()]},
+                "audios.1: not a readable sound file (",
+            ),
+            ({"text": "hello"}, "send one of: audio (a sound file, base64) or audios (a list)"),
+        ]
+        for body, message in bad:
+            code, answer = call(url, "/predict", body)
+            assert (code, answer["error"][: len(message)]) == (422, message)
+        assert call(url, "/health")[0] == 200  # still serving

@@ -33,6 +33,7 @@ MODEL, INT8, RECORD = "model.onnx", "model.int8.onnx", export_folder.RECORD
 INSTALL = "pip install 'ft-cli[onnx]' (onnx, onnxruntime, onnxscript)"
 # Inputs whose second axis is the sequence (the others only batch).
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+SOUND_INPUTS = ("input_values", "input_features")  # waveforms or spectrograms: [batch, time, ...]
 
 
 BACKENDS = {"onnxruntime": MODEL, "onnxruntime-int8": INT8}  # ft predict --backend: its file
@@ -154,7 +155,12 @@ def export_graph(
     shapes = tuple(
         {0: batch_dim, 1: sequence} if n in SEQUENCE_INPUTS else {0: batch_dim} for n in names
     )
-    with warnings.catch_warnings(), _quiet("torch.onnx"):
+    if any(n in SOUND_INPUTS for n in names):
+        # Clips: the batch and time axes vary; export finds their ranges (a model's
+        # convolutions need a shortest clip) and ties a mask's length to its clip's.
+        auto = torch.export.Dim.AUTO
+        shapes = tuple({0: auto, 1: auto} for _ in names)
+    with warnings.catch_warnings(), _quiet("torch.onnx"), _quiet("onnx_ir"):
         warnings.simplefilter("ignore")
         # One self-contained file (weights inside) for models under protobuf's 2 GB limit.
         torch.onnx.export(

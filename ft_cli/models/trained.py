@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ft_cli import strategies, tasks
-from ft_cli.config.schema import RunSpec
+from ft_cli.config.schema import SCRATCH_SIZES, RunSpec
 from ft_cli.errors import FtError
 from ft_cli.rundir import checkpoint, records
 
@@ -148,7 +148,12 @@ def spec_for(trained: Trained, overrides: list[str]) -> RunSpec:
     ]
     if trained.task is not None:
         overrides = [_into_task(o, trained.task) for o in overrides]
-    extra = [compose.override("model.from_run", trained.export)] if trained.export else []
+    extra = []
+    if trained.export:
+        # The saved config holds the architecture: a fresh model's sizes (a recipe's
+        # model.layers, ...) describe what was trained, not what to build.
+        extra = [compose.override("model.from_run", trained.export)]
+        extra += [f"model.{key}=null" for key in SCRATCH_SIZES]
     spec = compose.to_spec(compose.compose_config([*kept, *extra, *overrides]))
     if trained.task is not None:
         spec = _one_task(spec, trained.task)
