@@ -20,7 +20,8 @@ from ft_cli.config.schema import (
 from ft_cli.errors import FtError
 
 RECIPE_OVERRIDES = {
-    name: ["data.path=/some/dir"] for name in ("minilm_mrpc", "minilm_mlm", "minilm_squad")
+    name: ["data.path=/some/dir"]
+    for name in ("minilm_mrpc", "minilm_mlm", "minilm_squad", "spoken_digits", "spoken_digits_asr")
 }
 
 
@@ -36,6 +37,10 @@ def test_every_recipe_composes_and_validates(recipe: str) -> None:
         kind = "image_classification"
     if recipe.endswith(("_qa", "_squad")):
         kind = "question_answering"
+    if recipe.endswith(("_audio", "_digits")):
+        kind = "audio_classification"
+    if recipe.endswith("_asr"):
+        kind = "speech_recognition"
     assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False
     assert compose.recipe_purpose(compose.paths.recipes_dir() / f"{recipe}.yaml")
@@ -83,6 +88,8 @@ def test_every_group_option_composes(group: str, check) -> None:
             extra = ["task=token_classification"]
         if option in ("images", "demo_images", "beans"):
             extra = ["task=image_classification", "data.path=d"]
+        if option in ("audio", "demo_audio", "spoken_digits"):
+            extra = ["task=audio_classification", "data.path=d"]
         if option == "multitask":  # its tasks come from YAML: a recipe
             extra = ["+recipe=demo_multitask"]
         spec = compose_spec([f"{group}={option}", *extra])

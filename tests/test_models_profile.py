@@ -47,14 +47,14 @@ def test_training_flops_per_token_match_a_hand_count() -> None:
     attention = layers * 2 * (2 * seq * seq * h)  # Q K^T and the weighted sum of V
     pooler = 2 * h * h  # the [CLS] row only
     assert found.train_flops == 3 * (linear + attention + pooler) / seq
-    assert found.layers == layers and found.width == h and not found.images
+    assert found.layers == layers and found.width == h and found.unit == "tokens"
 
 
 def test_image_flops_are_per_image_and_activations_grow_with_the_batch() -> None:
     c = config_of("tiny_vit")
     one = profile.profile("tiny_vit", c, seq=0, batch=1)
     four = profile.profile("tiny_vit", c, seq=0, batch=4)
-    assert one.images and one.input_size == 32
+    assert one.unit == "images" and one.input_size == 32
     patches = (32 // 8) ** 2
     embed = 2 * 3 * 8 * 8 * c.hidden_size * patches  # the patch projection (a strided conv)
     assert one.train_flops > 3 * embed

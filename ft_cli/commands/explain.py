@@ -403,7 +403,7 @@ def show(p: Plan) -> None:
             p.tasks,
         )
     if p.long_inputs:
-        ui.table("long inputs (the train split)", ["what", "rows, tokens"], p.long_inputs)
+        ui.table("inputs and their length (the train split)", ["what", "found"], p.long_inputs)
     if p.augmented:
         ui.table("augmentation (training batches only)", ["what", "tokens"], p.augmented)
     peak = p.strategy["optimizer_groups"][0]["lr"] if p.strategy["optimizer_groups"] else 0.0

@@ -190,7 +190,8 @@ def _print(rows: list[Any], numbers: Numbers, precision: str, rate: tuple[float,
     half = precision in ("bf16", "fp16")
     peak, share = rate
     title = (
-        f"models at {seq} tokens (images: their processor's size), batch {batch},"
+        f"models at {seq} tokens (images: their processor's size; audio: a second, or the"
+        f" spectrogram its config fixes), batch {batch},"
         f" {count:,} training rows, {precision}"
     )
     table = Table(title=title)
@@ -214,7 +215,10 @@ def _print(rows: list[Any], numbers: Numbers, precision: str, rate: tuple[float,
             table.add_row(found, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-")
             notes.append(f"{found}: {error}")
             continue
-        unit = f"/image ({found.input_size}px)" if found.images else "/token"
+        unit = {
+            "images": f"/image ({found.input_size}px)",
+            "seconds": f"/s of audio ({found.input_size:g} s clips)",
+        }.get(found.unit, "/token")
         activations = found.activation_bytes / (2 if half else 1)
         name = found.name + ("*" if found.notes else "")
         table.add_row(

@@ -154,9 +154,11 @@ class Audio(Modality):
         features = ready.objective.features
         clip = np.zeros((1, round(ready.spec.data.max_seconds * features.rate)), np.float32)
         probe = features(clip)
+        # The clip alone: a full-length batch masks nothing, and a mask on the meta device
+        # would be asked whether it does.
+        value = probe[features.name]
         inputs = {
-            name: torch.zeros((batch, *value.shape[1:]), dtype=value.dtype, device="meta")
-            for name, value in probe.items()
+            features.name: torch.zeros((batch, *value.shape[1:]), dtype=value.dtype, device="meta")
         }
         return profile.saved_activation_bytes(ready.net, inputs)
 

@@ -65,6 +65,14 @@ def undecodable(data: bytes) -> str | None:
     return None
 
 
+def header(ref: SoundRef) -> tuple[int, int, int]:
+    """(frames, samples per second, channels) from the clip's header."""
+    import soundfile
+
+    found = soundfile.info(_source(ref))
+    return found.frames, found.samplerate, found.channels
+
+
 def seconds(ref: SoundRef) -> float:
     """The clip's duration, from its header."""
     import soundfile

@@ -26,6 +26,8 @@ HEAD_MAPPINGS = {
     "token_classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
     "mlm": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
     "image_classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+    "audio_classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
+    "speech_recognition": "MODEL_FOR_CTC_MAPPING_NAMES",
 }
 
 # Hub checkpoints whose architecture is their family's config defaults (as transformers
@@ -36,7 +38,10 @@ DEFAULT_ARCHITECTURES = {
     "google/vit-base-patch16-224": "vit",
     "microsoft/resnet-50": "resnet",
     "facebook/convnext-tiny-224": "convnext",
+    "facebook/wav2vec2-base": "wav2vec2",
+    "MIT/ast-finetuned-audioset-10-10-0.4593": "audio-spectrogram-transformer",
 }
+AUDIO_RATE = 16_000  # samples a second a waveform model reads (the usual checkpoints')
 
 
 @dataclass
@@ -48,9 +53,9 @@ class Profile:
     params_without_embeddings: int
     layers: int
     width: int
-    images: bool  # inputs are images (FLOPs per image), else tokens (per token)
-    input_size: int  # tokens per row, or the image side in pixels
-    train_flops: float  # per token, or per image
+    unit: str  # what FLOPs are counted per: "tokens", "images" or "seconds" (of audio)
+    input_size: float  # tokens per row, the image side in pixels, or seconds per clip
+    train_flops: float  # per token, per image, or per second of audio
     activation_bytes: float  # saved for backward by one batch (fp32)
     batch: int
     domain: str = ""
@@ -63,7 +68,7 @@ class Profile:
 
     def epoch_seconds(self, rows: int, flops_per_second: float) -> float:
         """Seconds per epoch of `rows` at a rate of `flops_per_second`."""
-        per_row = self.train_flops * (1 if self.images else self.input_size)
+        per_row = self.train_flops * (1 if self.unit == "images" else self.input_size)
         return rows * per_row / flops_per_second
 
 
@@ -118,6 +123,25 @@ def count_params(net: Any) -> tuple[int, int]:
         p.numel() for n, p in net.named_parameters() if layers.group_of(n) == layers.EMBEDDINGS
     )
     return total, total - embedded
+
+
+def audio_input(net: Any, batch: int) -> tuple[dict[str, Any], float] | None:
+    """(a batch of the audio a model reads, the seconds each row holds), or None for a model
+    of tokens or images: a second of waveform, or the spectrogram its config fixes (AST's
+    frames x bins, Whisper's bins x 30 s; 100 frames a second)."""
+    import torch
+
+    config = net.config
+    if net.main_input_name == "input_values" and hasattr(config, "num_mel_bins"):  # AST
+        shape, seconds = (config.max_length, config.num_mel_bins), config.max_length / 100
+    elif net.main_input_name == "input_values":
+        shape, seconds = (AUDIO_RATE,), 1.0
+    elif net.main_input_name == "input_features" and hasattr(config, "max_source_positions"):
+        frames = 2 * config.max_source_positions  # Whisper: two frames a position
+        shape, seconds = (config.num_mel_bins, frames), frames / 100
+    else:
+        return None
+    return {net.main_input_name: torch.zeros(batch, *shape, device="meta")}, seconds
 
 
 def dummy_inputs(config: Any, batch: int, size: int) -> dict[str, Any]:
@@ -176,11 +200,19 @@ def profile(
 
     net = backbone(config)
     vision = is_vision(config)
-    size = image_side(config, image) if vision else seq
     total, without = count_params(net)
-    flops = forward_flops(net, dummy_inputs(config, 1, size))
-    per_input = flops if vision else flops / size
-    activations = saved_activation_bytes(net, dummy_inputs(config, batch, size))
+    sound = audio_input(net, 1)
+    if sound is not None:  # FLOPs per second of audio, memory of a batch of clips
+        unit, size = "seconds", sound[1]
+        flops = forward_flops(net, sound[0])
+        per_input = flops / size
+        activations = saved_activation_bytes(net, audio_input(net, batch)[0])  # type: ignore[index]
+    else:
+        unit = "images" if vision else "tokens"
+        size = image_side(config, image) if vision else seq
+        flops = forward_flops(net, dummy_inputs(config, 1, size))
+        per_input = flops if vision else flops / size
+        activations = saved_activation_bytes(net, dummy_inputs(config, batch, size))
     sizes = getattr(config, "hidden_sizes", None)
     width = getattr(config, "hidden_size", None) or (sizes[-1] if sizes else 0)
     return Profile(
@@ -191,7 +223,7 @@ def profile(
         params_without_embeddings=without,
         layers=layers.num_layers_of(net),
         width=int(width),
-        images=vision,
+        unit=unit,
         input_size=size,
         train_flops=3 * per_input,
         activation_bytes=activations,

@@ -48,6 +48,48 @@ class AudioClassification(ImageClassification):
             return sounds.SoundSplit(refs, targets)
         return sounds.windowed(refs, targets, cfg.max_seconds)
 
+    def long_input_rows(self, cfg: DataConfig, processor: Any) -> list[list[str]]:
+        """What `ft explain` shows of the training clips: durations, rates, what the model
+        reads of one, and what data.max_seconds cuts."""
+        import numpy as np
+
+        refs = sounds_of(self.train_rows(cfg), cfg)
+        if not refs:
+            return []
+        headers = [sounds.header(ref) for ref in refs]
+        seconds = np.array([frames / rate for frames, rate, _ in headers])
+        rates = sorted({rate for _, rate, _ in headers})
+        channels = sorted({count for _, _, count in headers})
+        features = sounds.Features(processor)
+        middle = int(np.argsort(seconds)[len(seconds) // 2])
+        batch = features([sounds.decode(refs[middle], features.rate)])
+        shape = " x ".join(str(n) for n in batch[features.name].shape[1:])
+        over = seconds > cfg.max_seconds
+        windows = sum(len(sounds.window_offsets(s, cfg.max_seconds)) for s in seconds)
+        return [
+            [
+                "clips",
+                f"{len(seconds):,}; {seconds.min():.2f} to {seconds.max():.2f} s, median"
+                f" {np.median(seconds):.2f} s, {seconds.sum() / 3600:.2f} h in all",
+            ],
+            [
+                "rate, channels",
+                f"{', '.join(f'{r:,}' for r in rates)} Hz, {', '.join(map(str, channels))}"
+                f" channel(s) in the files; the model reads mono at {features.rate:,} Hz",
+            ],
+            [
+                "the median clip, as the model reads it",
+                f"{features.name} {shape} ({seconds[middle]:.2f} s)",
+            ],
+            [
+                f"clips over data.max_seconds={cfg.max_seconds:g}",
+                f"{int(over.sum()):,} of {len(seconds):,} ({over.mean():.1%}): "
+                + self.cut_note.format(windows=windows),
+            ],
+        ]
+
+    cut_note = "cropped for training; evaluated, the split would be {windows:,} windows"
+
     def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
         values, _ = super().head(labels)
         return values, "AutoModelForAudioClassification"
@@ -70,6 +112,13 @@ class AudioClassification(ImageClassification):
         features = sounds.Features(processor)
         collate = sounds.SoundCollator(split, features, cfg.max_seconds)
         return split, collate, [cfg.window_pooling.value] * len(split)
+
+
+def sounds_of(table: Any, cfg: DataConfig) -> list[Any]:
+    """The clips a table's audio column references (paths made absolute, bytes as bytes)."""
+    from ft_cli.inputs import pictures
+
+    return pictures.resolve_refs(table[cfg.audio_column], None, "data.audio_column")
 
 
 class AudioObjective(Objective):

@@ -80,6 +80,7 @@ class SpeechRecognition(AudioClassification):
     pipeline_tag = "automatic-speech-recognition"
     confusion_matrix = False
     replaces_head = True  # a CTC checkpoint's own vocabulary gives way to the data's
+    cut_note = "left out of training; read whole at evaluation"
 
     def load_raw(self, cfg: DataConfig) -> Any:
         raw = super().load_raw(cfg)
