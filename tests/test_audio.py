@@ -382,3 +382,45 @@ def test_hub_audio_model_offline_message(monkeypatch) -> None:
         " (model.name_or_path=DIR) or a packaged audio model, model=tiny_wav2vec2 (fresh"
         " weights)"
     )
+
+
+@pytest.mark.slow
+def test_ensembles_and_distillation_of_audio_runs(tree: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from ft_cli import cli
+
+    runs = []
+    for seed in (1, 2):
+        runs.append(tmp_path / f"run{seed}")
+        train(runs[-1], [*data_of(tree), "train.epochs=2", f"train.seed={seed}"])
+    capsys.readouterr()
+    assert cli._run_tool("eval", [*map(str, runs), "--ensemble", "mean,vote,stack"]) == 0
+    assert "ensemble: stack" in " ".join(capsys.readouterr().out.split())
+    folder = tmp_path / "twice"
+    args = [str(runs[0]), str(runs[0]), "--method", "mean", "--output", str(folder)]
+    assert cli._run_tool("ensemble", args) == 0
+    assert cli._run_tool("eval", [str(folder)]) == 0
+    scored = json.loads((folder / "ensemble_metrics.json").read_text())
+    best = json.loads((runs[0] / "metrics.json").read_text())["best"]
+    alone = {k: v for k, v in best.items() if k != "step"}
+    assert scored["rows"] == 9
+    for row in scored["models"]:  # a run with itself is the run
+        assert row["metrics"] == pytest.approx(alone, abs=1e-5), row["name"]
+    from ft_cli.hardware import parallel
+    from ft_cli.hardware.device import setup_hardware
+    from ft_cli.training import setup
+
+    distilled = [*data_of(tree), "strategy=distill", f"strategy.teacher.from_run={runs[0]}"]
+    assert train(tmp_path / "student", [*distilled, "train.max_steps=3"]).steps == 3
+
+    def teacher_cache(extra: list[str]):
+        spec = compose_spec([*SMALL, *distilled, *extra])
+        ready = setup.build(
+            spec, setup.Purpose.train, parallel.Backend(), setup_hardware(spec.hardware)
+        )
+        return ready.objective.cache
+
+    assert teacher_cache(["augment=audio"]) is None  # changed anew each epoch: never kept
+    assert teacher_cache(["data.audio_crop=random"]) is None  # so is a random crop
+    assert teacher_cache(["data.audio_crop=centre"]) == {}

@@ -293,7 +293,9 @@ class SoundCollator:
 
     @property
     def augments(self) -> bool:
-        return self.augmentation is not None
+        """Whether a row's inputs may differ from epoch to epoch (a distillation teacher's
+        outputs cannot be kept): augmented, or a long clip cropped at random."""
+        return self.augmentation is not None or (self.crop == "random" and bool(self.longest))
 
     def augmented_with(self, cfg: Any) -> SoundCollator:
         """This collator changing training clips as the augment group's audio keys say."""

@@ -143,7 +143,14 @@ class RowIndexed:
         self.inner = inner
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)  # set_epoch, augments, split of the inner one
+        found = getattr(self.inner, name)  # set_epoch, augments, split of the inner one
+        if name == "augmented_with":  # a collator that augments its own inputs: still indexed
+            return self._augmented_with
+        return found
+
+    def _augmented_with(self, cfg: Any) -> RowIndexed:
+        changed = self.inner.augmented_with(cfg)
+        return self if changed is self.inner else RowIndexed(changed)
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         batch = self.inner(indices)

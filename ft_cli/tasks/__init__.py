@@ -86,7 +86,11 @@ TASKS: dict[str, TaskInfo] = {
     ),
     # Clips from folders or files, through transformers' audio classifiers.
     "audio_classification": TaskInfo(
-        "audio_classification", ("accuracy", "f1", "mcc", "loss"), "audio"
+        "audio_classification",
+        ("accuracy", "f1", "mcc", "loss"),
+        "audio",
+        distilled=True,
+        ensembles=EVERY_METHOD,
     ),
     # Transcripts of clips: CTC over characters, greedy decoding.
     "speech_recognition": TaskInfo(
