@@ -424,3 +424,14 @@ def test_ensembles_and_distillation_of_audio_runs(tree: Path, tmp_path: Path, ca
     assert teacher_cache(["augment=audio"]) is None  # changed anew each epoch: never kept
     assert teacher_cache(["data.audio_crop=random"]) is None  # so is a random crop
     assert teacher_cache(["data.audio_crop=centre"]) == {}
+
+
+def test_a_missing_audio_library_names_the_install_command(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "soxr", None)  # an import of it fails
+    with pytest.raises(FtError) as caught:
+        sounds.resample(np.zeros(100, np.float32), 8_000, 16_000)
+    assert str(caught.value) == (
+        "audio needs the soxr package: pip install 'ft-cli[audio]' (soundfile, soxr)"
+    )

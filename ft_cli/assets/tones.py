@@ -27,7 +27,9 @@ def ensure(name: str) -> Path:
 
 
 def write(folder: Path, train: int, validation: int) -> None:
-    import soundfile
+    from ft_cli.inputs import sounds
+
+    soundfile = sounds.library("soundfile")
 
     for number, (split, count) in enumerate((("train", train), ("validation", validation))):
         for label, kind in enumerate(CLASSES):

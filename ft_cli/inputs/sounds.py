@@ -30,6 +30,20 @@ NOUN = "audio files"
 WINDOW_OVERLAP = 0.25
 
 SoundRef = str | bytes
+INSTALL = "pip install 'ft-cli[audio]' (soundfile, soxr)"
+
+
+def library(name: str) -> Any:
+    """soundfile or soxr, the audio extra's packages; missing: one line that says how to
+    install them."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        from ft_cli.errors import FtError
+
+        raise FtError(f"audio needs the {name} package: {INSTALL}") from err
 
 
 def _source(ref: SoundRef) -> Any:
@@ -38,7 +52,7 @@ def _source(ref: SoundRef) -> Any:
 
 def unreadable(ref: SoundRef) -> str | None:
     """Why the clip cannot be read (None: it can), from its header."""
-    import soundfile
+    soundfile = library("soundfile")
 
     try:
         found = soundfile.info(_source(ref))
@@ -53,7 +67,7 @@ def unreadable(ref: SoundRef) -> str | None:
 def undecodable(data: bytes) -> str | None:
     """Why the clip cannot be decoded whole (None: it can): a truncated file is refused
     here, where `unreadable`'s header check would let it pass."""
-    import soundfile
+    soundfile = library("soundfile")
 
     why = unreadable(data)
     if why is not None:
@@ -67,7 +81,7 @@ def undecodable(data: bytes) -> str | None:
 
 def header(ref: SoundRef) -> tuple[int, int, int]:
     """(frames, samples per second, channels) from the clip's header."""
-    import soundfile
+    soundfile = library("soundfile")
 
     found = soundfile.info(_source(ref))
     return found.frames, found.samplerate, found.channels
@@ -75,7 +89,7 @@ def header(ref: SoundRef) -> tuple[int, int, int]:
 
 def seconds(ref: SoundRef) -> float:
     """The clip's duration, from its header."""
-    import soundfile
+    soundfile = library("soundfile")
 
     found = soundfile.info(_source(ref))
     return found.frames / found.samplerate
@@ -83,7 +97,7 @@ def seconds(ref: SoundRef) -> float:
 
 def decode(ref: SoundRef, rate: int) -> np.ndarray:
     """The clip as mono float32 samples at `rate` (channels averaged, resampled by soxr)."""
-    import soundfile
+    soundfile = library("soundfile")
 
     samples, original = soundfile.read(_source(ref), dtype="float32", always_2d=True)
     return resample(samples.mean(axis=1), original, rate)
@@ -93,7 +107,7 @@ def resample(samples: np.ndarray, original: int, rate: int) -> np.ndarray:
     """`samples` at `original` Hz as samples at `rate` Hz (soxr's high quality)."""
     if original == rate:
         return np.ascontiguousarray(samples, dtype=np.float32)
-    import soxr
+    soxr = library("soxr")
 
     return soxr.resample(samples, original, rate, quality="HQ").astype(np.float32)
 
