@@ -435,3 +435,54 @@ def test_a_missing_audio_library_names_the_install_command(monkeypatch) -> None:
     assert str(caught.value) == (
         "audio needs the soxr package: pip install 'ft-cli[audio]' (soundfile, soxr)"
     )
+
+
+def test_served_requests_are_decoded_and_checked_before_they_queue() -> None:
+    import base64
+    import io
+
+    from ft_cli.deploy.serving import Limits
+    from ft_cli.inputs.base import RequestError
+
+    audio = inputs.get("audio")
+    buffer = io.BytesIO()
+    soundfile.write(buffer, sine(440, 16_000, 0.5), 16_000, format="FLAC")
+    clip = buffer.getvalue()
+    rows, single = audio.request_rows(
+        {"audio": base64.b64encode(clip).decode()}, {"audio": "file"}, Limits(), False
+    )
+    assert single and rows == [{"file": clip}]
+
+    def refused(body: dict) -> tuple[int, str]:
+        with pytest.raises(RequestError) as raised:
+            audio.request_rows(body, {"audio": "file"}, Limits(max_items=2), False)
+        return raised.value.status, str(raised.value)
+
+    assert refused({"audio": 3}) == (422, "audio: expected a base64 string, got a number")
+    cut = base64.b64encode(clip[: len(clip) // 2]).decode()
+    status, message = refused({"audios": [base64.b64encode(clip).decode(), cut]})
+    assert status == 422 and message.startswith("audios.1: not a readable sound file (")
+    assert refused({"audios": ["a", "b", "c"]}) == (413, "audios: 3 items; at most 2 a request")
+
+
+@pytest.mark.slow
+def test_the_onnx_export_predicts_as_torch_does(tree: Path, tmp_path: Path) -> None:
+    from ft_cli import cli
+
+    train(tmp_path / "run", [*data_of(tree), "train.max_steps=3", "data.max_seconds=0.5"])
+    assert cli._run_tool("export", [str(tmp_path / "run")]) == 0
+    written = {}
+    for backend in ("torch", "onnxruntime"):
+        target = tmp_path / f"{backend}.csv"
+        args = [str(tmp_path / "run"), "--input", str(tree / "validation")]
+        assert cli._run_tool("predict", [*args, "--output", str(target), "--backend", backend]) == 0
+        with open(target) as handle:
+            written[backend] = list(csv.DictReader(handle))
+    assert [r["predicted_label"] for r in written["torch"]] == [
+        r["predicted_label"] for r in written["onnxruntime"]
+    ]
+    for mine, theirs in zip(written["torch"], written["onnxruntime"], strict=True):
+        assert (
+            abs(float(mine["predicted_probability"]) - float(theirs["predicted_probability"]))
+            < 1e-5
+        )

@@ -142,7 +142,9 @@ class Check:
 
 def input_names(batch: dict[str, torch.Tensor]) -> list[str]:
     """The model inputs of a collated batch (targets and bookkeeping left out)."""
-    return [k for k in batch if k not in ("labels", "word_starts", "row_index", "samples")]
+    return [
+        k for k in batch if k not in ("labels", "word_starts", "row_index", "samples", "window")
+    ]
 
 
 def export_graph(
