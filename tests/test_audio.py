@@ -486,3 +486,26 @@ def test_the_onnx_export_predicts_as_torch_does(tree: Path, tmp_path: Path) -> N
             abs(float(mine["predicted_probability"]) - float(theirs["predicted_probability"]))
             < 1e-5
         )
+
+
+SPOKEN_DIGITS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spoken_digits"
+
+
+@pytest.mark.skipif(not SPOKEN_DIGITS.is_dir(), reason="../shared/data/spoken_digits is absent")
+def test_the_spoken_digits_recipes_read_the_shared_recordings() -> None:
+    from ft_cli.tasks import get
+
+    spec = compose_spec(["+recipe=spoken_digits", f"data.path={SPOKEN_DIGITS}"])
+    raw = get("audio_classification").load_raw(spec.data)
+    assert (len(raw.splits["train"]), len(raw.splits["validation"])) == (1500, 500)
+    assert sorted(set(raw.splits["train"]["label"])) == [str(d) for d in range(10)]
+    heard = {Path(p).name.split("_")[1] for p in raw.splits["validation"]["audio"]}
+    assert heard == {"nicolas"}  # a speaker training never hears
+    spec = compose_spec(["+recipe=spoken_digits_asr", f"data.path={SPOKEN_DIGITS}"])
+    raw = get("speech_recognition").load_raw(spec.data)
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert sorted(set(raw.splits["validation"]["label"])) == sorted(words)
+    first = raw.splits["train"][0]
+    assert first["label"] == words[int(Path(first["audio"]).parent.name)]
+    clip = sounds.decode(first["audio"], 16_000)  # 8 kHz files, read at 16 kHz
+    assert len(clip) == pytest.approx(2 * soundfile.info(first["audio"]).frames, abs=2)
