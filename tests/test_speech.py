@@ -234,3 +234,35 @@ def test_predict_export_and_serve_agree(tree: Path, tmp_path: Path) -> None:
             code, answer = call(url, "/predict", body)
             assert (code, answer["error"][: len(message)]) == (422, message)
         assert call(url, "/health")[0] == 200  # still serving
+
+
+@pytest.mark.slow
+def test_kill_and_resume_is_bit_identical(tree: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from ft_cli.training.engine import train
+
+    overrides = [
+        *SMALL,
+        f"data.path={tree}",
+        "train.epochs=2",
+        "train.save_every=2",
+        "train.export=last",
+        "train.keep_checkpoints=100",
+        "augment=audio",
+    ]
+    reference, cut = tmp_path / "reference", tmp_path / "cut"
+    train(compose_spec(overrides), run_dir=reference, overrides=overrides)
+    shutil.copytree(reference, cut)
+    for ckpt in (cut / "checkpoints").glob("step-*"):
+        if int(ckpt.name.split("-")[1]) > 2:  # mid-way through the first epoch
+            shutil.rmtree(ckpt)
+    shutil.rmtree(cut / "model")
+    (cut / "metrics.json").unlink()
+    resumed = [*overrides, "resume=auto"]
+    train(compose_spec(resumed), run_dir=cut, overrides=resumed)
+    a = load_file(reference / "model" / "model.safetensors")
+    b = load_file(cut / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
