@@ -509,3 +509,31 @@ def test_the_spoken_digits_recipes_read_the_shared_recordings() -> None:
     assert first["label"] == words[int(Path(first["audio"]).parent.name)]
     clip = sounds.decode(first["audio"], 16_000)  # 8 kHz files, read at 16 kHz
     assert len(clip) == pytest.approx(2 * soundfile.info(first["audio"]).frames, abs=2)
+
+
+def test_tables_of_paths_or_of_audio_bytes_load_like_the_folders(tree: Path, tmp_path) -> None:
+    import datasets
+
+    from ft_cli.tasks import get
+
+    paths, labels = pictures.list_class_folders(tree / "train", "x", sounds.EXTENSIONS)
+    table = tree / "train.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "kind"])
+        for path, label in zip(paths, labels, strict=True):
+            writer.writerow([str(Path(path).relative_to(tree)), label])
+    columns = ["data.audio_column=file", "data.label_column=kind"]
+    spec = compose_spec([*SMALL, "data=csv", f"data.files.train={table}", *columns])
+    raw = get("audio_classification").load_raw(spec.data)
+    assert raw.splits["train"]["file"] == paths and raw.splits["train"]["kind"] == labels
+    # A hub audio dataset keeps its clips as encoded bytes (datasets' Audio feature).
+    cells = [{"bytes": Path(p).read_bytes(), "path": None} for p in paths]
+    hub = datasets.Dataset.from_dict({"audio": cells, "label": labels})
+    hub = hub.cast_column("audio", datasets.Audio(decode=False))
+    hub.to_parquet(tmp_path / "train.parquet")
+    spec = compose_spec([*SMALL, "data=parquet", f"data.files.train={tmp_path / 'train.parquet'}"])
+    raw = get("audio_classification").load_raw(spec.data)
+    refs = raw.splits["train"]["audio"]
+    assert all(isinstance(r, bytes) for r in refs) and refs[0] == Path(paths[0]).read_bytes()
+    assert sounds.decode(refs[0], 16_000) == pytest.approx(sounds.decode(paths[0], 16_000))
