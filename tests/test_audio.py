@@ -234,6 +234,7 @@ def test_layer_groups_put_the_feature_encoder_in_the_stem() -> None:
     )
 
 
+@pytest.mark.slow
 def test_train_predict_and_report(tree: Path, tmp_path: Path) -> None:
     from test_train import scalars
 
