@@ -8,12 +8,11 @@ also reads a folder of sound files or a .txt list of paths.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft_cli.errors import FtError
-from ft_cli.inputs.base import Modality, RequestError, Rows, counted_items, kind_of, one_field
+from ft_cli.inputs.base import Modality, RequestError, Rows, base64_files, listed_files
 
 if TYPE_CHECKING:
     from ft_cli.config.schema import DataConfig, ModelConfig
@@ -94,46 +93,18 @@ class Audio(Modality):
         from ft_cli.inputs import sounds
 
         hint = "audio (a sound file, base64) or audios (a list)"
-        key = one_field(body, ("audio", "audios"), hint)
-        rows = []
-        for index, item in enumerate(counted_items(body, key, key == "audio", limits)):
-            where = key if key == "audio" else f"audios.{index}"
-            if not isinstance(item, str):
-                raise RequestError(422, f"{where}: expected a base64 string, got {kind_of(item)}")
-            try:
-                data = base64.b64decode(item, validate=True)
-            except ValueError as err:
-                raise RequestError(422, f"{where}: not base64 ({err})") from err
+        found, single = base64_files(body, "audio", "audios", hint, limits)
+        for where, data in found:
             why = sounds.undecodable(data)
             if why is not None:
                 raise RequestError(422, f"{where}: not a readable sound file ({why})")
-            rows.append({columns["audio"]: data})
-        return rows, key == "audio"
+        return [{columns["audio"]: data} for _, data in found], single
 
     def listed(self, source: Path) -> list[str] | None:
         """A folder (every sound file under it, sorted by path) or a .txt list of paths."""
-        from ft_cli.data import files
-        from ft_cli.inputs import pictures, sounds
+        from ft_cli.inputs import sounds
 
-        if source.is_dir():
-            skipped: list[str] = []
-            found = [
-                str(p.relative_to(source))
-                for p in pictures.visible_files(source, skipped)
-                if p.suffix.lower() in sounds.EXTENSIONS
-            ]
-            pictures.warn_skipped(skipped, "--input")
-        elif source.suffix.lower() == ".txt":
-            files.require_file(source, "--input")
-            lines = source.read_text(encoding="utf-8-sig").splitlines()
-            found = [line.strip() for line in lines if line.strip()]
-        else:
-            return None
-        if not found:
-            raise FtError(
-                f"--input '{source}' holds no sound files ({', '.join(sounds.EXTENSIONS)})"
-            )
-        return found
+        return listed_files(source, sounds.EXTENSIONS, "sound files")
 
     def describe(self, data: DataConfig) -> str:
         return (

@@ -124,6 +124,53 @@ def counted_items(body: dict[str, Any], key: str, single: bool, limits: Any) -> 
     return items
 
 
+def base64_files(
+    body: dict[str, Any], single: str, plural: str, hint: str, limits: Any
+) -> tuple[list[tuple[str, bytes]], bool]:
+    """The files a request sends as base64 in `single` (one) or `plural` (a list): each
+    as (where it was in the request, its bytes), and whether it sent one."""
+    import base64
+
+    key = one_field(body, (single, plural), hint)
+    found = []
+    for index, item in enumerate(counted_items(body, key, key == single, limits)):
+        where = key if key == single else f"{plural}.{index}"
+        if not isinstance(item, str):
+            raise RequestError(422, f"{where}: expected a base64 string, got {kind_of(item)}")
+        try:
+            found.append((where, base64.b64decode(item, validate=True)))
+        except ValueError as err:
+            raise RequestError(422, f"{where}: not base64 ({err})") from err
+    return found, key == single
+
+
+def listed_files(source: Path, extensions: tuple[str, ...], noun: str) -> list[str] | None:
+    """`ft predict --input` of files: a folder (every file under it whose name ends in one
+    of `extensions`, sorted by path, relative to it) or a .txt list of paths; None for
+    anything else (a table)."""
+    from ft_cli.data import files
+    from ft_cli.errors import FtError
+    from ft_cli.inputs import pictures
+
+    if source.is_dir():
+        skipped: list[str] = []
+        found = [
+            str(path.relative_to(source))
+            for path in pictures.visible_files(source, skipped)
+            if path.suffix.lower() in extensions
+        ]
+        pictures.warn_skipped(skipped, "--input")
+    elif source.suffix.lower() == ".txt":
+        files.require_file(source, "--input")
+        lines = source.read_text(encoding="utf-8-sig").splitlines()
+        found = [line.strip() for line in lines if line.strip()]
+    else:
+        return None
+    if not found:
+        raise FtError(f"--input '{source}' holds no {noun} ({', '.join(extensions)})")
+    return found
+
+
 def one_field(body: dict[str, Any], fields: tuple[str, ...], hint: str) -> str:
     """The one of `fields` a request gives; refuses none or several with `hint`."""
     given = [key for key in fields if body.get(key) is not None]

@@ -8,12 +8,11 @@ folder of images or a .txt list of paths.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft_cli.errors import FtError
-from ft_cli.inputs.base import Modality, RequestError, Rows, counted_items, kind_of, one_field
+from ft_cli.inputs.base import Modality, RequestError, Rows, base64_files, listed_files
 
 if TYPE_CHECKING:
     from ft_cli.config.schema import DataConfig, ModelConfig
@@ -90,16 +89,8 @@ class Image(Modality):
         from ft_cli.inputs import pictures
 
         hint = "image (an image file, base64) or images (a list)"
-        key = one_field(body, ("image", "images"), hint)
-        rows = []
-        for index, item in enumerate(counted_items(body, key, key == "image", limits)):
-            where = key if key == "image" else f"images.{index}"
-            if not isinstance(item, str):
-                raise RequestError(422, f"{where}: expected a base64 string, got {kind_of(item)}")
-            try:
-                data = base64.b64decode(item, validate=True)
-            except ValueError as err:
-                raise RequestError(422, f"{where}: not base64 ({err})") from err
+        found, single = base64_files(body, "image", "images", hint, limits)
+        for where, data in found:
             pixels = pictures.pixel_count(data)
             if pixels is not None and pixels > limits.max_pixels:
                 raise RequestError(
@@ -110,25 +101,13 @@ class Image(Modality):
             why = pictures.undecodable(data)
             if why is not None:
                 raise RequestError(422, f"{where}: not a readable image ({why})")
-            rows.append({columns["image"]: data})
-        return rows, key == "image"
+        return [{columns["image"]: data} for _, data in found], single
 
     def listed(self, source: Path) -> list[str] | None:
         """A folder (every image under it, sorted by path) or a .txt list of paths."""
-        from ft_cli.data import files
         from ft_cli.inputs import pictures
 
-        if source.is_dir():
-            found = [str(Path(p).relative_to(source)) for p in pictures.list_images(source)]
-        elif source.suffix.lower() == ".txt":
-            files.require_file(source, "--input")
-            lines = source.read_text(encoding="utf-8-sig").splitlines()
-            found = [line.strip() for line in lines if line.strip()]
-        else:
-            return None
-        if not found:
-            raise FtError(f"--input '{source}' holds no images ({', '.join(pictures.EXTENSIONS)})")
-        return found
+        return listed_files(source, pictures.EXTENSIONS, "images")
 
     def describe(self, data: DataConfig) -> str:
         crop = data.image_crop
