@@ -274,6 +274,11 @@ class Features:
         return f"spectrograms of {size[self.time_axis - 1]}x{size[self.frequency_axis - 1]}"
 
 
+def class_ids(labels: list[int]) -> torch.Tensor:
+    """A batch's targets as one class id per row."""
+    return torch.tensor(labels, dtype=torch.long)
+
+
 class SoundCollator:
     """Entry indices of a sound split in, the model's inputs and `labels` out.
 
@@ -300,7 +305,7 @@ class SoundCollator:
         self.longest = None if max_seconds is None else round(max_seconds * features.rate)
         self.augmentation = augmentation if augmentation and augmentation.active else None
         self.crop = crop
-        self.targets = targets or (lambda labels: torch.tensor(labels, dtype=torch.long))
+        self.targets = targets or class_ids
         self.windows = windows  # add each entry's index ("window"): scored by its row
         self.samples = samples  # add each row's samples and the batch's padded length
         self.epoch = 0
