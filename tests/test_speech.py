@@ -77,10 +77,24 @@ def test_error_rates_on_known_cases() -> None:
 def test_a_prediction_reads_only_its_own_frames() -> None:
     labels = ctc.vocabulary(["ab"])
     logits = frames(["a", "<pad>", "b", "a", "a", "b"], labels)  # the last 3: padding
-    assert ctc.TASK.prediction(logits, labels, (torch.tensor([500, 1000]), None), False) == {
-        "transcript": "ab"
-    }
+    own = (torch.tensor([500, 1000]), (0.0, 16_000))  # 500 of the batch's 1,000 samples
+    assert ctc.TASK.prediction(logits, labels, own, False) == {"transcript": "ab"}
     assert ctc.TASK.prediction(logits, labels, None, False) == {"transcript": "abab"}
+
+
+def test_a_long_clips_windows_are_stitched_where_each_is_further_inside() -> None:
+    labels = ctc.vocabulary(["abcd"])
+    b = "<pad>"
+    # Two windows of 1 s, 4 frames each, the second from 0.5 s: the overlap's middle is
+    # 0.75 s, so the first keeps its frames before it (0.125, 0.375, 0.625 s) and the
+    # second those after (0.875, 1.125, 1.375 s).
+    first, second = frames(["a", b, "b", "d"], labels), frames(["a", b, "c", "d"], labels)
+    windows = [(first, 0.0, 1.0), (second, 0.5, 1.0)]
+    joined = ctc.stitched(windows)
+    assert torch.equal(joined, torch.cat([first[:3], second[1:]]))
+    assert ctc.greedy(joined, labels) == "abcd"  # not "abdacd", the windows end to end
+    extras = [(torch.tensor([16_000, 16_000]), (start, 16_000)) for _, start, _ in windows]
+    assert ctc.TASK.prediction([first, second], labels, extras, False) == {"transcript": "abcd"}
 
 
 def test_metrics_merge_into_the_single_process_result() -> None:

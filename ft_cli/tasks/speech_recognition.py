@@ -9,9 +9,11 @@ whitespace made one space; the vocabulary is the characters of the training
 transcripts (`|` between words, `<pad>` the CTC blank, `<unk>` for a character
 training never saw), saved with the model as a `Wav2Vec2CTCTokenizer` inside a
 processor that transformers reloads. Training clips longer than `data.max_seconds`
-are left out (a crop would cut words off their transcript); evaluated and predicted
-clips are read whole. Decoding is greedy: the best character per frame, repeats
-merged, blanks dropped. Metrics: word and character error rates (torchmetrics).
+are left out (a crop would cut words off their transcript); evaluated clips are read
+whole, and a predicted one longer than that in overlapping windows whose frames are
+stitched (each from the window it is further inside) before decoding. Decoding is
+greedy: the best character per frame, repeats merged, blanks dropped. Metrics: word
+and character error rates (torchmetrics).
 """
 
 from __future__ import annotations
@@ -187,20 +189,52 @@ class SpeechRecognition(AudioClassification):
         return CTCObjective(net, labels or [], processor, compile_model)
 
     def predicted(self, refs: list[Any], processor: Any, cfg: DataConfig) -> tuple[Any, Any, Any]:
-        split = sounds.SoundSplit(refs, [[]] * len(refs))
-        collate = sounds.SoundCollator(split, sounds.Features(processor), None, samples=True)
-        return split, collate, [None] * len(refs)
+        """A clip longer than data.max_seconds in overlapping windows (memory stays that of
+        one window); each entry's start and the rate, to stitch its frames back."""
+        split = sounds.windowed(refs, [[]] * len(refs), cfg.max_seconds)
+        features = sounds.Features(processor)
+        collate = sounds.SoundCollator(split, features, cfg.max_seconds, samples=True)
+        starts = split.offsets or [0.0] * len(split)
+        return split, collate, [(start, features.rate) for start in starts]
 
     def prediction(
-        self, logits: torch.Tensor, labels: list[str] | None, extra: Any, lists: bool
+        self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
     ) -> dict[str, Any]:
-        """The transcript, from the frames of the clip itself (not its batch's padding)."""
+        """The transcript, from the frames of the clip itself (not its batch's padding); a
+        long clip's windows stitched first."""
         assert labels is not None
-        own = extra[0] if extra is not None else None
-        if own is not None:
-            samples, longest = (int(v) for v in own)
-            logits = logits[: max(1, round(len(logits) * samples / longest))]
-        return {"transcript": greedy(logits, labels)}
+        if not isinstance(logits, list):
+            logits, extra = [logits], [extra]
+        windows = []
+        for frames, item in zip(logits, extra, strict=True):
+            own, place = item if item is not None else (None, None)
+            start, rate = place if place is not None else (0.0, 1)
+            samples, longest = (int(v) for v in own) if own is not None else (len(frames), 0)
+            if own is not None:
+                frames = frames[: max(1, round(len(frames) * samples / longest))]
+            windows.append((frames, start, samples / rate))
+        return {"transcript": greedy(stitched(windows), labels)}
+
+
+def stitched(windows: list[tuple[torch.Tensor, float, float]]) -> torch.Tensor:
+    """One clip's frame logits from its windows' ((frames, start s, length s), in order):
+    where two windows overlap, each frame comes from the window it is further inside,
+    the cut in the middle of the overlap."""
+    if len(windows) == 1:
+        return windows[0][0]
+    kept = []
+    for index, (frames, start, length) in enumerate(windows):
+        step = length / len(frames)
+        times = start + (torch.arange(len(frames)) + 0.5) * step
+        low, high = -float("inf"), float("inf")
+        if index > 0:
+            _, before, before_length = windows[index - 1]
+            low = (start + before + before_length) / 2
+        if index + 1 < len(windows):
+            _, after, _ = windows[index + 1]
+            high = (after + start + length) / 2
+        kept.append(frames[(times >= low) & (times < high)])
+    return torch.cat(kept)
 
 
 def padded_targets(rows: list[list[int]]) -> torch.Tensor:
