@@ -261,6 +261,8 @@ def test_train_predict_and_report(tree: Path, tmp_path: Path) -> None:
     report.write_report(tmp_path / "run")
     counts, labels = report.confusion_matrix(tmp_path / "run")
     assert labels == sorted(CLASSES) and sum(map(sum, counts)) == 9
+    wrong = sum(counts[i][j] for i in range(3) for j in range(3) if i != j)
+    assert (tmp_path / "run" / "misclassified.png").is_file() == (wrong > 0)
 
 
 def test_bad_files_are_counted_and_skipped(tree: Path, capsys) -> None:

@@ -23,6 +23,7 @@ HINT = (
 )
 # The data formats audio comes in: folders of class folders, or tables of paths.
 FORMATS = ("audiofolder", "hub", "csv", "tsv", "json", "parquet")
+SHEET_SIZE = 16  # mistakes on ft report's sheet
 
 
 class Audio(Modality):
@@ -132,6 +133,40 @@ class Audio(Modality):
             features.name: torch.zeros((batch, *value.shape[1:]), dtype=value.dtype, device="meta")
         }
         return profile.saved_activation_bytes(ready.net, inputs)
+
+    def mistakes_sheet(self, ready: Any, wrong: list[Any], path: Path, title: str) -> str | None:
+        """The most confidently wrong clips as a sheet of their spectrograms."""
+        import matplotlib.pyplot as plt
+
+        from ft_cli.inputs import sounds
+
+        wrong = wrong[:SHEET_SIZE]
+        if not wrong:
+            return None
+        split, labels = ready.rows, ready.labels
+        owners = split.rows or list(range(len(split)))
+        first = {row: entry for entry, row in reversed(list(enumerate(owners)))}
+        columns = min(4, len(wrong))
+        lines = -(-len(wrong) // columns)
+        figure, grid = plt.subplots(
+            lines, columns, figsize=(3.2 * columns, 2.4 * lines + 0.6), squeeze=False
+        )
+        for axes in grid.flat:
+            axes.axis("off")
+        for axes, outcome in zip(grid.flat, wrong, strict=False):
+            entry = first[outcome.row]
+            rate = sounds.header(split.sounds[entry])[1]  # the file's own: no empty band
+            clip = sounds.decode(split.sounds[entry], rate)
+            if len(clip) >= 256:
+                axes.specgram(clip, NFFT=256, Fs=rate, noverlap=128, cmap="magma")
+            name = Path(split.name(entry)).name
+            guess = f"{labels[outcome.guess]} ({outcome.confidence:.2f})"
+            axes.set_title(f"{name}\ntrue {labels[outcome.truth]}\npredicted {guess}", fontsize=8)
+        figure.suptitle(title)
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        return "spectrograms of misclassified clips"
 
 
 MODALITY = Audio()
