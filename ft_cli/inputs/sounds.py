@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
-NOUN = "audio files"
 # Share of a window the next one repeats: a word one window cuts is whole in the next.
 WINDOW_OVERLAP = 0.25
 

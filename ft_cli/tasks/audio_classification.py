@@ -12,7 +12,6 @@ overlapping windows for evaluation and prediction, its windows' logits pooled
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -36,11 +35,6 @@ class AudioClassification(ImageClassification):
 
     def unreadable(self, ref: Any) -> str | None:
         return sounds.unreadable(ref)
-
-    def list_folders(self, root: Path, key: str) -> tuple[list[str], list[str]]:
-        from ft_cli.inputs import pictures
-
-        return pictures.list_class_folders(root, key, self.extensions, sounds.NOUN)
 
     def split_of(self, refs: list[Any], targets: list[Any], cfg: DataConfig, split: str) -> Any:
         """Training clips whole (cropped per batch); the others in windows, scored whole."""
