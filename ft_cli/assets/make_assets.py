@@ -317,6 +317,40 @@ def write_vocab() -> None:
     (ASSETS / "tiny_bert" / "vocab.txt").write_text("\n".join(vocab) + "\n")
 
 
+def write_decoders() -> None:
+    """A byte-level BPE tokenizer of the demo sentences (<|endoftext|> its one special
+    token, also its padding) and tiny GPT-2 and Llama-style configs that read it."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, LlamaConfig, PreTrainedTokenizerFast
+
+    texts = []
+    for name in ("train.csv", "validation.csv"):
+        with open(ASSETS / "demo" / name) as handle:
+            texts += [row["text"] for row in csv.DictReader(handle)]
+    end = "<|endoftext|>"
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=600, min_frequency=2, special_tokens=[end])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token=end, eos_token=end, pad_token=end
+    )
+    sizes = {"vocab_size": len(tokenizer), "bos_token_id": 0, "eos_token_id": 0}
+    configs = {
+        "tiny_gpt2": GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **sizes),
+        "tiny_llama": LlamaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            max_position_embeddings=256,
+            **sizes,
+        ),
+    }
+    for name, config in configs.items():
+        tokenizer.save_pretrained(ASSETS / name)
+        config.save_pretrained(ASSETS / name)
+
+
 def main() -> None:
     write_demo(800, "train.csv", seed=1)
     write_demo(200, "validation.csv", seed=2)
@@ -327,6 +361,7 @@ def main() -> None:
     write_qa(150, "train.json", seed=7, held_out=False)
     write_qa(40, "validation.json", seed=8, held_out=True)
     write_vocab()
+    write_decoders()
 
 
 if __name__ == "__main__":

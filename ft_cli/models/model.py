@@ -124,10 +124,15 @@ def _friendly(load: Callable[[], T], name: str, what: str) -> T:
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
+    """The model's tokenizer; a decoder's without a padding token (GPT-2, Llama) pads with
+    its end-of-text token, which the model's config then names (`model_config`)."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
-    return load_part(cfg, AutoTokenizer.from_pretrained, "tokenizer")
+    tokenizer = load_part(cfg, AutoTokenizer.from_pretrained, "tokenizer")
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_config(cfg: ModelConfig) -> Any:
@@ -221,6 +226,14 @@ def model_config(
     from transformers import AutoConfig
 
     config = load_part(cfg, AutoConfig.from_pretrained, "model config", **head)
+    if (
+        getattr(config, "pad_token_id", 0) is None
+        and getattr(config, "eos_token_id", None) is not None
+    ):
+        # A decoder pads with its end-of-text token (see load_tokenizer): its sequence
+        # classifier finds each row's last real token by it, whichever side is padded.
+        end = config.eos_token_id
+        config.pad_token_id = end[0] if isinstance(end, list) else end
     if dropout is not None:
         for key, value in list(vars(config).items()):
             if "dropout" in key and (value is None or isinstance(value, float)):

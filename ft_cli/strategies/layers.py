@@ -21,7 +21,8 @@ from ft_cli.config.schema import StrategyConfig, UnfreezeUnit
 from ft_cli.errors import FtError
 
 EMBEDDINGS, HEAD = "embeddings", "head"
-_LAYER = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
+# A block of layers: BERT's `layer.N`, Llama's and most decoders' `layers.N`, GPT-2's `h.N`.
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+)\.")
 _STAGE = re.compile(r"(?:^|\.)stages\.(\d+)\.")  # checked first: stages hold layers
 # The stem: token or patch embeddings; a speech model's convolutional feature encoder,
 # its projection and positional convolution (wav2vec2, HuBERT), Whisper's convolutions.
@@ -35,6 +36,9 @@ _STEM = (
     ".conv1.",
     ".conv2.",
     ".embed_positions.",
+    ".wte.",  # GPT-2's token and position tables
+    ".wpe.",
+    ".embed_tokens.",  # Llama-style decoders' token table
 )
 
 
