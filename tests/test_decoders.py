@@ -88,3 +88,31 @@ def test_decoder_layer_groups_follow_their_blocks() -> None:
         assert layers.num_layers_of(net) == 2
     assert layers.group_of("transformer.h.1.attn.c_attn.weight") == "layer.1"
     assert layers.group_of("model.layers.0.self_attn.q_proj.weight") == "layer.0"
+
+
+def test_lora_finds_each_familys_attention_projections() -> None:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from ft_cli.config.schema import LoraSettings
+    from ft_cli.paths import resolve_path
+    from ft_cli.strategies import lora
+
+    expected = {
+        "tiny_gpt2": {"c_attn"},
+        "tiny_llama": {"q_proj", "v_proj"},
+        "tiny_bert": {"query", "value"},
+    }
+    for name, wanted in expected.items():
+        folder = resolve_path(f"pkg:ft_cli/assets/{name}", "model")
+        net = AutoModelForSequenceClassification.from_config(
+            AutoConfig.from_pretrained(folder, num_labels=2)
+        )
+        wrapped = lora.apply_lora(net, LoraSettings(r=2))
+        adapted = {
+            n.split(".lora_A")[0].rsplit(".", 1)[-1]
+            for n, _ in wrapped.named_parameters()
+            if ".lora_A" in n
+        }
+        assert adapted == wanted, name
+    given = LoraSettings(r=2, target_modules=["q_proj"])
+    assert lora.target_modules(net, given) == ["q_proj"]  # a list given is used as it is

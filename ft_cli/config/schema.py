@@ -365,9 +365,11 @@ class LoraSettings:
     r: int = _help(8, "Rank of the low-rank update.", AT_LEAST_1)
     alpha: float = _help(16.0, "Scale of the update (alpha / r multiplies it).", POSITIVE)
     dropout: float = _help(0.1, "Dropout on the adapter input.", FRACTION)
-    target_modules: list[str] = field(
-        default_factory=lambda: ["query", "value"],
-        metadata={"help": "Names of the linear layers that get adapters."},
+    target_modules: list[str] | None = _help(
+        None,
+        "Names of the linear layers that get adapters; null = the model family's attention"
+        " projections as peft lists them (BERT query and value, GPT-2 c_attn, Llama-style"
+        " q_proj and v_proj, ...), query and value for a family it does not list.",
     )
     keep_adapter: bool = _help(False, "Also save the unmerged adapter to adapter/ in the run dir.")
 

@@ -34,23 +34,40 @@ def apply_lora(model: nn.Module, cfg: LoraSettings) -> Any:
 
     if cfg.r < 1:
         raise FtError(f"strategy.lora.r={cfg.r} must be at least 1")
+    targets = target_modules(model, cfg)
     config = LoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules),
+        target_modules=targets,
         modules_to_save=head_modules(model),
     )
     try:
         return get_peft_model(model, config)
     except ValueError as err:
+        from transformers.pytorch_utils import Conv1D
+
+        takes = (nn.Linear, Conv1D)  # GPT-2's projections are transformers' Conv1D
         linear = sorted(
-            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, takes)}
         )
         raise FtError(
-            f"strategy.lora.target_modules={list(cfg.target_modules)} matches no layer that can"
+            f"strategy.lora.target_modules={targets} matches no layer that can"
             f" take an adapter; linear layers of this model: {', '.join(linear)}"
         ) from err
+
+
+def target_modules(model: nn.Module, cfg: LoraSettings) -> list[str]:
+    """The layers given, or the model family's attention projections as peft lists them."""
+    if cfg.target_modules:
+        return list(cfg.target_modules)
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    inner = model.task_models()[0] if hasattr(model, "task_models") else model
+    family = getattr(getattr(inner, "config", None), "model_type", None)
+    return list(
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(family) or ["query", "value"]
+    )
 
 
 def merged(model: Any, adapter_dir: Path | None) -> nn.Module:
