@@ -369,7 +369,8 @@ class LoraSettings:
         None,
         "Names of the linear layers that get adapters; null = the model family's attention"
         " projections as peft lists them (BERT query and value, GPT-2 c_attn, Llama-style"
-        " q_proj and v_proj, ...), query and value for a family it does not list.",
+        " q_proj and v_proj, ...), else the first of query/value, q_proj/v_proj, c_attn,"
+        " q/v the model has.",
     )
     keep_adapter: bool = _help(False, "Also save the unmerged adapter to adapter/ in the run dir.")
 
