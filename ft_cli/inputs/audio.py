@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft_cli.errors import FtError
-from ft_cli.inputs.base import Modality, RequestError, Rows, base64_files, listed_files
+from ft_cli.inputs.base import (
+    Modality,
+    RequestError,
+    Rows,
+    base64_files,
+    check_file_column,
+    listed_files,
+)
 
 if TYPE_CHECKING:
     from ft_cli.config.schema import DataConfig, ModelConfig
@@ -77,12 +84,7 @@ class Audio(Modality):
         return {"data.audio_column": data.audio_column}
 
     def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
-        if key == "data.audio_column" and not isinstance(first, (str, bytes, dict)):
-            raise FtError(
-                f"{key}: column '{column}' of the {split} data ({source}) holds"
-                f" {type(first).__name__} values, not sound file paths; set {key} to the"
-                " column of sound file paths"
-            )
+        check_file_column(first, key, "data.audio_column", column, split, source, "sound")
 
     def request_columns(self, data: DataConfig) -> dict[str, str]:
         return {"audio": data.audio_column}

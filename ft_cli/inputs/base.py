@@ -124,6 +124,21 @@ def counted_items(body: dict[str, Any], key: str, single: bool, limits: Any) -> 
     return items
 
 
+def check_file_column(
+    first: Any, key: str, own_key: str, column: str, split: str, source: str, noun: str
+) -> None:
+    """Refuse a column of files (`own_key`) whose first value is no path, bytes or hub
+    file cell; `noun`: what the files are ("image", "sound")."""
+    from ft_cli.errors import FtError
+
+    if key == own_key and not isinstance(first, (str, bytes, dict)):
+        raise FtError(
+            f"{key}: column '{column}' of the {split} data ({source}) holds"
+            f" {type(first).__name__} values, not {noun} paths; set {key} to the column of"
+            f" {noun} file paths"
+        )
+
+
 def base64_files(
     body: dict[str, Any], single: str, plural: str, hint: str, limits: Any
 ) -> tuple[list[tuple[str, bytes]], bool]:

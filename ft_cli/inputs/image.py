@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ft_cli.errors import FtError
-from ft_cli.inputs.base import Modality, RequestError, Rows, base64_files, listed_files
+from ft_cli.inputs.base import (
+    Modality,
+    RequestError,
+    Rows,
+    base64_files,
+    check_file_column,
+    listed_files,
+)
 
 if TYPE_CHECKING:
     from ft_cli.config.schema import DataConfig, ModelConfig
@@ -72,12 +79,7 @@ class Image(Modality):
         return {"data.image_column": data.image_column}
 
     def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
-        if key == "data.image_column" and not isinstance(first, (str, bytes, dict)):
-            raise FtError(
-                f"{key}: column '{column}' of the {split} data ({source}) holds"
-                f" {type(first).__name__} values, not image paths; set {key} to the column of"
-                " image file paths"
-            )
+        check_file_column(first, key, "data.image_column", column, split, source, "image")
 
     def request_columns(self, data: DataConfig) -> dict[str, str]:
         return {"image": data.image_column}
