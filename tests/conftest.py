@@ -6,6 +6,7 @@ import csv
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,25 @@ def exported_tiny(tmp_path_factory) -> Path:
     )
     assert cli._run_tool("export", [str(run), "--quantize", "int8"]) == 0
     return run
+
+
+def resumes_bit_identical(train: Any, tmp_path: Path, overrides: list[str]) -> bool:
+    """Train to the end, then again from a checkpoint of the first epoch's second step
+    (`train(run_dir, overrides)`): whether both export the same weights, bit for bit."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    train(tmp_path / "reference", overrides)
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "reference", cut)
+    for ckpt in (cut / "checkpoints").glob("step-*"):
+        if int(ckpt.name.split("-")[1]) > 2:  # mid-way through the first epoch
+            shutil.rmtree(ckpt)
+    shutil.rmtree(cut / "model")
+    (cut / "metrics.json").unlink()
+    train(cut, [*overrides, "resume=auto"])
+    a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
+    b = load_file(cut / "model" / "model.safetensors")
+    return all(torch.equal(a[k], b[k]) for k in a)

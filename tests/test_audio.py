@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import compose_spec
+from conftest import compose_spec, resumes_bit_identical
 from safetensors.torch import load_file
 
 from ft_cli import inputs
@@ -348,7 +348,6 @@ def test_freeze_layers_keeps_the_feature_encoder_bit_identical(tree: Path, tmp_p
 
 @pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(tree: Path, tmp_path: Path) -> None:
-    import shutil
 
     overrides = [
         *data_of(tree),
@@ -358,18 +357,7 @@ def test_kill_and_resume_is_bit_identical(tree: Path, tmp_path: Path) -> None:
         "train.keep_checkpoints=100",
         "augment=audio",
     ]
-    train(tmp_path / "reference", overrides)
-    cut = tmp_path / "cut"
-    shutil.copytree(tmp_path / "reference", cut)
-    for ckpt in (cut / "checkpoints").glob("step-*"):
-        if int(ckpt.name.split("-")[1]) > 2:  # mid-way through the first epoch
-            shutil.rmtree(ckpt)
-    shutil.rmtree(cut / "model")
-    (cut / "metrics.json").unlink()
-    train(cut, [*overrides, "resume=auto"])
-    a = load_file(tmp_path / "reference" / "model" / "model.safetensors")
-    b = load_file(cut / "model" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumes_bit_identical(train, tmp_path, overrides)
 
 
 def test_hub_audio_model_offline_message(monkeypatch) -> None:

@@ -165,3 +165,25 @@ def test_swapped_dropout_is_active_in_training_only() -> None:
     assert not torch.allclose(first, second)  # a new mask each call
     with torch.no_grad():
         assert torch.equal(net.eval()(**batch).logits, net(**batch).logits)
+
+
+@pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama"])
+def test_a_swapped_decoder_stays_causal_while_training(name: str) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ft_cli.paths import resolve_path
+
+    config = AutoConfig.from_pretrained(resolve_path(f"pkg:ft_cli/assets/{name}", "model"))
+    torch.manual_seed(0)
+    net = AutoModelForCausalLM.from_config(config)
+    assert kernels.speed_up(net)["attention"] == 1
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    net.train()  # the matmul path: gradients on, on the CPU
+    ids = torch.randint(1, config.vocab_size, (2, 8))
+    later = ids.clone()
+    later[:, 6:] = 1  # only the last two tokens change
+    early = net(input_ids=ids, use_cache=False).logits[:, :6]
+    assert early.requires_grad
+    assert torch.equal(early, net(input_ids=later, use_cache=False).logits[:, :6])

@@ -14,6 +14,10 @@
 - qa/{train,validation}.json: SQuAD JSON; paragraphs of templated facts about people
   (where they work, fly, what they bought), a question per fact whose answer is a span
   of the paragraph (held-out names in validation, as for ner/).
+- instructions/{train,validation}.jsonl: prompt/response pairs about the corpus's
+  sentences: which product a sentence is about ("In short, this is the" chair), and
+  whether it speaks well or badly of it ("Overall, this was" great or terrible; a
+  negation turns a word's meaning), to fine-tune a causal LM on.
 - tiny_bert/vocab.txt: special tokens, every word of the demo data, and single
   characters with their ## continuations, so any English text tokenizes.
 """
@@ -129,6 +133,27 @@ def corpus_document(rng: random.Random) -> str:
         text = _clause(rng, rng.random() < 0.5, product)
         sentences.append(text[0].upper() + text[1:] + ".")
     return " ".join(sentences)
+
+
+def instruction(rng: random.Random) -> dict[str, str]:
+    """A question about one corpus-style sentence, and its one-word answer."""
+    positive = rng.random() < 0.5
+    product = rng.choice(PRODUCTS)
+    text = _clause(rng, positive, product)
+    sentence = text[0].upper() + text[1:] + "."
+    if rng.random() < 0.5:
+        return {"prompt": f"{sentence} In short, this is the", "response": f" {product}"}
+    verdict = " great" if positive else " terrible"
+    return {"prompt": f"{sentence} Overall, this was", "response": verdict}
+
+
+def write_instructions(rows: int, name: str, seed: int) -> None:
+    import json
+
+    rng = random.Random(seed)
+    (ASSETS / "instructions").mkdir(exist_ok=True)
+    lines = [json.dumps(instruction(rng)) for _ in range(rows)]
+    (ASSETS / "instructions" / name).write_text("\n".join(lines) + "\n")
 
 
 def write_corpus(documents: int, name: str, seed: int) -> None:
@@ -360,6 +385,8 @@ def main() -> None:
     write_corpus(150, "validation.txt", seed=6)
     write_qa(150, "train.json", seed=7, held_out=False)
     write_qa(40, "validation.json", seed=8, held_out=True)
+    write_instructions(1200, "train.jsonl", seed=9)
+    write_instructions(200, "validation.jsonl", seed=10)
     write_vocab()
     write_decoders()
 

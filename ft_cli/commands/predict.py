@@ -244,12 +244,7 @@ class Predictor:
     def __call__(self, rows: list[dict]) -> list[dict[str, Any]]:
         from ft_cli import tasks
 
-        task = tasks.get(self.spec.task.kind)
-        logits, extras = self.logits(rows)
-        return [
-            task.prediction(row, self.labels, own, self.lists)
-            for row, own in zip(logits, extras, strict=True)
-        ]
+        return tasks.get(self.spec.task.kind).predictions(self, rows)
 
     def check(self, rows: list[dict]) -> None:
         """Encode the rows as a batch would, without the model: raises what encoding raises

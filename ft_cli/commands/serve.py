@@ -178,7 +178,7 @@ def load(
     kind = tasks.get(spec.task.kind)
     kind.check_predictable()
     predictor = predict.load_predictor(found, spec, batch, True, backend)
-    columns = kind.inputs.request_columns(spec.data)
+    columns = kind.request_columns(spec.data)
     card = found.export / "README.md" if found.export is not None else None
     info = {
         "task": spec.task.kind,
@@ -190,8 +190,9 @@ def load(
         "model_card": card.read_text() if card and card.is_file() else None,
     }
     aliases = dict(tasks.info(spec.task.kind).request_aliases)
+    numbers = tasks.info(spec.task.kind).request_numbers
     served = serving.Served(
-        predictor, columns, info, kind.inputs, predictor.check, kind.word_lists, aliases
+        predictor, columns, info, kind.inputs, predictor.check, kind.word_lists, aliases, numbers
     )
     return served, found
 

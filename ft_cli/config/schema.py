@@ -164,6 +164,20 @@ class DataConfig:
         "text", "Column with the (first) text; token_classification: the list of words."
     )
     text_pair_column: str | None = _help(None, "Column with the second text of a pair, if any.")
+    prompt_column: str = _help(
+        "prompt",
+        "causal_lm, seq2seq: column with each example's prompt (seq2seq: its source text);"
+        " ft predict and ft serve generate from it.",
+    )
+    response_column: str = _help(
+        "response",
+        "causal_lm, seq2seq: column with the answer to learn (seq2seq: the target text).",
+    )
+    messages_column: str = _help(
+        "messages",
+        "causal_lm: column with a conversation, a list of {role, content}, rendered with"
+        " the chat template.",
+    )
     image_column: str = _help(
         "image", "image_classification: column with each image's path (relative to its file)."
     )
@@ -259,6 +273,35 @@ class DataConfig:
     )
 
 
+class TextFormat(str, Enum):
+    auto = "auto"
+    plain = "plain"
+    prompt_response = "prompt_response"
+    messages = "messages"
+
+
+@dataclass
+class GenerationSettings:
+    """How a generating task (causal_lm, seq2seq) writes text in eval, predict and serve."""
+
+    max_new_tokens: int = _help(32, "Most tokens generated per prompt.", AT_LEAST_1)
+    sample: bool = _help(False, "Sample the next token (else greedy, or beam search).")
+    temperature: float = _help(1.0, "sample: divide the logits by this.", POSITIVE)
+    top_p: float = _help(1.0, "sample: keep the fewest tokens whose probability reaches p.", DECAY)
+    top_k: int = _help(0, "sample: keep the k likeliest tokens; 0 = all.", AT_LEAST_0)
+    num_beams: int = _help(1, "Beam search over this many beams (greedy: 1).", AT_LEAST_1)
+    seed: int = _help(0, "sample: the seed; a prompt's text is the same for it whatever its batch.")
+    eval_rows: int | None = _help(
+        None,
+        "Validation rows answered by generation at each evaluation (exact match, token F1,"
+        " ROUGE); null = every row, 0 = none (loss and perplexity only).",
+        AT_LEAST_0,
+    )
+    request_max_new_tokens: int = _help(
+        256, "ft serve: the most max_new_tokens one request may ask for.", AT_LEAST_1
+    )
+
+
 class Packing(str, Enum):
     group_texts = "group_texts"
     line_by_line = "line_by_line"
@@ -299,7 +342,8 @@ class TaskSettings:
     )
     packing: Packing = _help(
         Packing.group_texts,
-        "mlm: group_texts (concatenate, cut into max_length blocks) or line_by_line.",
+        "mlm, causal_lm: group_texts (texts joined and cut into max_length blocks;"
+        " causal_lm's examples packed whole, never cut) or line_by_line (one per row).",
     )
     max_answer_length: int = _help(30, "question_answering: longest answer, in tokens.", AT_LEAST_1)
     n_best: int = _help(
@@ -315,6 +359,19 @@ class TaskSettings:
         "token_classification: train on every sub-token of a word (B- becomes I- after the"
         " first), not only the first; metrics always read the first.",
     )
+    text_format: TextFormat = _help(
+        TextFormat.auto,
+        "causal_lm: plain (continued pretraining on data.text_column), prompt_response"
+        " (loss on the response only) or messages (a chat, loss on the assistant's turns);"
+        " auto = messages, prompt_response or plain by the columns train has.",
+    )
+    chat_template: str | None = _help(
+        None,
+        "causal_lm, messages: a Jinja chat template; null = the tokenizer's own, or ft's"
+        " plain one (<|role|> lines) when it has none; saved with the model.",
+    )
+    prefix: str = _help("", "seq2seq: text put before every source (T5's 'summarize: ').")
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
 
 
 @dataclass

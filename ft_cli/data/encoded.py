@@ -23,6 +23,10 @@ class EncodedSplit(torch.utils.data.Dataset):
     rows: list[int] | None = None
     # token classification in windows: each token's word in its input row (None: none).
     word_ids: list[list[int | None]] | None = None
+    # causal LM: each token's position in its own document (several packed in a row) and
+    # whether the loss trains on it (None: every token).
+    positions: list[list[int]] | None = None
+    trained: list[list[bool]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -83,6 +83,10 @@ def _save(path: Path, split: EncodedSplit) -> None:
         arrays["token_type_ids"], _ = _flatten(split.token_type_ids, np.int8)
     if split.word_continues is not None:
         arrays["word_continues"], _ = _flatten(split.word_continues, np.bool_)
+    if split.positions is not None:
+        arrays["positions"], _ = _flatten(split.positions, np.int32)
+    if split.trained is not None:
+        arrays["trained"], _ = _flatten(split.trained, np.bool_)
     if split.rows is not None:  # a long input's windows: the row of each
         arrays["rows"] = np.asarray(split.rows, dtype=np.int64)
     try:
@@ -101,14 +105,24 @@ def _load(path: Path) -> EncodedSplit | None:
         with np.load(path, allow_pickle=False) as archive:
             offsets = archive["offsets"]
             ids = _rows(archive["input_ids"], offsets)
-            types = word = None
+            types = word = positions = trained = None
             if "token_type_ids" in archive:
                 types = _rows(archive["token_type_ids"], offsets)
             if "word_continues" in archive:
                 word = _rows(archive["word_continues"], offsets)
+            if "positions" in archive:
+                positions = _rows(archive["positions"], offsets)
+            if "trained" in archive:
+                trained = _rows(archive["trained"], offsets)
             owners = archive["rows"].tolist() if "rows" in archive else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # damaged: recompute and overwrite
     return EncodedSplit(
-        input_ids=ids, token_type_ids=types, labels=[], word_continues=word, rows=owners
+        input_ids=ids,
+        token_type_ids=types,
+        labels=[],
+        word_continues=word,
+        rows=owners,
+        positions=positions,
+        trained=trained,
     )

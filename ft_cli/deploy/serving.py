@@ -54,6 +54,7 @@ class Served:
     check: Callable[[Rows], None] = lambda rows: None  # encodes rows alone; raises if it can't
     word_lists: bool = False  # a text may be a list of words (a tagger)
     aliases: dict[str, str] = field(default_factory=dict)  # the task's names for fields
+    numbers: tuple[str, ...] = ()  # whole numbers a request may add, given to each row
 
 
 def _request_body(raw: bytes, served: Served, known: set[str]) -> dict[str, Any]:
@@ -67,9 +68,10 @@ def _request_body(raw: bytes, served: Served, known: set[str]) -> dict[str, Any]
         raise RequestError(400, f"the body is not JSON: {err}") from None
     if not isinstance(body, dict):
         raise RequestError(422, f"the body must be a JSON object, got {kind_of(body)}")
-    unknown = sorted(set(body) - known)
+    numbers = {n for info in tasks.TASKS.values() for n in info.request_numbers}
+    unknown = sorted(set(body) - (known - numbers) - set(served.numbers))
     if unknown:
-        fields = ", ".join([*served.inputs.request_fields, *served.aliases])
+        fields = ", ".join([*served.inputs.request_fields, *served.aliases, *served.numbers])
         raise RequestError(422, f"unknown field '{unknown[0][:40]}'; fields: {fields}")
     return _unaliased(body, served.aliases)
 
@@ -189,6 +191,7 @@ def request_model() -> type:
         fields.update({key: (kind, None) for key, kind in inputs.get(name).request_fields.items()})
     for info in tasks.TASKS.values():
         fields.update({alias: (str | None, None) for alias, _ in info.request_aliases})
+        fields.update({number: (int | None, None) for number in info.request_numbers})
     return create_model(
         "PredictRequest",
         __config__=ConfigDict(
@@ -265,7 +268,9 @@ def build_app(served: Served, limits: Limits) -> Any:
             return Response(status_code=499)  # nobody is left to read it
         try:
             body = _request_body(raw, served, set(PredictRequest.model_fields))
+            given = {key: body.pop(key) for key in served.numbers if key in body}
             rows, single = read_rows(body, served.columns, limits, served.word_lists)
+            rows = [{**row, **given} for row in rows]
             await asyncio.to_thread(_checked, served.check, rows)
         except RequestError as err:
             return refuse(err.status, str(err))

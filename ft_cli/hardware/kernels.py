@@ -67,8 +67,16 @@ def matmul_attention(
     """Attention as transformers' interface calls it: (B, H, L, D) in, (B, L, H, D) out.
 
     `attention_mask`: SDPA's layout (True = attend, or an additive float mask),
-    broadcast over heads; None when nothing is padded.
+    broadcast over heads; None when nothing is padded, and then a decoder's attention
+    is causal as SDPA's is (`is_causal`, else the module's own flag).
     """
+    is_causal = kwargs.get("is_causal")
+    is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    length = query.shape[2]
+    if attention_mask is None and is_causal and length > 1:
+        attention_mask = torch.ones(
+            length, key.shape[2], dtype=torch.bool, device=query.device
+        ).tril(key.shape[2] - length)
     # SDPA where it is the faster: inference, CUDA, and fp32 without dropout (its
     # flash kernel's backward is slow only in bf16).
     if (

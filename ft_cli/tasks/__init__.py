@@ -34,6 +34,8 @@ class TaskInfo:
     windowed: bool = False  # data.long_inputs=windows: a long row read in windows, scored whole
     # ft serve: request fields named the task's way, read as the modality's ({alias: field}).
     request_aliases: tuple[tuple[str, str], ...] = ()
+    # ft serve: whole numbers a request may add (each row gets them, its task checks them).
+    request_numbers: tuple[str, ...] = ()
 
 
 # ft ensemble's methods (ensembles.combine.METHODS), for tasks with one output per row.
@@ -95,6 +97,15 @@ TASKS: dict[str, TaskInfo] = {
     # Transcripts of clips: CTC over characters, greedy decoding.
     "speech_recognition": TaskInfo(
         "speech_recognition", ("wer", "cer", "loss"), "audio", targets="transcript"
+    ),
+    # GPT-style: plain text, prompt/response pairs or conversations; text generated.
+    "causal_lm": TaskInfo(
+        "causal_lm",
+        ("perplexity", "loss", "exact_match", "token_f1", "rouge_l"),
+        targets="tokens",
+        augmented=False,
+        request_aliases=(("prompt", "text"), ("prompts", "texts")),
+        request_numbers=("max_new_tokens",),
     ),
     "mlm": TaskInfo(
         "masked_lm", ("loss", "perplexity", "accuracy"), targets="tokens", augmented=False

@@ -254,6 +254,18 @@ class Task:
 
     # Prediction (ft predict): rows of a file in, columns out.
 
+    def request_columns(self, cfg: DataConfig) -> dict[str, str]:
+        """{request role: column} of what a served request gives (the modality's)."""
+        return self.inputs.request_columns(cfg)
+
+    def predictions(self, predictor: Any, rows: list[dict]) -> list[dict[str, Any]]:
+        """The prediction columns of each row (`commands.predict.Predictor` runs the model)."""
+        logits, extras = predictor.logits(rows)
+        return [
+            self.prediction(row, predictor.labels, own, predictor.lists)
+            for row, own in zip(logits, extras, strict=True)
+        ]
+
     def check_predictable(self) -> None:
         """Refuse prediction where the task's model predicts no row-level output."""
 
