@@ -213,12 +213,17 @@ def test_fine_tune_predict_and_serve_agree(tmp_path: Path) -> None:
         assert [p["generated"] for p in answer["predictions"]] == written
         one = client.post("/predict", json={"prompt": prompts[0], "max_new_tokens": 1})
         assert one.status_code == 200
+        capped = served.predict(
+            [{"prompt": prompts[0]}, {"prompt": prompts[0], "max_new_tokens": 1}]
+        )
+        assert capped[1] == one.json()["prediction"] and capped[0]["generated"] == written[0]
         too_many = client.post("/predict", json={"prompt": prompts[0], "max_new_tokens": 10**6})
         assert too_many.status_code == 422 and "max_new_tokens" in too_many.json()["error"]
         assert client.post("/predict", json={"prompt": "x", "beams": 2}).status_code == 422
         assert client.get("/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(tmp_path: Path) -> None:
     overrides = [
         "data=demo_corpus",

@@ -247,9 +247,9 @@ class CausalLM(Task):
             return predictor._column(rows, key, name, keep_lists)
 
         spec = predictor.spec
-        prompts, _, limits = self.predict_inputs(
-            read, predictor.tokenizer, spec.data, None, spec.task
-        )
+        prompts, _, _ = self.predict_inputs(read, predictor.tokenizer, spec.data, None, spec.task)
+        # Each row's own cap (requests batched together may differ in having one).
+        limits = [_limit(row.get(REQUEST_LIMIT), spec.task.generation) for row in rows]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         texts: list[str] = [""] * len(prompts)
         with torch.no_grad(), predictor.hw.autocast():
