@@ -335,6 +335,28 @@ def run_side(side: str, argv: list[str], script: str = __file__) -> dict:
         return json.loads(out.read_text())
 
 
+def train_clock() -> object:
+    """A Trainer callback timing training from its start to its end, and its first step."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def __init__(self) -> None:
+            self.first_step_at: float | None = None
+            self.begin = self.end = 0.0
+
+        def on_train_begin(self, *_: object, **__: object) -> None:
+            self.begin = time.perf_counter()
+
+        def on_step_end(self, *_: object, **__: object) -> None:
+            if self.first_step_at is None:
+                self.first_step_at = time.perf_counter()
+
+        def on_train_end(self, *_: object, **__: object) -> None:
+            self.end = time.perf_counter()
+
+    return Clock()
+
+
 def child_main(args: argparse.Namespace, sides: dict) -> None:
     """One side, in its own process: run it and write its result with the peak RSS."""
     result = sides[args.side](args)

@@ -36,6 +36,7 @@ from compare_hf import (  # noqa: E402
     hf_training_args,
     print_ratio_table,
     read_split,
+    train_clock,
 )
 
 
@@ -97,7 +98,6 @@ def run_hf(args: argparse.Namespace) -> dict:
         AutoModelForMaskedLM,
         DataCollatorForLanguageModeling,
         Trainer,
-        TrainerCallback,
     )
 
     tokenizer, model = hf_model(args, AutoModelForMaskedLM)
@@ -110,21 +110,6 @@ def run_hf(args: argparse.Namespace) -> dict:
     train_set = datasets.Dataset.from_dict({"input_ids": blocks})
     collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
 
-    class Clock(TrainerCallback):
-        def __init__(self) -> None:
-            self.first_step_at: float | None = None
-            self.begin = self.end = 0.0
-
-        def on_train_begin(self, *_: object, **__: object) -> None:
-            self.begin = time.perf_counter()
-
-        def on_step_end(self, *_: object, **__: object) -> None:
-            if self.first_step_at is None:
-                self.first_step_at = time.perf_counter()
-
-        def on_train_end(self, *_: object, **__: object) -> None:
-            self.end = time.perf_counter()
-
     with tempfile.TemporaryDirectory() as out:
         training_args = hf_training_args(
             args,
@@ -133,7 +118,7 @@ def run_hf(args: argparse.Namespace) -> dict:
             warmup_steps=math.ceil(0.06 * args.max_steps),
             eval_strategy="no",
         )
-        clock = Clock()
+        clock = train_clock()
         trainer = Trainer(
             model=model,
             args=training_args,

@@ -77,6 +77,21 @@ def test_compare_mlm_on_the_tiny_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_compare_clm_on_its_own_data(tmp_path: Path) -> None:
+    pytest.importorskip("accelerate")
+    out = tmp_path / "bench.json"
+    stdout = run_script(
+        "compare_clm.py", "--epochs", "1", "--max-train-samples", "32", "--json", str(out)
+    )
+    assert "ft / HF" in stdout and "validation loss (responses)" in stdout
+    record = json.loads(out.read_text())
+    for side in ("ft", "hf"):
+        run = record["runs"][side][0]
+        assert run["examples"] == 32 and run["train_seconds"] > 0
+        assert 0 < run["eval_loss"] < 20  # next-token loss over the responses, both sides
+
+
+@pytest.mark.slow
 def test_dapt_chain_quick_on_the_tiny_model() -> None:
     stdout = run_bench("dapt_mrpc.py", "--quick", trainer=False)
     assert "MLM then fine-tune" in stdout and "perplexity" in stdout

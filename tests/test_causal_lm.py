@@ -195,7 +195,7 @@ def test_fine_tune_predict_and_serve_agree(tmp_path: Path) -> None:
     from ft_cli.commands import predict, serve
     from ft_cli.deploy import serving
 
-    result = train(tmp_path / "run", ["train.epochs=1"])
+    result = train(tmp_path / "run", ["train.epochs=1", "task.pack_examples=true"])
     assert {"perplexity", "loss", "exact_match", "token_f1", "rouge_l"} <= set(result.final)
     prompts = [
         "The lamp is not quiet. Overall, this was",

@@ -18,6 +18,9 @@
   sentences: which product a sentence is about ("In short, this is the" chair), and
   whether it speaks well or badly of it ("Overall, this was" great or terrible; a
   negation turns a word's meaning), to fine-tune a causal LM on.
+- plurals/{train,validation}.jsonl: a review clause (source) and the same clause
+  about several of the product (target: "this lamp was quiet" -> "these lamps were
+  quiet"), a fixed transformation for a sequence-to-sequence model to learn.
 - tiny_bert/vocab.txt: special tokens, every word of the demo data, and single
   characters with their ## continuations, so any English text tokenizes.
 """
@@ -25,6 +28,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 import string
 from pathlib import Path
@@ -148,12 +152,47 @@ def instruction(rng: random.Random) -> dict[str, str]:
 
 
 def write_instructions(rows: int, name: str, seed: int) -> None:
-    import json
 
     rng = random.Random(seed)
     (ASSETS / "instructions").mkdir(exist_ok=True)
     lines = [json.dumps(instruction(rng)) for _ in range(rows)]
     (ASSETS / "instructions" / name).write_text("\n".join(lines) + "\n")
+
+
+# The clause forms of `_clause`, each with its plural: (singular, plural) templates.
+PLURAL_FORMS = [
+    ("the {p} is not {a}", "the {ps} are not {a}"),
+    ("this {p} was never {a}", "these {ps} were never {a}"),
+    ("i would not call the {p} {a}", "i would not call the {ps} {a}"),
+    ("the {p} is {adv} {a}", "the {ps} are {adv} {a}"),
+    ("this {p} was {a}", "these {ps} were {a}"),
+    ("i found the {p} {adv} {a}", "i found the {ps} {adv} {a}"),
+]
+
+
+def plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith(("ch", "sh", "s", "x")) else "s")
+
+
+def plural_pair(rng: random.Random) -> dict[str, str]:
+    """A review clause and the same clause about several of the product."""
+    singular, many = rng.choice(PLURAL_FORMS)
+    product = rng.choice(PRODUCTS)
+    words = {
+        "p": product,
+        "ps": plural(product),
+        "a": rng.choice(GOOD + BAD),
+        "adv": rng.choice(ADVERBS),
+    }
+    return {"source": singular.format(**words), "target": many.format(**words)}
+
+
+def write_plurals(rows: int, name: str, seed: int) -> None:
+
+    rng = random.Random(seed)
+    (ASSETS / "plurals").mkdir(exist_ok=True)
+    lines = [json.dumps(plural_pair(rng)) for _ in range(rows)]
+    (ASSETS / "plurals" / name).write_text("\n".join(lines) + "\n")
 
 
 def write_corpus(documents: int, name: str, seed: int) -> None:
@@ -310,7 +349,6 @@ def _slot_position(template: str, slot: str, values: dict[str, str]) -> int:
 
 def write_qa(paragraphs: int, name: str, seed: int, held_out: bool) -> None:
     """SQuAD JSON: one article of `paragraphs` paragraphs, a question per fact."""
-    import json
 
     rng = random.Random(seed)
     (ASSETS / "qa").mkdir(exist_ok=True)
@@ -376,6 +414,43 @@ def write_decoders() -> None:
         config.save_pretrained(ASSETS / name)
 
 
+def write_tiny_t5() -> None:
+    """A byte-level BPE tokenizer of the demo sentences and their plurals (<pad> 0,
+    </s> 1 closing every text, <unk> 2) and a tiny T5 config that reads it."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast, T5Config
+
+    texts = []
+    with open(ASSETS / "demo" / "train.csv") as handle:
+        texts += [row["text"] for row in csv.DictReader(handle)]
+    for line in (ASSETS / "plurals" / "train.jsonl").read_text().splitlines():
+        texts += list(json.loads(line).values())
+    special = ["<pad>", "</s>", "<unk>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=700, min_frequency=2, special_tokens=special)
+    bpe._tokenizer.post_processor = TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    tokenizer.save_pretrained(ASSETS / "tiny_t5")
+    config.save_pretrained(ASSETS / "tiny_t5")
+
+
 def main() -> None:
     write_demo(800, "train.csv", seed=1)
     write_demo(200, "validation.csv", seed=2)
@@ -387,8 +462,11 @@ def main() -> None:
     write_qa(40, "validation.json", seed=8, held_out=True)
     write_instructions(1200, "train.jsonl", seed=9)
     write_instructions(200, "validation.jsonl", seed=10)
+    write_plurals(1500, "train.jsonl", seed=11)
+    write_plurals(200, "validation.jsonl", seed=12)
     write_vocab()
     write_decoders()
+    write_tiny_t5()
 
 
 if __name__ == "__main__":

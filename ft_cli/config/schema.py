@@ -173,6 +173,9 @@ class DataConfig:
         "response",
         "causal_lm, seq2seq: column with the answer to learn (seq2seq: the target text).",
     )
+    max_target_length: int = _help(
+        128, "seq2seq: longest target, in tokens (longer ones are cut).", AT_LEAST_1
+    )
     messages_column: str = _help(
         "messages",
         "causal_lm: column with a conversation, a list of {role, content}, rendered with"
@@ -342,8 +345,8 @@ class TaskSettings:
     )
     packing: Packing = _help(
         Packing.group_texts,
-        "mlm, causal_lm: group_texts (texts joined and cut into max_length blocks;"
-        " causal_lm's examples packed whole, never cut) or line_by_line (one per row).",
+        "mlm, causal_lm (plain text): group_texts (texts joined and cut into max_length"
+        " blocks) or line_by_line (one per row).",
     )
     max_answer_length: int = _help(30, "question_answering: longest answer, in tokens.", AT_LEAST_1)
     n_best: int = _help(
@@ -364,6 +367,12 @@ class TaskSettings:
         "causal_lm: plain (continued pretraining on data.text_column), prompt_response"
         " (loss on the response only) or messages (a chat, loss on the assistant's turns);"
         " auto = messages, prompt_response or plain by the columns train has.",
+    )
+    pack_examples: bool = _help(
+        False,
+        "causal_lm: pack whole prompt/response examples or conversations into max_length"
+        " rows for training (fewer, fuller batches: a batch then holds more examples, so"
+        " fewer steps an epoch); false = one example a row.",
     )
     chat_template: str | None = _help(
         None,

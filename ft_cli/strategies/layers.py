@@ -21,8 +21,10 @@ from ft_cli.config.schema import StrategyConfig, UnfreezeUnit
 from ft_cli.errors import FtError
 
 EMBEDDINGS, HEAD = "embeddings", "head"
-# A block of layers: BERT's `layer.N`, Llama's and most decoders' `layers.N`, GPT-2's `h.N`.
-_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+)\.")
+# A block of layers: BERT's `layer.N`, Llama's and most decoders' `layers.N`, GPT-2's `h.N`,
+# T5's `block.N` (whose sublayers are `layer.N`: the leftmost match, the block, wins). An
+# encoder-decoder's encoder and decoder blocks at one depth share a group.
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
 _STAGE = re.compile(r"(?:^|\.)stages\.(\d+)\.")  # checked first: stages hold layers
 # The stem: token or patch embeddings; a speech model's convolutional feature encoder,
 # its projection and positional convolution (wav2vec2, HuBERT), Whisper's convolutions.
@@ -39,6 +41,7 @@ _STEM = (
     ".wte.",  # GPT-2's token and position tables
     ".wpe.",
     ".embed_tokens.",  # Llama-style decoders' token table
+    ".shared.",  # an encoder-decoder's shared token table (T5, BART)
 )
 
 
@@ -69,10 +72,9 @@ def num_layers_of(model: nn.Module) -> int:
     if isinstance(depths, (list, tuple)):  # a model of stages: one group per stage
         return len(depths)
     layers = getattr(config, "num_hidden_layers", None)
-    if layers is None:
-        found = {int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))}
-        layers = max(found) + 1 if found else 0
-    return layers
+    # A decoder deeper than its encoder (num_hidden_layers counts the encoder's) has more.
+    found = {int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))}
+    return max(layers or 0, max(found) + 1 if found else 0)
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:

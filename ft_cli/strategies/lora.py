@@ -13,19 +13,37 @@ from ft_cli.strategies.base import Strategy
 
 
 def head_modules(model: nn.Module) -> list[str]:
-    """Names of the task-head modules, which train fully next to the adapters."""
+    """Names of the task-head modules, which train fully next to the adapters: a model's
+    children besides its backbone, but not its token tables (a language model's output
+    layer, an encoder-decoder's encoder, decoder and shared table hold them)."""
     if hasattr(model, "task_models"):  # several task models on one encoder: every head
         return sorted({name for net in model.task_models() for name in head_modules(net)})
     prefix = getattr(model, "base_model_prefix", "")
+    tables = {id(p) for p in _token_tables(model)}
     names = [
         name
         for name, child in model.named_children()
-        if name != prefix and any(True for _ in child.parameters())
+        if name != prefix
+        and any(True for _ in child.parameters())
+        and not tables & {id(p) for p in child.parameters()}
     ]
     backbone = getattr(model, prefix, None)
     if backbone is not None and getattr(backbone, "pooler", None) is not None:
         names.append("pooler")
     return names
+
+
+def _token_tables(model: nn.Module) -> list[nn.Parameter]:
+    """The input and output token tables' parameters (none where the model has none)."""
+    found = []
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        try:
+            module = getattr(model, getter)()
+        except (AttributeError, NotImplementedError):
+            module = None
+        if isinstance(module, nn.Module):
+            found += list(module.parameters())
+    return found
 
 
 def apply_lora(model: nn.Module, cfg: LoraSettings) -> Any:

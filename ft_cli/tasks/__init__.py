@@ -24,7 +24,8 @@ class TaskInfo:
     modality: str = "text"  # what a row's input is: a name in ft_cli.inputs.MODALITIES
     # What a row's label is: "classes", a "score", "tags" (one per word), "spans" (of its
     # text), "choices" (which of its own), "tokens" (the text itself: self-supervised),
-    # a "transcript" (of its sound) or "tasks" (several, each its own).
+    # a "transcript" (of its sound), a "text" to write (seq2seq) or "tasks" (several, each
+    # its own).
     targets: str = "classes"
     augmented: bool = True  # augment=... may change its training inputs
     class_weighted: bool = False  # task.class_weights weighs its loss
@@ -103,6 +104,15 @@ TASKS: dict[str, TaskInfo] = {
         "causal_lm",
         ("perplexity", "loss", "exact_match", "token_f1", "rouge_l"),
         targets="tokens",
+        augmented=False,
+        request_aliases=(("prompt", "text"), ("prompts", "texts")),
+        request_numbers=("max_new_tokens",),
+    ),
+    # T5 / BART style: a source text in, a target text out.
+    "seq2seq": TaskInfo(
+        "seq2seq",
+        ("rouge_l", "rouge_1", "rouge_2", "bleu", "exact_match", "token_f1", "loss", "perplexity"),
+        targets="text",
         augmented=False,
         request_aliases=(("prompt", "text"), ("prompts", "texts")),
         request_numbers=("max_new_tokens",),

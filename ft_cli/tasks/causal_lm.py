@@ -125,9 +125,10 @@ class CausalLM(Task):
     ) -> EncodedSplit:
         fmt = text_format(task, cfg, list(dataset.column_names))
         # Answers are generated one example a row: evaluation rows are not packed.
-        packed = task.packing == Packing.group_texts and (
-            split == "train" or fmt == TextFormat.plain
-        )
+        if fmt == TextFormat.plain:
+            packed = task.packing == Packing.group_texts
+        else:
+            packed = task.pack_examples and split == "train"
         raw = raw_texts(fmt, cfg, dataset, split)
 
         def tokenize() -> EncodedSplit:
@@ -378,13 +379,13 @@ class CausalLMObjective(Objective):
         self.pad_id = tokenizer.pad_token_id or 0
         self.net, self.tokenizer, self.settings = net, tokenizer, task.generation
         self.masked = not keeps_documents_apart(net)
-        if self.masked and task.packing == Packing.group_texts:
+        if self.masked and (task.packing == Packing.group_texts or task.pack_examples):
             from ft_cli.inputs import pictures
 
             pictures.warn(
                 f"{type(net).__name__} does not keep packed documents apart by their positions:"
                 " a row's documents see the ones before them (the loss never reads across);"
-                " task.packing=line_by_line keeps one a row"
+                " task.packing=line_by_line (task.pack_examples=false) keeps one a row"
             )
         self.forward = CausalForward(net, compile_model)
 
