@@ -221,6 +221,13 @@ def test_fine_tune_predict_and_serve_agree(tmp_path: Path) -> None:
         assert too_many.status_code == 422 and "max_new_tokens" in too_many.json()["error"]
         assert client.post("/predict", json={"prompt": "x", "beams": 2}).status_code == 422
         assert client.get("/health").status_code == 200
+    from ft_cli.commands import report
+
+    title, header, rows = report.task_table(tmp_path / "run")
+    assert title == "generated answers, validation (wrong ones first)"
+    assert header == ["prompt", "reference", "generated", "exact match"] and len(rows) == 8
+    assert all(row[0].endswith(("In short, this is the", "Overall, this was")) for row in rows)
+    assert all(row[1] in {"great", "terrible"} or " " not in row[1] for row in rows)
 
 
 @pytest.mark.slow

@@ -12,6 +12,11 @@ from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.tasks import seq2seq
 
+VALIDATION = (
+    (Path(__file__).parent.parent / "ft_cli/assets/plurals/validation.jsonl")
+    .read_text()
+    .splitlines()
+)
 SMALL = [
     "task=seq2seq",
     "model=tiny_t5",
@@ -59,7 +64,7 @@ def test_the_prefix_comes_before_every_source() -> None:
 def test_train_scores_predict_and_serve_agree(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from ft_cli.commands import export, predict, serve
+    from ft_cli.commands import export, predict, report, serve
     from ft_cli.deploy import serving
 
     result = train(tmp_path / "run", ["train.epochs=1"])
@@ -78,6 +83,11 @@ def test_train_scores_predict_and_serve_agree(tmp_path: Path) -> None:
         assert [p["generated"] for p in answer["predictions"]] == written
     with pytest.raises(FtError, match="writes text token by token"):
         export.main([str(tmp_path / "run")])
+    title, header, rows = report.task_table(tmp_path / "run")
+    assert title == "generated answers, validation (wrong ones first)"
+    assert header == ["prompt", "reference", "generated", "exact match"] and len(rows) == 8
+    assert [row[3] for row in rows] == sorted(row[3] for row in rows)  # wrong ones first
+    assert {row[0] for row in rows} <= {json.loads(x)["source"] for x in VALIDATION}
 
 
 def test_a_missing_target_column_names_the_key(tmp_path: Path) -> None:

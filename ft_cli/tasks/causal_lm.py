@@ -30,13 +30,14 @@ from ft_cli.config.schema import DataConfig, Packing, TaskConfig, TextFormat
 from ft_cli.data import corpus, lm_examples, token_cache
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
-from ft_cli.tasks import generation
+from ft_cli.tasks import answers, generation
 from ft_cli.tasks.base import Task
 from ft_cli.tasks.mlm import MaskedLMForward
 from ft_cli.tasks.objective import Objective
 
 GENERATED = "generated"  # ft predict's output column
 REQUEST_LIMIT = "max_new_tokens"  # a row's (a request's) own cap on new tokens
+REPORTED = 25  # ft report's rows of generated answers
 
 
 def text_format(task: TaskConfig, cfg: DataConfig, columns: list[str]) -> TextFormat:
@@ -87,8 +88,8 @@ def examples(
     if fmt == TextFormat.plain:
         return lm_examples.plain_examples(tokenizer, raw[0])
     if fmt == TextFormat.prompt_response:
-        prompts, answers = ([str(v or "") for v in column] for column in raw)
-        return lm_examples.pair_examples(tokenizer, prompts, answers)
+        prompts, responses = ([str(v or "") for v in column] for column in raw)
+        return lm_examples.pair_examples(tokenizer, prompts, responses)
     template = lm_examples.chat_template(tokenizer, task.chat_template)
     return [
         lm_examples.chat_example(tokenizer, row, template, f"{split} row {i}")
@@ -106,9 +107,30 @@ class CausalLM(Task):
         " ft serve (torch)"
     )
     pipeline_tag = "text-generation"
+    report_tables = True  # ft report: generated answers against the references
 
     def input_columns(self, cfg: DataConfig) -> dict[str, str]:
         return {}  # which columns depends on the examples' format: checked by encode
+
+    def report_table(self, ready: Any) -> tuple[str, list[str], list[list[Any]]] | None:
+        """Validation prompts with their reference and generated answers, the wrong
+        ones first (None where nothing is generated: plain text)."""
+        scores = ready.objective.new_metrics(ready.loader.dataset)
+        if scores.objective is None:
+            return None
+        ready.forward.eval()
+        with torch.no_grad(), ready.hw.autocast():
+            for batch in ready.loader:
+                scores.update(*ready.forward({k: v.to(ready.hw.device) for k, v in batch.items()}))
+        rows = [
+            [prompt, truth, said, answers.exact_match(said, [truth])]
+            for prompt, truth, said in zip(
+                scores.prompts, scores.truth, scores.predicted, strict=True
+            )
+        ]
+        rows.sort(key=lambda row: row[3])  # stable: the wrong ones first, in split order
+        header = ["prompt", "reference", "generated", "exact match"]
+        return "generated answers, validation (wrong ones first)", header, rows[:REPORTED]
 
     def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
         found = getattr(prepared.train, "text_format", None)
@@ -429,6 +451,7 @@ class LanguageMetrics:
         self.loss_sum, self.count = 0.0, 0
         self.predicted: list[str] = []
         self.truth: list[str] = []
+        self.prompts: list[str] = []
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "objective": None}  # the model stays in its process
@@ -442,12 +465,13 @@ class LanguageMetrics:
         room = None if self.limit is None else self.limit - len(self.truth)
         if room is not None and room <= 0:
             return
-        asked, answers = last_answers(positions.cpu(), ids.cpu())
-        asked, answers = asked[:room], answers[:room]
+        asked, replies = last_answers(positions.cpu(), ids.cpu())
+        asked, replies = asked[:room], replies[:room]
         objective = self.objective
         tokenizer = objective.tokenizer
         self.predicted += generation.generate(objective.net, tokenizer, asked, objective.settings)
-        self.truth += [tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
+        self.truth += [tokenizer.decode(a, skip_special_tokens=True).strip() for a in replies]
+        self.prompts += [tokenizer.decode(a, skip_special_tokens=True).strip() for a in asked]
 
     def merge(self, others: list[LanguageMetrics]) -> LanguageMetrics:
         for other in others:
@@ -455,6 +479,7 @@ class LanguageMetrics:
             self.count += other.count
             self.predicted += other.predicted
             self.truth += other.truth
+            self.prompts += other.prompts
         return self
 
     def compute(self) -> dict[str, float]:
@@ -472,15 +497,15 @@ def last_answers(
     rows: dict[int, list[int]] = {}
     for flat in positions.tolist():
         rows.setdefault(flat // width, []).append(flat % width)
-    prompts, answers = [], []
+    prompts, replies = [], []
     for row, cols in rows.items():
         start = len(cols) - 1
         while start > 0 and cols[start - 1] == cols[start] - 1:
             start -= 1
         first, last = cols[start], cols[-1]
         prompts.append(ids[row, : first + 1].tolist())
-        answers.append(ids[row, first + 1 : last + 2].tolist())
-    return prompts, answers
+        replies.append(ids[row, first + 1 : last + 2].tolist())
+    return prompts, replies
 
 
 TASK = CausalLM()

@@ -198,6 +198,7 @@ class TextMetrics:
         self.loss_sum, self.count = 0.0, 0
         self.predicted: list[str] = []
         self.truth: list[str] = []
+        self.prompts: list[str] = []
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "objective": None}  # the model stays in its process
@@ -220,6 +221,7 @@ class TextMetrics:
         )
         decode = objective.tokenizer.decode
         self.truth += [decode(a, skip_special_tokens=True).strip() for a in answers]
+        self.prompts += [decode(r, skip_special_tokens=True).strip() for r in rows]
 
     def merge(self, others: list[TextMetrics]) -> TextMetrics:
         for other in others:
@@ -227,6 +229,7 @@ class TextMetrics:
             self.count += other.count
             self.predicted += other.predicted
             self.truth += other.truth
+            self.prompts += other.prompts
         return self
 
     def compute(self) -> dict[str, float]:
