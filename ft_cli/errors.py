@@ -17,3 +17,10 @@ def closest(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest choice, or '' when none is close."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def warn(message: str) -> None:
+    """A one-line warning to the user on stderr (the run goes on)."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)

@@ -14,7 +14,6 @@ import hashlib
 import io
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ft_cli.errors import FtError
+from ft_cli.errors import FtError, warn
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratios a random crop may take (the usual range)
 
 ImageRef = str | bytes
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def is_image_name(path: Path) -> bool:

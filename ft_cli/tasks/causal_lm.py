@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from ft_cli.config.schema import DataConfig, Packing, TaskConfig, TextFormat
 from ft_cli.data import corpus, lm_examples, token_cache
 from ft_cli.data.encoded import EncodedSplit
-from ft_cli.errors import FtError
+from ft_cli.errors import FtError, warn
 from ft_cli.tasks import answers, generation
 from ft_cli.tasks.base import Task
 from ft_cli.tasks.mlm import MaskedLMForward
@@ -162,11 +162,10 @@ class CausalLM(Task):
             else:
                 rows = lm_examples.pack_examples(found, cfg.max_length)
             if rows.cut:
-                from ft_cli.inputs import pictures
-
-                pictures.warn(
+                warn(
                     f"{rows.cut} of {len(found)} {split} examples are longer than"
-                    f" data.max_length={cfg.max_length}: cut (a prompt loses its start first)"
+                    f" data.max_length={cfg.max_length}: cut (a document at its end, an"
+                    " example's prompt at its start first)"
                 )
             return EncodedSplit(
                 rows.input_ids,
@@ -402,9 +401,7 @@ class CausalLMObjective(Objective):
         self.net, self.tokenizer, self.settings = net, tokenizer, task.generation
         self.masked = not keeps_documents_apart(net)
         if self.masked and (task.packing == Packing.group_texts or task.pack_examples):
-            from ft_cli.inputs import pictures
-
-            pictures.warn(
+            warn(
                 f"{type(net).__name__} does not keep packed documents apart by their positions:"
                 " a row's documents see the ones before them (the loss never reads across);"
                 " task.packing=line_by_line (task.pack_examples=false) keeps one a row"
