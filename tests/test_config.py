@@ -45,6 +45,8 @@ def test_every_recipe_composes_and_validates(recipe: str) -> None:
         kind = "causal_lm"
     if recipe.endswith(("_seq2seq", "_xsum")):
         kind = "seq2seq"
+    if recipe.endswith("_segmentation"):
+        kind = "semantic_segmentation"
     assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False
     assert compose.recipe_purpose(compose.paths.recipes_dir() / f"{recipe}.yaml")
@@ -94,6 +96,8 @@ def test_every_group_option_composes(group: str, check) -> None:
             extra = ["task=image_classification", "data.path=d"]
         if option in ("audio", "demo_audio", "spoken_digits"):
             extra = ["task=audio_classification", "data.path=d"]
+        if option == "demo_scenes":
+            extra = ["task=semantic_segmentation"]
         if option == "multitask":  # its tasks come from YAML: a recipe
             extra = ["+recipe=demo_multitask"]
         spec = compose_spec([f"{group}={option}", *extra])

@@ -323,7 +323,7 @@ def test_bad_image_data_gets_one_line(tree: Path, tmp_path: Path, change: str, m
         ),
         (
             ["data=text", "data.files.train=x.txt"],
-            "task=image_classification reads images: set data.format to one of imagefolder, hub, csv, tsv, json, parquet",
+            "task=image_classification reads images: set data.format to one of imagefolder, maskfolder, hub, csv, tsv, json, parquet",
         ),
     ],
 )

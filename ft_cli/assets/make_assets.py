@@ -451,6 +451,30 @@ def write_tiny_t5() -> None:
     config.save_pretrained(ASSETS / "tiny_t5")
 
 
+def write_tiny_segformer() -> None:
+    """A two-stage SegFormer config (logits at a quarter of the input's size) and its
+    image processor at 64x64, reading class ids as they are (no label reduction)."""
+    from transformers import SegformerConfig, SegformerImageProcessor
+
+    SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[4, 2],
+        hidden_sizes=[16, 32],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=32,
+    ).save_pretrained(ASSETS / "tiny_segformer")
+    SegformerImageProcessor(
+        size={"height": 64, "width": 64},
+        do_reduce_labels=False,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    ).save_pretrained(ASSETS / "tiny_segformer")
+
+
 def main() -> None:
     write_demo(800, "train.csv", seed=1)
     write_demo(200, "validation.csv", seed=2)
@@ -467,6 +491,7 @@ def main() -> None:
     write_vocab()
     write_decoders()
     write_tiny_t5()
+    write_tiny_segformer()
 
 
 if __name__ == "__main__":

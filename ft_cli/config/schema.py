@@ -106,7 +106,8 @@ SCRATCH_SIZES = ("layers", "hidden_size", "heads", "intermediate_size")
 
 # Hub datasets, every table format (ft_cli.data.formats), and the folders of class folders
 # images and audio files come in.
-FOLDER_FORMATS = ("imagefolder", "audiofolder")
+# maskfolder: images/ and masks/ matched by name (semantic segmentation).
+FOLDER_FORMATS = ("imagefolder", "audiofolder", "maskfolder")
 DataFormat = Enum(  # type: ignore[misc]
     "DataFormat",
     {"hub": "hub", **{name: name for name in (*TABLE_FORMATS, *FOLDER_FORMATS)}},
@@ -154,7 +155,8 @@ class DataConfig:
     format: DataFormat = _help(
         MISSING,
         "hub, glue_tsv, csv, tsv, json (json or jsonl), parquet, text (.txt; task=mlm),"
-        " imagefolder or audiofolder (data.files.* are folders of <label>/<file> files).",
+        " imagefolder or audiofolder (data.files.* are folders of <label>/<file> files),"
+        " maskfolder (data.files.* hold images/ and masks/ of the same names).",
     )
     hub_path: str | None = _help(None, "Hub dataset id (format=hub), e.g. nyu-mll/glue.")
     hub_name: str | None = _help(None, "Hub dataset config name (format=hub), e.g. mrpc.")
@@ -183,6 +185,11 @@ class DataConfig:
     )
     image_column: str = _help(
         "image", "image_classification: column with each image's path (relative to its file)."
+    )
+    mask_column: str = _help(
+        "mask",
+        "semantic_segmentation: column with each image's mask (a PNG of class ids; its"
+        " path, relative to its file); format=maskfolder: masks/ beside images/.",
     )
     image_crop: list[float] | None = field(
         default_factory=lambda: [0.25, 1.0],
@@ -361,6 +368,11 @@ class TaskSettings:
         False,
         "token_classification: train on every sub-token of a word (B- becomes I- after the"
         " first), not only the first; metrics always read the first.",
+    )
+    ignore_index: int = _help(
+        255,
+        "semantic_segmentation: the mask value (unlabelled, borders) no loss or metric reads.",
+        AT_LEAST_0,
     )
     text_format: TextFormat = _help(
         TextFormat.auto,

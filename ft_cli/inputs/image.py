@@ -29,7 +29,7 @@ HINT = (
     " or model=tiny_vit (fresh weights)"
 )
 # The data formats images come in: folders of class folders, or tables of paths.
-FORMATS = ("imagefolder", "hub", "csv", "tsv", "json", "parquet")
+FORMATS = ("imagefolder", "maskfolder", "hub", "csv", "tsv", "json", "parquet")
 SHEET_SIZE = 24  # mistakes on ft report's sheet
 
 
@@ -38,7 +38,7 @@ class Image(Modality):
     noun = "images"
     request_fields = {"image": str | None, "images": list[str] | None}  # noqa: RUF012
     body_limit = 16_000_000  # a few base64 photos
-    own_formats = ("imagefolder",)
+    own_formats = ("imagefolder", "maskfolder")
     names_files = True
     augmented_by = "data.image_crop and data.image_flip"
 

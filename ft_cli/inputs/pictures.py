@@ -147,13 +147,14 @@ def list_images(folder: Path) -> list[str]:
     return found
 
 
-def open_image(ref: ImageRef) -> Any:
-    """The image as an RGB PIL image (grey-scale, palette and RGBA converted)."""
+def open_image(ref: ImageRef, mode: str | None = "RGB") -> Any:
+    """The image as a PIL image in `mode` (RGB: grey-scale, palette and RGBA converted;
+    None: as stored, a mask's class ids)."""
     from PIL import Image, ImageOps
 
     image = Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
     image = ImageOps.exif_transpose(image)  # phone photos: upright, as viewers show them
-    return image.convert("RGB")
+    return image.convert(mode) if mode else image
 
 
 def unreadable(ref: ImageRef) -> str | None:
@@ -284,9 +285,15 @@ class Augmentation:
 
 
 def random_resized_crop(image: Any, scale: tuple[float, float], rng: np.random.Generator) -> Any:
-    """A crop of `scale` share of the area and an aspect ratio in CROP_RATIO (ten tries,
-    then the largest centred crop of an allowed ratio)."""
-    width, height = image.size
+    """A crop of `scale` share of the area and an aspect ratio in CROP_RATIO."""
+    return image.crop(crop_box(*image.size, scale, rng))
+
+
+def crop_box(
+    width: int, height: int, scale: tuple[float, float], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of a crop of `scale` share of the area and an aspect ratio
+    in CROP_RATIO (ten tries, then the largest centred crop of an allowed ratio)."""
     area = width * height
     log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
     for _ in range(10):
@@ -296,14 +303,14 @@ def random_resized_crop(image: Any, scale: tuple[float, float], rng: np.random.G
         if 0 < w <= width and 0 < h <= height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
-            return image.crop((left, top, left + w, top + h))
+            return left, top, left + w, top + h
     ratio = min(max(width / height, CROP_RATIO[0]), CROP_RATIO[1])
     if width / height < ratio:
         w, h = width, round(width / ratio)
     else:
         w, h = round(height * ratio), height
     left, top = (width - w) // 2, (height - h) // 2
-    return image.crop((left, top, left + w, top + h))
+    return left, top, left + w, top + h
 
 
 class Pixels:

@@ -238,13 +238,13 @@ def model_config(
         for key, value in list(vars(config).items()):
             if "dropout" in key and (value is None or isinstance(value, float)):
                 setattr(config, key, dropout)
-    if scratch:
-        heads = getattr(config, "num_attention_heads", 1)
-        if getattr(config, "hidden_size", 0) % heads:
-            raise FtError(
-                f"model.hidden_size={config.hidden_size} must be a multiple of the attention"
-                f" heads ({heads}); set model.heads"
-            )
+    heads = getattr(config, "num_attention_heads", 1)
+    # (A model of stages has its heads per stage, a list: each stage checks its own.)
+    if scratch and isinstance(heads, int) and getattr(config, "hidden_size", 0) % heads:
+        raise FtError(
+            f"model.hidden_size={config.hidden_size} must be a multiple of the attention"
+            f" heads ({heads}); set model.heads"
+        )
     return config, auto
 
 

@@ -24,8 +24,8 @@ class TaskInfo:
     modality: str = "text"  # what a row's input is: a name in ft_cli.inputs.MODALITIES
     # What a row's label is: "classes", a "score", "tags" (one per word), "spans" (of its
     # text), "choices" (which of its own), "tokens" (the text itself: self-supervised),
-    # a "transcript" (of its sound), a "text" to write (seq2seq) or "tasks" (several, each
-    # its own).
+    # a "transcript" (of its sound), a "text" to write (seq2seq), "masks" (a class per
+    # pixel) or "tasks" (several, each its own).
     targets: str = "classes"
     augmented: bool = True  # augment=... may change its training inputs
     class_weighted: bool = False  # task.class_weights weighs its loss
@@ -86,6 +86,13 @@ TASKS: dict[str, TaskInfo] = {
     # Images from folders or files, through transformers' image classifiers.
     "image_classification": TaskInfo(
         "image_classification", ("accuracy", "f1", "mcc", "loss"), "image", distilled=True
+    ),
+    # A class per pixel: images with masks of class ids.
+    "semantic_segmentation": TaskInfo(
+        "semantic_segmentation",
+        ("mean_iou", "pixel_accuracy", "loss"),
+        "image",
+        targets="masks",
     ),
     # Clips from folders or files, through transformers' audio classifiers.
     "audio_classification": TaskInfo(

@@ -47,6 +47,12 @@ class ImageClassification(Classification):
     def load_raw(self, cfg: DataConfig) -> Any:
         from ft_cli.data import dataset
 
+        if cfg.format.value == "maskfolder":
+            raise FtError(
+                f"data.format=maskfolder holds images with masks: task={self.name} reads a"
+                " folder of class folders (data.format=imagefolder); for masks use"
+                " task=semantic_segmentation"
+            )
         if cfg.format.value.endswith("folder"):
             raw = _load_folders(self, cfg)
         else:

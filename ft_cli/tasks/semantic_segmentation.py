@@ -1,0 +1,242 @@
+"""Semantic segmentation: a class per pixel, through transformers' segmentation models
+(SegFormer, DPT, UperNet ... `AutoModelForSemanticSegmentation`) and the model's own
+image processor.
+
+Images come with masks of class ids (`inputs.masks`): a folder per split holding
+`images/` and `masks/` of the same names (`format=maskfolder`), or a table whose
+`data.image_column` and `data.mask_column` hold paths relative to it. Every mask is
+checked at load against its image's size and the label set. The model's logits are
+scaled up to the mask's size (the model's input size) for the loss and the metrics:
+mean IoU over the classes present, each class's IoU and pixel accuracy, all from
+torchmetrics, `task.ignore_index` left out of each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ft_cli import paths
+from ft_cli.config.schema import DataConfig, TaskConfig
+from ft_cli.errors import FtError
+from ft_cli.inputs import masks
+from ft_cli.inputs import pictures as images
+from ft_cli.tasks.image_classification import ImageClassification, ImageObjective
+
+
+class SemanticSegmentation(ImageClassification):
+    name = "semantic_segmentation"
+    pipeline_tag = "image-segmentation"
+    uses_labels = False  # the masks are the labels
+    confusion_matrix = False
+    exportable = False
+    not_exported = "ft export does not export segmentation models yet"
+
+    def input_columns(self, cfg: DataConfig) -> dict[str, str]:
+        return {"data.image_column": cfg.image_column, "data.mask_column": cfg.mask_column}
+
+    def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
+        return task  # no class weights: nothing depends on the data
+
+    def check_predictable(self) -> None:
+        raise FtError("ft predict does not write segmentation masks yet; ft eval scores a run")
+
+    def load_raw(self, cfg: DataConfig) -> Any:
+        from ft_cli.data import dataset
+        from ft_cli.tasks.image_classification import _base, _generated
+
+        if cfg.format.value != "maskfolder":
+            raw = dataset.load_raw(cfg)
+            for split, table in list(raw.splits.items()):
+                raw.splits[split] = _relative_paths(table, cfg, raw.source[split])
+            return raw
+        splits, source = {}, {}
+        for split in dataset.SPLITS:
+            value = getattr(cfg.files, split)
+            if value is None:
+                continue
+            key = f"data.files.{split}"
+            root = Path(_generated(paths.resolve_path(value, key, base=_base(cfg))))
+            splits[split] = _pairs(root, cfg, key)
+            source[split] = str(root)
+        if "train" not in splits:
+            raise FtError("data.files.train is required: set data.files.train=FOLDER")
+        return dataset.RawData(splits, source)
+
+    def label_names(
+        self, task: TaskConfig, cfg: DataConfig, train: Any, hub_names: list[str] | None
+    ) -> list[str] | None:
+        """task.labels, else the class ids the training masks hold, named by their id."""
+        if task.labels:
+            return [str(label) for label in task.labels]
+        split = masks.MaskedSplit(train[cfg.image_column], train[cfg.mask_column])
+        found = [i for i in masks.class_ids(split, "data.files.train") if i != task.ignore_index]
+        return [str(i) for i in range(max(found, default=0) + 1)]
+
+    def encode(
+        self,
+        cfg: DataConfig,
+        task: TaskConfig,
+        tokenizer: Any,
+        dataset: Any,
+        labels: list[str] | None,
+        split: str,
+    ) -> Any:
+        found = masks.MaskedSplit(
+            images.resolve_refs(dataset[cfg.image_column], None, "data.image_column"),
+            images.resolve_refs(dataset[cfg.mask_column], None, "data.mask_column"),
+        )
+        assert labels is not None
+        masks.check_masks(found, len(labels), task.ignore_index, f"data.files.{split}")
+        return found
+
+    def head(self, labels: list[str] | None) -> tuple[dict[str, Any], str]:
+        values, _ = super().head(labels)
+        return values, "AutoModelForSemanticSegmentation"
+
+    def objective(
+        self,
+        net: nn.Module,
+        task: TaskConfig,
+        processor: Any,
+        labels: list[str] | None,
+        compile_model: bool,
+        label_smoothing: float,
+    ) -> Any:
+        return SegmentationObjective(
+            net, labels or [], processor, compile_model, label_smoothing, task.ignore_index
+        )
+
+
+def _pairs(root: Path, cfg: DataConfig, key: str) -> Any:
+    """A split folder's images/ and masks/, matched by file name without its extension."""
+    import datasets
+
+    folders = {part: root / part for part in ("images", "masks")}
+    for part, folder in folders.items():
+        if not folder.is_dir():
+            raise FtError(
+                f"{key}: '{root}' has no {part}/ folder; a maskfolder split holds images/ and"
+                " masks/ of the same file names"
+            )
+    pictures = {Path(p).stem: p for p in images.list_images(folders["images"])}
+    marks = {Path(p).stem: p for p in images.list_images(folders["masks"])}
+    alone = sorted(set(pictures) ^ set(marks))
+    if alone:
+        side = "mask" if alone[0] in pictures else "image"
+        raise FtError(
+            f"{key}: '{alone[0]}' has no {side} ({len(alone)} file(s) without a partner);"
+            " every image needs a mask of the same name"
+        )
+    names = sorted(pictures)
+    return datasets.Dataset.from_dict(
+        {cfg.image_column: [pictures[n] for n in names], cfg.mask_column: [marks[n] for n in names]}
+    )
+
+
+def _relative_paths(table: Any, cfg: DataConfig, source: str) -> Any:
+    """A table's image and mask paths made absolute (relative to the table's folder)."""
+    base = Path(source).parent if Path(source).is_file() else None
+    for key, column in (
+        ("data.image_column", cfg.image_column),
+        ("data.mask_column", cfg.mask_column),
+    ):
+        if column not in table.column_names:
+            continue  # the column check names it
+        refs = images.resolve_refs(table[column], base, key, "an image file")
+        missing = images.missing_files(refs)
+        if missing:
+            raise FtError(
+                f"{key}: {len(missing)} file(s) do not exist (first: {missing[0]}); paths are"
+                " relative to the table's folder"
+            )
+        table = table.remove_columns(column).add_column(column, refs)
+    return table
+
+
+class SegmentationObjective(ImageObjective):
+    """Cross-entropy per pixel; logits scaled up to the masks' size."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        labels: list[str],
+        processor: Any,
+        compile_model: bool,
+        label_smoothing: float,
+        ignore: int,
+    ) -> None:
+        super().__init__(net, len(labels), processor, compile_model, label_smoothing, None)
+        self.labels, self.ignore = labels, ignore
+
+    def collator(self, split: Any, seed: int) -> Any:
+        return masks.MaskCollator(split, self.pixels, seed)
+
+    def train_collator(self, split: Any, seed: int) -> Any:
+        return masks.MaskCollator(split, self.pixels, seed, self.augmentation)
+
+    def outputs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = batch.pop("labels")
+        logits = self.forward(**batch).logits
+        scaled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        return scaled, labels
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), targets, ignore_index=self.ignore, label_smoothing=self.label_smoothing
+        )
+
+    def new_metrics(self, split: Any = None) -> Any:
+        return SegmentationMetrics(self.labels, self.ignore)
+
+
+class SegmentationMetrics:
+    """Mean IoU (over the classes the evaluated masks or predictions hold), each class's
+    IoU, pixel accuracy and loss; torchmetrics' states, merged across processes."""
+
+    def __init__(self, labels: list[str], ignore: int) -> None:
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+        count = len(labels)
+        self.labels, self.ignore = labels, ignore
+        self.iou = MulticlassJaccardIndex(
+            count, average="none", ignore_index=ignore, zero_division=float("nan")
+        )
+        self.accuracy = MulticlassAccuracy(count, average="micro", ignore_index=ignore)
+        self.loss_sum, self.count = 0.0, 0
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        logits = logits.detach().float()
+        loss = F.cross_entropy(logits, labels, ignore_index=self.ignore)
+        self.loss_sum += float(loss) * len(labels)
+        self.count += len(labels)
+        guesses, truth = logits.argmax(1).cpu(), labels.cpu()
+        self.iou.update(guesses, truth)
+        self.accuracy.update(guesses, truth)
+
+    def merge(self, others: list[SegmentationMetrics]) -> SegmentationMetrics:
+        for other in others:
+            self.iou.merge_state(other.iou)
+            self.accuracy.merge_state(other.accuracy)
+            self.loss_sum += other.loss_sum
+            self.count += other.count
+        return self
+
+    def compute(self) -> dict[str, float]:
+        each = self.iou.compute()
+        scores = {
+            "mean_iou": float(each.nanmean()),
+            "pixel_accuracy": float(self.accuracy.compute()),
+            "loss": self.loss_sum / max(self.count, 1),
+        }
+        for name, value in zip(self.labels, each.tolist(), strict=True):
+            if value == value:  # a class neither present nor predicted has no IoU
+                scores[f"iou_{name}"] = value
+        return scores
+
+
+TASK = SemanticSegmentation()
