@@ -106,3 +106,40 @@ def test_training_learns_the_shapes_and_scores_each_class(tmp_path: Path) -> Non
     assert {"mean_iou", "pixel_accuracy", "loss", "iou_background"} <= set(final)
     assert 0.0 < final["mean_iou"] <= 1.0 and final["pixel_accuracy"] > 0.5
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+    # Predicted masks: written as PNGs of class ids at each image's size, read back; the
+    # served ones (inline, base64) are the same masks.
+    import base64
+    import csv
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from ft_cli.assets import generated
+    from ft_cli.commands import predict, serve
+    from ft_cli.deploy import serving
+
+    scenes = sorted((generated("scenes") / "validation" / "images").glob("*.png"))[:2]
+    source = tmp_path / "images.csv"
+    source.write_text("image\n" + "".join(f"{p}\n" for p in scenes))
+    target = tmp_path / "out.csv"
+    run = str(tmp_path / "run")
+    assert predict.predict_file(run, source, target, ["task.overlay=true"]) == 2
+    with open(target) as handle:
+        written = list(csv.DictReader(handle))
+    kept = []
+    for row, picture in zip(written, scenes, strict=True):
+        mask = Image.open(row["predicted_mask"])
+        assert mask.size == Image.open(picture).size and mask.mode == "L"
+        assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 1, 2, 3}
+        shares = [float(row[f"share_{c}"]) for c in ("background", "circle", "square", "triangle")]
+        assert sum(shares) == pytest.approx(1.0)
+        assert Path(row["predicted_mask"].replace(".png", "_overlay.png")).is_file()
+        kept.append(np.asarray(mask))
+    served, _ = serve.load(run, None, None, [], 8)
+    with TestClient(serving.build_app(served, serving.Limits())) as client:
+        body = {"images": [base64.b64encode(p.read_bytes()).decode() for p in scenes]}
+        answer = client.post("/predict", json=body).json()["predictions"]
+    for reply, mask in zip(answer, kept, strict=True):
+        inline = Image.open(io.BytesIO(base64.b64decode(reply["predicted_mask"])))
+        assert np.array_equal(np.asarray(inline), mask)

@@ -113,6 +113,7 @@ def predict_file(
     if kind.inputs.names_files:  # paths relative to the table's folder
         spec = _paths_from(spec, source.resolve().parent)
     predictor = load_predictor(found, spec, batch_size, out_fmt.holds_lists, backend)
+    predictor.output = target
     return write_predictions(source, target, spec.data, predictor)
 
 
@@ -137,6 +138,7 @@ def predict_listed(
     out_fmt = file_format(target, "--output")
     spec = _paths_from(spec, source if source.is_dir() else source.resolve().parent)
     predictor = load_predictor(found, spec, batch_size, out_fmt.holds_lists, backend)
+    predictor.output = target
     partial = target.with_name(f".{target.name}.partial")
     (column,) = tasks.modality(spec.task.kind).columns(spec.data).values()
     with _writer(partial, out_fmt) as write:
@@ -231,6 +233,10 @@ class Predictor:
         self.net, self.tokenizer, self.spec, self.labels, self.hw = net, tokenizer, spec, labels, hw
         self.batch = batch
         self.lists = lists  # tags as a list (jsonl, parquet) or one spaced string (csv, tsv)
+        # The file being written: files a prediction makes (masks) go into a folder beside
+        # it; None (ft serve): they come back inline.
+        self.output: Path | None = None
+        self.rows_done = 0  # rows predicted so far: names the files of the next ones
 
     def _column(self, rows: list[dict], key: str, name: str, keep_lists: bool = False) -> list:
         if name not in rows[0]:

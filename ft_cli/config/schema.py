@@ -374,6 +374,11 @@ class TaskSettings:
         "semantic_segmentation: the mask value (unlabelled, borders) no loss or metric reads.",
         AT_LEAST_0,
     )
+    overlay: bool = _help(
+        False,
+        "semantic_segmentation: ft predict also writes each image with its predicted mask"
+        " coloured over it (NAME_overlay.png beside the mask).",
+    )
     text_format: TextFormat = _help(
         TextFormat.auto,
         "causal_lm: plain (continued pretraining on data.text_column), prompt_response"

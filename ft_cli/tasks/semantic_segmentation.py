@@ -42,8 +42,43 @@ class SemanticSegmentation(ImageClassification):
     def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
         return task  # no class weights: nothing depends on the data
 
-    def check_predictable(self) -> None:
-        raise FtError("ft predict does not write segmentation masks yet; ft eval scores a run")
+    def predictions(self, predictor: Any, rows: list[dict]) -> list[dict[str, Any]]:
+        """Each image's mask at the image's own size (the logits scaled up, then the best
+        class per pixel) and each class's share of its pixels. ft predict writes the masks
+        as PNGs of class ids into a folder beside its output (`predicted_mask`: the path),
+        with `task.overlay` each image with its mask coloured over it too; ft serve
+        returns the PNG inline, in base64."""
+        from ft_cli.models import outputs
+
+        spec = predictor.spec
+
+        def read(key: str, name: str, keep_lists: bool = False) -> list:
+            return predictor._column(rows, key, name, keep_lists)
+
+        split, collate, _ = self.predict_inputs(
+            read, predictor.tokenizer, spec.data, predictor.labels, spec.task
+        )
+        output = predictor.output
+        folder = None if output is None else output.with_name(f"{output.stem}.masks")
+        found: list[dict[str, Any]] = []
+        with torch.no_grad(), predictor.hw.autocast():
+            for start in range(0, len(split), predictor.batch):
+                indices = list(range(start, min(start + predictor.batch, len(split))))
+                batch = collate(indices)
+                batch.pop("labels")
+                batch = {k: v.to(predictor.hw.device) for k, v in batch.items()}
+                logits = outputs.logits_of(predictor.net(**batch)).float().cpu()
+                for row, index in enumerate(indices):
+                    image = images.open_image(split.images[index])
+                    size = (image.height, image.width)
+                    scaled = F.interpolate(logits[row : row + 1], size=size, mode="bilinear")
+                    ids = scaled[0].argmax(0).numpy()
+                    name = f"{predictor.rows_done + index:06d}_{Path(split.name(index)).stem}"
+                    found.append(
+                        mask_columns(ids, image, predictor.labels, folder, name, spec.task.overlay)
+                    )
+        predictor.rows_done += len(split)
+        return found
 
     def load_raw(self, cfg: DataConfig) -> Any:
         from ft_cli.data import dataset
@@ -110,6 +145,51 @@ class SemanticSegmentation(ImageClassification):
         return SegmentationObjective(
             net, labels or [], processor, compile_model, label_smoothing, task.ignore_index
         )
+
+
+# Overlay colours by class id (the background, id 0, is left as it is).
+PALETTE = [
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+]
+
+
+def mask_columns(
+    ids: Any, image: Any, labels: list[str], folder: Path | None, name: str, overlay: bool
+) -> dict[str, Any]:
+    """A predicted mask's columns: the PNG of class ids (a file in `folder`, else inline
+    base64) and each class's share of the pixels."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    mask = Image.fromarray(ids.astype(np.uint8 if len(labels) <= 256 else np.uint16))
+    counts = np.bincount(ids.reshape(-1), minlength=len(labels)) / ids.size
+    shares = {f"share_{label}": float(c) for label, c in zip(labels, counts, strict=True)}
+    if folder is None:
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG")
+        return {"predicted_mask": base64.b64encode(buffer.getvalue()).decode(), **shares}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    mask.save(path)
+    if overlay:
+        colours = np.array([PALETTE[i % len(PALETTE)] for i in range(len(labels))], np.uint8)
+        painted = np.asarray(image, dtype=np.float32)
+        shown = ids > 0
+        painted[shown] = 0.5 * painted[shown] + 0.5 * colours[ids[shown]]
+        Image.fromarray(painted.astype(np.uint8)).save(folder / f"{name}_overlay.png")
+    return {"predicted_mask": str(path), **shares}
 
 
 def _pairs(root: Path, cfg: DataConfig, key: str) -> Any:
