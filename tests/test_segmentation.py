@@ -143,3 +143,38 @@ def test_training_learns_the_shapes_and_scores_each_class(tmp_path: Path) -> Non
     for reply, mask in zip(answer, kept, strict=True):
         inline = Image.open(io.BytesIO(base64.b64decode(reply["predicted_mask"])))
         assert np.array_equal(np.asarray(inline), mask)
+
+
+@pytest.mark.slow
+def test_export_predicts_the_masks_torch_does_and_resume_is_bit_identical(tmp_path: Path) -> None:
+    from conftest import resumes_bit_identical
+
+    from ft_cli.assets import generated
+    from ft_cli.commands import export, predict
+    from ft_cli.training.engine import train as run
+
+    def train(run_dir: Path, overrides: list[str]) -> object:
+        spec = compose_spec([*SMALL, *overrides])
+        return run(spec, run_dir=run_dir, overrides=[*SMALL, *overrides])
+
+    overrides = [
+        "train.epochs=2",
+        "train.save_every=2",
+        "train.export=last",
+        "train.keep_checkpoints=100",
+    ]
+    assert resumes_bit_identical(train, tmp_path, overrides)
+    folder = str(tmp_path / "reference")
+    assert export.main([folder]) == 0
+    scenes = sorted((generated("scenes") / "validation" / "images").glob("*.png"))[:3]
+    source = tmp_path / "images.csv"
+    source.write_text("image\n" + "".join(f"{p}\n" for p in scenes))
+    masks_of = {}
+    for backend in ("torch", "onnxruntime"):
+        target = tmp_path / f"{backend}.csv"
+        predict.predict_file(folder, source, target, [], backend=backend)
+        found = sorted((tmp_path / f"{backend}.masks").glob("*.png"))
+        masks_of[backend] = [np.asarray(Image.open(path)) for path in found]
+    assert len(masks_of["torch"]) == 3
+    for ours, theirs in zip(masks_of["torch"], masks_of["onnxruntime"], strict=True):
+        assert (ours != theirs).mean() < 0.001  # a tie between two classes may flip a pixel

@@ -124,9 +124,11 @@ class SessionNet(torch.nn.Module):
             )
         feed = {name: batch[name].cpu().numpy() for name in self.names}
         logits = torch.from_numpy(self.session.run(None, feed)[0])
-        if self.classes is not None and logits.shape[-1] != self.classes:
+        # Scores per class: on the last axis, or a class map's second ([rows, classes, h, w]).
+        found = logits.shape[1] if logits.dim() == 4 else logits.shape[-1]
+        if self.classes is not None and found != self.classes:
             raise FtError(
-                f"{self.path} returns {logits.shape[-1]} scores per row, but the model has"
+                f"{self.path} returns {found} scores per row, but the model has"
                 f" {self.classes} labels: it is another model's graph; export the run again"
             )
         return SimpleNamespace(logits=logits)

@@ -33,8 +33,6 @@ class SemanticSegmentation(ImageClassification):
     pipeline_tag = "image-segmentation"
     uses_labels = False  # the masks are the labels
     confusion_matrix = False
-    exportable = False
-    not_exported = "ft export does not export segmentation models yet"
 
     def input_columns(self, cfg: DataConfig) -> dict[str, str]:
         return {"data.image_column": cfg.image_column, "data.mask_column": cfg.mask_column}
