@@ -45,7 +45,7 @@ def test_every_recipe_composes_and_validates(recipe: str) -> None:
         kind = "causal_lm"
     if recipe.endswith(("_seq2seq", "_xsum")):
         kind = "seq2seq"
-    if recipe.endswith("_segmentation"):
+    if recipe.endswith(("_segmentation", "_ade")):
         kind = "semantic_segmentation"
     assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False

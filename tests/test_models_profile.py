@@ -66,6 +66,9 @@ def test_image_flops_are_per_image_and_activations_grow_with_the_batch() -> None
 def test_heads_follow_the_family() -> None:
     assert profile.heads_of("bert") == ["classification", "token_classification", "mlm"]
     assert profile.heads_of("resnet") == ["image_classification"]
+    assert profile.heads_of("gpt2")[-1] == "causal_lm" and "causal_lm" in profile.heads_of("llama")
+    assert profile.heads_of("t5")[-1] == "seq2seq"
+    assert profile.heads_of("segformer") == ["image_classification", "semantic_segmentation"]
 
 
 def test_ft_models_table_and_from_a_run_spec(monkeypatch, capsys) -> None:

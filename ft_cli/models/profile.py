@@ -28,7 +28,14 @@ HEAD_MAPPINGS = {
     "image_classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
     "audio_classification": "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
     "speech_recognition": "MODEL_FOR_CTC_MAPPING_NAMES",
+    "causal_lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "seq2seq": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+    "semantic_segmentation": "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
 }
+
+# Families a mapping lists that a task still does not start from: an encoder's causal-LM
+# class (BERT's) is a decoder mode of a bidirectional model, not a GPT-style model.
+NOT_WITH = {"causal_lm": ("MODEL_FOR_MASKED_LM_MAPPING_NAMES",)}
 
 # Hub checkpoints whose architecture is their family's config defaults (as transformers
 # documents each config class), so a table can show them without the network.
@@ -40,6 +47,9 @@ DEFAULT_ARCHITECTURES = {
     "facebook/convnext-tiny-224": "convnext",
     "facebook/wav2vec2-base": "wav2vec2",
     "MIT/ast-finetuned-audioset-10-10-0.4593": "audio-spectrogram-transformer",
+    "nvidia/mit-b0": "segformer",
+    "gpt2": "gpt2",
+    "google-t5/t5-small": "t5",
 }
 AUDIO_RATE = 16_000  # samples a second a waveform model reads (the usual checkpoints')
 
@@ -93,10 +103,13 @@ def load_config(name: str, trust_remote_code: bool = False) -> tuple[Any, str]:
 def heads_of(family: str) -> list[str]:
     from transformers.models.auto import modeling_auto
 
+    def listed(mapping: str) -> bool:
+        return family in getattr(modeling_auto, mapping, {})
+
     return [
         task
         for task, mapping in HEAD_MAPPINGS.items()
-        if family in getattr(modeling_auto, mapping, {})
+        if listed(mapping) and not any(listed(m) for m in NOT_WITH.get(task, ()))
     ]
 
 
@@ -149,7 +162,10 @@ def dummy_inputs(config: Any, batch: int, size: int) -> dict[str, Any]:
 
     if is_vision(config):
         return {"pixel_values": torch.zeros(batch, config.num_channels, size, size, device="meta")}
-    return {"input_ids": torch.zeros(batch, size, dtype=torch.long, device="meta")}
+    ids = torch.zeros(batch, size, dtype=torch.long, device="meta")
+    if getattr(config, "is_encoder_decoder", False):  # T5, BART: the target as long as the source
+        return {"input_ids": ids, "decoder_input_ids": ids}
+    return {"input_ids": ids}
 
 
 def forward_flops(net: Any, inputs: dict[str, Any]) -> int:

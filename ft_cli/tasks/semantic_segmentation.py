@@ -217,7 +217,10 @@ def _pairs(root: Path, cfg: DataConfig, key: str) -> Any:
 
 
 def _relative_paths(table: Any, cfg: DataConfig, source: str) -> Any:
-    """A table's image and mask paths made absolute (relative to the table's folder)."""
+    """A table's image and mask paths made absolute (relative to the table's folder); a hub
+    table's images and masks kept as their files' bytes."""
+    import datasets
+
     base = Path(source).parent if Path(source).is_file() else None
     for key, column in (
         ("data.image_column", cfg.image_column),
@@ -225,6 +228,8 @@ def _relative_paths(table: Any, cfg: DataConfig, source: str) -> Any:
     ):
         if column not in table.column_names:
             continue  # the column check names it
+        if isinstance(table.features[column], datasets.Image):
+            table = table.cast_column(column, datasets.Image(decode=False))
         refs = images.resolve_refs(table[column], base, key, "an image file")
         missing = images.missing_files(refs)
         if missing:
