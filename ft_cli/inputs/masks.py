@@ -66,7 +66,7 @@ def check_masks(split: MaskedSplit, num_labels: int, ignore: int, key: str) -> s
     for index, (image_ref, mask_ref) in enumerate(zip(split.images, split.masks, strict=True)):
         where = f"{key}: mask {mask_ref if isinstance(mask_ref, str) else f'of row {index}'}"
         ids = open_mask(mask_ref, where)
-        size = pictures.open_image(image_ref).size
+        size = pictures.open_image(image_ref, mode=None).size  # the header, no decoding
         if (ids.shape[1], ids.shape[0]) != size:
             raise FtError(
                 f"{where} is {ids.shape[1]}x{ids.shape[0]}, its image {size[0]}x{size[1]};"
