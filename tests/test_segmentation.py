@@ -144,6 +144,13 @@ def test_training_learns_the_shapes_and_scores_each_class(tmp_path: Path) -> Non
         inline = Image.open(io.BytesIO(base64.b64decode(reply["predicted_mask"])))
         assert np.array_equal(np.asarray(inline), mask)
 
+    from ft_cli.commands import report
+
+    sheet = tmp_path / "worst.png"
+    caption, path = report.task_figure(tmp_path / "run", sheet, "run")
+    assert caption.startswith("lowest-IoU images") and path == sheet
+    assert Image.open(sheet).size[1] > Image.open(sheet).size[0]  # a row per image
+
 
 @pytest.mark.slow
 def test_export_predicts_the_masks_torch_does_and_resume_is_bit_identical(tmp_path: Path) -> None:

@@ -70,6 +70,10 @@ def write_report(root: Path, confusion: bool = True) -> Path:
         if caption is not None:
             plots.append((caption, path))
     table = task_table(Path(best.run_dir)) if confusion and best else None
+    if confusion and best:
+        figure = task_figure(Path(best.run_dir), root / "worst_validation.png", best.job)
+        if figure is not None:
+            plots.append(figure)
     if len(rows) > 1:
         for key, points in varied_hyperparameters(rows).items():
             path = root / f"sweep_{key.replace('.', '_')}.png"
@@ -87,16 +91,35 @@ def write_report(root: Path, confusion: bool = True) -> Path:
     return page
 
 
-def task_table(run_dir: Path) -> tuple[str, list[str], list[list[Any]]] | None:
-    """The run's task's own table about its validation split (question answering: the
-    worst-answered questions), or None."""
+def task_figure(run_dir: Path, path: Path, job: str) -> tuple[str, Path] | None:
+    """The run's task's own picture of its validation split (segmentation: the worst
+    images with their true and predicted masks), as (caption, path), or None."""
+    kind = _trained_kind(run_dir)
+    if kind is None or not tasks.get(kind).report_figures:
+        return None
+    from ft_cli.training import evaluating
+
+    ready = evaluating.setup(str(run_dir), [])
+    caption = tasks.get(kind).report_figure(ready, path, f"validation ({job})")
+    return (caption, path) if caption is not None else None
+
+
+def _trained_kind(run_dir: Path) -> str | None:
+    """The task of a run with a trained model, or None."""
     from omegaconf import OmegaConf
 
     config = run_dir / "config.yaml"
     if not config.is_file() or not (run_dir / "model" / "config.json").is_file():
         return None
     kind = OmegaConf.select(OmegaConf.load(config), "task.kind")
-    if kind not in tasks.TASKS or not tasks.get(kind).report_tables:
+    return kind if kind in tasks.TASKS else None
+
+
+def task_table(run_dir: Path) -> tuple[str, list[str], list[list[Any]]] | None:
+    """The run's task's own table about its validation split (question answering: the
+    worst-answered questions), or None."""
+    kind = _trained_kind(run_dir)
+    if kind is None or not tasks.get(kind).report_tables:
         return None
     from ft_cli.training import evaluating
 

@@ -34,6 +34,7 @@ class Task:
     word_lists = False  # a row's text may be a list of words (ft serve accepts one)
     confusion_matrix = False  # ft report plots one (a class per row)
     report_tables = False  # ft report shows report_table's rows
+    report_figures = False  # ft report shows report_figure's picture
     # ft export: the model ends in one fixed-shape head a graph can return; else why not.
     exportable = True
     not_exported = "its output is not one fixed-shape head"
@@ -196,6 +197,11 @@ class Task:
     def report_table(self, ready: Any) -> tuple[str, list[str], list[list[Any]]] | None:
         """`ft report`: a table of the task's own about the validation split ((title,
         header, rows); `ready`: the trained run's evaluation setup), or None."""
+        return None
+
+    def report_figure(self, ready: Any, path: Path, title: str) -> str | None:
+        """`ft report`: a picture of the task's own about the validation split written to
+        `path` (`ready`: the trained run's evaluation setup); its caption, or None."""
         return None
 
     def long_input_rows(self, cfg: DataConfig, tokenizer: Any) -> list[list[str]]:

@@ -37,6 +37,42 @@ class SemanticSegmentation(ImageClassification):
     def input_columns(self, cfg: DataConfig) -> dict[str, str]:
         return {"data.image_column": cfg.image_column, "data.mask_column": cfg.mask_column}
 
+    report_figures = True  # ft report: the worst validation images with their masks
+
+    def report_figure(self, ready: Any, path: Path, title: str) -> str | None:
+        """The validation images of the lowest IoU (the mean over the classes each holds
+        or is given), each beside its true and its predicted mask."""
+        import numpy as np
+        from torchmetrics.functional.classification import multiclass_jaccard_index
+
+        split, labels, ignore = ready.rows, ready.labels, ready.spec.task.ignore_index
+        collate = ready.objective.collator(split, 0)
+        scored = []
+        ready.forward.eval()
+        with torch.no_grad(), ready.hw.autocast():
+            for start in range(0, len(split), 16):
+                indices = list(range(start, min(start + 16, len(split))))
+                batch = {k: v.to(ready.hw.device) for k, v in collate(indices).items()}
+                logits, truth = ready.forward(batch)
+                guesses = logits.argmax(1).cpu()
+                for row, index in enumerate(indices):
+                    each = multiclass_jaccard_index(
+                        guesses[row],
+                        truth[row].cpu(),
+                        len(labels),
+                        average="none",
+                        ignore_index=ignore,
+                        zero_division=float("nan"),
+                    )
+                    iou = float(each.nanmean())
+                    scored.append((iou, index, truth[row].cpu().numpy(), guesses[row].numpy()))
+        worst = sorted(scored, key=lambda item: item[0])[:REPORTED_WORST]
+        if not worst:
+            return None
+        colours = np.array([PALETTE[i % len(PALETTE)] for i in range(len(labels))], np.uint8)
+        _mask_sheet(worst, split, colours, ignore, path)
+        return f"lowest-IoU images, {title}: image, true mask, predicted mask"
+
     def settle(self, task: TaskConfig, prepared: Any, key: str = "task.") -> TaskConfig:
         return task  # no class weights: nothing depends on the data
 
@@ -188,6 +224,32 @@ def mask_columns(
         painted[shown] = 0.5 * painted[shown] + 0.5 * colours[ids[shown]]
         Image.fromarray(painted.astype(np.uint8)).save(folder / f"{name}_overlay.png")
     return {"predicted_mask": str(path), **shares}
+
+
+REPORTED_WORST = 6  # ft report's rows of worst images
+
+
+def _mask_sheet(worst: list[Any], split: Any, colours: Any, ignore: int, path: Path) -> None:
+    """A row per image: the image, its true mask, its predicted mask (ids in colour; the
+    ignored pixels white), titled with its IoU."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axes = plt.subplots(len(worst), 3, figsize=(6, 2 * len(worst)), squeeze=False)
+    for (iou, index, truth, guess), row in zip(worst, axes, strict=True):
+        image = images.open_image(split.images[index]).resize(truth.shape[::-1])
+        shown = [np.asarray(image)]
+        for ids in (truth, guess):
+            painted = colours[np.where(ids == ignore, 0, ids) % len(colours)].copy()
+            painted[ids == ignore] = 255
+            shown.append(painted)
+        for axis, picture, name in zip(row, shown, ("image", "true", "predicted"), strict=True):
+            axis.imshow(picture)
+            axis.set_axis_off()
+            axis.set_title(f"{name} (IoU {iou:.2f})" if name == "image" else name, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _pairs(root: Path, cfg: DataConfig, key: str) -> Any:
