@@ -185,3 +185,22 @@ def test_export_predicts_the_masks_torch_does_and_resume_is_bit_identical(tmp_pa
     assert len(masks_of["torch"]) == 3
     for ours, theirs in zip(masks_of["torch"], masks_of["onnxruntime"], strict=True):
         assert (ours != theirs).mean() < 0.001  # a tie between two classes may flip a pixel
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_a_run_with_its_copy_scores_as_the_run(tmp_path: Path) -> None:
+    import shutil
+
+    from ft_cli.ensembles import scoring
+    from ft_cli.training.engine import train
+
+    overrides = [*SMALL, "train.epochs=1"]
+    run = train(compose_spec(overrides), run_dir=tmp_path / "run", overrides=overrides)
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    folders = [str(tmp_path / "run"), str(tmp_path / "copy")]
+    scored = scoring.score(folders, ["mean"], None, "validation", None, [])
+    ensemble = scored.rows[-1].metrics
+    # The mean of identical per-pixel class probabilities: the run's own masks, scores and
+    # loss, as its evaluation computed them from its logits.
+    for key in ("mean_iou", "pixel_accuracy", "iou_background", "loss"):
+        assert ensemble[key] == pytest.approx(run.final[key], abs=1e-4)

@@ -67,7 +67,7 @@ class Combiner:
 
 def average(outputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     weights = weights / weights.sum()
-    return torch.einsum("m,mnk->nk", weights, outputs)
+    return torch.einsum("m,m...->...", weights, outputs)  # any shape of output per row
 
 
 def vote(outputs: torch.Tensor, regression: bool) -> torch.Tensor:

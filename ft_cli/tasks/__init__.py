@@ -93,6 +93,8 @@ TASKS: dict[str, TaskInfo] = {
         ("mean_iou", "pixel_accuracy", "loss"),
         "image",
         targets="masks",
+        # The members' class probabilities per pixel, averaged (weighted or not).
+        ensembles=("mean", "weighted"),
     ),
     # Clips from folders or files, through transformers' audio classifiers.
     "audio_classification": TaskInfo(

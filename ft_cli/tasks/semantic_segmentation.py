@@ -39,6 +39,18 @@ class SemanticSegmentation(ImageClassification):
 
     report_figures = True  # ft report: the worst validation images with their masks
 
+    def prediction(
+        self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
+    ) -> dict[str, Any]:
+        raise FtError(
+            "ft predict with an ensemble of segmentation runs is not built yet; ft eval scores"
+            " the ensemble, ft predict one run"
+        )
+
+    def ensemble_values(self, logits: torch.Tensor, length: int, width: int) -> torch.Tensor:
+        """A row's class probabilities per pixel ([classes, height, width])."""
+        return logits.softmax(0)
+
     def report_figure(self, ready: Any, path: Path, title: str) -> str | None:
         """The validation images of the lowest IoU (the mean over the classes each holds
         or is given), each beside its true and its predicted mask."""
