@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -439,50 +438,18 @@ class CausalLMObjective(Objective):
         return LanguageMetrics(self if limit != 0 else None, limit)
 
 
-class LanguageMetrics:
+class LanguageMetrics(generation.GeneratedScores):
     """Loss and perplexity over the trained tokens; with an objective to generate with,
     each row's last answer generated from what comes before it and scored against it."""
 
-    def __init__(self, objective: CausalLMObjective | None, limit: int | None) -> None:
-        self.objective, self.limit = objective, limit
-        self.loss_sum, self.count = 0.0, 0
-        self.predicted: list[str] = []
-        self.truth: list[str] = []
-        self.prompts: list[str] = []
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "objective": None}  # the model stays in its process
-
     def update(self, logits: torch.Tensor, targets: Any) -> None:
         labels, positions, ids = targets
-        self.loss_sum += float(F.cross_entropy(logits.detach().float(), labels, reduction="sum"))
-        self.count += len(labels)
-        if self.objective is None:
-            return
-        room = None if self.limit is None else self.limit - len(self.truth)
-        if room is not None and room <= 0:
-            return
-        asked, replies = last_answers(positions.cpu(), ids.cpu())
-        asked, replies = asked[:room], replies[:room]
-        objective = self.objective
-        tokenizer = objective.tokenizer
-        self.predicted += generation.generate(objective.net, tokenizer, asked, objective.settings)
-        self.truth += [tokenizer.decode(a, skip_special_tokens=True).strip() for a in replies]
-        self.prompts += [tokenizer.decode(a, skip_special_tokens=True).strip() for a in asked]
-
-    def merge(self, others: list[LanguageMetrics]) -> LanguageMetrics:
-        for other in others:
-            self.loss_sum += other.loss_sum
-            self.count += other.count
-            self.predicted += other.predicted
-            self.truth += other.truth
-            self.prompts += other.prompts
-        return self
+        self.add_loss(logits, labels)
+        if self.room() != 0:
+            self.answer(*last_answers(positions.cpu(), ids.cpu()))
 
     def compute(self) -> dict[str, float]:
-        loss = self.loss_sum / max(self.count, 1)
-        scores = {"perplexity": math.exp(min(loss, 80.0)), "loss": loss}
-        return {**scores, **generation.overlap_scores(self.predicted, self.truth)}
+        return self.scores(("rougeL",))
 
 
 def last_answers(

@@ -8,6 +8,7 @@ ft predict and ft serve write the same text for it.
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Any
 
@@ -126,3 +127,57 @@ def overlap_scores(
 def _name(key: str) -> str:
     """torchmetrics' rougeL as ft's metric rouge_l (rouge1: rouge_1)."""
     return "rouge_" + key.removeprefix("rouge").lower()
+
+
+class GeneratedScores:
+    """What a generating task's evaluation accumulates: the loss over the target tokens,
+    and (with an `objective` to generate with: .net, .tokenizer, .settings) each row's
+    answer generated from its prompt, beside the reference; at most `limit` rows
+    (None: all). Processes' parts merge into the single-process result."""
+
+    def __init__(self, objective: Any, limit: int | None) -> None:
+        self.objective, self.limit = objective, limit
+        self.loss_sum, self.count = 0.0, 0
+        self.predicted: list[str] = []
+        self.truth: list[str] = []
+        self.prompts: list[str] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "objective": None}  # the model stays in its process
+
+    def add_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        from torch.nn import functional as F
+
+        self.loss_sum += float(F.cross_entropy(logits.detach().float(), targets, reduction="sum"))
+        self.count += len(targets)
+
+    def room(self) -> int | None:
+        """How many more rows to generate (None: every row); 0 when none."""
+        if self.objective is None:
+            return 0
+        return None if self.limit is None else max(self.limit - len(self.truth), 0)
+
+    def answer(self, prompts: list[list[int]], references: list[list[int]]) -> None:
+        """Generate after each prompt (as many as there is room for) and keep the texts."""
+        room = self.room()
+        prompts, references = prompts[:room], references[:room]
+        objective = self.objective
+        decode = objective.tokenizer.decode
+        self.predicted += generate(objective.net, objective.tokenizer, prompts, objective.settings)
+        self.truth += [decode(a, skip_special_tokens=True).strip() for a in references]
+        self.prompts += [decode(p, skip_special_tokens=True).strip() for p in prompts]
+
+    def merge(self, others: list[Any]) -> Any:
+        for other in others:
+            self.loss_sum += other.loss_sum
+            self.count += other.count
+            self.predicted += other.predicted
+            self.truth += other.truth
+            self.prompts += other.prompts
+        return self
+
+    def scores(self, keys: tuple[str, ...]) -> dict[str, float]:
+        """Loss, perplexity and the overlap scores of the generated answers."""
+        loss = self.loss_sum / max(self.count, 1)
+        found = {"perplexity": math.exp(min(loss, 80.0)), "loss": loss}
+        return {**found, **overlap_scores(self.predicted, self.truth, keys)}

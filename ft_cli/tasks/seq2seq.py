@@ -11,7 +11,6 @@ source's text (`task.generation`) and scores it against the target: ROUGE-1, -2,
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -189,53 +188,20 @@ class Seq2SeqObjective(Objective):
         return TextMetrics(self if limit != 0 else None, limit)
 
 
-class TextMetrics:
+class TextMetrics(generation.GeneratedScores):
     """Loss over the target tokens; each source's text generated and scored (ROUGE, BLEU,
     exact match, token F1) against its target."""
 
-    def __init__(self, objective: Seq2SeqObjective | None, limit: int | None) -> None:
-        self.objective, self.limit = objective, limit
-        self.loss_sum, self.count = 0.0, 0
-        self.predicted: list[str] = []
-        self.truth: list[str] = []
-        self.prompts: list[str] = []
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "objective": None}  # the model stays in its process
-
     def update(self, logits: torch.Tensor, targets: Any) -> None:
         tokens, ids, mask, labels = targets
-        self.loss_sum += float(F.cross_entropy(logits.detach().float(), tokens, reduction="sum"))
-        self.count += len(tokens)
-        room = None if self.limit is None else self.limit - len(self.truth)
-        if self.objective is None or (room is not None and room <= 0):
-            return
-        rows = [
-            row[: int(n)].tolist() for row, n in zip(ids.cpu(), mask.sum(-1).cpu(), strict=True)
-        ]
-        answers = [[t for t in row.tolist() if t >= 0] for row in labels.cpu()]
-        rows, answers = rows[:room], answers[:room]
-        objective = self.objective
-        self.predicted += generation.generate(
-            objective.net, objective.tokenizer, rows, objective.settings
-        )
-        decode = objective.tokenizer.decode
-        self.truth += [decode(a, skip_special_tokens=True).strip() for a in answers]
-        self.prompts += [decode(r, skip_special_tokens=True).strip() for r in rows]
-
-    def merge(self, others: list[TextMetrics]) -> TextMetrics:
-        for other in others:
-            self.loss_sum += other.loss_sum
-            self.count += other.count
-            self.predicted += other.predicted
-            self.truth += other.truth
-            self.prompts += other.prompts
-        return self
+        self.add_loss(logits, tokens)
+        if self.room() != 0:
+            lengths = mask.sum(-1).cpu()
+            sources = [row[: int(n)].tolist() for row, n in zip(ids.cpu(), lengths, strict=True)]
+            self.answer(sources, [[t for t in row.tolist() if t >= 0] for row in labels.cpu()])
 
     def compute(self) -> dict[str, float]:
-        loss = self.loss_sum / max(self.count, 1)
-        scores = generation.overlap_scores(self.predicted, self.truth, SCORES)
-        return {**scores, "loss": loss, "perplexity": math.exp(min(loss, 80.0))}
+        return self.scores(SCORES)
 
 
 TASK = Seq2Seq()
