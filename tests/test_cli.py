@@ -90,7 +90,7 @@ def test_hydra_help_and_info(tmp_path: Path, monkeypatch, capsys) -> None:
         assert done.value.code in (None, 0)
     said = capsys.readouterr().out
     assert (
-        "model: ast_audioset, bert_base_uncased, convnext_tiny, gpt2, minilm_l6, resnet50, segformer_b0, t5_small, tiny_bert, tiny_gpt2, tiny_llama, tiny_resnet, tiny_segformer, tiny_t5, tiny_vit, tiny_wav2vec2, vit_base, wav2vec2_base"
+        "model: ast_audioset, bert_base_uncased, convnext_tiny, detr_resnet50, gpt2, minilm_l6, resnet50, rtdetr_r50vd, segformer_b0, t5_small, tiny_bert, tiny_gpt2, tiny_llama, tiny_resnet, tiny_rtdetr, tiny_segformer, tiny_t5, tiny_vit, tiny_wav2vec2, vit_base, wav2vec2_base"
         in said
     )
     assert "Config search path" in said

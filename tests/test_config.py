@@ -47,6 +47,8 @@ def test_every_recipe_composes_and_validates(recipe: str) -> None:
         kind = "seq2seq"
     if recipe.endswith(("_segmentation", "_ade")):
         kind = "semantic_segmentation"
+    if recipe.endswith(("_detection", "_cppe5")):
+        kind = "object_detection"
     assert spec.task.kind == kind
     assert spec.model.trust_remote_code is False
     assert compose.recipe_purpose(compose.paths.recipes_dir() / f"{recipe}.yaml")
@@ -98,6 +100,8 @@ def test_every_group_option_composes(group: str, check) -> None:
             extra = ["task=audio_classification", "data.path=d"]
         if option == "demo_scenes":
             extra = ["task=semantic_segmentation"]
+        if option in ("demo_boxes", "cppe5"):
+            extra = ["task=object_detection"]
         if option == "multitask":  # its tasks come from YAML: a recipe
             extra = ["+recipe=demo_multitask"]
         spec = compose_spec([f"{group}={option}", *extra])

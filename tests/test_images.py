@@ -323,7 +323,7 @@ def test_bad_image_data_gets_one_line(tree: Path, tmp_path: Path, change: str, m
         ),
         (
             ["data=text", "data.files.train=x.txt"],
-            "task=image_classification reads images: set data.format to one of imagefolder, maskfolder, hub, csv, tsv, json, parquet",
+            "task=image_classification reads images: set data.format to one of imagefolder, maskfolder, coco, hub, csv, tsv, json, parquet",
         ),
     ],
 )
@@ -408,8 +408,8 @@ def test_hub_image_model_offline_message(monkeypatch) -> None:
     assert str(caught.value) == (
         "model.name_or_path: 'google/vit-base-patch16-224-in21k' is not a local path, not in the"
         " Hugging Face cache, and the hub cannot be reached (offline?); use a local folder"
-        " (model.name_or_path=DIR) or a packaged image model, model=tiny_resnet or"
-        " model=tiny_vit (fresh weights)"
+        " (model.name_or_path=DIR) or a packaged image model with fresh weights:"
+        " model=tiny_resnet, tiny_vit, tiny_segformer or tiny_rtdetr"
     )
 
 

@@ -475,6 +475,37 @@ def write_tiny_segformer() -> None:
     ).save_pretrained(ASSETS / "tiny_segformer")
 
 
+def write_tiny_rtdetr() -> None:
+    """An RT-DETR config with a three-stage ResNet (features at 1/8, 1/16 and 1/32 of the
+    input), a 64-wide hybrid encoder and two decoder layers over 20 queries, and its image
+    processor at 64x64."""
+    from transformers import RTDetrConfig, RTDetrImageProcessorPil, RTDetrResNetConfig
+
+    backbone = RTDetrResNetConfig(
+        embedding_size=32,
+        hidden_sizes=[32, 64, 128, 128],
+        depths=[1, 1, 1, 1],
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    RTDetrConfig(
+        backbone_config=backbone,
+        encoder_in_channels=[64, 128, 128],
+        encoder_hidden_dim=64,
+        encoder_ffn_dim=128,
+        encoder_attention_heads=4,
+        d_model=64,
+        decoder_in_channels=[64, 64, 64],
+        decoder_ffn_dim=128,
+        decoder_attention_heads=4,
+        decoder_layers=2,
+        num_queries=20,
+        num_denoising=20,
+    ).save_pretrained(ASSETS / "tiny_rtdetr")
+    RTDetrImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(
+        ASSETS / "tiny_rtdetr"
+    )
+
+
 def main() -> None:
     write_demo(800, "train.csv", seed=1)
     write_demo(200, "validation.csv", seed=2)
@@ -492,6 +523,7 @@ def main() -> None:
     write_decoders()
     write_tiny_t5()
     write_tiny_segformer()
+    write_tiny_rtdetr()
 
 
 if __name__ == "__main__":

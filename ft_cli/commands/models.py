@@ -147,6 +147,9 @@ def _row(name: str, numbers: Numbers) -> Any:
     image = numbers["--image"] or profile.processor_side(target)
     try:
         found = profile.profile(shown, config, seq, batch, image, profile.card_domain(target), note)
+    except ImportError as err:  # a backbone from a package ft does not install (timm)
+        first = next((line for line in str(err).splitlines() if line.strip()), "")
+        return shown, f"cannot build {config.model_type}: {first.strip()}"
     except Exception as err:  # a family whose forward cannot run on the meta device
         return (
             shown,

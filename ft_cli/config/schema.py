@@ -107,7 +107,8 @@ SCRATCH_SIZES = ("layers", "hidden_size", "heads", "intermediate_size")
 # Hub datasets, every table format (ft_cli.data.formats), and the folders of class folders
 # images and audio files come in.
 # maskfolder: images/ and masks/ matched by name (semantic segmentation).
-FOLDER_FORMATS = ("imagefolder", "audiofolder", "maskfolder")
+# coco: data.files.* are COCO JSON files of boxes (object detection).
+FOLDER_FORMATS = ("imagefolder", "audiofolder", "maskfolder", "coco")
 DataFormat = Enum(  # type: ignore[misc]
     "DataFormat",
     {"hub": "hub", **{name: name for name in (*TABLE_FORMATS, *FOLDER_FORMATS)}},
@@ -137,6 +138,12 @@ class AudioCrop(str, Enum):
     centre = "centre"
 
 
+class BoxFormat(str, Enum):
+    xywh = "xywh"
+    xyxy = "xyxy"
+    cxcywh = "cxcywh"
+
+
 class WindowPooling(str, Enum):
     mean = "mean"
     max = "max"
@@ -156,7 +163,8 @@ class DataConfig:
         MISSING,
         "hub, glue_tsv, csv, tsv, json (json or jsonl), parquet, text (.txt; task=mlm),"
         " imagefolder or audiofolder (data.files.* are folders of <label>/<file> files),"
-        " maskfolder (data.files.* hold images/ and masks/ of the same names).",
+        " maskfolder (data.files.* hold images/ and masks/ of the same names), coco"
+        " (data.files.* are COCO JSON files of boxes).",
     )
     hub_path: str | None = _help(None, "Hub dataset id (format=hub), e.g. nyu-mll/glue.")
     hub_name: str | None = _help(None, "Hub dataset config name (format=hub), e.g. mrpc.")
@@ -190,6 +198,16 @@ class DataConfig:
         "mask",
         "semantic_segmentation: column with each image's mask (a PNG of class ids; its"
         " path, relative to its file); format=maskfolder: masks/ beside images/.",
+    )
+    objects_column: str = _help(
+        "objects",
+        "object_detection: column with each image's boxes, {bbox: [[...]], category: [...]}"
+        " (a table with a box per row has box columns instead).",
+    )
+    box_format: BoxFormat = _help(
+        BoxFormat.xywh,
+        "object_detection: how data.objects_column's bboxes read, in pixels: xywh (COCO's"
+        " corner, width, height), xyxy (corners) or cxcywh (centre, width, height).",
     )
     image_crop: list[float] | None = field(
         default_factory=lambda: [0.25, 1.0],
@@ -377,7 +395,14 @@ class TaskSettings:
     overlay: bool = _help(
         False,
         "semantic_segmentation: ft predict also writes each image with its predicted mask"
-        " coloured over it (NAME_overlay.png beside the mask).",
+        " coloured over it (NAME_overlay.png beside the mask); object_detection: each image"
+        " with its boxes drawn (a folder beside the output).",
+    )
+    score_threshold: float = _help(
+        0.5,
+        "object_detection: ft predict and ft serve keep the boxes scored at least this"
+        " (the metrics read every box).",
+        Bounds(0, 1),
     )
     text_format: TextFormat = _help(
         TextFormat.auto,

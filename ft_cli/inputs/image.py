@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from ft_cli.config.schema import DataConfig, ModelConfig
 
 HINT = (
-    "use a local folder (model.name_or_path=DIR) or a packaged image model, model=tiny_resnet"
-    " or model=tiny_vit (fresh weights)"
+    "use a local folder (model.name_or_path=DIR) or a packaged image model with fresh"
+    " weights: model=tiny_resnet, tiny_vit, tiny_segformer or tiny_rtdetr"
 )
 # The data formats images come in: folders of class folders, or tables of paths.
-FORMATS = ("imagefolder", "maskfolder", "hub", "csv", "tsv", "json", "parquet")
+FORMATS = ("imagefolder", "maskfolder", "coco", "hub", "csv", "tsv", "json", "parquet")
 SHEET_SIZE = 24  # mistakes on ft report's sheet
 
 
@@ -38,7 +38,7 @@ class Image(Modality):
     noun = "images"
     request_fields = {"image": str | None, "images": list[str] | None}  # noqa: RUF012
     body_limit = 16_000_000  # a few base64 photos
-    own_formats = ("imagefolder", "maskfolder")
+    own_formats = ("imagefolder", "maskfolder", "coco")
     names_files = True
     augmented_by = "data.image_crop and data.image_flip"
 
@@ -129,9 +129,12 @@ class Image(Modality):
 
         pixels = ready.objective.pixels
         shape = (batch, pixels.channels, pixels.height, pixels.width)
-        return profile.saved_activation_bytes(
-            ready.net, {"pixel_values": torch.zeros(shape, device="meta")}
-        )
+        try:
+            return profile.saved_activation_bytes(
+                ready.net, {"pixel_values": torch.zeros(shape, device="meta")}
+            )
+        except RuntimeError:  # a forward that reads values (a detector's): on the CPU
+            return profile.measured_on_cpu(ready.net.config, pixels.height, batch)[1]
 
     def mistakes_sheet(self, ready: Any, wrong: list[Any], path: Path, title: str) -> str | None:
         """The most confidently wrong images as a thumbnail sheet."""

@@ -22,24 +22,11 @@ from ft_cli.inputs.pictures import ImageRef
 
 
 @dataclass
-class MaskedSplit(torch.utils.data.Dataset):
+class MaskedSplit(pictures.ImageRows):
     """One split of images and their masks (references; decoded per batch)."""
 
     images: list[ImageRef]
     masks: list[ImageRef]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> int:
-        return index  # the collator gathers rows by index
-
-    def lengths(self) -> list[int]:
-        return [1] * len(self.images)
-
-    def name(self, index: int) -> str:
-        ref = self.images[index]
-        return ref if isinstance(ref, str) else f"row {index}"
 
     def update_digest(self, digest: Any) -> None:
         """Feed the split's identity to a hash (resume refuses changed data)."""

@@ -244,12 +244,11 @@ def missing_files(refs: list[ImageRef]) -> list[str]:
     return [r for r in refs if isinstance(r, str) and not Path(r).is_file()]
 
 
-@dataclass
-class ImageSplit(torch.utils.data.Dataset):
-    """One split of images: references and targets; decoding happens per batch."""
+class ImageRows(torch.utils.data.Dataset):
+    """A split of image references (`images`), a row each; its collator gathers rows by
+    index and decodes them per batch."""
 
     images: list[ImageRef]
-    labels: list[int]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -263,6 +262,14 @@ class ImageSplit(torch.utils.data.Dataset):
     def name(self, index: int) -> str:
         ref = self.images[index]
         return ref if isinstance(ref, str) else f"row {index}"
+
+
+@dataclass
+class ImageSplit(ImageRows):
+    """One split of images: references and targets; decoding happens per batch."""
+
+    images: list[ImageRef]
+    labels: list[int]
 
     def update_digest(self, digest: Any) -> None:
         """Feed the split's identity to a hash (resume refuses changed data)."""

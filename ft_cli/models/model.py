@@ -116,6 +116,12 @@ def _friendly(load: Callable[[], T], name: str, what: str) -> T:
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FtError(f"model.name_or_path: cannot load the {what} from '{name}': {first}") from err
+    except ImportError as err:  # a model part from a package ft does not install (timm)
+        first = next((line for line in str(err).splitlines() if line.strip()), str(err))
+        raise FtError(
+            f"model.name_or_path: the {what} of '{name}' needs a package that is not installed:"
+            f" {first.strip()}"
+        ) from err
     except pickle.UnpicklingError as err:
         raise FtError(
             f"model.name_or_path: the weights in '{name}' are a pickle that would run code when"

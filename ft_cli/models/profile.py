@@ -31,6 +31,7 @@ HEAD_MAPPINGS = {
     "causal_lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
     "seq2seq": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
     "semantic_segmentation": "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+    "object_detection": "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
 }
 
 # Families a mapping lists that a task still does not start from: an encoder's causal-LM
@@ -48,6 +49,8 @@ DEFAULT_ARCHITECTURES = {
     "facebook/wav2vec2-base": "wav2vec2",
     "MIT/ast-finetuned-audioset-10-10-0.4593": "audio-spectrogram-transformer",
     "nvidia/mit-b0": "segformer",
+    "facebook/detr-resnet-50": "detr",
+    "PekingU/rtdetr_r50vd": "rt_detr",
     "gpt2": "gpt2",
     "google-t5/t5-small": "t5",
 }
@@ -114,7 +117,11 @@ def heads_of(family: str) -> list[str]:
 
 
 def is_vision(config: Any) -> bool:
-    return hasattr(config, "num_channels") and not hasattr(config, "vocab_size")
+    """Images in (a detector's channels are its backbone's)."""
+    seen = hasattr(config, "num_channels") or hasattr(
+        getattr(config, "backbone_config", None), "num_channels"
+    )
+    return seen and not hasattr(config, "vocab_size")
 
 
 def backbone(config: Any) -> Any:
@@ -132,9 +139,8 @@ def count_params(net: Any) -> tuple[int, int]:
     from ft_cli.strategies import layers
 
     total = sum(p.numel() for p in net.parameters())
-    embedded = sum(
-        p.numel() for n, p in net.named_parameters() if layers.group_of(n) == layers.EMBEDDINGS
-    )
+    group_of = layers.groups_of(net)
+    embedded = sum(p.numel() for n, p in net.named_parameters() if group_of[n] == layers.EMBEDDINGS)
     return total, total - embedded
 
 
@@ -161,7 +167,8 @@ def dummy_inputs(config: Any, batch: int, size: int) -> dict[str, Any]:
     import torch
 
     if is_vision(config):
-        return {"pixel_values": torch.zeros(batch, config.num_channels, size, size, device="meta")}
+        channels = getattr(config, "num_channels", None) or config.backbone_config.num_channels
+        return {"pixel_values": torch.zeros(batch, channels, size, size, device="meta")}
     ids = torch.zeros(batch, size, dtype=torch.long, device="meta")
     if getattr(config, "is_encoder_decoder", False):  # T5, BART: the target as long as the source
         return {"input_ids": ids, "decoder_input_ids": ids}
@@ -195,6 +202,20 @@ def saved_activation_bytes(net: Any, inputs: dict[str, Any]) -> int:
     return sum(seen.values())
 
 
+def measured_on_cpu(config: Any, size: int, batch: int) -> tuple[int, int]:
+    """(forward FLOPs of one input, activations of `batch`) of a model whose forward cannot
+    run on the meta device, built on the CPU and run on one blank input (activations grow
+    with the batch)."""
+    import torch
+    from transformers import AutoModel
+
+    net = AutoModel.from_config(config)
+    inputs = {
+        k: torch.zeros(v.shape, dtype=v.dtype) for k, v in dummy_inputs(config, 1, size).items()
+    }
+    return forward_flops(net, inputs), saved_activation_bytes(net, inputs) * batch
+
+
 def image_side(config: Any, processor_size: int | None) -> int:
     if processor_size:
         return processor_size
@@ -226,9 +247,12 @@ def profile(
     else:
         unit = "images" if vision else "tokens"
         size = image_side(config, image) if vision else seq
-        flops = forward_flops(net, dummy_inputs(config, 1, size))
+        try:
+            flops = forward_flops(net, dummy_inputs(config, 1, size))
+            activations = saved_activation_bytes(net, dummy_inputs(config, batch, size))
+        except RuntimeError:  # a forward that reads values (a detector's anchors): on the CPU
+            flops, activations = measured_on_cpu(config, size, batch)
         per_input = flops if vision else flops / size
-        activations = saved_activation_bytes(net, dummy_inputs(config, batch, size))
     sizes = getattr(config, "hidden_sizes", None)
     width = getattr(config, "hidden_size", None) or (sizes[-1] if sizes else 0)
     return Profile(

@@ -45,8 +45,11 @@ _STEM = (
 )
 
 
-def group_of(name: str) -> str:
-    """The layer group of a parameter name (BERT-family naming, adapters included)."""
+def group_of(name: str, backbone: bool = False) -> str:
+    """The layer group of a parameter name (BERT-family naming, adapters included).
+    `backbone`: the model is a backbone with a detector on top (`backbone_of`)."""
+    if backbone and ".backbone." not in f".{name}":
+        return HEAD  # a detector's encoder, decoder and heads train as its head
     match = _STAGE.search(name) or _LAYER.search(name)
     if match:
         return f"layer.{match.group(1)}"
@@ -66,8 +69,22 @@ def depth(group: str, num_layers: int) -> int:
     return num_layers - int(group.split(".")[1])
 
 
+def backbone_of(model: nn.Module) -> bool:
+    """Whether the model is a vision backbone with a detection transformer on top (DETR,
+    RT-DETR, ...): its layer groups are the backbone's stages, the rest is the head."""
+    return any(".backbone." in f".{name}" for name, _ in model.named_parameters())
+
+
+def groups_of(model: nn.Module) -> dict[str, str]:
+    """{parameter name: its layer group} of every parameter of the model."""
+    backbone = backbone_of(model)
+    return {name: group_of(name, backbone) for name, _ in model.named_parameters()}
+
+
 def num_layers_of(model: nn.Module) -> int:
     config = getattr(model, "config", None)
+    if backbone_of(model):
+        config = getattr(config, "backbone_config", config)
     depths = getattr(config, "depths", None)
     if isinstance(depths, (list, tuple)):  # a model of stages: one group per stage
         return len(depths)
@@ -107,9 +124,10 @@ def group_modules(model: nn.Module, need_layers: bool) -> dict[str, nn.Module]:
         layers = nn.ModuleList()
     for index, layer in enumerate(layers):
         modules[f"layer.{index}"] = layer
+    backbone = backbone_of(model)
     for name, module in model.named_modules():
         stem = name.endswith(("embeddings", "embedder"))
-        if stem and group_of(f"{name}.x") == EMBEDDINGS:
+        if stem and group_of(f"{name}.x", backbone) == EMBEDDINGS:
             modules[EMBEDDINGS] = module
             break
     return modules
@@ -154,8 +172,9 @@ class AppliedStrategy:
 
 
 def _set_trainable(model: nn.Module, applied: AppliedStrategy) -> None:
+    groups = groups_of(model)
     for name, param in model.named_parameters():
-        frozen = group_of(name) in applied.frozen_groups or name in applied.frozen_names
+        frozen = groups[name] in applied.frozen_groups or name in applied.frozen_names
         param.requires_grad_(not frozen)
 
 

@@ -24,7 +24,7 @@ def strategy_record(
     applied: AppliedStrategy,
     unfreeze_steps: list[int],
 ) -> dict[str, Any]:
-    from ft_cli.strategies.layers import group_names, group_of
+    from ft_cli.strategies.layers import group_names, groups_of
 
     # The peak rates: the scheduler has already scaled "lr" for warmup.
     peak = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
@@ -36,8 +36,9 @@ def strategy_record(
     groups = {
         name: {"trainable": 0, "frozen": 0, "lr": set()} for name in group_names(applied.num_layers)
     }
+    group_of = groups_of(model)
     for name, param in model.named_parameters():
-        row = groups[group_of(name)]
+        row = groups[group_of[name]]
         row["trainable" if param.requires_grad else "frozen"] += param.numel()
         if id(param) in lr_of:
             row["lr"].add(lr_of[id(param)])

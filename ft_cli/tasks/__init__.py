@@ -25,7 +25,7 @@ class TaskInfo:
     # What a row's label is: "classes", a "score", "tags" (one per word), "spans" (of its
     # text), "choices" (which of its own), "tokens" (the text itself: self-supervised),
     # a "transcript" (of its sound), a "text" to write (seq2seq), "masks" (a class per
-    # pixel) or "tasks" (several, each its own).
+    # pixel), "boxes" (objects found in an image) or "tasks" (several, each its own).
     targets: str = "classes"
     augmented: bool = True  # augment=... may change its training inputs
     class_weighted: bool = False  # task.class_weights weighs its loss
@@ -95,6 +95,10 @@ TASKS: dict[str, TaskInfo] = {
         targets="masks",
         # The members' class probabilities per pixel, averaged (weighted or not).
         ensembles=("mean", "weighted"),
+    ),
+    # Boxes and their classes: COCO JSON or tables of boxes beside images.
+    "object_detection": TaskInfo(
+        "object_detection", ("map", "map_50", "map_75", "loss"), "image", targets="boxes"
     ),
     # Clips from folders or files, through transformers' audio classifiers.
     "audio_classification": TaskInfo(

@@ -31,12 +31,13 @@ def parameter_groups(
         if isinstance(module, nn.LayerNorm) or "norm" in type(module).__name__.lower():
             no_decay.update(id(p) for p in module.parameters(recurse=False))
     layers = strategy.num_layers_of(model)
+    group_of = strategy.groups_of(model)
     groups: dict[tuple[str, bool], dict] = {}
     for name, param in model.named_parameters():
         if not (param.requires_grad or include_frozen):
             continue
         decayed = not (id(param) in no_decay or name.endswith("bias"))
-        layer = strategy.group_of(name) if lr_decay != 1.0 else "all"
+        layer = group_of[name] if lr_decay != 1.0 else "all"
         key = (layer, decayed)
         if key not in groups:
             depth = strategy.depth(layer, layers) if layer != "all" else 0
