@@ -210,12 +210,18 @@ def test_training_finds_boxes_predicts_and_serves_them(tmp_path: Path) -> None:
             assert mine["box"] == pytest.approx(theirs["box"], abs=0.05)
             assert mine["score"] == pytest.approx(theirs["score"], abs=1e-4)
 
+    from ft_cli.commands import report
+
+    sheet = tmp_path / "worst.png"
+    caption, path = report.task_figure(tmp_path / "run", sheet, "run")
+    assert caption.startswith("lowest-mAP@50 images") and Image.open(path).size[0] > 200
+
 
 def test_detection_refuses_export_and_ensembles_in_one_line(tmp_path: Path) -> None:
     from ft_cli import tasks
 
     task = tasks.get("object_detection")
-    assert not task.exportable and "post-processing" in task.not_exported
+    assert not task.exportable and "ft serve" in task.not_exported
     assert tasks.info("object_detection").ensembles == ()
     with pytest.raises(FtError, match="no ensembles"):
         task.prediction(None, None, None, False)

@@ -36,12 +36,38 @@ class ObjectDetection(ImageClassification):
     confusion_matrix = False
     exportable = False
     not_exported = (
-        "a detector's boxes come out of the image processor's post-processing (per model:"
-        " softmax or sigmoid top-k), which the graph would not carry; serve it with ft serve"
+        "the graph torch.onnx makes of RT-DETR finds other boxes than torch, its top-k query"
+        " selection does not survive export; serve the run with ft serve"
     )
+
+    report_figures = True  # ft report: the validation images found worst, boxes drawn
 
     def input_columns(self, cfg: DataConfig) -> dict[str, str]:
         return {"data.image_column": cfg.image_column}
+
+    def report_figure(self, ready: Any, path: Path, title: str) -> str | None:
+        """The validation images of the lowest mAP@50 (each image scored alone), their
+        true boxes in white, the boxes found (scored task.score_threshold or more) in
+        colour."""
+        split, labels = ready.rows, ready.labels
+        collate = ready.objective.collator(split, 0)
+        scored = []
+        ready.forward.eval()
+        with torch.no_grad(), ready.hw.autocast():
+            for start in range(0, len(split), 16):
+                indices = list(range(start, min(start + 16, len(split))))
+                batch = {k: v.to(ready.hw.device) for k, v in collate(indices).items()}
+                outputs, targets = ready.forward(batch)
+                scores = box_metrics.DetectionMetrics(labels, ready.objective.processor)
+                scores.update(outputs, targets)
+                for index, found, true in zip(indices, scores.found, scores.truth, strict=True):
+                    alone = box_metrics.mean_average_precision([found], [true], labels)
+                    scored.append((alone["map_50"], index, found, true))
+        worst = sorted(scored, key=lambda item: item[0])[:REPORTED_WORST]
+        if not worst:
+            return None
+        _box_sheet(worst, split, labels, ready.spec.task.score_threshold, path)
+        return f"lowest-mAP@50 images, {title}: true boxes white, found boxes coloured"
 
     def prediction(
         self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
@@ -211,22 +237,57 @@ def object_columns(found: box_metrics.Detections, labels: list[str], lists: bool
 
 def draw(ref: Any, found: box_metrics.Detections, labels: list[str], path: Path) -> str:
     """The image with its boxes and their labels drawn, saved to `path`."""
+    image = _drawn(images.open_image(ref), found, labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return str(path)
+
+
+def _drawn(image: Any, found: box_metrics.Detections, labels: list[str]) -> Any:
+    """The image with the boxes found drawn in their class's colour, labelled and scored."""
     from PIL import ImageDraw
 
     from ft_cli.tasks.semantic_segmentation import PALETTE
 
-    image = images.open_image(ref)
     pen = ImageDraw.Draw(image)
     assert found.scores is not None
     for box, label, score in zip(found.boxes, found.classes, found.scores, strict=True):
         colour = PALETTE[1 + int(label) % (len(PALETTE) - 1)]
         pen.rectangle([float(v) for v in box], outline=colour, width=max(1, image.width // 200))
-        pen.text(
-            (float(box[0]) + 2, float(box[1]) + 1), f"{labels[int(label)]} {score:.2f}", fill=colour
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return str(path)
+        if image.width >= SMALLEST_LABELLED:
+            text = f"{labels[int(label)]} {score:.2f}"
+            pen.text((float(box[0]) + 2, float(box[1]) + 1), text, fill=colour)
+    return image
+
+
+REPORTED_WORST = 6  # ft report's worst images
+SMALLEST_LABELLED = 160  # narrower images get coloured boxes alone (the text would hide them)
+
+
+def _box_sheet(
+    worst: list[Any], split: Any, labels: list[str], threshold: float, path: Path
+) -> None:
+    """A sheet of images with their true boxes (white) and those found (coloured)."""
+    import matplotlib.pyplot as plt
+    from PIL import ImageDraw
+
+    columns = min(3, len(worst))
+    lines = -(-len(worst) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(3 * columns, 3.2 * lines), squeeze=False)
+    for axis in axes.flat:
+        axis.set_axis_off()
+    for axis, (score, index, found, true) in zip(axes.flat, worst, strict=False):
+        image = images.open_image(split.images[index])
+        pen = ImageDraw.Draw(image)
+        for box in true.boxes:
+            pen.rectangle([float(v) for v in box], outline=(255, 255, 255))
+        kept = found.scores >= threshold
+        shown = box_metrics.Detections(found.boxes[kept], found.classes[kept], found.scores[kept])
+        axis.imshow(_drawn(image, shown, labels))
+        axis.set_title(f"{Path(split.name(index)).name}: mAP@50 {score:.2f}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _table(found: dict[str, list], cfg: DataConfig, names: list[str] | None = None) -> Any:
