@@ -49,20 +49,16 @@ class ObjectDetection(ImageClassification):
         """The validation images of the lowest mAP@50 (each image scored alone), their
         true boxes in white, the boxes found (scored task.score_threshold or more) in
         colour."""
+        from ft_cli.training import evaluating
+
         split, labels = ready.rows, ready.labels
-        collate = ready.objective.collator(split, 0)
         scored = []
-        ready.forward.eval()
-        with torch.no_grad(), ready.hw.autocast():
-            for start in range(0, len(split), 16):
-                indices = list(range(start, min(start + 16, len(split))))
-                batch = {k: v.to(ready.hw.device) for k, v in collate(indices).items()}
-                outputs, targets = ready.forward(batch)
-                scores = box_metrics.DetectionMetrics(labels, ready.objective.processor)
-                scores.update(outputs, targets)
-                for index, found, true in zip(indices, scores.found, scores.truth, strict=True):
-                    alone = box_metrics.mean_average_precision([found], [true], labels)
-                    scored.append((alone["map_50"], index, found, true))
+        for indices, outputs, targets in evaluating.batches(ready):
+            scores = box_metrics.DetectionMetrics(labels, ready.objective.processor)
+            scores.update(outputs, targets)
+            for index, found, true in zip(indices, scores.found, scores.truth, strict=True):
+                alone = box_metrics.mean_average_precision([found], [true], labels)
+                scored.append((alone["map_50"], index, found, true))
         worst = sorted(scored, key=lambda item: item[0])[:REPORTED_WORST]
         if not worst:
             return None

@@ -57,27 +57,23 @@ class SemanticSegmentation(ImageClassification):
         import numpy as np
         from torchmetrics.functional.classification import multiclass_jaccard_index
 
+        from ft_cli.training import evaluating
+
         split, labels, ignore = ready.rows, ready.labels, ready.spec.task.ignore_index
-        collate = ready.objective.collator(split, 0)
         scored = []
-        ready.forward.eval()
-        with torch.no_grad(), ready.hw.autocast():
-            for start in range(0, len(split), 16):
-                indices = list(range(start, min(start + 16, len(split))))
-                batch = {k: v.to(ready.hw.device) for k, v in collate(indices).items()}
-                logits, truth = ready.forward(batch)
-                guesses = logits.argmax(1).cpu()
-                for row, index in enumerate(indices):
-                    each = multiclass_jaccard_index(
-                        guesses[row],
-                        truth[row].cpu(),
-                        len(labels),
-                        average="none",
-                        ignore_index=ignore,
-                        zero_division=float("nan"),
-                    )
-                    iou = float(each.nanmean())
-                    scored.append((iou, index, truth[row].cpu().numpy(), guesses[row].numpy()))
+        for indices, logits, truth in evaluating.batches(ready):
+            guesses = logits.argmax(1).cpu()
+            for row, index in enumerate(indices):
+                each = multiclass_jaccard_index(
+                    guesses[row],
+                    truth[row].cpu(),
+                    len(labels),
+                    average="none",
+                    ignore_index=ignore,
+                    zero_division=float("nan"),
+                )
+                iou = float(each.nanmean())
+                scored.append((iou, index, truth[row].cpu().numpy(), guesses[row].numpy()))
         worst = sorted(scored, key=lambda item: item[0])[:REPORTED_WORST]
         if not worst:
             return None

@@ -4,6 +4,7 @@ evaluation: what `ft eval`, `ft export`'s check, `ft report` and ensembles share
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,21 @@ class EvalSetup:
     objective: Any
     loader: Any
     hw: Any
+
+
+def batches(ready: Any, size: int = 16) -> Iterator[tuple[list[int], Any, Any]]:
+    """The evaluated rows through the model, `size` at a time: (their indices, the
+    objective's outputs, its targets), without gradients."""
+    import torch
+
+    collate = ready.objective.collator(ready.rows, 0)
+    ready.forward.eval()
+    with torch.no_grad(), ready.hw.autocast():
+        for start in range(0, len(ready.rows), size):
+            indices = list(range(start, min(start + size, len(ready.rows))))
+            batch = {k: v.to(ready.hw.device) for k, v in collate(indices).items()}
+            outputs, targets = ready.forward(batch)
+            yield indices, outputs, targets
 
 
 def setup(
