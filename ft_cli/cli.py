@@ -153,6 +153,7 @@ def _list_recipes() -> None:
 
 # Commands that use what training made: module ft_cli.commands.NAME, main(args) -> exit code.
 TOOLS = {
+    "data": "data",
     "eval": "evaluation",
     "predict": "predict",
     "explain": "explain",

@@ -164,6 +164,7 @@ def test_a_table_of_a_box_per_row_groups_by_image(tmp_path: Path) -> None:
         annotations.from_box_rows(table.remove_columns("x"), "image", "label", "k")
 
 
+@pytest.mark.slow
 def test_training_finds_boxes_predicts_and_serves_them(tmp_path: Path) -> None:
     from ft_cli.training.engine import train
 

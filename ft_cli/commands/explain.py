@@ -42,6 +42,7 @@ class Plan:
     tasks: list[list[str]] = field(default_factory=list)  # multitask: a row per task
     augmented: list[list[str]] = field(default_factory=list)  # what augmentation does, shown
     long_inputs: list[list[str]] = field(default_factory=list)  # truncation and windows, shown
+    data_check: list[str] = field(default_factory=list)  # ft train's data check, a line each
 
     @property
     def effective_batch(self) -> int:
@@ -66,6 +67,14 @@ def main(args: list[str]) -> int:
         )
     show(remembered_plan(overrides, fresh))
     return 0
+
+
+def _data_check_lines(spec: Any) -> list[str]:
+    """What ft train's data check will say (nothing when data.checks=off)."""
+    from ft_cli.checks import run
+
+    found = run.before_training(spec)
+    return [] if found is None else found.lines()
 
 
 def remembered_plan(overrides: list[str], fresh: bool = False) -> Plan:
@@ -131,6 +140,7 @@ def plan(overrides: list[str]) -> Plan:
         tasks=task_rows(spec, ready),
         augmented=augment_rows(spec, ready, config),
         long_inputs=tasks.get(spec.task.kind).long_input_rows(spec.data, ready.tokenizer),
+        data_check=_data_check_lines(spec),
     )
 
 
@@ -404,6 +414,12 @@ def show(p: Plan) -> None:
         )
     if p.long_inputs:
         ui.table("inputs and their length (the train split)", ["what", "found"], p.long_inputs)
+    if p.data_check:
+        ui.table(
+            "data check (ft data check: near duplicates too)",
+            ["finding"],
+            [[line] for line in p.data_check],
+        )
     if p.augmented:
         ui.table("augmentation (training batches only)", ["what", "tokens"], p.augmented)
     peak = p.strategy["optimizer_groups"][0]["lr"] if p.strategy["optimizer_groups"] else 0.0

@@ -87,7 +87,8 @@ def write_report(root: Path, confusion: bool = True) -> Path:
         _seed_plot(groups, rows, path)
         plots.append((f"{rows[0].metric} over seeds", path))
     page = root / "report.html"
-    page.write_text(_html(root, rows, plots, _seed_rows(groups), table))
+    checked = _data_check(Path(best.run_dir)) if best else []
+    page.write_text(_html(root, rows, plots, _seed_rows(groups), table, checked))
     return page
 
 
@@ -344,12 +345,24 @@ def _seed_rows(groups: list[Any]) -> list[list[Any]]:
     ]
 
 
+def _data_check(run_dir: Path) -> list[list[str]]:
+    """The run's data check as [finding] and [split, what, value] rows (none: no check)."""
+    from ft_cli.checks.findings import DataCheck
+
+    path = run_dir / "data_check.json"
+    if not path.is_file():
+        return []
+    found = DataCheck.read(path)
+    return [[line] for line in found.lines()] + found.figure_rows()
+
+
 def _html(
     root: Path,
     rows: list[records.RunRow],
     plots: list[tuple[str, Path]],
     seed_rows: list[list[Any]],
     task_rows: tuple[str, list[str], list[list[Any]]] | None = None,
+    checked: list[list[str]] | None = None,
 ) -> str:
     def cell(value: Any) -> str:
         if isinstance(value, float):
@@ -397,6 +410,18 @@ def _html(
             + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in lines)
             + "</table>"
         )
+    data_table = ""
+    if checked:
+        data_table = (
+            "<h2>data check (the best run's data_check.json: rows by index)</h2><table>"
+            + "".join(
+                f'<tr><td colspan="{4 - len(r)}">'
+                + "</td><td>".join(html.escape(v) for v in r)
+                + "</td></tr>"
+                for r in checked
+            )
+            + "</table>"
+        )
     figures = "".join(
         f'<figure><a href="{html.escape(path.name)}"><img alt="{html.escape(title)}"'
         f' src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"></a>'
@@ -415,6 +440,7 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 700px; }}
 <table><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr>{body}</table>
 {seed_table}
 {task_table}
+{data_table}
 <h2>plots</h2>
 {figures}
 </body></html>

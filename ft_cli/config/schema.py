@@ -138,6 +138,12 @@ class AudioCrop(str, Enum):
     centre = "centre"
 
 
+class DataChecks(str, Enum):
+    warn = "warn"
+    strict = "strict"
+    off = "off"
+
+
 class BoxFormat(str, Enum):
     xywh = "xywh"
     xyxy = "xyxy"
@@ -298,6 +304,11 @@ class DataConfig:
     )
     cache: bool = _help(
         True, "Keep tokenized splits in $FT_CACHE_DIR (~/.cache/ft/tokenized): reruns skip it."
+    )
+    checks: DataChecks = _help(
+        DataChecks.warn,
+        "ft train's data check: warn (a line per finding, data_check.json in the run dir),"
+        " strict (refuse to train on duplicates, leaks, conflicts or empty inputs) or off.",
     )
 
 

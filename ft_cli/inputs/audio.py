@@ -83,6 +83,16 @@ class Audio(Modality):
     def columns(self, data: DataConfig) -> dict[str, str]:
         return {"data.audio_column": data.audio_column}
 
+    def measure(self, value: Any) -> dict[str, float]:
+        from ft_cli.inputs import sounds
+
+        if isinstance(value, dict):  # a hub cell
+            value = value.get("bytes") or value.get("path")
+        try:
+            return {"seconds": sounds.seconds(value)}
+        except Exception:  # unreadable: the loader warns about it
+            return {}
+
     def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
         check_file_column(first, key, "data.audio_column", column, split, source, "sound")
 

@@ -59,6 +59,11 @@ class Modality(ABC):
         task keys (`data.`, `task.kind=`, or a multi-task run's own)."""
         return  # nothing to refuse unless a modality says so
 
+    def measure(self, value: Any) -> dict[str, float]:
+        """What `ft data check` reports of one input file (an image's width and height, a
+        clip's seconds); {} for inputs that are not files, or a file it cannot read."""
+        return {}
+
     @abstractmethod
     def columns(self, data: DataConfig) -> dict[str, str]:
         """{config key: column} of the columns every row must have besides its label."""

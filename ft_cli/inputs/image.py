@@ -78,6 +78,15 @@ class Image(Modality):
     def columns(self, data: DataConfig) -> dict[str, str]:
         return {"data.image_column": data.image_column}
 
+    def measure(self, value: Any) -> dict[str, float]:
+        from ft_cli.inputs import pictures
+
+        try:
+            width, height = pictures.open_image(_ref(value), mode=None).size  # the header
+        except Exception:  # unreadable: the loader warns about it
+            return {}
+        return {"width": width, "height": height}
+
     def check_column(self, first: Any, key: str, column: str, split: str, source: str) -> None:
         check_file_column(first, key, "data.image_column", column, split, source, "image")
 
@@ -168,3 +177,8 @@ class Image(Modality):
 
 
 MODALITY = Image()
+
+
+def _ref(value: Any) -> Any:
+    """A path or bytes from a table cell (a hub cell holds {bytes, path})."""
+    return (value.get("bytes") or value.get("path")) if isinstance(value, dict) else value

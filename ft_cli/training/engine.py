@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from ft_cli import loggers, tasks
+from ft_cli import errors, loggers, tasks
 from ft_cli.config import compose, plain
 from ft_cli.config.schema import Export, NonFinite, RunSpec
 from ft_cli.hardware import distributed, parallel
@@ -223,6 +223,7 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
     spec_yaml = plain.to_yaml(spec)
     hw = _hardware(spec, place)
     run = setup.build(spec, setup.Purpose.train, backend, hw, place)
+    checked = _check_data(spec, ui) if place.is_main and resume_from is None else None
     stopper = metrics.EarlyStopping(mode, t.early_stopping.patience, t.early_stopping.min_delta)
     loop = LoopState(config_yaml=spec_yaml, data_hash=resume.data_hash(run.prepared.train))
     restored_rng = None
@@ -232,6 +233,8 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
     if place.is_main:  # validated: the run's first writes
         command = f"# ft train {shlex.join(context.overrides)}\n"  # as a shell reads it
         files = {**context.records, "config.yaml": command + spec_yaml}
+        if checked is not None:
+            files["data_check.json"] = checked.text()
         claimed = ownership.claim(run_dir, files, spec.overwrite, unusable, ui.info)
     distributed.barrier(place)
     saver = _Saver(run_dir / "checkpoints", t.keep_checkpoints, backend, run, hw)
@@ -245,6 +248,21 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
     return _Prepared(
         backend, hw, run, loop, stopper, resume_from, restored_rng, saver, tracker, counts
     )
+
+
+def _check_data(spec: RunSpec, ui: RunConsole) -> Any:
+    """The short data check, a line per finding; data.checks=strict refuses to train on
+    a blocking one (before the run dir is touched)."""
+    from ft_cli.checks import run as data_checks
+
+    found = data_checks.before_training(spec)
+    if found is None:
+        return None
+    for finding in found.findings:
+        ui.warn(f"data check: {finding.summary}")
+    if spec.data.checks.value == "strict" and found.blocking():
+        raise errors.FtError(data_checks.strict_refusal(found))
+    return found
 
 
 class _Throughput:
