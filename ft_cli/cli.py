@@ -153,6 +153,7 @@ def _list_recipes() -> None:
 
 # Commands that use what training made: module ft_cli.commands.NAME, main(args) -> exit code.
 TOOLS = {
+    "calibrate": "calibrate",
     "data": "data",
     "eval": "evaluation",
     "predict": "predict",
@@ -437,6 +438,10 @@ def _train_job(cfg) -> float | None:
         spec = compose.to_spec(cfg, overrides)
         from ft_cli.training.engine import train
 
+        if spec.train.folds > 1:  # K trainings in one run dir
+            from ft_cli.training import cross_validation
+
+            train = cross_validation.run_folds
         result = train(spec, run_dir, overrides, records, _sweep_job(hydra_cfg, overrides))
     except Exception as err:
         if multirun:

@@ -144,3 +144,75 @@ def test_tasks_without_labels_say_what_is_not_checked() -> None:
     )
     with pytest.raises(FtError, match="check each task's data alone"):
         run.check(compose_spec(["+recipe=demo_multitask"]))
+
+
+GOOD = "beautiful comfortable excellent great impressive reliable solid sturdy useful wonderful"
+BAD = "awful broken cheap disappointing flimsy fragile noisy terrible unreliable useless"
+THINGS = "backpack bicycle blender camera chair headset jacket kettle keyboard lamp laptop phone"
+
+
+@pytest.mark.slow
+def test_label_errors_rank_most_flipped_labels_first(tmp_path: Path) -> None:
+    """A task a tiny model learns (one opinion word decides), 20 of 400 labels flipped:
+    the ranking from 5-fold predictions puts at least 16 of them in its top 40."""
+    import random
+
+    from ft_cli.checks import label_errors
+    from ft_cli.training import cross_validation
+
+    rng = random.Random(3)
+    rows = []
+    for _ in range(400):
+        positive = rng.random() < 0.5
+        word = rng.choice((GOOD if positive else BAD).split())
+        rows.append((f"the {rng.choice(THINGS.split())} is {word}", "yes" if positive else "no"))
+    flipped = set(rng.sample(range(400), 20))
+    rows = [
+        (t, ("no" if y == "yes" else "yes") if i in flipped else y) for i, (t, y) in enumerate(rows)
+    ]
+    write(tmp_path / "train.csv", rows)
+    overrides = [
+        "model=tiny_bert",
+        "data=csv",
+        f"data.path={tmp_path}",
+        "data.files.train=train.csv",
+        "data.max_length=16",
+        "train.batch_size=16",
+        "train.epochs=6",
+        "optimizer.lr=3e-3",
+        "hardware.precision=fp32",
+        "train.folds=5",
+    ]
+    cross_validation.run_folds(compose_spec(overrides), tmp_path / "cv", overrides)
+    found = label_errors.read_out_of_fold(tmp_path / "cv" / "oof_predictions.csv")
+    ranked = label_errors.rank(found[1], found[2], found[3])
+    top = {found[0][line["position"]] for line in ranked[:40]}
+    assert len(top & flipped) >= 16
+    assert all(line["suggested"] != line["given"] for line in ranked[:10])
+
+
+def test_label_errors_from_a_k_fold_runs_predictions_are_written_ranked(tmp_path: Path) -> None:
+    from ft_cli.commands import data
+
+    overrides, _ = planted(tmp_path)
+    run = tmp_path / "cv"
+    run.mkdir()
+    lines = ["row,fold,label,predicted_label,probability_no,probability_yes"]
+    for row in range(60):  # confident and right, except rows 7 and 30: confidently the other
+        label = "yes" if row % 2 else "no"
+        right = 0.05 if row in (7, 30) else 0.95
+        yes = right if label == "yes" else 1 - right
+        lines.append(f"{row},{row % 3},{label},{'yes' if yes > 0.5 else 'no'},{1 - yes},{yes}")
+    (run / "oof_predictions.csv").write_text("\n".join(lines) + "\n")
+    output = tmp_path / "out" / "check.json"
+    output.parent.mkdir()
+    args = ["check", "--no-near", "--label-errors", "--from", str(run), "--output", str(output)]
+    assert data.main([*args, *overrides]) == 0
+    with open(output.parent / "label_errors.csv") as handle:
+        ranked = list(csv.DictReader(handle))
+    assert {ranked[0]["row"], ranked[1]["row"]} == {"7", "30"}
+    assert ranked[0]["suggested"] != ranked[0]["given"] and ranked[0]["flagged"] == "True"
+    written = json.loads(output.read_text())
+    found = next(f for f in written["findings"] if f["kind"] == "label_errors")
+    assert sorted(r[0] for r in found["rows"]) == [7, 30]
+    assert any("skipped (--no-near)" in line for line in written["not_checked"])

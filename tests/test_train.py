@@ -295,7 +295,7 @@ def test_multiclass_string_labels_and_sentence_pairs_from_jsonl(tmp_path: Path) 
     record = json.loads((result.run_dir / "metrics.json").read_text())
     assert record["labels"] == classes
     assert result.model.config.num_labels == 3
-    assert set(record["final"]) == {"accuracy", "f1", "mcc", "loss"}
+    assert set(record["final"]) == {"accuracy", "f1", "mcc", "ece", "loss"}
 
 
 def test_regression_from_parquet(tmp_path: Path) -> None:

@@ -33,9 +33,14 @@ def strict_refusal(found: DataCheck) -> str:
     )
 
 
-def check(spec: Any, tokenizer: Any = None, near: bool = True) -> DataCheck:
+def check(
+    spec: Any,
+    tokenizer: Any = None,
+    near: bool = True,
+    not_near: str = "ft data check looks for them",
+) -> DataCheck:
     """Check the data `spec` trains on (`tokenizer`: measure truncation; `near`: look for
-    near duplicates too, the slowest check)."""
+    near duplicates too, the slowest check; else `not_near` says why not)."""
     kind = spec.task.kind
     if tasks.info(kind).targets == "tasks":
         raise FtError(
@@ -65,7 +70,7 @@ def check(spec: Any, tokenizer: Any = None, near: bool = True) -> DataCheck:
     if task.inputs.names_files:
         found.not_checked.append("near duplicates: files are compared by content only")
     elif not near:
-        found.not_checked.append("near duplicates: ft data check looks for them")
+        found.not_checked.append(f"near duplicates: {not_near}")
     return found
 
 

@@ -63,6 +63,9 @@ def write_report(root: Path, confusion: bool = True) -> Path:
         counts = _counts(outcomes, len(ready.labels))
         _confusion_plot(counts, ready.labels, path, f"confusion matrix, validation ({best.job})")
         plots.append(("confusion matrix", path))
+        path = root / "reliability.png"
+        _reliability_plot(outcomes, path, f"reliability, validation ({best.job})")
+        plots.append(("reliability diagram (equal-mass bins)", path))
         path = root / "misclassified.png"
         title = f"most confident mistakes, validation ({best.job})"
         wrong = sorted((o for o in outcomes if o.truth != o.guess), key=lambda o: -o.confidence)
@@ -354,6 +357,31 @@ def _data_check(run_dir: Path) -> list[list[str]]:
         return []
     found = DataCheck.read(path)
     return [[line] for line in found.lines()] + found.figure_rows()
+
+
+def _reliability_plot(outcomes: list[Any], path: Path, title: str) -> None:
+    """Accuracy against mean confidence in bins of equal counts; the diagonal is calibrated."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ft_cli.tasks import confidence
+
+    confidences = torch.tensor([o.confidence for o in outcomes])
+    right = torch.tensor([o.truth == o.guess for o in outcomes])
+    found = confidence.binned(confidences, right)
+    ece = sum(gap * rows for _, _, gap, rows in found) / max(len(outcomes), 1)
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    axis.plot([0, 1], [0, 1], color="#999", linestyle="--", label="calibrated")
+    axis.plot([c for c, *_ in found], [a for _, a, *_ in found], marker="o", label="model")
+    axis.set_xlabel("mean confidence of the bin")
+    axis.set_ylabel("accuracy of the bin")
+    axis.set_title(f"{title}\nECE {ece:.4f}", fontsize=9)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _html(

@@ -138,6 +138,11 @@ class AudioCrop(str, Enum):
     centre = "centre"
 
 
+class Calibration(str, Enum):
+    none = "none"
+    temperature = "temperature"
+
+
 class DataChecks(str, Enum):
     warn = "warn"
     strict = "strict"
@@ -295,6 +300,19 @@ class DataConfig:
         " data.label_column holds the answer's text (not SQuAD's answers dict); an empty"
         " answer: none in the context.",
     )
+    group_column: str | None = _help(
+        None,
+        "train.folds: rows sharing this column's value stay in one fold (a speaker, a"
+        " document, a patient); null = folds stratified by label.",
+    )
+    fold: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "[k, K]: hold out fold k of K of the train split as this run's"
+            " validation (train.folds sets it for each fold's run).",
+            "bounds": Bounds(0, length=2),
+        },
+    )
     validation_fraction: float = _help(
         0.1, "Share of train held out for validation when there is no validation split.", FRACTION
     )
@@ -408,6 +426,18 @@ class TaskSettings:
         "semantic_segmentation: ft predict also writes each image with its predicted mask"
         " coloured over it (NAME_overlay.png beside the mask); object_detection: each image"
         " with its boxes drawn (a folder beside the output).",
+    )
+    calibration: Calibration = _help(
+        Calibration.none,
+        "A class per row: temperature fits a temperature on the validation split after"
+        " training and folds it into the model (calibrated probabilities everywhere);"
+        " none keeps the model's own.",
+    )
+    threshold: str | None = _help(
+        None,
+        "Binary classification: the positive class's probability from which ft predict and"
+        " ft serve predict it (0.3), or auto (the F1-best on validation; auto:mcc,"
+        " auto:accuracy); null = the most probable class.",
     )
     score_threshold: float = _help(
         0.5,
@@ -807,6 +837,13 @@ class TrainConfig:
         None, "Evaluate every N optimizer steps; null = each epoch end.", AT_LEAST_1
     )
     log_every: int = _help(10, "Log train loss/lr every N optimizer steps.", AT_LEAST_1)
+    folds: int = _help(
+        1,
+        "K-fold cross-validation: K trainings, each holding out one fold of the train split"
+        " (stratified by label, grouped by data.group_column, seeded), their mean and spread"
+        " and out-of-fold predictions of every training row; 1 = off.",
+        AT_LEAST_1,
+    )
     seed: int = _help(42, "Seed for python, numpy and torch.")
     keep_checkpoints: int = _help(
         2, "Newest checkpoints kept (the best is always kept too).", AT_LEAST_1

@@ -135,6 +135,8 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
         raise FtError(
             "data: no train split found; set data.files.train (or a hub dataset with one)"
         )
+    if cfg.fold is not None:
+        _hold_out_fold(splits, raw.source, cfg, task, seed)
     if "validation" not in splits and cfg.validation_fraction > 0:
         if len(splits["train"]) < 2:
             raise FtError(
@@ -162,6 +164,28 @@ def prepare(cfg: DataConfig, task: TaskConfig, tokenizer: Any, seed: int) -> Pre
         labels=labels,
         source=raw.source,
     )
+
+
+def _hold_out_fold(
+    splits: dict[str, Any], source: dict[str, str], cfg: DataConfig, task: TaskConfig, seed: int
+) -> None:
+    """data.fold=[k, K]: fold k of the train split becomes the validation split; a given
+    validation split becomes the test split (when there is none)."""
+    from ft_cli.data import folds
+
+    k, count = cfg.fold  # type: ignore[misc]
+    if not 0 <= k < count or count < 2:
+        raise FtError(f"data.fold=[{k}, {count}]: give [k, K] with K >= 2 and 0 <= k < K")
+    stratify = cfg.label_column if tasks.info(task.kind).targets == "classes" else None
+    fold = folds.assignment(splits["train"], count, seed, stratify, cfg.group_column)
+    keep, out = folds.held_out(fold, k)
+    if "validation" in splits:
+        given = splits.pop("validation")
+        if "test" not in splits:
+            splits["test"], source["test"] = given, source["validation"]
+    train = splits["train"]
+    splits["train"], splits["validation"] = train.select(keep), train.select(out)
+    source["validation"] = f"fold {k} of {count} of train (seed {seed})"
 
 
 def load_file(path: str, cfg: DataConfig, key: str = "--file") -> Any:

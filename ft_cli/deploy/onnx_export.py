@@ -63,7 +63,20 @@ def load_session(found: Any, backend: str, labels: list[str] | None = None) -> S
             f" ft export {source} --format onnx{quantize}"
         )
     record = export_folder.verify(folder, path.name, found)
-    return SessionNet(path, record.get("inputs"), None if labels is None else len(labels))
+    net = SessionNet(path, record.get("inputs"), None if labels is None else len(labels))
+    net.config = _decision_config(folder)
+    return net
+
+
+def _decision_config(folder: Path) -> Any:
+    """What prediction reads from the model's config beside the graph (a binary task's
+    tuned decision threshold, `ft_threshold`)."""
+    import json
+    from types import SimpleNamespace
+
+    path = folder / "config.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return SimpleNamespace(ft_threshold=saved.get("ft_threshold"))
 
 
 def require_onnx() -> None:

@@ -163,6 +163,25 @@ def spec_for(trained: Trained, overrides: list[str]) -> RunSpec:
     return spec
 
 
+def spec_of_trained(trained: Trained, spec: RunSpec) -> RunSpec:
+    """`spec_for` of a run whose spec is in hand (the run that just trained, inside its
+    own Hydra app, where nothing may be composed again): its model read back from the
+    export."""
+    import dataclasses
+
+    assert trained.export is not None
+    model = dataclasses.replace(
+        spec.model,
+        from_run=str(trained.export),
+        **{key: None for key in SCRATCH_SIZES},
+    )
+    spec = dataclasses.replace(spec, model=model)
+    labels = _export_labels(trained)
+    if tasks.get(spec.task.kind).named_labels and labels is not None:
+        spec = dataclasses.replace(spec, task=dataclasses.replace(spec.task, labels=labels))
+    return spec
+
+
 def _into_task(override: str, task: str) -> str:
     """`data.KEY=V` / `task.KEY=V` of the command line, as keys of one multi-task task."""
     head = override[: len(override) - len(override.lstrip("~+"))]

@@ -63,6 +63,21 @@ class Classification(Task):
         values, auto = super().head(labels)
         return {**values, "problem_type": "single_label_classification"}, auto
 
+    def predictions(self, predictor: Any, rows: list[dict]) -> list[dict[str, Any]]:
+        """Each row's class: the most probable, or with a tuned decision threshold
+        (`task.threshold`, kept in the model's config) the positive class (id 1) when its
+        probability reaches the threshold."""
+        found = super().predictions(predictor, rows)
+        threshold = getattr(getattr(predictor.net, "config", None), "ft_threshold", None)
+        labels = predictor.labels
+        if threshold is None or labels is None or len(labels) != 2:
+            return found
+        for columns in found:
+            chosen = labels[1] if columns[f"probability_{labels[1]}"] >= threshold else labels[0]
+            columns["predicted_label"] = chosen
+            columns["predicted_probability"] = columns[f"probability_{chosen}"]
+        return found
+
     def prediction(
         self, logits: Any, labels: list[str] | None, extra: Any, lists: bool
     ) -> dict[str, Any]:

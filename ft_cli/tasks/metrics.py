@@ -44,6 +44,7 @@ class EvalMetrics:
     def __init__(self, task: str, num_labels: int) -> None:
         self.task, self.num_labels = task, num_labels
         self.predictions: list[torch.Tensor] = []
+        self.confidences: list[torch.Tensor] = []  # classes: each row's top probability
         self.labels: list[torch.Tensor] = []
         self.loss_sum = 0.0
         self.count = 0
@@ -54,11 +55,14 @@ class EvalMetrics:
         self.count += len(labels)
         regression = info(self.task).targets == "score"
         self.predictions.append(logits.squeeze(-1) if regression else logits.argmax(-1))
+        if not regression:
+            self.confidences.append(logits.softmax(-1).amax(-1))
         self.labels.append(labels.float() if regression else labels)
 
     def merge(self, others: list[EvalMetrics]) -> EvalMetrics:
         for other in others:
             self.predictions += other.predictions
+            self.confidences += other.confidences
             self.labels += other.labels
             self.loss_sum += other.loss_sum
             self.count += other.count
@@ -69,6 +73,13 @@ class EvalMetrics:
         if self.predictions:
             collection.update(torch.cat(self.predictions), torch.cat(self.labels))
         values = {name: float(v) for name, v in collection.compute().items()}
+        if self.confidences:  # expected calibration error, equal-mass bins
+            from ft_cli.tasks import confidence
+
+            guesses, truth = torch.cat(self.predictions), torch.cat(self.labels)
+            right = guesses == truth
+            found = confidence.binned(torch.cat(self.confidences), right)
+            values["ece"] = sum(gap * rows for _, _, gap, rows in found) / max(len(right), 1)
         values["loss"] = self.loss_sum / max(1, self.count)
         return values
 

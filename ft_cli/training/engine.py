@@ -37,7 +37,7 @@ from ft_cli.outputs.console import RunConsole
 from ft_cli.rundir import checkpoint, ownership
 from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import report as strategy_report
-from ft_cli.tasks import metrics
+from ft_cli.tasks import calibration, metrics
 from ft_cli.tasks.objective import Objective
 from ft_cli.training import guards, resume, setup
 from ft_cli.training.loop_state import LoopState
@@ -223,6 +223,7 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
     spec_yaml = plain.to_yaml(spec)
     hw = _hardware(spec, place)
     run = setup.build(spec, setup.Purpose.train, backend, hw, place)
+    calibration.check(spec)
     checked = _check_data(spec, ui) if place.is_main and resume_from is None else None
     stopper = metrics.EarlyStopping(mode, t.early_stopping.patience, t.early_stopping.min_delta)
     loop = LoopState(config_yaml=spec_yaml, data_hash=resume.data_hash(run.prepared.train))
@@ -499,6 +500,9 @@ class _Ending:
             **_windows_record(run.prepared),
         }
         if place.is_main:
+            if calibration.wanted(spec) and export_dir.is_dir():
+                record["calibration"] = calibration.calibrate_run(str(run_dir), spec=spec)
+                self.ui.info(calibration.summary(record["calibration"]))
             tracking.write_metrics(run_dir, record)
             model_card.write(export_dir, spec, record, self.overrides)
         results = {f"best/{k}": v for k, v in loop.best_metrics.items() if k != "step"}

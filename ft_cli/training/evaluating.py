@@ -47,14 +47,19 @@ def setup(
     split: str = "validation",
     file: str | None = None,
     task: str | None = None,
+    spec: Any = None,
 ) -> EvalSetup:
-    """The trained model and the rows to evaluate, from the setup call training makes."""
+    """The trained model and the rows to evaluate, from the setup call training makes
+    (`spec`: the run's own, in hand; else recomposed from its record and `overrides`)."""
     from ft_cli.hardware import parallel
     from ft_cli.models import trained
     from ft_cli.training import setup as run_setup
 
     found = trained.locate(folder, task)
-    spec = trained.spec_for(found, overrides)
+    if spec is None:
+        spec = trained.spec_for(found, overrides)
+    else:
+        spec = trained.spec_of_trained(found, spec)
     ready, hw = built(found, spec, file)
     rows, source = chosen_rows(ready, split, file)
     backend = parallel.Backend()
