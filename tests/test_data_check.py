@@ -216,3 +216,18 @@ def test_label_errors_from_a_k_fold_runs_predictions_are_written_ranked(tmp_path
     found = next(f for f in written["findings"] if f["kind"] == "label_errors")
     assert sorted(r[0] for r in found["rows"]) == [7, 30]
     assert any("skipped (--no-near)" in line for line in written["not_checked"])
+
+
+def test_a_sentence_tagged_two_ways_names_the_words(tmp_path: Path) -> None:
+    sentence = [("Elena", "B-PER"), ("visited", "O"), ("Paris", "B-LOC"), (".", "O")]
+    other = [("Elena", "B-PER"), ("visited", "O"), ("Paris", "B-ORG"), (".", "O")]
+    lines = []
+    for words in (sentence, other, [("Hello", "O"), ("there", "O")]):
+        lines += [f"{w} {t}" for w, t in words] + [""]
+    (tmp_path / "train.conll").write_text("\n".join(lines))
+    spec = compose_spec(["+recipe=demo_ner", f"data.files.train={tmp_path / 'train.conll'}"])
+    found = run.check(spec, near=False)
+    conflict = next(f for f in found.findings if f.kind == "conflicts" and f.split == "train")
+    assert conflict.rows[0]["rows"] == [0, 1] and conflict.rows[0]["words"] == ["paris"]
+    assert "words tagged differently: paris" in conflict.summary
+    assert found.splits["train"]["labels"]["O"] == 6  # tags are counted one by one

@@ -21,6 +21,8 @@ class SplitRows:
     keys: list[str]  # the normalised identity of each row's inputs ("": nothing in it)
     texts: list[str] | None  # the normalised text (None: the inputs are files)
     labels: list[str] | None  # each row's label as text (None: the task reads no label)
+    # What label counts count: each row's label, or each tag of a row's tag list.
+    counted: list[str] | None = None
     measures: list[dict[str, float]] = field(default_factory=list)  # per file
     empty: list[int] = field(default_factory=list)
     short: list[int] = field(default_factory=list)
@@ -54,11 +56,13 @@ def read_split(task: Any, cfg: Any, name: str, table: Any) -> SplitRows:
     """The split's rows as the checks compare them."""
     modality = task.inputs
     columns = [c for c in task.input_columns(cfg).values() if c in table.column_names]
-    labels = None
+    labels = counted = None
     if task.uses_labels and cfg.label_column in table.column_names:
-        labels = [
-            normalise(v) if isinstance(v, (str, list)) else str(v) for v in table[cfg.label_column]
-        ]
+        cells = table[cfg.label_column]
+        labels = [normalise(v) if isinstance(v, (str, list)) else str(v) for v in cells]
+        counted = labels
+        if any(isinstance(v, list) for v in cells):  # tags: a label per word
+            counted = [str(tag) for v in cells if isinstance(v, list) for tag in v]
     if modality.names_files:
         files = table[columns[0]] if columns else []
         return SplitRows(
@@ -66,6 +70,7 @@ def read_split(task: Any, cfg: Any, name: str, table: Any) -> SplitRows:
             [content_hash(v) for v in files],
             None,
             labels,
+            counted,
             [modality.measure(v) for v in files],
         )
     values = [table[c] for c in columns]
@@ -78,4 +83,4 @@ def read_split(task: Any, cfg: Any, name: str, table: Any) -> SplitRows:
             empty.append(index)
         elif min(len(p) for p in row) < SHORT:
             short.append(index)
-    return SplitRows(name, keys, texts, labels, empty=empty, short=short)
+    return SplitRows(name, keys, texts, labels, counted, empty=empty, short=short)

@@ -96,13 +96,25 @@ def _within(found: DataCheck, rows: SplitRows, near: bool) -> None:
         )
     if rows.labels is not None:
         clashing = duplicates.conflicts(rows.keys, rows.labels)
+        if clashing and rows.counted is not rows.labels and rows.texts is not None:
+            for conflict in clashing:  # tags: the words tagged differently
+                first, *others = conflict["rows"]
+                words, tags = rows.texts[first].split(), rows.labels[first].split()
+                conflict["words"] = sorted(
+                    {
+                        words[at]
+                        for other in others
+                        for at, tag in enumerate(rows.labels[other].split())
+                        if at < len(words) and at < len(tags) and tag != tags[at]
+                    }
+                )
         if clashing:
             groups = [c["rows"] for c in clashing]
             found.add(
                 "conflicts",
                 name,
                 f"{count(len(clashing), 'input')} with different labels"
-                f" (rows {rows_named(groups)})",
+                f" (rows {rows_named(groups)}{_words(clashing)})",
                 clashing,
             )
     if rows.empty:
@@ -143,6 +155,12 @@ def _within(found: DataCheck, rows: SplitRows, near: bool) -> None:
         }
 
 
+def _words(clashing: list[dict[str, Any]]) -> str:
+    """The words a tagged sentence's copies tag differently, as a summary names them."""
+    words = sorted({w for c in clashing for w in c.get("words", [])})
+    return f"; words tagged differently: {rows_named(words)}" if words else ""
+
+
 def _across(found: DataCheck, train: SplitRows, other: SplitRows) -> None:
     leaked = duplicates.shared(train.keys, other.keys)
     if leaked:
@@ -167,7 +185,7 @@ def _across(found: DataCheck, train: SplitRows, other: SplitRows) -> None:
 
 
 def _labels(found: DataCheck, splits: dict[str, SplitRows], kind: str) -> None:
-    counted = {name: Counter(r.labels) for name, r in splits.items() if r.labels is not None}
+    counted = {name: Counter(r.counted) for name, r in splits.items() if r.counted is not None}
     if not counted:
         found.not_checked.append(f"labels: task={kind} reads no label column")
         return
