@@ -140,6 +140,7 @@ def test_folds_are_stratified_grouped_seeded_and_cover_every_row() -> None:
         folds.assignment(table, 11, seed=1, labels=None, groups="speaker")
 
 
+@pytest.mark.slow
 def test_k_fold_cross_validation_reports_folds_and_predicts_every_training_row(
     tmp_path: Path,
 ) -> None:

@@ -191,6 +191,7 @@ def test_label_errors_rank_most_flipped_labels_first(tmp_path: Path) -> None:
     assert all(line["suggested"] != line["given"] for line in ranked[:10])
 
 
+@pytest.mark.slow
 def test_label_errors_from_a_k_fold_runs_predictions_are_written_ranked(tmp_path: Path) -> None:
     from ft_cli.commands import data
 
@@ -218,6 +219,7 @@ def test_label_errors_from_a_k_fold_runs_predictions_are_written_ranked(tmp_path
     assert any("skipped (--no-near)" in line for line in written["not_checked"])
 
 
+@pytest.mark.slow
 def test_a_sentence_tagged_two_ways_names_the_words(tmp_path: Path) -> None:
     sentence = [("Elena", "B-PER"), ("visited", "O"), ("Paris", "B-LOC"), (".", "O")]
     other = [("Elena", "B-PER"), ("visited", "O"), ("Paris", "B-ORG"), (".", "O")]

@@ -57,7 +57,7 @@ def test_a_multiple_choice_run_trains_evaluates_and_predicts(tmp_path: Path) -> 
     overrides = _overrides(tmp_path, _rows(48), "train.max_steps=4", f"hydra.run.dir={run}")
     assert cli.run_train(overrides) == 0
     record = json.loads((run / "metrics.json").read_text())
-    assert set(record["best"]) == {"accuracy", "loss", "step"}
+    assert set(record["best"]) == {"accuracy", "ece", "loss", "step"}
     assert 0 <= record["best"]["accuracy"] <= 1
     assert cli._run_tool("eval", [str(run)]) == 0
     again = json.loads((run / "eval_metrics.json").read_text())["metrics"]

@@ -58,6 +58,7 @@ def test_documents_of_one_segment_give_no_pairs() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_nsp_trains_reports_and_exports_the_pretraining_model(tmp_path: Path) -> None:
     from transformers import AutoModelForPreTraining
 

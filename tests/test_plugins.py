@@ -44,6 +44,7 @@ def _write(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_registered_modality_and_task_train_eval_predict_export_and_serve(
     registered: None, tmp_path: Path
 ) -> None:

@@ -199,7 +199,10 @@ def print_table(scored: Scored, title: str) -> None:
 
     names = list(scored.rows[0].metrics)
     table = Table(title=title, title_justify="left")
-    table.add_column("model")
+    # Names stay whole ("ensemble: greedy"); the metric columns give way first.
+    table.add_column(
+        "model", no_wrap=True, min_width=min(max(len(r.name) for r in scored.rows), 40)
+    )
     for name in names:
         table.add_column(name, justify="right")
     table.add_column("combination fit")
