@@ -166,3 +166,21 @@ def test_k_fold_cross_validation_reports_folds_and_predicts_every_training_row(
     # Each fold's validation is its held-out rows; the given validation became its test.
     fold_record = json.loads((tmp_path / "cv" / "fold-1" / "metrics.json").read_text())
     assert fold_record["test"] and (tmp_path / "cv" / "fold-1" / "model").is_dir()
+
+
+@pytest.mark.slow
+def test_ft_calibrate_fits_a_finished_run_and_a_second_fit_changes_little(tmp_path: Path) -> None:
+    from ft_cli.commands import calibrate
+    from ft_cli.training.engine import train
+
+    overrides = ["+recipe=demo", *TINY, "train.epochs=2"]
+    train(compose_spec(overrides), run_dir=tmp_path / "run", overrides=overrides)
+    run = str(tmp_path / "run")
+    assert calibrate.main([run]) == 0
+    first = json.loads((tmp_path / "run" / "model" / "calibration.json").read_text())
+    assert first["nll_after"] <= first["nll_before"] + 1e-6
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["calibration"] == first
+    assert calibrate.main([run]) == 0  # already calibrated: T near 1, the product recorded
+    second = json.loads((tmp_path / "run" / "model" / "calibration.json").read_text())
+    assert second["temperature"] == pytest.approx(first["temperature"], rel=0.05)
+    assert second["nll_before"] == pytest.approx(first["nll_after"], abs=1e-4)
