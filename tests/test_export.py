@@ -199,6 +199,7 @@ def test_predict_with_onnxruntime_needs_an_export(tmp_path: Path, capsys) -> Non
     )
 
 
+@pytest.mark.slow
 def test_masked_lm_is_not_exported(tmp_path: Path, capsys) -> None:
     run = trained(
         tmp_path, ["data=demo", "task=mlm", "data.max_train_samples=32", "data.max_eval_samples=16"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -60,6 +61,7 @@ overrides = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides)
 def test_overrides_compose_or_fail_with_one_line(tokens: list[str]) -> None:
@@ -90,6 +92,7 @@ BOUNDED = [b for b in _bounded(schema.RunSpec) if b[1].length is None]
 edges = st.sampled_from([-1e9, -1, -1e-9, 0, 1e-9, 0.5, 1, 1.5, 2, 3, 1e9])
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(st.sampled_from(BOUNDED), st.one_of(edges, st.floats(-10, 10)))
 def test_numbers_outside_their_range_fail_naming_the_key(bounded, number) -> None:
