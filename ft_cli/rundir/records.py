@@ -20,6 +20,7 @@ from ft_cli.errors import FtError
 STATUS = {
     "completed": "done",
     "stopped_early": "stopped early",
+    "pruned": "pruned",  # a search's trial stopped it (ft_cli.training.pruning)
     "failed": "failed",
     "interrupted": "interrupted",
 }

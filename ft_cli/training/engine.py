@@ -39,7 +39,7 @@ from ft_cli.strategies import layers as strategy
 from ft_cli.strategies import report as strategy_report
 from ft_cli.tasks import calibration, metrics
 from ft_cli.tasks.objective import Objective
-from ft_cli.training import guards, resume, setup
+from ft_cli.training import guards, pruning, resume, setup
 from ft_cli.training.loop_state import LoopState
 from ft_cli.training.setup import StepForward, seed_everything
 
@@ -58,6 +58,7 @@ class RunResult:
     stopped_early: bool = False
     run_dir: Path = Path(".")
     model: Any = field(default=None, repr=False)  # the trained model, for in-process use
+    pruned: bool = False  # a search's trial stopped it (its checkpoint is kept)
 
 
 def evaluate(
@@ -109,6 +110,7 @@ def train(
     overrides: list[str] | None = None,
     records: dict[str, str] | None = None,
     sweep: SweepJob | None = None,
+    trial: pruning.Trial | None = None,
 ) -> RunResult:
     """Run one training job as the spec says; writes everything under `run_dir`.
 
@@ -116,13 +118,14 @@ def train(
     the spec, the data and the resume point are validated. `records`: more
     files (name -> text) written then, such as Hydra's record of the command.
     `sweep`: the sweep this run is a job of (its loggers group the jobs).
+    `trial`: a search's trial, told each evaluation, that may prune the run.
     """
     # Data-parallel: every rank trains; rank 0 alone prints, locks and writes files.
     place = distributed.init()
     ui = RunConsole(None if place.is_main else Console(quiet=True))
     target = resume.target_dir(spec.resume, Path(run_dir))
     with ownership.locked(target, ui.warn, enabled=place.is_main), contextlib.ExitStack() as ends:
-        context = _Context(overrides or [], records or {}, place, ui, ends, sweep)
+        context = _Context(overrides or [], records or {}, place, ui, ends, sweep, trial)
         return _train(spec, target, context)
 
 
@@ -183,6 +186,7 @@ class _Context:
     ui: RunConsole
     ends: contextlib.ExitStack  # closed when the run ends, however it ends
     sweep: SweepJob | None
+    trial: pruning.Trial | None = None  # a search's trial, which may prune the run
 
 
 def _open_loggers(spec: RunSpec, run_dir: Path, context: _Context, resumed: int | None) -> Loggers:
@@ -209,6 +213,8 @@ class _Prepared:
     saver: _Saver
     tracker: Loggers
     counts: tuple[int, int]  # trainable, frozen parameters
+    trial: pruning.Trial | None = None
+    pruned: bool = False  # the trial stopped the run
 
 
 def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
@@ -247,7 +253,17 @@ def _prepare(spec: RunSpec, run_dir: Path, context: _Context) -> _Prepared:
         raise
     counts = _announce(spec, run, hw, place, ui, tracker, run_dir, spec_yaml)
     return _Prepared(
-        backend, hw, run, loop, stopper, resume_from, restored_rng, saver, tracker, counts
+        backend,
+        hw,
+        run,
+        loop,
+        stopper,
+        resume_from,
+        restored_rng,
+        saver,
+        tracker,
+        counts,
+        context.trial,
     )
 
 
@@ -385,7 +401,7 @@ def _train(spec: RunSpec, run_dir: Path, context: _Context) -> RunResult:
         "resumed_from": ready.resume_from,
     }
     end = _Ending(spec, run, backend, hw, place, ui, tracker, saver, run_dir, overrides)
-    return end.finish(loop, stopper, stopped_early, timing, (trainable, frozen))
+    return end.finish(loop, stopper, stopped_early, timing, (trainable, frozen), ready.pruned)
 
 
 def _step_end(
@@ -428,9 +444,14 @@ def _evaluate_and_save(
     if stopper.update(loop.last_metrics[metric_name]):
         loop.best_checkpoint = checkpoint.checkpoint_name(loop.step)
         loop.best_metrics = {**loop.last_metrics, "step": loop.step}
-    ready.saver.save(loop, running_loss, stopper)
+    ready.saver.save(loop, running_loss, stopper)  # kept, a pruned run's too
     title = f"eval: step {loop.step}, epoch {loop.step / run.steps.steps_per_epoch:.2f}"
     ui.metrics_table(title, loop.last_metrics, metric_name)
+    value = loop.last_metrics[metric_name]
+    if pruning.decide(ready.trial, value, loop.step, ready.backend.place):
+        ready.pruned = True
+        ready.tracker.scalars("search", {"pruned": 1.0}, loop.step)
+        return True
     return spec.train.early_stopping.enabled and stopper.should_stop
 
 
@@ -456,11 +477,14 @@ class _Ending:
         stopped_early: bool,
         timing: dict[str, Any],
         counts: tuple[int, int],
+        pruned: bool = False,
     ) -> RunResult:
         spec, hw, place, run_dir = self.spec, self.hw, self.place, self.run_dir
         metric_name, mode = metrics.monitored(spec.task, spec.train.early_stopping)
         self.ui.stop()
-        if stopped_early:
+        if pruned:
+            self.ui.info(f"pruned by the search at step {loop.step}: {metric_name} fell behind")
+        elif stopped_early:
             self.ui.info(
                 f"early stopping: {metric_name} did not improve for {stopper.patience}"
                 f" evaluation(s); best {stopper.best:.4f}"
@@ -478,7 +502,9 @@ class _Ending:
         resumed_from = timing["resumed_from"]
         timing = {**timing, "wall": time.perf_counter() - timing["wall_started"]}
         record = {
-            "status": "stopped_early" if stopped_early else "completed",
+            "status": pruning.PRUNED
+            if pruned
+            else ("stopped_early" if stopped_early else "completed"),
             "monitor": {"metric": metric_name, "mode": mode.value, "best": best_value},
             "best": loop.best_metrics,
             "final": loop.last_metrics,
@@ -537,6 +563,7 @@ class _Ending:
             stopped_early,
             run_dir,
             run.net,
+            pruned,
         )
 
 
