@@ -182,7 +182,35 @@ def test_a_missing_plugin_is_named_with_its_install_command(tmp_path: Path, monk
     with pytest.raises(FtError) as caught:
         compose.check_overrides(["+search=lr_batch"])
     assert str(caught.value) == (
-        "'+search=lr_batch' needs hydra-optuna-sweeper: pip install 'ft-cli[sweep]'"
+        "'+search=lr_batch' needs optuna: pip install 'ft-cli[sweep]'"
         " (from a checkout: pip install -e '.[sweep]')"
     )
     compose.check_overrides(["+launcher=joblib"])  # installed: no complaint
+
+
+def test_the_override_grammar_becomes_optuna_distributions_and_samplers_by_name() -> None:
+    import optuna
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ft_optuna_sweeper import sweeper
+
+    parsed = OverridesParser.create().parse_overrides(
+        [
+            "optimizer.lr=tag(log, interval(1e-5, 1e-3))",
+            "train.epochs=int(interval(1, 4))",
+            "train.batch_size=choice(16, 32)",
+            "train.seed=range(1, 4)",
+        ]
+    )
+    found = {o.get_key_element(): sweeper.distribution(o) for o in parsed}
+    assert found["optimizer.lr"] == optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)
+    assert found["train.epochs"] == optuna.distributions.IntDistribution(1, 4)
+    assert found["train.batch_size"].choices == (16, 32)
+    assert found["train.seed"].choices == (1, 2, 3)
+    for name in sweeper.SAMPLERS:
+        conf = OmegaConf.create({"name": name, "seed": 0})
+        space = {k: v for k, v in found.items() if name != "grid" or hasattr(v, "choices")}
+        assert isinstance(sweeper.sampler_of(conf, space), optuna.samplers.BaseSampler)
+    with pytest.raises(ValueError, match="one of tpe, random"):
+        sweeper.sampler_of(OmegaConf.create({"name": "annealing", "seed": 0}), found)

@@ -161,7 +161,7 @@ def check_overrides(overrides: list[str]) -> None:
 
 # Add-on options that need a Hydra plugin from the `sweep` extra.
 PLUGINS = {
-    ("search", None): "hydra_plugins.hydra_optuna_sweeper",
+    ("search", None): "optuna",
     ("launcher", "joblib"): "hydra_plugins.hydra_joblib_launcher",
     ("launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher",
 }
