@@ -438,11 +438,16 @@ def _train_job(cfg) -> float | None:
         spec = compose.to_spec(cfg, overrides)
         from ft_cli.training.engine import train
 
+        extra = {}
         if spec.train.folds > 1:  # K trainings in one run dir
             from ft_cli.training import cross_validation
 
             train = cross_validation.run_folds
-        result = train(spec, run_dir, overrides, records, _sweep_job(hydra_cfg, overrides))
+        elif multirun:
+            trial = _search_trial(hydra_cfg)
+            extra = {"trial": trial} if trial is not None else {}
+        sweep = _sweep_job(hydra_cfg, overrides)
+        result = train(spec, run_dir, overrides, records, sweep, **extra)
     except Exception as err:
         if multirun:
             _record_failure(hydra_cfg, run_dir, err, records if fresh else None)
@@ -451,6 +456,8 @@ def _train_job(cfg) -> float | None:
             _outcomes.error = err
             return None
         raise
+    if multirun and getattr(result, "pruned", False):
+        return {"pruned": True, "value": result.metric}  # the search tells its study
     if multirun and result.metric is not None and not math.isfinite(result.metric):
         # A search must not learn from this trial: a sweeper reads None as failed.
         why = f"no finite {result.metric_name} to optimise (best: {result.metric})"
@@ -469,6 +476,16 @@ def _swept_keys(overrides: list[str]) -> list[str]:
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     return [o.key_or_group for o in parsed if o.is_sweep_override()]
+
+
+def _search_trial(hydra_cfg):
+    """The search trial this job runs, when ft's Optuna sweeper launched it (else None)."""
+    target = str(hydra_cfg.sweeper.get("_target_", ""))
+    if not target.startswith("hydra_plugins.ft_optuna_sweeper."):
+        return None
+    from hydra_plugins.ft_optuna_sweeper import sweeper
+
+    return sweeper.job_trial(hydra_cfg.sweeper)
 
 
 def _sweep_job(hydra_cfg, overrides: list[str]):

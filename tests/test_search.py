@@ -76,11 +76,11 @@ def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, ca
     real_train = engine.train
     calls: list[int] = []
 
-    def flaky_train(spec, run_dir, overrides=None, records=None, sweep=None):
+    def flaky_train(spec, run_dir, overrides=None, records=None, sweep=None, **given):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("the GPU fell off the bus")
-        result = real_train(spec, run_dir, overrides, records, sweep)
+        result = real_train(spec, run_dir, overrides, records, sweep, **given)
         if len(calls) == 2:
             return dataclasses.replace(result, metric=math.nan)
         return result
@@ -214,3 +214,27 @@ def test_the_override_grammar_becomes_optuna_distributions_and_samplers_by_name(
         assert isinstance(sweeper.sampler_of(conf, space), optuna.samplers.BaseSampler)
     with pytest.raises(ValueError, match="one of tpe, random"):
         sweeper.sampler_of(OmegaConf.create({"name": "annealing", "seed": 0}), found)
+
+
+@pytest.mark.slow
+def test_a_pruner_stops_trials_at_their_first_evaluation_and_the_study_says_pruned(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from ft_cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    args = search(tmp_path, "pruned", 2)
+    args += ["train.max_steps=3", "train.eval_every=1"]
+    # Threshold: an accuracy below 2 is always "behind", so every trial stops at step 1.
+    args += ["hydra.sweeper.pruner.name=threshold", "hydra.sweeper.pruner.lower=2.0"]
+    assert cli.run_train(args) == 0
+    import optuna
+
+    study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    assert all(list(t.intermediate_values) == [1] for t in study.trials)
+    for job in ("0", "1"):
+        record = json.loads((tmp_path / "pruned" / job / "metrics.json").read_text())
+        assert record["status"] == "pruned" and record["steps"] == 1
+    summary = json.loads((tmp_path / "pruned" / "summary.json").read_text())["runs"]
+    assert [row["status"] for row in summary] == ["pruned", "pruned"]

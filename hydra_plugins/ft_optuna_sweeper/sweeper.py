@@ -7,7 +7,9 @@ b)` a category. Plain overrides are passed to every trial. The study lives in
 `storage` under `study_name` and is continued when it exists: each sweep adds
 `n_trials` trials, asked `n_jobs` at a time and run by the launcher. A job that
 fails, or returns no finite value, is told to the study as failed; more failures
-than `max_failure_rate` of the trials so far stop the search.
+than `max_failure_rate` of the trials so far stop the search. With a stored study,
+each job gets its trial (`job_trial`) and reports every evaluation to it; the
+pruner (`pruner.name`) may stop it there, and the trial is told as pruned.
 """
 
 # No `from __future__ import annotations`: Hydra runs this module while scanning for
@@ -33,6 +35,15 @@ class SamplerConf:
 
 
 @dataclass
+class PrunerConf:
+    name: str = "none"  # none, median, hyperband, successive_halving or threshold
+    n_startup_trials: int = 5  # median: trials that run to the end before any is pruned
+    n_warmup_steps: int = 0  # median: optimizer steps before a trial may be pruned
+    lower: Optional[float] = None  # noqa: UP045 (threshold: prune below this)
+    upper: Optional[float] = None  # noqa: UP045 (threshold: prune above this)
+
+
+@dataclass
 class FtOptunaSweeperConf:
     _target_: str = "hydra_plugins.ft_optuna_sweeper.sweeper.FtOptunaSweeper"
     direction: Any = "maximize"
@@ -42,6 +53,7 @@ class FtOptunaSweeperConf:
     n_jobs: int = 1
     max_failure_rate: float = 0.0
     sampler: SamplerConf = field(default_factory=SamplerConf)
+    pruner: PrunerConf = field(default_factory=PrunerConf)
     params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
 
 
@@ -91,6 +103,50 @@ def sampler_of(conf: Any, space: dict[str, Any]) -> Any:
     raise ValueError(f"hydra.sweeper.sampler.name={name}: one of {', '.join(SAMPLERS)}")
 
 
+PRUNERS = ("none", "median", "hyperband", "successive_halving", "threshold")
+# The variable a job reads its trial from (set through hydra.job.env_set, which every
+# launcher applies in the job's own process).
+TRIAL_VARIABLE = "FT_OPTUNA_TRIAL_ID"
+
+
+def pruner_of(conf: Any) -> Any:
+    """The Optuna pruner `conf.name` names (the sweeper's and each job's study use it)."""
+    import optuna
+
+    name = conf.name if conf is not None else "none"
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=conf.n_startup_trials, n_warmup_steps=conf.n_warmup_steps
+        )
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=conf.lower, upper=conf.upper)
+    raise ValueError(f"hydra.sweeper.pruner.name={name}: one of {', '.join(PRUNERS)}")
+
+
+def job_trial(sweeper_conf: Any) -> Any:
+    """The Optuna trial this job runs (None: not a job of a stored study), which the run
+    reports its evaluations to and which may prune it."""
+    import os
+
+    trial_id = os.environ.get(TRIAL_VARIABLE)
+    if not trial_id or sweeper_conf is None or not sweeper_conf.get("storage"):
+        return None
+    import optuna
+
+    study = optuna.load_study(
+        study_name=sweeper_conf.study_name,
+        storage=sweeper_conf.storage,
+        pruner=pruner_of(sweeper_conf.get("pruner")),
+    )
+    return optuna.trial.Trial(study, int(trial_id))
+
+
 class FtOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         self.settings = OmegaConf.create(settings)
@@ -120,6 +176,7 @@ class FtOptunaSweeper(Sweeper):
             study_name=settings.study_name,
             storage=settings.storage,
             sampler=sampler_of(settings.sampler, space),
+            pruner=pruner_of(settings.pruner),
             directions=list(directions) if many else None,
             direction=None if many else directions,
             load_if_exists=True,
@@ -129,11 +186,18 @@ class FtOptunaSweeper(Sweeper):
             batch = min(settings.n_jobs, settings.n_trials - launched)
             trials = [study.ask(space) for _ in range(batch)]
             jobs = [
-                [*fixed, *(f"{key}={_text(trial.params[key])}" for key in space)]
+                [
+                    *fixed,
+                    *(f"{key}={_text(trial.params[key])}" for key in space),
+                    f"+hydra.job.env_set.{TRIAL_VARIABLE}={trial._trial_id}",
+                ]
                 for trial in trials
             ]
             returns = self.launcher.launch(jobs, initial_job_idx=launched)
             for trial, outcome in zip(trials, returns, strict=True):
+                if _pruned(outcome):
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    continue
                 value = _value(outcome)
                 if value is None:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -146,6 +210,15 @@ class FtOptunaSweeper(Sweeper):
                     f"{failed} of {launched} trials failed, above"
                     f" hydra.sweeper.max_failure_rate={settings.max_failure_rate}"
                 )
+
+
+def _pruned(outcome: Any) -> bool:
+    """Whether the job says its trial pruned it (it returns {"pruned": true, ...})."""
+    try:
+        value = outcome.return_value
+    except Exception:  # the job raised: a failure, not a pruning
+        return False
+    return isinstance(value, dict) and bool(value.get("pruned"))
 
 
 def _value(outcome: Any) -> Any:
