@@ -178,7 +178,7 @@ def test_label_errors_rank_most_flipped_labels_first(tmp_path: Path) -> None:
         "data.files.train=train.csv",
         "data.max_length=16",
         "train.batch_size=16",
-        "train.epochs=6",
+        "train.epochs=4",
         "optimizer.lr=3e-3",
         "hardware.precision=fp32",
         "train.folds=5",
