@@ -40,9 +40,13 @@ def test_folding_the_temperature_divides_the_logits_and_keeps_every_prediction()
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, num_labels=3,
-    )  # fmt: skip
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
     net = BertForSequenceClassification(config).eval()
     ids = torch.randint(0, 50, (4, 7))
     with torch.no_grad():
