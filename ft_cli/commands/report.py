@@ -369,7 +369,7 @@ def _reliability_plot(outcomes: list[Any], path: Path, title: str) -> None:
     confidences = torch.tensor([o.confidence for o in outcomes])
     right = torch.tensor([o.truth == o.guess for o in outcomes])
     found = confidence.binned(confidences, right)
-    ece = sum(gap * rows for _, _, gap, rows in found) / max(len(outcomes), 1)
+    ece = confidence.ece_of(found)
     figure, axis = plt.subplots(figsize=(4.5, 4.5))
     axis.plot([0, 1], [0, 1], color="#999", linestyle="--", label="calibrated")
     axis.plot([c for c, *_ in found], [a for _, a, *_ in found], marker="o", label="model")

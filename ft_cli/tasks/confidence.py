@@ -12,8 +12,12 @@ def adaptive_ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS
     """Expected calibration error over bins of equal counts: the mean gap between each
     bin's accuracy and its mean confidence, weighted by its rows."""
     confidence, guess = probs.float().max(-1)
-    found = binned(confidence, guess == labels, bins)
-    return sum(gap * rows for _, _, gap, rows in found) / max(len(labels), 1)
+    return ece_of(binned(confidence, guess == labels, bins))
+
+
+def ece_of(found: list[tuple]) -> float:
+    """The expected calibration error of `binned`'s bins: their gaps weighted by rows."""
+    return sum(gap * rows for _, _, gap, rows in found) / max(sum(n for *_, n in found), 1)
 
 
 def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> list[tuple]:

@@ -79,7 +79,7 @@ class EvalMetrics:
             guesses, truth = torch.cat(self.predictions), torch.cat(self.labels)
             right = guesses == truth
             found = confidence.binned(torch.cat(self.confidences), right)
-            values["ece"] = sum(gap * rows for _, _, gap, rows in found) / max(len(right), 1)
+            values["ece"] = confidence.ece_of(found)
         values["loss"] = self.loss_sum / max(1, self.count)
         return values
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ft_cli import tasks
+from ft_cli.data import folds
 
 FOLDS_RECORD, OUT_OF_FOLD = "folds.json", "oof_predictions.csv"
 
@@ -32,6 +33,7 @@ def run_folds(
     from ft_cli.training.engine import RunResult, train
 
     root, count = Path(run_dir), spec.train.folds
+    assigned = _assignment(spec, count)  # the folds each run's data prepares alike
     results, predicted = [], []
     for k in range(count):
         fold_spec = dataclasses.replace(
@@ -42,7 +44,8 @@ def run_folds(
         fold_dir = root / f"fold-{k}"
         own = [*overrides, f"data.fold=[{k},{count}]", "train.folds=1"]
         results.append(train(fold_spec, fold_dir, own, records, sweep))
-        predicted.append(_held_out_outputs(fold_dir, fold_spec))
+        held = folds.held_out(assigned, k)[1] if assigned is not None else []
+        predicted.append(_held_out_outputs(fold_dir, fold_spec, held))
     name = results[0].metric_name
     metrics = sorted({key for r in results for key in r.best if key != "step"})
     table = {key: [r.best.get(key) for r in results] for key in metrics}
@@ -77,25 +80,29 @@ def _shown(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _held_out_outputs(fold_dir: Path, spec: Any) -> tuple | None:
+def _assignment(spec: Any, count: int) -> list[int] | None:
+    """Each training row's fold, as data.fold prepares it (None: no output per row to
+    predict, so no out-of-fold file)."""
+    info = tasks.info(spec.task.kind)
+    if info.targets not in ("classes", "score"):
+        return None
+    train = tasks.get(spec.task.kind).load_raw(spec.data).splits["train"]
+    stratify = spec.data.label_column if info.targets == "classes" else None
+    return folds.assignment(train, count, spec.train.seed, stratify, spec.data.group_column)
+
+
+def _held_out_outputs(fold_dir: Path, spec: Any, held: list[int]) -> tuple | None:
     """(the held-out rows' indices in the train split, the fold model's outputs on them, the
     run's labels, each row's own label), or None when the task has no output per row."""
-    from ft_cli.data import folds
     from ft_cli.training import evaluating
 
-    info = tasks.info(spec.task.kind)
-    if info.targets not in ("classes", "score") or not (fold_dir / "model").is_dir():
+    if not held or not (fold_dir / "model").is_dir():
         return None
     ready = evaluating.setup(str(fold_dir), [], spec=spec)
     if getattr(ready.rows, "rows", None) is not None:
         return None  # a long input's windows: no single output per row
     found = [outputs.float().cpu() for _, outputs, _ in evaluating.batches(ready, 64)]
-    task = tasks.get(spec.task.kind)
-    train = task.load_raw(spec.data).splits["train"]
-    k, count = spec.data.fold
-    stratify = spec.data.label_column if info.targets == "classes" else None
-    assigned = folds.assignment(train, count, spec.train.seed, stratify, spec.data.group_column)
-    rows = folds.held_out(assigned, k)[1][: len(ready.rows)]
+    rows = held[: len(ready.rows)]
     return rows, torch.cat(found), ready.labels, list(ready.rows.labels)
 
 
