@@ -6,6 +6,7 @@ showing configs stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -382,9 +383,12 @@ def _data_parallel_overrides(overrides: list[str]) -> list[str]:
     place = distributed.from_env()
     if not place.enabled:
         return overrides
-    if "-m" in overrides or "--multirun" in overrides:
+    multirun = "-m" in overrides or "--multirun" in overrides
+    searched = any(o.startswith("+search=") for o in overrides)
+    if multirun and (not searched or any(o.startswith("+launcher=") for o in overrides)):
         raise FtError(
-            "-m/--multirun under torchrun: each process would run the whole sweep; run one"
+            "-m/--multirun under torchrun: only an Optuna search (+search=NAME, with the"
+            " default launcher) runs each trial on every process; for a grid, run one"
             " torchrun per job, or sweep with the submitit launcher (+launcher=slurm)"
         )
     distributed.init()
@@ -394,6 +398,8 @@ def _data_parallel_overrides(overrides: list[str]) -> list[str]:
 
         stamp = distributed.broadcast(datetime.now().strftime(RUN_DIR_STAMP), place)
         extra.append(f"hydra.run.dir=outputs/{stamp}")
+        if multirun and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+            extra.append(f"hydra.sweep.dir=multirun/{stamp}")
     if not place.is_main:
         extra.append("hydra.output_subdir=null")
     return [*overrides, *extra]
@@ -438,16 +444,19 @@ def _train_job(cfg) -> float | None:
         spec = compose.to_spec(cfg, overrides)
         from ft_cli.training.engine import train
 
-        extra = {}
-        if spec.train.folds > 1:  # K trainings in one run dir
-            from ft_cli.training import cross_validation
-
-            train = cross_validation.run_folds
-        elif multirun:
-            trial = _search_trial(hydra_cfg)
-            extra = {"trial": trial} if trial is not None else {}
+        search = _search(hydra_cfg) if multirun else None
+        wanted = search.objectives_of(hydra_cfg.sweeper) if search else []
         sweep = _sweep_job(hydra_cfg, overrides)
-        result = train(spec, run_dir, overrides, records, sweep, **extra)
+        with search.job_trial(hydra_cfg.sweeper) if search else contextlib.nullcontext() as trial:
+            if spec.train.folds > 1:  # K trainings in one run dir
+                from ft_cli.training import cross_validation
+
+                result = cross_validation.run_folds(spec, run_dir, overrides, records, sweep)
+            else:
+                extra = {"trial": trial} if trial is not None else {}
+                result = train(spec, run_dir, overrides, records, sweep, **extra)
+        if wanted and not getattr(result, "pruned", False):
+            values = _objective_values(wanted, result, spec)
     except Exception as err:
         if multirun:
             _record_failure(hydra_cfg, run_dir, err, records if fresh else None)
@@ -458,6 +467,8 @@ def _train_job(cfg) -> float | None:
         raise
     if multirun and getattr(result, "pruned", False):
         return {"pruned": True, "value": result.metric}  # the search tells its study
+    if wanted:
+        return values
     if multirun and result.metric is not None and not math.isfinite(result.metric):
         # A search must not learn from this trial: a sweeper reads None as failed.
         why = f"no finite {result.metric_name} to optimise (best: {result.metric})"
@@ -478,14 +489,27 @@ def _swept_keys(overrides: list[str]) -> list[str]:
     return [o.key_or_group for o in parsed if o.is_sweep_override()]
 
 
-def _search_trial(hydra_cfg):
-    """The search trial this job runs, when ft's Optuna sweeper launched it (else None)."""
+def _search(hydra_cfg):
+    """ft's Optuna sweeper, when it launched this job (else None)."""
     target = str(hydra_cfg.sweeper.get("_target_", ""))
     if not target.startswith("hydra_plugins.ft_optuna_sweeper."):
         return None
     from hydra_plugins.ft_optuna_sweeper import sweeper
 
-    return sweeper.job_trial(hydra_cfg.sweeper)
+    return sweeper
+
+
+def _objective_values(wanted, result, spec) -> list[float]:
+    """A trial's value of each search objective, also written into its metrics.json
+    (measured by the first process only: the sweeper listens to it alone)."""
+    from ft_cli.hardware import distributed
+    from ft_cli.search import objectives
+
+    if not distributed.from_env().is_main:
+        return [0.0 for _ in wanted]
+    found = objectives.values(wanted, result, spec)
+    objectives.record(result.run_dir, wanted, found)
+    return [found[o.name] for o in wanted]
 
 
 def _sweep_job(hydra_cfg, overrides: list[str]):

@@ -149,6 +149,23 @@ MULTITASK = [
 ]
 
 
+def searched(base: Path) -> list[str]:
+    """An Optuna search of 2 trials whose pruner stops each at its first evaluation."""
+    return [
+        "-m",
+        *TINY,
+        "+search=lr_batch",
+        "train.max_steps=3",
+        "train.eval_every=1",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{base / 'search.db'}",
+        "hydra.sweeper.study_name=ranks",
+        "hydra.sweeper.pruner.name=threshold",
+        "hydra.sweeper.pruner.lower=2.0",
+        f"hydra.sweep.dir={base / 'search'}",
+    ]
+
+
 def torchrun(cwd: Path, args: list[str], env: dict | None = None, **popen) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -212,6 +229,7 @@ def launched(tmp_path_factory) -> SimpleNamespace:
         job("explained", [*TINY, *EXPLAINED]),
         job("multitask", [*MULTITASK, "train.batch_size=8"]),
         job("multitask-fsdp", [*MULTITASK, "train.batch_size=8", "hardware.distributed=fsdp"]),
+        job("search", searched(base)),
     ]
     spec = base / "jobs.json"
     spec.write_text(json.dumps(jobs))
@@ -370,3 +388,24 @@ def test_multitask_on_two_processes_matches_one(
         a = load_file(tmp_path / "single" / "model" / name / "model.safetensors")
         b = load_file(ddp / "model" / name / "model.safetensors")
         assert max_delta(a, b) < 1e-5, name
+
+
+@pytest.mark.slow
+def test_a_search_under_torchrun_runs_each_trial_on_every_rank_and_prunes_them_alike(
+    launched: SimpleNamespace,
+) -> None:
+    import optuna
+
+    completed(launched, "search")
+    storage = f"sqlite:///{launched.base / 'search.db'}"
+    trials = optuna.load_study(study_name="ranks", storage=storage).trials
+    # The first process alone asked: 2 trials, not one per rank.
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    for trial in trials:
+        run = launched.base / "search" / str(trial.number)
+        record = json.loads((run / "metrics.json").read_text())
+        # Both ranks stopped at the same evaluation (else the run would hang or fail).
+        assert record["status"] == "pruned" and record["steps"] == 1
+        assert list(trial.intermediate_values) == [1]
+        overrides = (run / ".hydra" / "overrides.yaml").read_text()
+        assert f"optimizer.lr={trial.params['optimizer.lr']!r}" in overrides

@@ -6,6 +6,9 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,25 +42,26 @@ def test_an_optuna_search_completes_and_resumes_from_its_storage(
     from ft_cli import cli
 
     monkeypatch.chdir(tmp_path)
-    for name in ("first", "second"):  # the second search continues the stored study
-        assert cli.run_train(search(tmp_path, name, 2)) == 0
+    # n_trials is the study's: the same command again adds nothing, a larger budget the rest.
+    for name, trials in (("first", 2), ("again", 2), ("second", 3)):
+        assert cli.run_train(search(tmp_path, name, trials)) == 0
     import optuna
 
     study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'study.db'}")
     trials = study.trials
-    assert len(trials) == 4
+    assert len(trials) == 3
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # accuracy
-    assert len({t.params["optimizer.lr"] for t in trials}) == 4
-    # Each trial's value is the best monitored metric its run recorded.
+    assert len({t.params["optimizer.lr"] for t in trials}) == 3
+    assert not (tmp_path / "again").exists() or not list((tmp_path / "again").glob("*/"))
+    # Each trial runs in the subdir of its number; its value is its run's best monitored metric.
     recorded = []
-    for name in ("first", "second"):
-        for job in ("0", "1"):
-            record = json.loads((tmp_path / name / job / "metrics.json").read_text())
-            recorded.append(record["monitor"]["best"])
+    for name, number in (("first", 0), ("first", 1), ("second", 2)):
+        record = json.loads((tmp_path / name / str(number) / "metrics.json").read_text())
+        recorded.append(record["monitor"]["best"])
     assert [t.value for t in trials] == pytest.approx(recorded)
     summary = json.loads((tmp_path / "second" / "summary.json").read_text())["runs"]
-    assert [row["status"] for row in summary] == ["done", "done"]
+    assert [row["status"] for row in summary] == ["done"]
 
 
 def test_a_loss_monitored_search_minimises() -> None:
@@ -237,3 +241,160 @@ def test_a_pruner_stops_a_trial_at_its_first_evaluation_and_the_study_says_prune
     assert record["status"] == "pruned" and record["steps"] == 1
     summary = json.loads((tmp_path / "pruned" / "summary.json").read_text())["runs"]
     assert [row["status"] for row in summary] == ["pruned"]
+
+
+def test_objectives_are_name_and_mode_or_a_one_line_error() -> None:
+    from ft_cli.errors import FtError
+    from ft_cli.search import objectives
+
+    found = objectives.parse(["accuracy:max", " latency_ms:min"])
+    assert [(o.name, o.direction) for o in found] == [
+        ("accuracy", "maximize"),
+        ("latency_ms", "minimize"),
+    ]
+    for bad, said in (("accuracy", "not NAME:max"), ("f1:up", "not NAME:max")):
+        with pytest.raises(FtError, match=said):
+            objectives.parse([bad])
+    with pytest.raises(FtError, match="appears twice"):
+        objectives.parse(["f1:max", "f1:min"])
+
+
+def test_the_pareto_front_is_every_run_no_other_beats_on_both(tmp_path: Path, capsys) -> None:
+    from ft_cli.commands import runs
+    from ft_cli.rundir import pareto
+
+    # (accuracy: max, latency: min): c beats b on both; a and c and d trade off.
+    points = {"a": (0.9, 5.0), "b": (0.7, 4.0), "c": (0.8, 3.0), "d": (0.6, 1.0), "e": (0.6, 2.0)}
+    assert pareto.front([list(p) for p in points.values()], ["max", "min"]) == [0, 2, 3]
+    assert pareto.front([[1.0, 1.0], [1.0, 1.0]], ["max", "max"]) == [0, 1]  # ties both stay
+    for job, (accuracy, latency) in points.items():
+        (tmp_path / job).mkdir()
+        record = {
+            "status": "completed",
+            "monitor": {"metric": "accuracy", "mode": "max", "best": accuracy},
+            "objectives": {
+                "accuracy": {"value": accuracy, "mode": "max"},
+                "latency_ms": {"value": latency, "mode": "min"},
+            },
+        }
+        (tmp_path / job / "metrics.json").write_text(json.dumps(record))
+    (tmp_path / "f").mkdir()  # a failed trial is on no front
+    (tmp_path / "f" / "metrics.json").write_text('{"status": "failed", "error": "boom"}')
+    assert runs.main([str(tmp_path)]) == 0
+    said = capsys.readouterr().out
+    assert "Pareto front (accuracy, latency_ms): a, c, d" in said
+    summary = json.loads((tmp_path / "summary.json").read_text())["runs"]
+    assert {row["job"]: row["pareto"] for row in summary} == {
+        "a": True,
+        "b": False,
+        "c": True,
+        "d": True,
+        "e": False,
+        "f": None,
+    }
+    header = (tmp_path / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"objective/accuracy", "objective/latency_ms", "pareto"} <= set(header)
+
+
+def test_a_trial_whose_worker_stopped_beating_is_failed_and_leaves_the_budget(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    import optuna
+
+    from hydra_plugins.ft_optuna_sweeper import storage
+
+    journal = storage.open_storage(str(tmp_path / "study.log"))  # a path: the journal file
+    study = optuna.create_study(study_name="s", storage=journal)
+    alive, dead, done = study.ask(), study.ask(), study.ask()
+    study.tell(done, 1.0)
+    with storage.heartbeat(study, [alive._trial_id], interval=0.05):
+        time.sleep(0.2)
+        dead.set_user_attr(storage.HEARTBEAT, time.time() - 60)  # its worker died a minute ago
+        assert storage.fail_stale(study, grace=30) == [dead.number]
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {alive.number: "RUNNING", dead.number: "FAIL", done.number: "COMPLETE"}
+    assert [storage.counted(t) for t in study.get_trials()] == [True, False, True]
+    # A trial asked but not started beats from its ask: it is not stale within the grace.
+    assert storage.fail_stale(study, grace=30) == []
+
+
+@pytest.mark.slow
+def test_a_two_objective_search_records_its_pareto_front(tmp_path: Path, monkeypatch) -> None:
+    from ft_cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    args = [*search(tmp_path, "two", 3), "hydra.sweeper.objectives=[accuracy:max,latency_ms:min]"]
+    assert cli.run_train(args) == 0
+    import optuna
+
+    study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    for trial in study.trials:
+        record = json.loads((tmp_path / "two" / str(trial.number) / "metrics.json").read_text())
+        scored = record["objectives"]
+        assert trial.values == [scored["accuracy"]["value"], scored["latency_ms"]["value"]]
+        assert scored["accuracy"]["value"] == record["best"]["accuracy"]
+        assert 0 < scored["latency_ms"]["value"] < 10_000
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())["runs"]
+    front = {int(row["job"]) for row in summary if row["pareto"]}
+    assert front == {t.number for t in study.best_trials}
+    from ft_cli.commands import report
+
+    report.write_report(tmp_path / "two", confusion=False)
+    assert (tmp_path / "two" / "pareto_front.png").stat().st_size > 1000
+
+
+def worker(tmp_path: Path, name: str, trials: int) -> subprocess.Popen:
+    """`ft train -m +search=...` in a process of its own on the journal study."""
+    args = search(tmp_path, name, trials)
+    args[args.index(f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}")] = (
+        f"hydra.sweeper.storage={tmp_path / 'study.log'}"
+    )
+    args += ["hydra.sweeper.heartbeat_interval=0.5", "hydra.sweeper.grace_period=3"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "ft_cli", "train", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_workers_share_one_study_and_resume_the_trial_of_a_killed_one(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import optuna
+
+    from hydra_plugins.ft_optuna_sweeper import storage
+
+    def study() -> optuna.Study:
+        return optuna.load_study(study_name="test", storage=storage.open_storage(journal))
+
+    journal = str(tmp_path / "study.log")
+    killed = worker(tmp_path, "killed", 4)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "study.log").is_file() or not study().get_trials(deepcopy=False):
+        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read()
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)  # mid-trial: nobody tells the study
+    killed.wait()
+    assert [t.state.name for t in study().trials] == ["RUNNING"]
+    time.sleep(3)  # its grace period
+    both = [worker(tmp_path, name, 4) for name in ("one", "two")]
+    for process in both:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+    trials = study().trials
+    assert trials[0].state.name == "FAIL" and not storage.counted(trials[0])
+    finished = [t.number for t in trials if t.state.name == "COMPLETE"]
+    # Four trials count; two workers asking at the same moment may each take the last.
+    assert len(finished) in (4, 5) and len(trials) == len(finished) + 1
+    ran = {name: {int(p.name) for p in (tmp_path / name).glob("[0-9]*")} for name in ("one", "two")}
+    assert not ran["one"] & ran["two"]  # disjoint trials
+    assert ran["one"] | ran["two"] == set(finished)

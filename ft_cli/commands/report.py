@@ -82,6 +82,12 @@ def write_report(root: Path, confusion: bool = True) -> Path:
             path = root / f"sweep_{key.replace('.', '_')}.png"
             _sweep_plot(points, key, rows[0].metric or "metric", path)
             plots.append((f"{rows[0].metric} vs {key}", path))
+    if any(row.pareto is not None for row in rows):
+        names = list(dict.fromkeys(name for row in rows for name in row.modes))[:2]
+        if len(names) == 2:
+            path = root / "pareto_front.png"
+            _pareto_plot(rows, names, path)
+            plots.append((f"Pareto front: {names[0]} against {names[1]}", path))
     from ft_cli.rundir import seeds
 
     groups = seeds.seed_groups(rows)
@@ -292,6 +298,29 @@ def _sweep_plot(points: list[tuple[float, float]], key: str, metric: str, path: 
         axes.set_xscale("log")
     axes.set_xlabel(key)
     _finish_plot(figure, axes, f"best {metric}", f"best {metric} by {key}", path)
+
+
+def _pareto_plot(rows: list[records.RunRow], names: list[str], path: Path) -> None:
+    """Every finished trial of a search on its first two objectives, the front joined up."""
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rows if r.pareto is not None and all(n in r.objectives for n in names)]
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for on_front, style, label in ((False, "o", "dominated"), (True, "o-", "Pareto front")):
+        chosen = sorted(
+            (r.objectives[names[0]], r.objectives[names[1]]) for r in scored if r.pareto is on_front
+        )
+        if chosen:
+            xs, ys = zip(*chosen, strict=True)
+            color = "tab:green" if on_front else "tab:gray"
+            axes.plot(xs, ys, style, color=color, label=label, drawstyle="steps-post")
+    for row in scored:
+        axes.annotate(row.job, (row.objectives[names[0]], row.objectives[names[1]]), fontsize=7)
+    modes = scored[0].modes if scored else {}
+    axes.set_xlabel(f"{names[0]} ({modes.get(names[0], '')})")
+    axes.legend()
+    title = f"{len(scored)} trials on {names[0]} and {names[1]}"
+    _finish_plot(figure, axes, f"{names[1]} ({modes.get(names[1], '')})", title, path)
 
 
 def _finish_plot(figure: Any, axes: Any, y_label: str, title: str, path: Path) -> None:

@@ -30,16 +30,24 @@ def print_table(rows: list[RunRow], title: str) -> None:
     tokens = [row.overrides.split() for row in rows]
     if shared:
         title += f"\nshared overrides: {' '.join(t for t in tokens[0] if t in shared)}"
+    # A search of several objectives: a column each, and its Pareto front marked.
+    objectives = list(dict.fromkeys(name for row in rows for name in row.modes))
+    front = any(row.pareto is not None for row in rows)
     table = Table(title=title, title_justify="left")
-    for column in ("job", "overrides", "status", "metric", "best", "final", "steps", "wall s"):
-        right = column in ("best", "final", "steps", "wall s")
+    columns = ["job", "overrides", "status", "metric", "best", "final", "steps", "wall s"]
+    columns += [f"{name} ({rows_mode(rows, name)})" for name in objectives]
+    columns += ["pareto"] if front else []
+    for column in columns:
+        right = column not in ("job", "overrides", "status", "metric", "pareto")
         table.add_column(column, justify="right" if right else "left", overflow="fold")
     for index, row in enumerate(rows):
         style = "bold green" if index == 0 and row.best is not None else None
+        if front:  # the front stands out, not the best on the monitored metric
+            style = "bold green" if row.pareto else None
         status = row.status if not row.error else f"{row.status}: {row.error}"
         wall = "-" if row.wall_seconds is None else f"{row.wall_seconds:.1f}"
         varying = " ".join(_short(t) for t in row.overrides.split() if t not in shared)
-        table.add_row(
+        cells = [
             row.job,
             varying,
             status,
@@ -48,12 +56,26 @@ def print_table(rows: list[RunRow], title: str) -> None:
             number(row.final),
             "-" if row.steps is None else str(row.steps),
             wall,
-            style=style,
-        )
+            *(_objective(row.objectives.get(name)) for name in objectives),
+        ]
+        cells += [{True: "front", False: "", None: "-"}[row.pareto]] if front else []
+        table.add_row(*cells, style=style)
     Console().print(table)
+    if front:
+        on_front = [row.job for row in rows if row.pareto]
+        print(f"Pareto front ({', '.join(objectives)}): {', '.join(on_front)}")
     groups = seeds.seed_groups(rows)
     if groups:
         print_groups(groups, shared)
+
+
+def rows_mode(rows: list[RunRow], name: str) -> str:
+    """The mode (max or min) the runs record for objective `name`."""
+    return next(row.modes[name] for row in rows if name in row.modes)
+
+
+def _objective(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _short(override: str) -> str:

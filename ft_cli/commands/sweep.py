@@ -26,10 +26,13 @@ class SweepSummary(Callback):
 
         finished.clear()
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        from ft_cli.hardware import distributed
+
         try:
             rows = records.summarise(sweep_dir)
-            summary.write_summary(sweep_dir, rows)
-            runs.print_table(rows, f"sweep {sweep_dir}: {len(rows)} job(s), best first")
+            if distributed.from_env().is_main:  # under torchrun, every process ends a sweep
+                summary.write_summary(sweep_dir, rows)
+                runs.print_table(rows, f"sweep {sweep_dir}: {len(rows)} job(s), best first")
         except (FtError, OSError) as err:  # a summary never fails the sweep
             print(f"ft: error: sweep summary: {err}")
             return

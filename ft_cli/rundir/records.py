@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ft_cli.errors import FtError
@@ -39,6 +39,11 @@ class RunRow:
     wall_seconds: float | None
     run_dir: str
     error: str | None
+    # A search of several objectives: each value, its mode, and whether no other run of
+    # the sweep beats it on every objective at once (the Pareto front).
+    objectives: dict[str, float] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+    pareto: bool | None = None
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -82,6 +87,8 @@ def read_run(run_dir: Path, root: Path) -> RunRow:
     monitor = _mapping(record.get("monitor"))
     metric = monitor.get("metric") if isinstance(monitor.get("metric"), str) else None
     final = _number(_mapping(record.get("final")).get(metric)) if metric else None
+    scored = {k: _mapping(v) for k, v in _mapping(record.get("objectives")).items()}
+    scored = {k: v for k, v in scored.items() if _number(v.get("value")) is not None}
     return RunRow(
         job=str(run_dir.relative_to(root)) if run_dir != root else ".",
         overrides=_overrides_text(run_dir),
@@ -94,6 +101,8 @@ def read_run(run_dir: Path, root: Path) -> RunRow:
         wall_seconds=_number(record.get("wall_seconds")),
         run_dir=str(run_dir),
         error=str(record["error"]) if record.get("error") is not None else None,
+        objectives={k: float(v["value"]) for k, v in scored.items()},
+        modes={k: "min" if v.get("mode") == "min" else "max" for k, v in scored.items()},
     )
 
 
@@ -142,7 +151,22 @@ def summarise(root: Path) -> list[RunRow]:
     rows = ranked([read_run(d, root) for d in find_run_dirs(root)])
     if not rows:
         raise FtError(f"ft runs: no ft runs under '{root}' (no metrics.json or config.yaml)")
+    mark_pareto_front(rows)
     return rows
+
+
+def mark_pareto_front(rows: list[RunRow]) -> None:
+    """Set `pareto` on the finished runs scored on the same objectives: on the front or not."""
+    from ft_cli.rundir import pareto
+
+    scored = [r for r in rows if r.objectives and r.status in ("done", "stopped early")]
+    if not scored or any(r.modes != scored[0].modes for r in scored):
+        return
+    names = list(scored[0].modes)
+    points = [[row.objectives[name] for name in names] for row in scored]
+    front = set(pareto.front(points, [scored[0].modes[name] for name in names]))
+    for index, row in enumerate(scored):
+        row.pareto = index in front
 
 
 def shared_overrides(rows: list[RunRow]) -> set[str]:

@@ -17,10 +17,11 @@ def write_summary(root: Path, rows: list[RunRow]) -> tuple[Path, Path]:
     ({"runs": [...], "seed_groups": [...]})."""
     groups = seeds.seed_groups(rows)
     group_of = {job: (g, i) for i, g in enumerate(groups, start=1) for job in g.jobs}
-    lines = [asdict(r) | seeds.csv_columns(*group_of.get(r.job, (None, None))) for r in rows]
+    lines = [_flat(r) | seeds.csv_columns(*group_of.get(r.job, (None, None))) for r in rows]
     csv_path, json_path = Path(root) / "summary.csv", Path(root) / "summary.json"
     with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(lines[0]))
+        fields = list(dict.fromkeys(key for line in lines for key in line))
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(lines)
     record = {
@@ -29,3 +30,11 @@ def write_summary(root: Path, rows: list[RunRow]) -> tuple[Path, Path]:
     }
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     return csv_path, json_path
+
+
+def _flat(row: RunRow) -> dict:
+    """A run's CSV line: one column per search objective (`objective/NAME`)."""
+    line = asdict(row)
+    line.pop("modes")
+    names = line.pop("objectives")
+    return line | {f"objective/{name}": value for name, value in names.items()}

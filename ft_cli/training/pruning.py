@@ -21,6 +21,17 @@ class Trial(Protocol):
         """Whether the run should stop here (the trial falls behind)."""
 
 
+class Follower:
+    """The trial of a process other than the first under torchrun: it only hears the
+    first process's decisions (`decide`), so it is never asked itself."""
+
+    def report(self, value: float, step: int) -> None:
+        raise RuntimeError("only the first process reports to a search's trial")
+
+    def should_prune(self) -> bool:
+        raise RuntimeError("only the first process asks a search's trial")
+
+
 def decide(trial: Trial | None, value: float, step: int, place: Any) -> bool:
     """Report `value` to the trial (first process only) and return its decision, the same
     on every process."""

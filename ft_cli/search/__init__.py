@@ -1,0 +1,1 @@
+"""Searches over runs: what each trial is scored on (`objectives`)."""
