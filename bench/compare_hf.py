@@ -141,10 +141,21 @@ def matmul_peak(dtype_name: str) -> float:
 # ---------------------------------------------------------------- ft side
 
 
-def run_ft(args: argparse.Namespace) -> dict:
+def train_ft(overrides: list[str]) -> tuple:
+    """`ft train` with `overrides` in this process, in a scratch run dir: (its result, its
+    metrics.json, the clock when training was called)."""
     from ft_cli.config import compose
     from ft_cli.training.engine import train
 
+    spec = compose.to_spec(compose.compose_config(overrides))
+    called = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = train(spec, run_dir=run_dir)
+        record = json.loads((Path(run_dir) / "metrics.json").read_text())
+    return result, record, called
+
+
+def run_ft(args: argparse.Namespace) -> dict:
     overrides = [
         "+recipe=minilm_mrpc",
         "strategy=full",  # the Trainer's plain fine-tuning (the recipe uses llrd)
@@ -166,11 +177,7 @@ def run_ft(args: argparse.Namespace) -> dict:
         overrides.append(f"data.max_train_samples={args.max_train_samples}")
     if args.max_eval_samples is not None:
         overrides.append(f"data.max_eval_samples={args.max_eval_samples}")
-    spec = compose.to_spec(compose.compose_config(overrides))
-    called = time.perf_counter()
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = train(spec, run_dir=run_dir)
-        record = json.loads((Path(run_dir) / "metrics.json").read_text())
+    result, record, called = train_ft(overrides)
     return {
         "time_to_first_step_s": called - T0 + record["time_to_first_step_s"],
         "train_seconds": record["train_seconds"],

@@ -31,7 +31,14 @@ T0 = time.perf_counter()  # a side's clock starts before its heavy imports
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from compare_hf import alternate, child_main, cpu_name, hf_model, hf_training_args  # noqa: E402
+from compare_hf import (  # noqa: E402
+    alternate,
+    child_main,
+    cpu_name,
+    hf_model,
+    hf_training_args,
+    train_ft,
+)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "squad"
 
@@ -94,9 +101,6 @@ def score(predicted: list[str], rows: list[dict]) -> dict[str, float]:
 
 
 def run_ft(args: argparse.Namespace) -> dict:
-    from ft_cli.config import compose
-    from ft_cli.training.engine import train
-
     overrides = [
         "+recipe=minilm_squad",
         f"data.path={args.data}",
@@ -119,11 +123,7 @@ def run_ft(args: argparse.Namespace) -> dict:
         overrides.append(f"data.max_train_samples={args.max_train_samples}")
     if args.max_eval_samples is not None:
         overrides.append(f"data.max_eval_samples={args.max_eval_samples}")
-    spec = compose.to_spec(compose.compose_config(overrides))
-    called = time.perf_counter()
-    with tempfile.TemporaryDirectory() as run_dir:
-        result = train(spec, run_dir=run_dir)
-        record = json.loads((Path(run_dir) / "metrics.json").read_text())
+    result, record, called = train_ft(overrides)
     return {
         "time_to_first_step_s": called - T0 + record["time_to_first_step_s"],
         "train_seconds": record["train_seconds"],

@@ -4,12 +4,14 @@ Each side runs `ft train -m +recipe=demo +search=lr_batch` for --trials trials o
 wide learning-rate range (1e-6 to 1e-2, log scale: many trials are hopeless, which
 is what pruning is for), evaluating every --eval-every steps; the pruned side adds
 `hydra.sweeper.pruner.name=median` (a trial below the median of the earlier trials
-at the same step stops there, after --startup trials ran to the end). A repeat runs
+at the same step stops there, once --startup trials ran to the end and from step
+--warmup on: at the first evaluations every trial is still near chance, and a good
+learning rate pruned there is lost, as a run with no warm-up showed). A repeat runs
 both sides with the same sampler seed, in alternating order. Printed per side: the
 best validation accuracy of the search and its total training time (the sum of its
 trials' wall times), as the median over the repeats and each repeat's.
 
-    python bench/search_pruning.py                    # 16 trials, 3 repeats (about 40 min, 2 cores)
+    python bench/search_pruning.py                    # 16 trials, 3 repeats (about 25 min, 2 cores)
     python bench/search_pruning.py --tiny --trials 2 --repeats 1   # smoke run (tiny model)
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -36,9 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=48, help="optimizer steps per trial")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per trial")
     parser.add_argument("--eval-every", type=int, default=8)
     parser.add_argument("--startup", type=int, default=4, help="median: unpruned first trials")
+    parser.add_argument(
+        "--warmup", type=int, default=20, help="median: steps before a trial may be pruned"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny random BERT (smoke run)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     return parser.parse_args(argv)
@@ -71,6 +77,7 @@ def search(args: argparse.Namespace, side: str, seed: int, folder: Path) -> dict
         command += [
             "hydra.sweeper.pruner.name=median",
             f"hydra.sweeper.pruner.n_startup_trials={args.startup}",
+            f"hydra.sweeper.pruner.n_warmup_steps={args.warmup}",
         ]
     start = time.perf_counter()
     code, stderr, _ = run_ft(command)
@@ -103,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                 folder = Path(scratch) / f"{repeat}-{side.replace(' ', '-')}"
                 folder.mkdir()
                 found = search(args, side, repeat, folder)
+                shutil.rmtree(folder)  # 16 runs' checkpoints and models: gigabytes
                 results[side].append(found)
                 print(f"repeat {repeat + 1}, {side}: {found}", file=sys.stderr)
     print(

@@ -29,6 +29,7 @@ LONGEST_FIRST = (
     "test_mrpc.py",
     "test_nsp.py",
     "test_bench.py",
+    "test_bench_tasks.py",
     "test_export.py",
     "test_interrupts.py",
     "test_distributed.py",

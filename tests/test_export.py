@@ -127,11 +127,11 @@ def test_int8_copy_keeps_the_demo_models_accuracy(tmp_path: Path) -> None:
     Trained as the recipe says (bf16 where the CPU has it natively): the export and its
     checks are in fp32 either way."""
     run = tmp_path / "demo"
-    # Evaluated and saved once, at the end; 40 steps at twice the recipe's rate, 128 rows
-    # checked: 25 s alone on 2 cores (30 steps with frozen layers stay near chance).
+    # Evaluated and saved once, at the end (the recipe does so each epoch, here at step 50).
+    # Shorter runs (40 steps at twice the rate, 128 rows checked) left int8 0.055 behind
+    # on one machine: the whole validation split and the recipe's rate keep it within.
     once = ["train.eval_every=1000000", "train.save_every=1000000"]
-    short = ["train.max_steps=40", "optimizer.lr=2e-4", "data.max_eval_samples=128"]
-    assert cli.run_train(["+recipe=demo", *short, *once, f"hydra.run.dir={run}"]) == 0
+    assert cli.run_train(["+recipe=demo", "train.max_steps=60", *once, f"hydra.run.dir={run}"]) == 0
     assert cli._run_tool("export", [str(run), "--quantize", "int8"]) == 0
     checks = json.loads((run / "onnx" / "onnx.json").read_text())["checks"]
     fp32, int8 = checks["onnx fp32"]["metrics"], checks["onnx int8"]["metrics"]

@@ -74,7 +74,7 @@ def test_every_logger_records_the_run_and_a_resume_appends_to_the_same_run(
 
     from ft_cli import cli
 
-    monkeypatch.chdir(tmp_path)  # MLflow's default store: ./mlruns
+    monkeypatch.chdir(tmp_path)  # MLflow's default store: SQLite in ./mlflow.db
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     secret = "f00d" * 10  # a W&B API key must not land in any file of the run
     monkeypatch.setenv("WANDB_API_KEY", secret)
@@ -93,7 +93,7 @@ def test_every_logger_records_the_run_and_a_resume_appends_to_the_same_run(
     assert json.loads((run / "loggers.json").read_text()) == first  # the same tracked runs
     steps_per_epoch = 96 // 16
 
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ft")
     (found,) = client.search_runs([experiment.experiment_id])
     assert found.info.run_id == first["mlflow"]["run_id"] and found.info.status == "FINISHED"
@@ -265,3 +265,19 @@ def test_a_password_in_the_tracking_uri_stays_out_of_the_run_dir(
     assert "s3cret" not in logger.where()
     logger.uri = "https://mlflow.example.com"
     assert logger.state()["tracking_uri"] == "https://mlflow.example.com"
+
+
+def test_the_default_mlflow_store_is_sqlite_unless_mlruns_holds_runs(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from ft_cli.loggers import mlflow_logger
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_logger.tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "mlruns" / "0").mkdir(parents=True)  # an older default's store, with runs
+    (tmp_path / "mlruns" / "0" / "meta.yaml").write_text("name: Default\n")
+    assert mlflow_logger.tracking_uri(None) == (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example")
+    assert mlflow_logger.tracking_uri(None) == "http://tracking.example"
+    assert mlflow_logger.tracking_uri("sqlite:///elsewhere.db") == "sqlite:///elsewhere.db"

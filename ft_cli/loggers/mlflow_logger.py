@@ -24,7 +24,9 @@ NEEDS = ("mlflow", "mlflow")  # the package it imports, the extra that installs 
 class Settings:
     enabled: bool = setting(False, "Log to MLflow (pip install 'ft-cli[mlflow]').")
     tracking_uri: str | None = setting(
-        None, "null = $MLFLOW_TRACKING_URI, else a local file store in ./mlruns."
+        None,
+        "null = $MLFLOW_TRACKING_URI, else MLflow's default: an SQLite store in ./mlflow.db"
+        " (./mlruns instead when it already holds runs).",
     )
     experiment: str | None = setting(None, "null = the sweep's name in a sweep (-m), else 'ft'.")
 
@@ -57,10 +59,16 @@ RETRY_BUDGET = {
 
 
 def tracking_uri(configured: str | None) -> str:
-    """The config's URI, else $MLFLOW_TRACKING_URI, else a file store in ./mlruns."""
+    """The config's URI, else $MLFLOW_TRACKING_URI, else MLflow's own default: an SQLite
+    store in ./mlflow.db, or the file store in ./mlruns where one already holds runs
+    (an older default's, kept so that its runs are not left behind)."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        uri = Path("mlruns").resolve().as_uri()
+        older = Path("mlruns")
+        if any(older.glob("*/meta.yaml")):
+            uri = older.resolve().as_uri()
+        else:
+            uri = f"sqlite:///{Path('mlflow.db').resolve()}"
     return allow_file_store(uri)
 
 
@@ -113,6 +121,14 @@ def bound_retries() -> None:
         os.environ.setdefault(name, value)
 
 
+def quiet_store_setup() -> None:
+    """A new SQLite store announces its tables and migrations at INFO: not the run's news."""
+    import logging
+
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class MlflowLogger(RunLogger):
     name = "mlflow"
 
@@ -122,6 +138,7 @@ class MlflowLogger(RunLogger):
         saved = info.state.get("tracking_uri")  # a resumed run stays in its store
         self.uri = allow_file_store(saved) if saved else tracking_uri(configured_uri)
         bound_retries()
+        quiet_store_setup()
         check_reachable(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = self._reopen(info.state.get("run_id"))

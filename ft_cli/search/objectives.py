@@ -55,7 +55,13 @@ def parse(items: Any) -> list[Objective]:
 def values(wanted: list[Objective], result: Any, spec: Any) -> dict[str, float]:
     """The trial's value of each objective (a run's `RunResult` and its spec)."""
     scores = {**result.final, **result.best}  # the best checkpoint's, which is exported
-    costs = measure(result.run_dir, spec) if any(o.name in COSTS for o in wanted) else {}
+    measured = [o.name for o in wanted if o.name in COSTS]
+    if measured and spec.train.folds > 1:
+        raise FtError(
+            f"hydra.sweeper.objectives: {measured[0]} is measured on a run's exported model,"
+            f" and train.folds={spec.train.folds} exports one per fold; drop it or the folds"
+        )
+    costs = measure(result.run_dir, spec) if measured else {}
     found = {}
     for objective in wanted:
         value = costs.get(objective.name, scores.get(objective.name))
