@@ -52,8 +52,7 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
         "--seeds",
         "1",
         "2",
-        "--augment",
-        "token_mask",
+        "--augment",  # none: the augmentations have tests of their own
         "--no-distill",
         "--out",
         str(tmp_path / "runs"),
@@ -61,7 +60,7 @@ def test_seeds_ensembles_on_the_tiny_model(tmp_path: Path) -> None:
         str(out),
     )
     record = json.loads(out.read_text())["results"]["sst2"]
-    assert set(record["arms"]) == {"single runs", "augment=token_mask"}
+    assert set(record["arms"]) == {"single runs"}
     assert record["arms"]["single runs"]["accuracy"]["n"] == 2
     assert set(record["ensembles"]) == {"mean", "vote", "weighted", "greedy", "stack"}
     assert "| sst2 | ensemble: greedy |" in stdout
