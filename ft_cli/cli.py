@@ -424,7 +424,7 @@ def _is_hydra_error(err: BaseException) -> bool:
     return isinstance(err, (HydraException, OmegaConfBaseException))
 
 
-def _train_job(cfg) -> float | None:
+def _train_job(cfg) -> float | list[float] | dict | None:
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
