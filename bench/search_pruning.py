@@ -2,16 +2,23 @@
 
 Each side runs `ft train -m +recipe=demo +search=lr_batch` for --trials trials over a
 wide learning-rate range (1e-6 to 1e-2, log scale: many trials are hopeless, which
-is what pruning is for), evaluating every --eval-every steps; the pruned side adds
-`hydra.sweeper.pruner.name=median` (a trial below the median of the earlier trials
-at the same step stops there, once --startup trials ran to the end and from step
---warmup on: at the first evaluations every trial is still near chance, and a good
-learning rate pruned there is lost, as a run with no warm-up showed). A repeat runs
-both sides with the same sampler seed, in alternating order. Printed per side: the
-best validation accuracy of the search and its total training time (the sum of its
-trials' wall times), as the median over the repeats and each repeat's.
+is what pruning is for), evaluating every --eval-every steps; the pruned side adds a
+pruner (--pruner):
 
-    python bench/search_pruning.py                    # 16 trials, 3 repeats (about 25 min, 2 cores)
+- successive_halving (default): at step --min-resource a trial goes on only if it is
+  among the best 1/--reduction-factor of the trials at that step so far; the next
+  rung is at --min-resource x --reduction-factor steps.
+- median: a trial below the median of the earlier trials at the same step stops
+  there, once --startup trials ran to the end and from step --warmup on.
+
+Either waits until the metric says something: at the first evaluations every trial is
+still near chance, and a good learning rate pruned there is lost (a run pruning at
+step 8 of 40 showed it). A repeat runs both sides with the same sampler seed, in
+alternating order. Printed per side: the best validation accuracy of the search and
+its total training time (the sum of its trials' wall times), as the median over the
+repeats and each repeat's.
+
+    python bench/search_pruning.py        # 16 trials, 3 repeats (about an hour, 2 cores)
     python bench/search_pruning.py --tiny --trials 2 --repeats 1   # smoke run (tiny model)
 """
 
@@ -32,18 +39,23 @@ sys.path.insert(0, str(REPO / "bench"))
 from compare_hf import cpu_name  # noqa: E402
 from processes import run_ft  # noqa: E402
 
-SIDES = ("no pruning", "median pruner")
+SIDES = ("no pruning", "pruned")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per trial")
-    parser.add_argument("--eval-every", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=96, help="optimizer steps per trial")
+    parser.add_argument("--eval-every", type=int, default=16)
+    parser.add_argument(
+        "--pruner", choices=["successive_halving", "median"], default="successive_halving"
+    )
+    parser.add_argument("--min-resource", type=int, default=32, help="halving: first rung")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="halving: 1/N go on")
     parser.add_argument("--startup", type=int, default=4, help="median: unpruned first trials")
     parser.add_argument(
-        "--warmup", type=int, default=20, help="median: steps before a trial may be pruned"
+        "--warmup", type=int, default=32, help="median: steps before a trial may be pruned"
     )
     parser.add_argument("--tiny", action="store_true", help="tiny random BERT (smoke run)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -73,11 +85,17 @@ def search(args: argparse.Namespace, side: str, seed: int, folder: Path) -> dict
         "hydra.sweeper.study_name=bench",
         f"hydra.sweep.dir={folder / 'sweep'}",
     ]
-    if side == "median pruner":
+    if side == "pruned" and args.pruner == "median":
         command += [
             "hydra.sweeper.pruner.name=median",
             f"hydra.sweeper.pruner.n_startup_trials={args.startup}",
             f"hydra.sweeper.pruner.n_warmup_steps={args.warmup}",
+        ]
+    elif side == "pruned":
+        command += [
+            "hydra.sweeper.pruner.name=successive_halving",
+            f"hydra.sweeper.pruner.min_resource={args.min_resource}",
+            f"hydra.sweeper.pruner.reduction_factor={args.reduction_factor}",
         ]
     start = time.perf_counter()
     code, stderr, _ = run_ft(command)
@@ -115,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"repeat {repeat + 1}, {side}: {found}", file=sys.stderr)
     print(
         f"\n{args.trials}-trial search on the demo ({'tiny BERT' if args.tiny else 'MiniLM'},"
-        f" {args.steps} steps a trial, an evaluation every {args.eval_every}),"
+        f" {args.steps} steps a trial, an evaluation every {args.eval_every}; pruner"
+        f" {args.pruner}),"
         f" {args.repeats} repeat(s); {cpu_name()}, {os.cpu_count()} cores"
     )
     header = f"{'side':<15}{'best accuracy':>16}{'train s':>10}{'pruned':>8}  each repeat"

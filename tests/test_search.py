@@ -243,6 +243,30 @@ def test_a_pruner_stops_a_trial_at_its_first_evaluation_and_the_study_says_prune
     assert [row["status"] for row in summary] == ["pruned"]
 
 
+def test_successive_halving_waits_for_its_first_rung_and_keeps_the_best_share() -> None:
+    """min_resource and reduction_factor reach Optuna: no trial is pruned before step
+    4, and at step 4 only the best half of the trials so far go on."""
+    import optuna
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ft_optuna_sweeper import sweeper
+
+    conf = {"name": "successive_halving", "min_resource": 4, "reduction_factor": 2}
+    study = optuna.create_study(
+        direction="maximize", pruner=sweeper.pruner_of(OmegaConf.create(conf))
+    )
+    decisions = []
+    for value in (0.9, 0.5, 0.95, 0.92):
+        trial = study.ask()
+        trial.report(0.0, 1)  # far behind, but before the first rung
+        early = trial.should_prune()
+        trial.report(value, 4)
+        decisions.append((early, trial.should_prune()))
+        study.tell(trial, value)
+    # The fourth is second of four at step 4: in the best half (reduction_factor 2).
+    assert decisions == [(False, False), (False, True), (False, False), (False, False)]
+
+
 def test_objectives_are_name_and_mode_or_a_one_line_error() -> None:
     from ft_cli.errors import FtError
     from ft_cli.search import objectives

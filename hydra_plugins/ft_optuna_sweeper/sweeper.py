@@ -49,6 +49,12 @@ class PrunerConf:
     name: str = "none"  # none, median, hyperband, successive_halving or threshold
     n_startup_trials: int = 5  # median: trials that run to the end before any is pruned
     n_warmup_steps: int = 0  # median: optimizer steps before a trial may be pruned
+    # hyperband, successive_halving: the steps of the first rung (null: Optuna's estimate
+    # from the first trial, 1% of its steps, which prunes at chance level), the share
+    # (1/reduction_factor) kept at each rung, and hyperband's last rung (null: estimated)
+    min_resource: Optional[int] = None  # noqa: UP045
+    reduction_factor: Optional[int] = None  # noqa: UP045 (null: 3 hyperband, 4 halving)
+    max_resource: Optional[int] = None  # noqa: UP045
     lower: Optional[float] = None  # noqa: UP045 (threshold: prune below this)
     upper: Optional[float] = None  # noqa: UP045 (threshold: prune above this)
 
@@ -134,9 +140,16 @@ def pruner_of(conf: Any) -> Any:
             n_startup_trials=conf.n_startup_trials, n_warmup_steps=conf.n_warmup_steps
         )
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
+        return optuna.pruners.HyperbandPruner(
+            min_resource=getattr(conf, "min_resource", None) or 1,
+            max_resource=getattr(conf, "max_resource", None) or "auto",
+            reduction_factor=getattr(conf, "reduction_factor", None) or 3,
+        )
     if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=getattr(conf, "min_resource", None) or "auto",
+            reduction_factor=getattr(conf, "reduction_factor", None) or 4,
+        )
     if name == "threshold":
         return optuna.pruners.ThresholdPruner(lower=conf.lower, upper=conf.upper)
     raise ValueError(f"hydra.sweeper.pruner.name={name}: one of {', '.join(PRUNERS)}")
