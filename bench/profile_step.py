@@ -1,4 +1,5 @@
-"""Where a training step's time goes: ft's own step on the packaged MiniLM with MRPC batches.
+"""Where a training step's time goes: ft's own step on the packaged MiniLM with MRPC batches,
+or on any recipe's task (--recipe: demo_images, demo_ner, demo_asr, ...).
 
 Builds the run exactly as `ft train` does (`training.setup.build`), then times
 each phase of N steps with the clock (collation, forward, backward, optimizer)
@@ -9,6 +10,7 @@ casts and copies, the optimizer update, other. One table per precision.
     python bench/profile_step.py                          # fp32 and bf16, 20 steps each
     python bench/profile_step.py --precision bf16 --steps 40 --top 15
     python bench/profile_step.py --precision bf16 strategy.dropout=0   # without dropout
+    python bench/profile_step.py --recipe demo_images --precision fp32  # another task
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the MRPC TSV folder")
     parser.add_argument(
+        "--recipe", default="minilm_mrpc", help="the run to profile (its own data but MRPC's)"
+    )
+    parser.add_argument(
         "--precision", choices=["fp32", "bf16"], nargs="+", default=["fp32", "bf16"]
     )
     parser.add_argument("--steps", type=int, default=20, help="steps timed and profiled")
@@ -115,14 +120,15 @@ def build(args: argparse.Namespace, precision: str):
     from ft_cli.hardware.device import setup_hardware
     from ft_cli.training import setup
 
+    mrpc = args.recipe == "minilm_mrpc"
     overrides = [
-        "+recipe=minilm_mrpc",
+        f"+recipe={args.recipe}",
         "strategy=full",
-        f"data.path={args.data}",
+        *([f"data.path={args.data}"] if mrpc else []),
         f"hardware.precision={precision}",
         f"train.batch_size={args.batch_size}",
     ]
-    if args.tiny:
+    if args.tiny and mrpc:
         overrides.append("model=tiny_bert")
     spec = compose.compose_spec([*overrides, *args.overrides])
     hw = setup_hardware(spec.hardware)

@@ -4,13 +4,27 @@ budget. A module holds `METRIC` (ft's name for the metric both sides report),
 `ft_overrides(args)` (or its own `run_ft(args, started)`) and `run_hf(args, clock,
 started)`, which return the side's times, samples and metric (`common.hf_result`)."""
 
-from task_benches import audio, causal_lm, classification, images, mlm, ner, qa, seq2seq, speech
+from task_benches import (
+    audio,
+    causal_lm,
+    classification,
+    detection,
+    images,
+    mlm,
+    ner,
+    qa,
+    segmentation,
+    seq2seq,
+    speech,
+)
 
 TASKS = {
     "classification": classification,
     "ner": ner,
     "qa": qa,
     "images": images,
+    "segmentation": segmentation,
+    "detection": detection,
     "audio": audio,
     "mlm": mlm,
     "causal_lm": causal_lm,
