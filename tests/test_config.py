@@ -81,6 +81,7 @@ def test_bert_mrpc_recipe_is_the_usual_bert_recipe() -> None:
         ("hardware", lambda s, o: s.hardware.device.value == o),
     ],
 )
+@pytest.mark.slow
 def test_every_group_option_composes(group: str, check) -> None:
     for option in compose.group_options(group):
         extra = {"glue_mrpc_local": ["data.path=d"]}.get(option, [])

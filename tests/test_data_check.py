@@ -136,6 +136,7 @@ def test_images_are_compared_by_content_and_measured(tmp_path: Path) -> None:
     assert any("truncation: the inputs are files" in line for line in found.lines())
 
 
+@pytest.mark.slow
 def test_tasks_without_labels_say_what_is_not_checked() -> None:
     spec = compose_spec(["+recipe=demo_detection"])
     found = run.check(spec, near=False)

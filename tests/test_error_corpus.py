@@ -650,6 +650,7 @@ def test_a_damaged_model_config_is_named(finished: Path, tmp_path: Path, capsys)
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_tracking_server_that_is_down_fails_fast_hides_its_secrets_and_frees_the_run_dir(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -740,6 +741,7 @@ def _unmount(folder: Path) -> None:
     subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small read-only or full disk")
 def test_read_only_and_full_disks_end_in_one_line(finished: Path, tmp_path: Path, capsys) -> None:
     import subprocess

@@ -24,6 +24,7 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.slow
 def test_explain_predicts_what_training_does(tmp_path: Path) -> None:
     plan = explain.plan(SETTINGS)
     run = tmp_path / "run"
@@ -70,6 +71,7 @@ def test_explain_prints_its_tables(capsys) -> None:
     assert "unknown key 'optimizer.lrr'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_repeated_explain_is_remembered_until_its_inputs_change(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:

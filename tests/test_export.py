@@ -297,6 +297,7 @@ def _refused(args: list[str], capsys, expected: str) -> None:
     assert len(err.splitlines()) == 1 and expected in err, err
 
 
+@pytest.mark.slow
 def test_export_writes_only_into_new_empty_or_its_own_folders(
     exported_tiny: Path, tmp_path: Path, capsys
 ) -> None:
@@ -319,6 +320,7 @@ def test_export_writes_only_into_new_empty_or_its_own_folders(
     assert _files(run) == before and (other / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_the_record_ties_an_export_to_its_weights_and_files(exported_tiny: Path) -> None:
     from ft_cli.deploy import export_folder
     from ft_cli.host import sha256
@@ -354,6 +356,7 @@ def _predict_onnx(run: Path, tmp_path: Path, capsys, backend: str = "onnxruntime
     return code, capsys.readouterr().err, out
 
 
+@pytest.mark.slow
 def test_a_damaged_swapped_or_stale_export_is_refused_in_one_line(
     exported_tiny: Path, tmp_path: Path, capsys
 ) -> None:
@@ -397,6 +400,7 @@ def test_a_damaged_swapped_or_stale_export_is_refused_in_one_line(
     assert f"export it again: ft export {run} --overwrite" in err
 
 
+@pytest.mark.slow
 def test_a_graph_of_another_shape_is_refused_when_loaded(exported_tiny: Path) -> None:
     from ft_cli.deploy.onnx_export import SessionNet
 

@@ -195,6 +195,7 @@ def test_kill_and_resume_is_bit_identical(tree: Path, tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_predict_on_a_folder_writes_a_row_per_image_in_order(tree: Path, tmp_path: Path) -> None:
     from ft_cli import cli
 

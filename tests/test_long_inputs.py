@@ -231,6 +231,7 @@ def test_a_classification_run_in_windows_is_scored_per_row_and_predicts_per_row(
     assert right == pytest.approx(record["final"]["accuracy"])
 
 
+@pytest.mark.slow
 def test_ner_in_windows_scores_words_and_predict_tags_every_word_as_eval_did(
     tmp_path: Path,
 ) -> None:
@@ -276,6 +277,7 @@ def test_ner_in_windows_scores_words_and_predict_tags_every_word_as_eval_did(
     assert scores["accuracy"] == pytest.approx(evaluated["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_explain_shows_what_truncation_cuts_and_how_many_windows_reading_whole_makes(
     tmp_path: Path,
 ) -> None:

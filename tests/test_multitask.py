@@ -148,6 +148,7 @@ def test_a_batch_of_one_task_leaves_the_other_heads_untouched(tmp_path: Path) ->
     assert all(p.grad is not None for p in encoder)
 
 
+@pytest.mark.slow
 def test_exports_load_in_plain_transformers_and_reproduce_the_runs_metrics(tmp_path: Path) -> None:
     from transformers import AutoModel, AutoModelForSequenceClassification
 
@@ -186,7 +187,7 @@ def test_a_run_of_one_task_equals_the_single_task_run(tmp_path: Path) -> None:
     assert single.steps > 0
 
 
-@pytest.mark.parametrize("cut", [3, 8])
+@pytest.mark.parametrize("cut", [3, pytest.param(8, marks=pytest.mark.slow)])
 def test_a_cut_and_resumed_run_ends_bit_identical(tmp_path: Path, cut: int) -> None:
     extra = [
         "train.save_every=1",
@@ -315,6 +316,7 @@ def test_the_docs_example_composes_as_a_user_recipe(tmp_path: Path, monkeypatch)
     assert spec.task.tasks["tickets"].weight == 2 and spec.task.mixing == Mixing.temperature
 
 
+@pytest.mark.slow
 def test_explain_shows_each_tasks_data_and_share_of_batches() -> None:
     from ft_cli.commands import explain
 

@@ -85,6 +85,7 @@ def test_nsp_trains_reports_and_exports_the_pretraining_model(tmp_path: Path) ->
     assert json.loads((tmp_path / "nsp" / "metrics.json").read_text())["final"]["nsp_accuracy"] >= 0
 
 
+@pytest.mark.slow
 def test_a_model_without_an_nsp_head_is_refused_in_one_line(tmp_path: Path) -> None:
     from transformers import AutoTokenizer, RobertaConfig
 

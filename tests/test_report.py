@@ -33,6 +33,7 @@ def check_page(root: Path) -> list[Path]:
     return pngs
 
 
+@pytest.mark.slow
 def test_a_run_report(tmp_path: Path) -> None:
     run = tmp_path / "run"
     overrides = [
@@ -53,6 +54,7 @@ def test_a_run_report(tmp_path: Path) -> None:
     assert "done" in (run / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_sweep_report_plots_the_metric_against_what_varied(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     assert (

@@ -56,9 +56,11 @@ def resume_after(tmp_path: Path, overrides: list[str], cut: int):
     ("extra", "cut"),
     [
         ([], 3),  # mid-epoch
-        ([], 6),  # at the epoch boundary
+        pytest.param([], 6, marks=pytest.mark.slow),  # at the epoch boundary
         pytest.param([], 8, marks=pytest.mark.slow),  # right after an evaluation
-        (["train.grad_accum=2", "train.batch_size=8"], 5),  # accumulation, mid-epoch
+        pytest.param(  # accumulation, mid-epoch
+            ["train.grad_accum=2", "train.batch_size=8"], 5, marks=pytest.mark.slow
+        ),
         # Masked-LM: the masks of the resumed batches must be the ones never drawn.
         (["task=mlm", "task.packing=line_by_line", "task.whole_word_mask=true"], 3),
         pytest.param(["task=mlm", "data.max_length=16"], 4, marks=pytest.mark.slow),
@@ -101,6 +103,7 @@ def test_negative_controls_break_exactness(tmp_path: Path, monkeypatch, sabotage
     assert max_delta(final_weights(reference.run_dir), final_weights(resumed.run_dir)) > 0
 
 
+@pytest.mark.slow
 def test_tensorboard_has_no_duplicate_steps_after_resume(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -133,6 +136,7 @@ def test_resume_auto_without_checkpoint_starts_fresh(tmp_path: Path, capsys) -> 
     assert "no usable checkpoint in" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_skips_incomplete_and_corrupt_checkpoints(tmp_path: Path, capsys) -> None:
     run = run_train(tmp_path / "a", BASE)
     cut_after(run.run_dir, 5)
@@ -155,6 +159,7 @@ def test_resume_skips_incomplete_and_corrupt_checkpoints(tmp_path: Path, capsys)
     assert max_delta(final_weights(reference.run_dir), final_weights(resumed.run_dir)) == 0.0
 
 
+@pytest.mark.slow
 def test_resume_from_a_path(tmp_path: Path) -> None:
     run = run_train(tmp_path / "a", BASE)
     ckpt = run.run_dir / "checkpoints" / "step-00000004"
@@ -167,6 +172,7 @@ def test_resume_from_a_path(tmp_path: Path) -> None:
         run_train(tmp_path / "x", [*BASE, f"resume={ckpt}"])
 
 
+@pytest.mark.slow
 def test_drift_is_reported_and_guarded(tmp_path: Path, capsys) -> None:
     run = run_train(tmp_path / "a", BASE)
     cut_after(run.run_dir, 4)
@@ -246,6 +252,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) ->
     assert checkpoint.is_valid(root / "step-00000002")[0]
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_or_skips(tmp_path: Path, monkeypatch) -> None:
     from ft_cli.tasks import metrics
 

@@ -73,6 +73,7 @@ def test_a_loss_monitored_search_minimises() -> None:
     assert search_direction("classification", "loss", "max") == "maximize"
 
 
+@pytest.mark.slow
 def test_crashed_and_nonfinite_trials_fail_alone(tmp_path: Path, monkeypatch, capsys) -> None:
     from ft_cli import cli
     from ft_cli.training import engine

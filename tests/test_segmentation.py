@@ -97,6 +97,7 @@ def test_a_maskfolder_needs_a_mask_for_every_image(tmp_path: Path) -> None:
         tasks.get("semantic_segmentation").load_raw(spec.data)
 
 
+@pytest.mark.slow
 def test_training_learns_the_shapes_and_scores_each_class(tmp_path: Path) -> None:
     from ft_cli.training.engine import train
 

@@ -168,6 +168,7 @@ def test_long_training_clips_are_left_out_not_cropped(tree: Path, capsys) -> Non
     )
 
 
+@pytest.mark.slow
 def test_train_save_reload_and_predict(tree: Path, tmp_path: Path) -> None:
     from transformers import AutoProcessor
 

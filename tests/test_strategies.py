@@ -193,6 +193,7 @@ def test_distill_from_an_identical_teacher_has_zero_loss(tiny_pretrained: Path) 
     assert set(objective.cache) == {0, 1}  # teacher logits kept per example
 
 
+@pytest.mark.slow
 def test_distill_moves_the_student_toward_the_teacher(
     tmp_path: Path, tiny_pretrained: Path
 ) -> None:

@@ -357,6 +357,7 @@ def test_bf16_autocast_on_cpu_trains(tmp_path: Path) -> None:
     assert {p.dtype for p in result.model.parameters()} == {torch.float32}
 
 
+@pytest.mark.slow
 def test_length_grouping_cuts_padding(tmp_path: Path) -> None:
     common = [
         "train.epochs=1",
