@@ -81,6 +81,21 @@ def hf_result(trainer: Any, clock: Any, args: Any, metric: float | None, started
     }
 
 
+def fresh_vision_model(name: str, labels: list[str], auto_class: Any) -> tuple[Any, Any]:
+    """The packaged model `name` from its config with fresh weights (seed set by the
+    caller) and a head for `labels`, and its image processor."""
+    from transformers import AutoConfig, AutoImageProcessor
+
+    from ft_cli.paths import resolve_path
+
+    path = resolve_path(name, "model")
+    names = dict(enumerate(labels))
+    config = AutoConfig.from_pretrained(
+        path, id2label=names, label2id={label: i for i, label in names.items()}
+    )
+    return auto_class.from_config(config), AutoImageProcessor.from_pretrained(path)
+
+
 def quiet() -> None:
     import datasets
     from transformers.utils import logging

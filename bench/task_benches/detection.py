@@ -47,16 +47,9 @@ def run_hf(args: Any, clock: Any, started: float) -> dict:
     import numpy as np
     import torch
     from PIL import Image
-    from transformers import (
-        AutoConfig,
-        AutoImageProcessor,
-        AutoModelForObjectDetection,
-        Trainer,
-        set_seed,
-    )
+    from transformers import AutoModelForObjectDetection, Trainer, set_seed
 
     from ft_cli.assets import generated
-    from ft_cli.paths import resolve_path
     from ft_cli.tasks.box_metrics import Detections, mean_average_precision
 
     common.quiet()
@@ -64,13 +57,7 @@ def run_hf(args: Any, clock: Any, started: float) -> dict:
     folder = generated("boxed_scenes")
     train_rows, names = read_split(folder, "train")
     dev_rows, _ = read_split(folder, "validation")
-    path = resolve_path(MODEL, "model")
-    processor = AutoImageProcessor.from_pretrained(path)
-    labels = dict(enumerate(names))
-    config = AutoConfig.from_pretrained(
-        path, id2label=labels, label2id={name: i for i, name in labels.items()}
-    )
-    model = AutoModelForObjectDetection.from_config(config)
+    model, processor = common.fresh_vision_model(MODEL, names, AutoModelForObjectDetection)
     rng = random.Random(42)
 
     class TrainSet(torch.utils.data.Dataset):

@@ -43,28 +43,17 @@ def run_hf(args: Any, clock: Any, started: float) -> dict:
     import numpy as np
     import torch
     from PIL import Image
-    from transformers import (
-        AutoConfig,
-        AutoImageProcessor,
-        AutoModelForSemanticSegmentation,
-        Trainer,
-        set_seed,
-    )
+    from transformers import AutoModelForSemanticSegmentation, Trainer, set_seed
 
     from ft_cli.assets import generated
     from ft_cli.assets.scenes import CLASSES
-    from ft_cli.paths import resolve_path
 
     common.quiet()
     set_seed(42)
     folder = generated("scenes")
-    path = resolve_path(MODEL, "model")
-    processor = AutoImageProcessor.from_pretrained(path)
-    names = dict(enumerate(CLASSES))
-    config = AutoConfig.from_pretrained(
-        path, id2label=names, label2id={name: i for i, name in names.items()}
+    model, processor = common.fresh_vision_model(
+        MODEL, list(CLASSES), AutoModelForSemanticSegmentation
     )
-    model = AutoModelForSemanticSegmentation.from_config(config)
     height, width = processor.size["height"], processor.size["width"]
     rng = random.Random(42)
 
