@@ -142,7 +142,11 @@ def steps(run, hw, count: int, clock: dict[str, float] | None, profiler=None) ->
     batches = iter(run.loader)
     for _ in range(count):
         marks = [time.perf_counter()]
-        batch = next(batches)  # collation happens here
+        try:
+            batch = next(batches)  # collation happens here
+        except StopIteration:  # a small dataset's epoch is shorter than the steps asked
+            batches = iter(run.loader)
+            batch = next(batches)
         batch = {k: v.to(hw.device) for k, v in batch.items()}
         marks.append(time.perf_counter())
         with hw.autocast():

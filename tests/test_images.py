@@ -138,6 +138,56 @@ def test_training_augmentation_is_seeded_per_epoch_and_off_for_evaluation(tree: 
     assert batch["pixel_values"].shape == first.shape == (3, 3, 32, 32)
 
 
+@pytest.mark.parametrize("model", ["tiny_resnet", "tiny_vit", "tiny_segformer", "tiny_rtdetr"])
+def test_the_batch_path_gives_the_processors_pixels(model: str) -> None:
+    """Training batches are rescaled and normalised in torch, not image by image."""
+    from PIL import Image
+
+    processor = inputs.get("image").processor(compose_spec([*SMALL, f"model={model}"]).model)
+    pixels = images.Pixels(processor)
+    assert pixels.scale_shift is not None  # the batch path is taken
+    rng = np.random.default_rng(3)
+    shots = [Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)) for _ in "ab"]
+    sized = [im.resize((pixels.width, pixels.height), Image.Resampling.BILINEAR) for im in shots]
+    expected = processor(sized, return_tensors="pt", **pixels.no_resize)["pixel_values"]
+    assert torch.allclose(pixels.resized(shots), expected, atol=1e-5)
+
+
+def test_a_processor_the_batch_path_cannot_match_keeps_its_own_steps() -> None:
+    processor = inputs.get("image").processor(compose_spec(SMALL).model)
+    processor.do_pad = True  # a step the batch path does not take
+    assert images.Pixels(processor).scale_shift is None
+
+
+@pytest.mark.parametrize(
+    ("asked", "cores", "expected"), [(3, 2, 3), (None, 2, 0), (None, 8, 2), (None, 64, 4)]
+)
+def test_decoding_workers_leave_a_small_machine_to_the_model(
+    monkeypatch, asked, cores, expected
+) -> None:
+    monkeypatch.setattr(images.os, "sched_getaffinity", lambda _: set(range(cores)))
+    assert images.loader_workers(asked) == expected
+
+
+def test_decoded_images_are_kept_for_the_next_epoch_within_the_budget(
+    tree: Path, monkeypatch
+) -> None:
+    collate, _, _ = collator_for(tree, augment=True)
+    opened: list[object] = []
+    real_open = images.open_image
+    monkeypatch.setattr(images, "open_image", lambda ref: opened.append(ref) or real_open(ref))
+    first = collate([0, 1])["pixel_values"]
+    collate.set_epoch(1)
+    collate([0, 1])
+    collate.set_epoch(0)
+    assert torch.equal(collate([0, 1])["pixel_values"], first)  # the same pixels
+    assert len(opened) == 2  # each decoded once
+    monkeypatch.setattr(images, "DECODED_CACHE_BYTES", collate.decoded_bytes)  # full now
+    collate([2, 3])
+    collate([2, 3])
+    assert len(opened) == 6 and sorted(collate.decoded) == [0, 1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny_vit", "tiny_resnet"])
 def test_tiny_models_train_with_falling_loss(tree: Path, tmp_path: Path, model: str) -> None:

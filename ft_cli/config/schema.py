@@ -231,9 +231,11 @@ class DataConfig:
     image_flip: bool = _help(
         True, "image_classification: flip training images left-right at random."
     )
-    image_workers: int = _help(
-        2,
-        "image_classification: processes decoding images while the model trains; 0 = none.",
+    image_workers: int | None = _help(
+        None,
+        "image tasks: processes decoding images while the model trains; 0 = none (the"
+        " training process decodes); null = a quarter of the usable cores, at most 4 (none"
+        " on 2 or 3 cores, where they would take the model's).",
         AT_LEAST_0,
     )
     audio_column: str = _help(

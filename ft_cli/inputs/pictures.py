@@ -3,9 +3,11 @@ batch of them into the model's `pixel_values`.
 
 An image is referenced by its file path, or by its bytes (hub datasets). A
 split holds references only: each image is decoded when its batch is built,
-in the loader's worker processes, once per epoch. Training batches get a
-random resized crop and a horizontal flip, drawn from (seed, epoch, row) like
-every augmentation of ft, so a resumed epoch sees the same pixels.
+in the loader's worker processes or, without them, in the training process,
+which keeps what it decoded for the next epochs (up to DECODED_CACHE_BYTES).
+Training batches get a random resized crop and a horizontal flip, drawn from
+(seed, epoch, row) like every augmentation of ft, so a resumed epoch sees the
+same pixels.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from ft_cli.errors import FtError, warn
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratios a random crop may take (the usual range)
+# Decoded images a training process keeps between epochs; past it, images are decoded
+# again each epoch (a worker process keeps none: it lives for one epoch).
+DECODED_CACHE_BYTES = 1 << 30
 
 ImageRef = str | bytes
 
@@ -320,12 +325,23 @@ def crop_box(
     return left, top, left + w, top + h
 
 
+def loader_workers(asked: int | None) -> int:
+    """Decoding processes: as asked, else a quarter of the usable cores (at most 4), so
+    that on a small machine the model keeps every core."""
+    if asked is not None:
+        return asked
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, (cores or 1) // 4)
+
+
 class Pixels:
     """The model's input for a list of PIL images, through its own image processor.
 
     Evaluation uses the processor as it is (its resize, crop, rescale and
     normalisation); training crops and resizes to the same output size here
-    and leaves the processor the rest.
+    and leaves the processor the rest: done on the whole batch in torch when the
+    processor's rest is a rescale and a normalisation (checked against the
+    processor on a probe image), else by the processor image by image.
     """
 
     def __init__(self, processor: Any) -> None:
@@ -336,6 +352,9 @@ class Pixels:
         self.channels, self.height, self.width = probe.shape[1:]
         steps = ("do_resize", "do_center_crop")
         self.no_resize = {k: False for k in steps if hasattr(processor, k)}
+        self.scale_shift = _scale_shift(processor, self.channels)
+        if self.scale_shift is not None and not self._matches_processor():
+            self.scale_shift = None
 
     def evaluation(self, images: list[Any]) -> torch.Tensor:
         return self.processor(images, return_tensors="pt")["pixel_values"]
@@ -345,12 +364,41 @@ class Pixels:
         from PIL import Image
 
         sized = [im.resize((self.width, self.height), Image.Resampling.BILINEAR) for im in images]
-        return self.processor(sized, return_tensors="pt", **self.no_resize)["pixel_values"]
+        if self.scale_shift is None:
+            return self.processor(sized, return_tensors="pt", **self.no_resize)["pixel_values"]
+        scale, shift = self.scale_shift
+        stacked = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in sized]))
+        return (stacked.permute(0, 3, 1, 2).float() * scale + shift).contiguous()
+
+    def _matches_processor(self) -> bool:
+        """Whether the batch path gives the processor's pixels on a noise image."""
+        from PIL import Image
+
+        noise = np.random.default_rng(0).integers(0, 256, (self.height, self.width, 3))
+        image = Image.fromarray(noise.astype(np.uint8))
+        ours = self.resized([image])
+        theirs = self.processor([image], return_tensors="pt", **self.no_resize)["pixel_values"]
+        return ours.shape == theirs.shape and torch.allclose(ours, theirs.float(), atol=1e-4)
 
     def blank(self) -> Any:
         from PIL import Image
 
         return Image.new("RGB", (self.width, self.height))
+
+
+def _scale_shift(processor: Any, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) per channel such that pixels * scale + shift is the processor's
+    rescale then normalisation; None for a processor with other steps or of other inputs."""
+    if channels != 3 or getattr(processor, "do_pad", False):
+        return None
+    rescale = processor.rescale_factor if getattr(processor, "do_rescale", False) else 1.0
+    mean, std = np.zeros(3), np.ones(3)
+    if getattr(processor, "do_normalize", False):
+        mean = np.broadcast_to(processor.image_mean, 3)
+        std = np.broadcast_to(processor.image_std, 3)
+    scale = torch.tensor(rescale / std, dtype=torch.float32).view(3, 1, 1)
+    shift = torch.tensor(-mean / std, dtype=torch.float32).view(3, 1, 1)
+    return scale, shift
 
 
 class ImageCollator:
@@ -372,6 +420,8 @@ class ImageCollator:
         self.split, self.pixels, self.seed = split, pixels, seed
         self.augmentation = augmentation if augmentation and augmentation.active else None
         self.epoch = 0
+        self.decoded: dict[int, Any] = {}  # row -> its image, kept for the next epochs
+        self.decoded_bytes = 0
 
     @property
     def augments(self) -> bool:
@@ -381,11 +431,23 @@ class ImageCollator:
         self.epoch = epoch
 
     def load(self, index: int) -> Any:
+        if index in self.decoded:
+            return self.decoded[index]
         try:
-            return open_image(self.split.images[index])
+            image = open_image(self.split.images[index])
         except Exception as err:
             warn(f"cannot decode {self.split.name(index)} ({err}); a blank image stands in")
             return self.pixels.blank()
+        self.keep(index, image, image.width * image.height * len(image.getbands()))
+        return image
+
+    def keep(self, index: int, decoded: Any, size: int) -> None:
+        """Hold a decoded row for the next epochs, in a training process with room left."""
+        if torch.utils.data.get_worker_info() is not None:  # a worker dies with its epoch
+            return
+        if self.decoded_bytes + size <= DECODED_CACHE_BYTES:
+            self.decoded[index] = decoded
+            self.decoded_bytes += size
 
     def augmented(self, image: Any, row: int) -> Any:
         from PIL import Image

@@ -170,7 +170,7 @@ class ImageObjective(Objective):
         """The data settings of training batches (augmentation, decoding processes)."""
         crop = tuple(cfg.image_crop) if cfg.image_crop is not None else None
         self.augmentation = images.Augmentation(crop, cfg.image_flip)  # type: ignore[arg-type]
-        self.workers = cfg.image_workers
+        self.workers = images.loader_workers(cfg.image_workers)
 
     def collator(self, split: Any, seed: int) -> Any:
         return images.ImageCollator(split, self.pixels, seed)
