@@ -134,6 +134,26 @@ def test_crops_windows_and_their_inputs(tmp_path) -> None:
     assert batch["window"].tolist() == [0, 4] and batch["labels"].tolist() == [0, 1]
 
 
+def test_each_clip_is_decoded_once_and_its_windows_share_it(tmp_path, monkeypatch) -> None:
+    clip = tmp_path / "clip.wav"
+    ramp = np.linspace(-0.5, 0.5, 16_000 * 3, dtype=np.float32)
+    soundfile.write(clip, ramp, 16_000, subtype="FLOAT")
+    decoded: list[object] = []
+    real_decode = sounds.decode
+    monkeypatch.setattr(
+        sounds, "decode", lambda ref, rate: decoded.append(ref) or real_decode(ref, rate)
+    )
+    windows = sounds.windowed([str(clip)], [0], 1.0)
+    cut = sounds.SoundCollator(windows, features(), 1.0, windows=True)
+    first = cut([0, 1, 2, 3])["input_values"]
+    cut.set_epoch(1)
+    assert torch.equal(cut([0, 1, 2, 3])["input_values"], first)
+    assert decoded == [str(clip)]  # one decoding for four windows and two epochs
+    crop = sounds.SoundCollator(windows, features(), 1.0, seed=3, crop="random")
+    with pytest.raises(ValueError, match="read-only"):  # what is kept cannot be changed
+        crop.decoded_clip(0)[0] = 1.0
+
+
 def augmenting(tree: Path, **keys) -> tuple[sounds.SoundCollator, sounds.SoundCollator]:
     from ft_cli.config.schema import AugmentConfig
 
@@ -197,6 +217,24 @@ def test_spectrogram_masks_hide_a_time_span_and_a_band() -> None:
     changed = before != after
     frames, bins = changed.all(dim=1).sum(), changed.all(dim=0).sum()
     assert 15 <= frames <= 21 and bins == 8  # a span of ~20% of frames, 25% of 32 bins
+
+
+@pytest.mark.parametrize(("mask", "normalize"), [(True, True), (False, True), (True, False)])
+def test_waveform_batches_are_the_extractors_own(mask: bool, normalize: bool) -> None:
+    from transformers import ASTFeatureExtractor, Wav2Vec2FeatureExtractor
+
+    extractor = Wav2Vec2FeatureExtractor(return_attention_mask=mask, do_normalize=normalize)
+    extract = sounds.Features(extractor)
+    assert extract.batched  # the whole batch at once
+    rng = np.random.default_rng(4)
+    clips = [rng.normal(0.1, 0.4, n).astype(np.float32) for n in (16_000, 9_000, 12_345)]
+    theirs = extractor(clips, sampling_rate=16_000, return_tensors="pt", padding=True)
+    ours = extract(clips)
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype
+        assert torch.allclose(ours[key].float(), value.float(), atol=1e-5)
+    assert not sounds.Features(ASTFeatureExtractor(num_mel_bins=32, max_length=100)).batched
 
 
 def test_the_demo_set_is_made_once_and_the_same_everywhere(tmp_path, monkeypatch) -> None:

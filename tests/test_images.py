@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from ft_cli import inputs
 from ft_cli.assets import shapes
 from ft_cli.errors import FtError
+from ft_cli.inputs import decoded
 from ft_cli.inputs import pictures as images
 
 SMALL = [
@@ -182,10 +183,10 @@ def test_decoded_images_are_kept_for_the_next_epoch_within_the_budget(
     collate.set_epoch(0)
     assert torch.equal(collate([0, 1])["pixel_values"], first)  # the same pixels
     assert len(opened) == 2  # each decoded once
-    monkeypatch.setattr(images, "DECODED_CACHE_BYTES", collate.decoded_bytes)  # full now
+    monkeypatch.setattr(decoded, "BUDGET_BYTES", collate.decoded.bytes)  # full now
     collate([2, 3])
     collate([2, 3])
-    assert len(opened) == 6 and sorted(collate.decoded) == [0, 1]
+    assert len(opened) == 6 and sorted(collate.decoded.kept) == [0, 1]
 
 
 @pytest.mark.slow

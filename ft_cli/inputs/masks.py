@@ -90,12 +90,13 @@ class MaskCollator(pictures.ImageCollator):
         """The row's image (RGB) and mask (as a 32-bit image of ids), both PIL."""
         from PIL import Image
 
-        if index in self.decoded:
-            return self.decoded[index]
+        kept = self.decoded.get(index)
+        if kept is not None:
+            return kept
         image = pictures.open_image(self.split.images[index])
         ids = open_mask(self.split.masks[index], self.split.name(index))
         pair = image, Image.fromarray(ids.astype(np.int32), mode="I")
-        self.keep(index, pair, image.width * image.height * 3 + ids.size * 4)
+        self.decoded.keep(index, pair, image.width * image.height * 3 + ids.size * 4)
         return pair
 
     def augmented_pair(self, image: Any, mask: Any, row: int) -> tuple[Any, Any]:

@@ -4,7 +4,7 @@ batch of them into the model's `pixel_values`.
 An image is referenced by its file path, or by its bytes (hub datasets). A
 split holds references only: each image is decoded when its batch is built,
 in the loader's worker processes or, without them, in the training process,
-which keeps what it decoded for the next epochs (up to DECODED_CACHE_BYTES).
+which keeps what it decoded for the next epochs (`inputs.decoded`).
 Training batches get a random resized crop and a horizontal flip, drawn from
 (seed, epoch, row) like every augmentation of ft, so a resumed epoch sees the
 same pixels.
@@ -25,12 +25,10 @@ import numpy as np
 import torch
 
 from ft_cli.errors import FtError, warn
+from ft_cli.inputs.decoded import DecodedCache
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratios a random crop may take (the usual range)
-# Decoded images a training process keeps between epochs; past it, images are decoded
-# again each epoch (a worker process keeps none: it lives for one epoch).
-DECODED_CACHE_BYTES = 1 << 30
 
 ImageRef = str | bytes
 
@@ -420,8 +418,7 @@ class ImageCollator:
         self.split, self.pixels, self.seed = split, pixels, seed
         self.augmentation = augmentation if augmentation and augmentation.active else None
         self.epoch = 0
-        self.decoded: dict[int, Any] = {}  # row -> its image, kept for the next epochs
-        self.decoded_bytes = 0
+        self.decoded = DecodedCache()
 
     @property
     def augments(self) -> bool:
@@ -431,23 +428,16 @@ class ImageCollator:
         self.epoch = epoch
 
     def load(self, index: int) -> Any:
-        if index in self.decoded:
-            return self.decoded[index]
+        kept = self.decoded.get(index)
+        if kept is not None:
+            return kept
         try:
             image = open_image(self.split.images[index])
         except Exception as err:
             warn(f"cannot decode {self.split.name(index)} ({err}); a blank image stands in")
             return self.pixels.blank()
-        self.keep(index, image, image.width * image.height * len(image.getbands()))
+        self.decoded.keep(index, image, image.width * image.height * len(image.getbands()))
         return image
-
-    def keep(self, index: int, decoded: Any, size: int) -> None:
-        """Hold a decoded row for the next epochs, in a training process with room left."""
-        if torch.utils.data.get_worker_info() is not None:  # a worker dies with its epoch
-            return
-        if self.decoded_bytes + size <= DECODED_CACHE_BYTES:
-            self.decoded[index] = decoded
-            self.decoded_bytes += size
 
     def augmented(self, image: Any, row: int) -> Any:
         from PIL import Image

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ft_cli.inputs.decoded import DecodedCache
+
 EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 # Share of a window the next one repeats: a word one window cuts is whole in the next.
 WINDOW_OVERLAP = 0.25
@@ -244,6 +246,7 @@ class Features:
     def __init__(self, extractor: Any) -> None:
         self.extractor = extractor
         self.rate = int(extractor.sampling_rate)
+        self.batched = False  # waveforms padded and normalised here, the batch at once
         short, long = self._probe(1.0), self._probe(2.0)
         self.name = next(k for k in short if k.startswith("input_"))
         shape = short[self.name].shape
@@ -254,15 +257,63 @@ class Features:
             bins = getattr(extractor, "num_mel_bins", None) or extractor.feature_size
             self.time_axis = grown[0] if grown else (1 if shape[2] == bins else 2)
             self.frequency_axis = 3 - self.time_axis
+        else:
+            self.batched = self._batch_path_matches()
 
     def _probe(self, duration: float) -> dict[str, Any]:
         return self(np.zeros(int(self.rate * duration), dtype=np.float32)[None])
 
     def __call__(self, clips: Any) -> dict[str, torch.Tensor]:
+        if self.batched:
+            return self._waveforms(list(clips))
         return dict(
             self.extractor(
                 list(clips), sampling_rate=self.rate, return_tensors="pt", padding=True
             ).items()
+        )
+
+    def _waveforms(self, clips: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """A waveform extractor's work on the whole batch: clips padded on the right to
+        the longest, each normalised to zero mean and unit variance over its own samples
+        (over the padded row when the extractor makes no attention mask, as it does)."""
+        extractor = self.extractor
+        masked = bool(extractor.return_attention_mask)
+        values = np.full((len(clips), max(map(len, clips))), extractor.padding_value, np.float32)
+        mask = np.zeros(values.shape, dtype=np.int32)
+        for row, clip in enumerate(clips):
+            values[row, : len(clip)] = clip
+            mask[row, : len(clip)] = 1
+            if extractor.do_normalize and masked:
+                real = values[row, : len(clip)]
+                real[:] = (real - real.mean()) / np.sqrt(real.var() + 1e-7)
+        if extractor.do_normalize and not masked:
+            values -= values.mean(axis=1, keepdims=True)
+            values /= np.sqrt(values.var(axis=1, keepdims=True) + 1e-7)
+        batch = {"input_values": torch.from_numpy(values)}
+        if masked:
+            batch["attention_mask"] = torch.from_numpy(mask)
+        return batch
+
+    def _batch_path_matches(self) -> bool:
+        """Whether `_waveforms` gives the extractor's output, on two noise clips of two
+        lengths; False for an extractor of another kind."""
+        extractor = self.extractor
+        known = ("return_attention_mask", "do_normalize", "padding_value", "padding_side")
+        if getattr(extractor, "feature_size", None) != 1 or not all(
+            hasattr(extractor, key) for key in known
+        ):
+            return False
+        if extractor.padding_side != "right":
+            return False
+        rng = np.random.default_rng(0)
+        clips = [rng.standard_normal(n).astype(np.float32) * 0.3 for n in (self.rate, 700)]
+        theirs = self(clips)
+        ours = self._waveforms(clips)
+        return theirs.keys() == ours.keys() and all(
+            theirs[k].shape == ours[k].shape
+            and theirs[k].dtype == ours[k].dtype
+            and torch.allclose(theirs[k].float(), ours[k].float(), atol=1e-4)
+            for k in ours
         )
 
     def shape(self, batch: dict[str, torch.Tensor]) -> str:
@@ -308,6 +359,7 @@ class SoundCollator:
         self.windows = windows  # add each entry's index ("window"): scored by its row
         self.samples = samples  # add each row's samples and the batch's padded length
         self.epoch = 0
+        self.decoded = DecodedCache()  # whole clips at the model's rate, by entry
 
     @property
     def augments(self) -> bool:
@@ -341,13 +393,7 @@ class SoundCollator:
 
     def load(self, index: int) -> np.ndarray:
         """The entry's samples at the model's rate: its window, or its clip cut to length."""
-        try:
-            samples = decode(self.split.sounds[index], self.features.rate)
-        except Exception as err:  # passed the check at load; a file changed since
-            from ft_cli.inputs.pictures import warn
-
-            warn(f"cannot decode {self.split.name(index)} ({err}); silence stands in")
-            samples = np.zeros(self.features.rate // 10, dtype=np.float32)
+        samples = self.decoded_clip(index)
         if self.augmentation is not None and self.augmentation.speed is not None:
             factor = self._draws(index, "speed").uniform(*self.augmentation.speed)
             samples = change_speed(samples, factor, self.features.rate)
@@ -362,6 +408,25 @@ class SoundCollator:
         random = self.crop == "random"
         start = int(self._draws(index, "crop").integers(0, extra + 1)) if random else extra // 2
         return samples[start : start + self.longest]
+
+    def decoded_clip(self, index: int) -> np.ndarray:
+        """The entry's whole clip decoded at the model's rate, kept for the next epochs (by
+        clip: the windows of one clip share it)."""
+        ref = self.split.sounds[index]
+        key = ref if isinstance(ref, str) else id(ref)  # a clip's bytes: one object
+        samples = self.decoded.get(key)
+        if samples is not None:
+            return samples
+        try:
+            samples = decode(ref, self.features.rate)
+        except Exception as err:  # passed the check at load; a file changed since
+            from ft_cli.inputs.pictures import warn
+
+            warn(f"cannot decode {self.split.name(index)} ({err}); silence stands in")
+            return np.zeros(self.features.rate // 10, dtype=np.float32)
+        samples.flags.writeable = False  # shared: every change below makes a new array
+        self.decoded.keep(key, samples, samples.nbytes)
+        return samples
 
     def augmented(self, samples: np.ndarray, row: int) -> np.ndarray:
         aug = self.augmentation
