@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -153,6 +154,37 @@ def test_a_swapped_model_computes_what_the_original_does(tmp_path, attn) -> None
     swapped.save_pretrained(tmp_path)
     assert kernels.ATTENTION not in (tmp_path / "config.json").read_text()
     assert len(json.loads((tmp_path / "config.json").read_text())["id2label"]) == 3
+
+
+def test_a_layer_normalised_feature_encoder_computes_what_the_original_does() -> None:
+    from transformers import AutoConfig, AutoModelForCTC
+
+    from ft_cli.paths import resolve_path
+
+    config = AutoConfig.from_pretrained(resolve_path("pkg:ft_cli/assets/tiny_wav2vec2", "model"))
+    assert config.feat_extract_norm == "layer"
+    config.layerdrop, config.mask_time_prob = 0.0, 0.0  # the same computation on both sides
+    torch.manual_seed(0)
+    original = AutoModelForCTC.from_config(config)
+    swapped = copy.deepcopy(original)
+    assert kernels.speed_up(swapped)["activation"] == len(config.conv_dim)
+    assert kernels.speed_up(swapped)["activation"] == 0  # never wrapped twice
+    assert swapped.state_dict().keys() == original.state_dict().keys()
+    for net in (original, swapped):
+        for m in net.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+    clips = torch.randn(2, 4000)
+    losses, grads = [], []
+    for net in (original, swapped):
+        net.train()
+        out = net(input_values=clips).logits.square().mean()
+        out.backward()
+        losses.append(out.item())
+        grads.append({n: p.grad for n, p in net.named_parameters() if p.grad is not None})
+    assert math.isclose(losses[0], losses[1], rel_tol=1e-6)
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], atol=1e-6), name
 
 
 def test_swapped_dropout_is_active_in_training_only() -> None:

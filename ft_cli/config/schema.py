@@ -755,8 +755,10 @@ class HardwareConfig:
     )
     fast_paths: bool = _help(
         True,
-        "CPU training: ft's dropout masks (16-bit random draws, same keep probability) and"
-        " matmul attention; false = PyTorch's own (so does hardware.compile=true).",
+        "CPU training: ft's dropout masks (16-bit random draws, same keep probability),"
+        " matmul attention and contiguous feature-encoder activations (wav2vec2's"
+        " layer-normalised convolutions); false = PyTorch's own (so does"
+        " hardware.compile=true).",
     )
     distributed: Parallel = _help(
         Parallel.ddp,
