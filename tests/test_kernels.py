@@ -187,6 +187,31 @@ def test_a_layer_normalised_feature_encoder_computes_what_the_original_does() ->
         assert torch.allclose(grad, grads[1][name], atol=1e-6), name
 
 
+def test_gpt2s_gelu_becomes_one_kernel_of_the_same_values() -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.activations import NewGELUActivation
+
+    from ft_cli.paths import resolve_path
+
+    config = AutoConfig.from_pretrained(resolve_path("pkg:ft_cli/assets/tiny_gpt2", "model"))
+    config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = 0.0
+    torch.manual_seed(0)
+    original = AutoModelForCausalLM.from_config(config)
+    swapped = copy.deepcopy(original)
+    assert kernels.speed_up(swapped)["gelu"] == config.n_layer
+    assert not any(isinstance(m, NewGELUActivation) for m in swapped.modules())
+    ids = torch.randint(1, config.vocab_size, (2, 12))
+    losses, grads = [], []
+    for net in (original, swapped):
+        loss = net.train()(input_ids=ids, labels=ids).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad for n, p in net.named_parameters()})
+    assert math.isclose(losses[0], losses[1], rel_tol=1e-6)
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], atol=1e-6), name
+
+
 def test_swapped_dropout_is_active_in_training_only() -> None:
     net = _tiny_classifier()
     kernels.speed_up(net)

@@ -756,9 +756,9 @@ class HardwareConfig:
     fast_paths: bool = _help(
         True,
         "CPU training: ft's dropout masks (16-bit random draws, same keep probability),"
-        " matmul attention and contiguous feature-encoder activations (wav2vec2's"
-        " layer-normalised convolutions); false = PyTorch's own (so does"
-        " hardware.compile=true).",
+        " matmul attention, contiguous feature-encoder activations (wav2vec2's"
+        " layer-normalised convolutions) and GPT-2's GELU in one kernel; false ="
+        " PyTorch's and transformers' own (so does hardware.compile=true).",
     )
     distributed: Parallel = _help(
         Parallel.ddp,

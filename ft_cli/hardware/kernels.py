@@ -18,6 +18,10 @@ Costs the profile (`bench/profile_step.py`) found in a CPU training step:
   gradient, falls off the vectorised path: 12x slower on the tiny wav2vec2's
   first layer, and the next convolution copies it again. The activation gets
   a contiguous input here (the same values, one cheap copy).
+- GPT-2's "gelu_new" (also T5 v1.1's gated GELU) is the tanh approximation
+  written as six element-wise ops, each a pass over the activations forward
+  and more backward; PyTorch computes the same formula in one kernel
+  (`gelu(approximate="tanh")`).
 
 On CUDA dropout and attention stay PyTorch's own (already fused there).
 The swap changes no parameter and no saved config: exports load in plain
@@ -76,6 +80,14 @@ def _norm_conv_layer(module: nn.Module) -> bool:
         and isinstance(children.get("activation"), nn.Module)
         and not isinstance(children["activation"], ContiguousActivation)
     )
+
+
+class TanhGELU(nn.Module):
+    """GELU's tanh approximation in one kernel: what transformers' NewGELUActivation
+    computes op by op."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(x, approximate="tanh")
 
 
 class MaskDropout(nn.Dropout):
@@ -158,13 +170,18 @@ def speed_up(net: nn.Module) -> dict[str, int]:
 
     Returns how many of each were swapped (for `ft explain` and tests).
     """
+    from transformers.activations import NewGELUActivation
+
     register()
-    swapped = {"dropout": 0, "attention": 0, "activation": 0}
+    swapped = {"dropout": 0, "attention": 0, "activation": 0, "gelu": 0}
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout:
                 setattr(parent, name, MaskDropout(child.p, child.inplace))
                 swapped["dropout"] += 1
+            elif type(child) is NewGELUActivation:
+                setattr(parent, name, TanhGELU())
+                swapped["gelu"] += 1
         if _norm_conv_layer(parent):
             parent.activation = ContiguousActivation(parent.activation)
             swapped["activation"] += 1
