@@ -131,6 +131,7 @@ def run_ft(args: argparse.Namespace) -> dict:
         "wall_seconds": time.perf_counter() - T0,
         "exact_match": result.final.get("exact_match"),
         "f1": result.final.get("f1"),
+        "precision": record["precision"],  # what `auto` resolved to
     }
 
 

@@ -120,7 +120,11 @@ def main() -> None:
                 "ft": summary(runs["ft"]),
                 "hf": summary(runs["hf"]),
             }
+            save(args, results)  # after each row: a run stopped midway keeps what it had
     print_table(args, results)
+
+
+def save(args: argparse.Namespace, results: dict) -> None:
     if args.json:
         record = {"args": vars(args) | {"json": None}, "cpu": cpu_name(), "results": results}
         args.json.write_text(json.dumps(record, indent=2, default=str))

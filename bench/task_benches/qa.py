@@ -59,5 +59,5 @@ def side(found: dict, precision: str) -> dict:
         "train_seconds": found["train_seconds"],
         "train_samples": found["train_windows"],
         "metric": found["f1"],
-        "precision": precision,
+        "precision": found.get("precision", precision),  # ft's as resolved
     }
