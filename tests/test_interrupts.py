@@ -125,7 +125,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
 def test_a_committed_checkpoint_survives_kill_9_mid_write(tmp_path: Path) -> None:
     """Whenever the process dies, every step-* folder is either complete or absent."""
     process = start(tmp_path / "run", ["train.save_every=1"])  # writing nearly all the time
-    wait_for_step(process, 30)
+    wait_for_step(process, 12)  # a dozen checkpoints written, kept or pruned: any can be hit
     process.kill()
     process.wait()
     root = tmp_path / "run" / "checkpoints"
@@ -140,7 +140,7 @@ def test_a_committed_checkpoint_survives_kill_9_mid_write(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_a_second_sigint_aborts_at_once(tmp_path: Path) -> None:
     process = start(tmp_path / "run", ["train.save_every=1"])
-    wait_for_step(process, 20)
+    wait_for_step(process, 6)
     process.send_signal(signal.SIGINT)
     process.send_signal(signal.SIGINT)
     code, err = finish(process)
