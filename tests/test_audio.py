@@ -144,14 +144,17 @@ def test_each_clip_is_decoded_once_and_its_windows_share_it(tmp_path, monkeypatc
         sounds, "decode", lambda ref, rate: decoded.append(ref) or real_decode(ref, rate)
     )
     windows = sounds.windowed([str(clip)], [0], 1.0)
-    cut = sounds.SoundCollator(windows, features(), 1.0, windows=True)
+    cut = sounds.SoundCollator(windows, features(), 1.0, windows=True, keep_decoded=True)
     first = cut([0, 1, 2, 3])["input_values"]
     cut.set_epoch(1)
     assert torch.equal(cut([0, 1, 2, 3])["input_values"], first)
     assert decoded == [str(clip)]  # one decoding for four windows and two epochs
-    crop = sounds.SoundCollator(windows, features(), 1.0, seed=3, crop="random")
+    crop = sounds.SoundCollator(windows, features(), 1.0, seed=3, crop="random", keep_decoded=True)
     with pytest.raises(ValueError, match="read-only"):  # what is kept cannot be changed
         crop.decoded_clip(0)[0] = 1.0
+    once = sounds.SoundCollator(windows, features(), 1.0, windows=True)  # one pass: predict
+    once([0, 1])
+    assert not once.decoded.kept and len(decoded) == 4  # each window decodes its clip anew
 
 
 def augmenting(tree: Path, **keys) -> tuple[sounds.SoundCollator, sounds.SoundCollator]:

@@ -112,7 +112,7 @@ def test_images_stored_as_bytes_in_a_table_load_like_files(tree: Path, tmp_path:
     assert raw.splits["train"]["label"] == labels
 
 
-def collator_for(tree: Path, augment: bool):
+def collator_for(tree: Path, augment: bool, keep_decoded: bool = False):
     from ft_cli.tasks import get
 
     spec = compose_spec([*SMALL, *data_of(tree)])
@@ -122,7 +122,8 @@ def collator_for(tree: Path, augment: bool):
     pixels = images.Pixels(processor)
     kind = images.Augmentation((0.25, 1.0), True) if augment else None
     assert get("image_classification").vocab_size(processor) == 0
-    return images.ImageCollator(split, pixels, seed=7, augmentation=kind), processor, paths
+    collate = images.ImageCollator(split, pixels, 7, kind, keep_decoded=keep_decoded)
+    return collate, processor, paths
 
 
 def test_training_augmentation_is_seeded_per_epoch_and_off_for_evaluation(tree: Path) -> None:
@@ -173,7 +174,7 @@ def test_decoding_workers_leave_a_small_machine_to_the_model(
 def test_decoded_images_are_kept_for_the_next_epoch_within_the_budget(
     tree: Path, monkeypatch
 ) -> None:
-    collate, _, _ = collator_for(tree, augment=True)
+    collate, _, _ = collator_for(tree, augment=True, keep_decoded=True)
     opened: list[object] = []
     real_open = images.open_image
     monkeypatch.setattr(images, "open_image", lambda ref: opened.append(ref) or real_open(ref))
@@ -187,6 +188,9 @@ def test_decoded_images_are_kept_for_the_next_epoch_within_the_budget(
     collate([2, 3])
     collate([2, 3])
     assert len(opened) == 6 and sorted(collate.decoded.kept) == [0, 1]
+    once, _, _ = collator_for(tree, augment=False)  # evaluation, prediction: one pass
+    once([0, 1])
+    assert not once.decoded.kept
 
 
 @pytest.mark.slow

@@ -13,10 +13,13 @@ BUDGET_BYTES = 1 << 30
 
 
 class DecodedCache:
-    """Key (a row, a file) -> its decoded input, up to BUDGET_BYTES. A loader's worker process keeps
-    nothing: it lives for one epoch, and what it held would only take memory."""
+    """Key (a row, a file) -> its decoded input, up to BUDGET_BYTES, for a collator that
+    reads its split again and again (training; `enabled`). A loader's worker process keeps
+    nothing: it lives for one epoch, and what it held would only take memory; nor does a
+    single pass (evaluation, prediction), which would never read it back."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
         self.kept: dict[Hashable, Any] = {}
         self.bytes = 0
 
@@ -24,7 +27,7 @@ class DecodedCache:
         return self.kept.get(key)
 
     def keep(self, key: Hashable, decoded: Any, size: int) -> None:
-        if torch.utils.data.get_worker_info() is not None:
+        if not self.enabled or torch.utils.data.get_worker_info() is not None:
             return
         if key not in self.kept and self.bytes + size <= BUDGET_BYTES:
             self.kept[key] = decoded

@@ -414,11 +414,12 @@ class ImageCollator:
         pixels: Pixels,
         seed: int = 0,
         augmentation: Augmentation | None = None,
+        keep_decoded: bool = False,
     ) -> None:
         self.split, self.pixels, self.seed = split, pixels, seed
         self.augmentation = augmentation if augmentation and augmentation.active else None
         self.epoch = 0
-        self.decoded = DecodedCache()
+        self.decoded = DecodedCache(keep_decoded)  # training: each epoch reads them again
 
     @property
     def augments(self) -> bool:

@@ -350,6 +350,7 @@ class SoundCollator:
         targets: Any = None,
         windows: bool = False,
         samples: bool = False,
+        keep_decoded: bool = False,
     ) -> None:
         self.split, self.features, self.seed = split, features, seed
         self.longest = None if max_seconds is None else round(max_seconds * features.rate)
@@ -359,7 +360,7 @@ class SoundCollator:
         self.windows = windows  # add each entry's index ("window"): scored by its row
         self.samples = samples  # add each row's samples and the batch's padded length
         self.epoch = 0
-        self.decoded = DecodedCache()  # whole clips at the model's rate, by entry
+        self.decoded = DecodedCache(keep_decoded)  # whole clips at the model's rate
 
     @property
     def augments(self) -> bool:

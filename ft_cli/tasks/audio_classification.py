@@ -144,7 +144,9 @@ class AudioObjective(Objective):
         return sounds.SoundCollator(split, self.features, self.max_seconds, seed, windows=windows)
 
     def train_collator(self, split: Any, seed: int) -> Any:
-        return sounds.SoundCollator(split, self.features, self.max_seconds, seed, crop=self.crop)
+        return sounds.SoundCollator(
+            split, self.features, self.max_seconds, seed, crop=self.crop, keep_decoded=True
+        )
 
     def count(self, batch: Any) -> tuple[int, int, int]:
         return len(batch["labels"]), 0, 0  # no tokens, no padding

@@ -185,7 +185,7 @@ class ImageObjective(Objective):
         return f"images of {channels}x{height}x{width}"
 
     def train_collator(self, split: Any, seed: int) -> Any:
-        return images.ImageCollator(split, self.pixels, seed, self.augmentation)
+        return images.ImageCollator(split, self.pixels, seed, self.augmentation, keep_decoded=True)
 
     def train_loader(
         self,

@@ -357,7 +357,9 @@ class DetectionObjective(ImageObjective):
         return annotations.BoxCollator(split, self.pixels, seed)
 
     def train_collator(self, split: Any, seed: int) -> Any:
-        return annotations.BoxCollator(split, self.pixels, seed, self.augmentation)
+        return annotations.BoxCollator(
+            split, self.pixels, seed, self.augmentation, keep_decoded=True
+        )
 
     def outputs(self, batch: Any) -> tuple[Any, Any]:
         """((loss, class logits, boxes), (true class ids, true boxes, image sizes))."""

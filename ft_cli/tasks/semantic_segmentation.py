@@ -330,7 +330,7 @@ class SegmentationObjective(ImageObjective):
         return masks.MaskCollator(split, self.pixels, seed)
 
     def train_collator(self, split: Any, seed: int) -> Any:
-        return masks.MaskCollator(split, self.pixels, seed, self.augmentation)
+        return masks.MaskCollator(split, self.pixels, seed, self.augmentation, keep_decoded=True)
 
     def outputs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch.pop("labels")

@@ -254,11 +254,13 @@ class CTCObjective(AudioObjective):
         )
         self.net, self.labels = net, labels
 
-    def collator(self, split: Any, seed: int) -> Any:
-        return sounds.SoundCollator(split, self.features, None, seed, targets=padded_targets)
+    def collator(self, split: Any, seed: int, keep_decoded: bool = False) -> Any:
+        return sounds.SoundCollator(
+            split, self.features, None, seed, targets=padded_targets, keep_decoded=keep_decoded
+        )
 
     def train_collator(self, split: Any, seed: int) -> Any:
-        return self.collator(split, seed)
+        return self.collator(split, seed, keep_decoded=True)
 
     def outputs(self, batch: Any) -> tuple[torch.Tensor, Any]:
         """(frame logits [rows, frames, vocabulary], (targets, each row's frames))."""
