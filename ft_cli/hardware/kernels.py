@@ -1,5 +1,5 @@
-"""Faster training paths for transformers models: dropout masks, attention, and the
-layout of a convolutional feature encoder's activations.
+"""Faster training paths for transformers models: dropout masks, attention, the layout
+of a convolutional feature encoder's activations, and GPT-2's GELU.
 
 Costs the profile (`bench/profile_step.py`) found in a CPU training step:
 
@@ -23,7 +23,8 @@ Costs the profile (`bench/profile_step.py`) found in a CPU training step:
   and more backward; PyTorch computes the same formula in one kernel
   (`gelu(approximate="tanh")`).
 
-On CUDA dropout and attention stay PyTorch's own (already fused there).
+On CUDA dropout and attention stay PyTorch's own (already fused there); the two
+activation swaps compute the same values on any device.
 The swap changes no parameter and no saved config: exports load in plain
 transformers.
 """
@@ -165,8 +166,8 @@ def register() -> None:
 
 
 def speed_up(net: nn.Module) -> dict[str, int]:
-    """Swap `net`'s dropout modules, attention and feature-encoder activations for the
-    paths above, in place.
+    """Swap `net`'s dropout modules, attention, feature-encoder activations and GPT-2's
+    GELU for the paths above, in place.
 
     Returns how many of each were swapped (for `ft explain` and tests).
     """
