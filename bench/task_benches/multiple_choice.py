@@ -56,13 +56,14 @@ def scenes(count: int, seed: int) -> list[dict]:
 
 
 def data_folder() -> Path:
-    """train.jsonl and validation.jsonl, written once per machine (the same content)."""
+    """train.jsonl and validation.jsonl in the temporary folder, rewritten when their
+    content is not this module's (an edited generator never meets stale files)."""
     folder = Path(tempfile.gettempdir()) / "ft-bench-swag"
     folder.mkdir(exist_ok=True)
     for split, count, seed in (("train", 800, 1), ("validation", 200, 2)):
         path = folder / f"{split}.jsonl"
-        if not path.is_file():
-            text = "".join(json.dumps(row) + "\n" for row in scenes(count, seed))
+        text = "".join(json.dumps(row) + "\n" for row in scenes(count, seed))
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
             staged = path.with_suffix(".tmp")
             staged.write_text(text, encoding="utf-8")
             staged.replace(path)

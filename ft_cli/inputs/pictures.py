@@ -12,6 +12,7 @@ same pixels.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -350,9 +351,6 @@ class Pixels:
         self.channels, self.height, self.width = probe.shape[1:]
         steps = ("do_resize", "do_center_crop")
         self.no_resize = {k: False for k in steps if hasattr(processor, k)}
-        self.scale_shift = _scale_shift(processor, self.channels)
-        if self.scale_shift is not None and not self._matches_processor():
-            self.scale_shift = None
 
     def evaluation(self, images: list[Any]) -> torch.Tensor:
         return self.processor(images, return_tensors="pt")["pixel_values"]
@@ -364,19 +362,23 @@ class Pixels:
         sized = [im.resize((self.width, self.height), Image.Resampling.BILINEAR) for im in images]
         if self.scale_shift is None:
             return self.processor(sized, return_tensors="pt", **self.no_resize)["pixel_values"]
-        scale, shift = self.scale_shift
-        stacked = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in sized]))
-        return (stacked.permute(0, 3, 1, 2).float() * scale + shift).contiguous()
+        return _normalised(sized, *self.scale_shift)
 
-    def _matches_processor(self) -> bool:
-        """Whether the batch path gives the processor's pixels on a noise image."""
+    @functools.cached_property
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The batch path's (scale, shift), if it gives the processor's pixels on a noise
+        image (checked once, by the first batch that needs it); else None."""
         from PIL import Image
 
+        found = _scale_shift(self.processor, self.channels)
+        if found is None:
+            return None
         noise = np.random.default_rng(0).integers(0, 256, (self.height, self.width, 3))
         image = Image.fromarray(noise.astype(np.uint8))
-        ours = self.resized([image])
+        ours = _normalised([image], *found)
         theirs = self.processor([image], return_tensors="pt", **self.no_resize)["pixel_values"]
-        return ours.shape == theirs.shape and torch.allclose(ours, theirs.float(), atol=1e-4)
+        same = ours.shape == theirs.shape and torch.allclose(ours, theirs.float(), atol=1e-4)
+        return found if same else None
 
     def blank(self) -> Any:
         from PIL import Image
@@ -397,6 +399,12 @@ def _scale_shift(processor: Any, channels: int) -> tuple[torch.Tensor, torch.Ten
     scale = torch.tensor(rescale / std, dtype=torch.float32).view(3, 1, 1)
     shift = torch.tensor(-mean / std, dtype=torch.float32).view(3, 1, 1)
     return scale, shift
+
+
+def _normalised(images: list[Any], scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """RGB images of one size as a [rows, 3, height, width] batch, * scale + shift."""
+    stacked = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
+    return (stacked.permute(0, 3, 1, 2).float() * scale + shift).contiguous()
 
 
 class ImageCollator:
