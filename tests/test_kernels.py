@@ -91,19 +91,21 @@ def test_matmul_attention_drops_attention_weights_when_training() -> None:
     assert torch.allclose(kernels.matmul_attention(module, q, k, v, mask, dropout=0.5)[0], clean)
 
 
+# A BERT of two small layers (tests/test_unpadding.py builds its tagger from it too).
+TINY_BERT = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+)
+
+
 def _tiny_classifier(attn: str = "sdpa"):
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=3,
-        attn_implementation=attn,
-    )
+    config = BertConfig(**TINY_BERT, num_labels=3, attn_implementation=attn)
     torch.manual_seed(0)
     return BertForSequenceClassification(config)
 

@@ -757,7 +757,8 @@ class HardwareConfig:
         True,
         "CPU training: ft's dropout masks (16-bit random draws, same keep probability),"
         " matmul attention, contiguous feature-encoder activations (wav2vec2's"
-        " layer-normalised convolutions) and GPT-2's GELU in one kernel; false ="
+        " layer-normalised convolutions), GPT-2's GELU in one kernel, and BERT-style"
+        " encoder layers on real tokens only for batches at least 5% padding; false ="
         " PyTorch's and transformers' own (so does hardware.compile=true).",
     )
     distributed: Parallel = _help(

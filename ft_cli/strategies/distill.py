@@ -170,6 +170,7 @@ class DistillObjective:
         self.alpha, self.temperature = cfg.distill_alpha, cfg.temperature
         self.cache: dict[int, torch.Tensor] | None = {} if cfg.cache_teacher else None
         self.teacher_logits: torch.Tensor | None = None
+        self.padding: torch.Tensor | None = None  # the training batch's pad tokens
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -192,7 +193,10 @@ class DistillObjective:
     def outputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         rows = batch.pop("row_index").tolist()
         logits, labels = self.inner.outputs(batch)  # takes the labels out of the batch
-        self.teacher_logits = self._teacher(rows, batch) if self.inner.forward.training else None
+        training = self.inner.forward.training
+        self.teacher_logits = self._teacher(rows, batch) if training else None
+        mask = batch.get("attention_mask")
+        self.padding = ~mask.bool() if training and mask is not None and mask.dim() == 2 else None
         return logits, labels
 
     def _teacher(self, rows: list[int], batch: Batch) -> torch.Tensor:
@@ -222,7 +226,13 @@ class DistillObjective:
 
     def soft_loss(self, logits: torch.Tensor) -> torch.Tensor:
         assert self.teacher_logits is not None
-        return self.kind.soft_loss(logits.float(), self.teacher_logits, self.temperature)
+        student, teacher = logits.float(), self.teacher_logits
+        padding = self.padding
+        if padding is not None and teacher.dim() > 2 and teacher.shape[:2] == padding.shape:
+            # Outputs per token: a pad position teaches nothing (the teacher is set to
+            # agree with the student there), as the task's own loss ignores it.
+            teacher = torch.where(padding[..., None], student.detach(), teacher)
+        return self.kind.soft_loss(student, teacher, self.temperature)
 
 
 class Distill(Strategy):

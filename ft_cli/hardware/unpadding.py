@@ -1,0 +1,148 @@
+"""Encoder layers on real tokens only, so that no FLOP goes to padding.
+
+A padded batch of B rows of length L holds T real tokens. Every part of a BERT-style
+encoder layer but attention works token by token (the linear layers, GELU, layer norm,
+dropout, residual adds), so it can run on the T real tokens packed into one row instead
+of the B x L padded ones. Attention, the one part that mixes tokens, spreads query, key
+and value back to the padded layout and applies the padding mask as before: the same
+values at the real tokens, the same gradients, and T / (B x L) of the work elsewhere.
+
+Packing costs a gather before the encoder, a scatter after it and three scatters and a
+gather per layer, so it is used only for batches with at least `MIN_PADDING` of their
+tokens padded; ft's length-grouped batches mostly stay under it and keep the padded
+path. Only training forwards pack: the outputs at pad positions (zeros here) are read
+by no training loss, while inference (evaluation, prediction, serving, a teacher's
+soft targets) keeps the model's own values everywhere, so exports and their checks
+see the same numbers as before. Decoders and cross-attention are left alone, and so
+is any traced or exported forward: the graph an export writes names no ft code. CPU
+only, like the other fast paths: it was not measured on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+MIN_PADDING = 0.05  # the share of pad tokens from which packing pays (bench/unpadded.py)
+PACKING = "ft_packing"  # the keyword the packed rows' layout travels by to attention
+
+# BERT-style encoders: `layer` holds the layers; attention goes through transformers'
+# attention interface and passes the encoder's keyword arguments on to it.
+_ENCODERS = frozenset(
+    {
+        "BertEncoder",
+        "RobertaEncoder",
+        "XLMRobertaEncoder",
+        "CamembertEncoder",
+        "ElectraEncoder",
+        "RemBertEncoder",
+        "XmodEncoder",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Where the real tokens of a (B, L) batch sit: `index` into its B x L positions."""
+
+    rows: int
+    length: int
+    index: torch.Tensor  # (T,) positions of the real tokens, row-major
+    mask: torch.Tensor  # the encoder's own attention mask, (B, 1, L, L) bool
+
+    def spread(self, packed: torch.Tensor) -> torch.Tensor:
+        """(T, *feature) -> (B, L, *feature), zeros at the pad positions."""
+        flat = packed.new_zeros(self.rows * self.length, *packed.shape[1:])
+        return flat.index_copy(0, self.index, packed).view(
+            self.rows, self.length, *packed.shape[1:]
+        )
+
+    def gather(self, padded: torch.Tensor) -> torch.Tensor:
+        """(B, L, *feature) -> (T, *feature)."""
+        return padded.reshape(self.rows * self.length, *padded.shape[2:]).index_select(
+            0, self.index
+        )
+
+
+def packing_for(hidden: torch.Tensor, mask: Any) -> Packing | None:
+    """The packing of a batch, or None where the padded path is the one to take: no
+    padding mask, too little padding, a mask that is more than padding, or a trace."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 4:
+        return None
+    if not torch.is_grad_enabled() or hidden.device.type != "cpu" or hidden.dim() != 3:
+        return None  # inference, and CUDA (not measured there), keep the padded path
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return None  # torch.export (ONNX) traces under is_compiling too
+    rows, length = hidden.shape[:2]
+    if mask.shape != (rows, 1, length, length):
+        return None
+    keep = mask[:, 0, 0, :]
+    real = int(keep.sum())
+    if real > (1 - MIN_PADDING) * rows * length or real == 0:
+        return None
+    if not torch.equal(mask, keep[:, None, None, :].expand_as(mask)):
+        return None  # a mask that is not only padding (none such in these encoders)
+    return Packing(rows, length, keep.reshape(-1).nonzero().squeeze(1), mask)
+
+
+def packed_attention(
+    attend: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    packing: Packing,
+) -> torch.Tensor:
+    """Attention over packed rows: (1, H, T, D) in, (1, T, H, D) out, computed on the
+    padded layout by `attend((B, H, L, D) x 3, mask)`, which returns (B, L, H, D)."""
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        return packing.spread(x[0].transpose(0, 1)).transpose(1, 2)
+
+    out = attend(padded(query), padded(key), padded(value), packing.mask)
+    return packing.gather(out).unsqueeze(0)
+
+
+def unpad_encoders(net: nn.Module, attention: str) -> int:
+    """Hook every BERT-style encoder in `net` whose attention is `attention` (a function
+    that takes the packed path) to run its layers on real tokens only; the number
+    hooked. The state dict and the saved config do not change."""
+    hooked = 0
+    for module in net.modules():
+        config = getattr(module, "config", None)
+        if (
+            type(module).__name__ in _ENCODERS
+            and getattr(config, "_attn_implementation", None) == attention
+            and not getattr(config, "is_decoder", False)
+            and not getattr(module, "_ft_unpadded", False)
+        ):
+            _hook(module)
+            hooked += 1
+    return hooked
+
+
+def _hook(encoder: nn.Module) -> None:
+    pending: list[Packing | None] = []  # one per call in flight (checkpointed reruns nest)
+
+    def pack(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        plain = kwargs.get("encoder_hidden_states") is None and kwargs.get("cache") is None
+        packing = packing_for(hidden, kwargs.get("attention_mask")) if plain else None
+        pending.append(packing)
+        if packing is None:
+            return None
+        kwargs = {**kwargs, "attention_mask": None, PACKING: packing}
+        kwargs.pop("hidden_states", None)
+        return (packing.gather(hidden).unsqueeze(0), *args[1:]), kwargs
+
+    def spread(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        packing = pending.pop()
+        if packing is not None:
+            output.last_hidden_state = packing.spread(output.last_hidden_state[0])
+        return output
+
+    encoder.register_forward_pre_hook(pack, with_kwargs=True)
+    encoder.register_forward_hook(spread, with_kwargs=True)
+    encoder._ft_unpadded = True
