@@ -69,6 +69,43 @@ def test_packed_rows_compute_what_the_padded_batch_does(packed_calls, precision)
         assert torch.allclose(grad, grads[1][name], atol=tol * 10), name
 
 
+# A tiny configuration of each encoder family the packed path is for.
+FAMILIES = {
+    "bert": {},
+    "roberta": {"pad_token_id": 1},
+    "xlm-roberta": {"pad_token_id": 1},
+    "camembert": {"pad_token_id": 1},
+    "electra": {"embedding_size": 16},
+    "ernie": {},
+    "albert": {"embedding_size": 16, "classifier_dropout_prob": 0.0},
+    "distilbert": {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64, "dropout": 0.0},
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_encoder_family_packs_and_computes_what_it_does_padded(packed_calls, family) -> None:
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    settings = {**TINY_BERT, "num_labels": 5, "attention_probs_dropout_prob": 0.0}
+    settings.update(hidden_dropout_prob=0.0, attention_dropout=0.0)
+    config = AutoConfig.for_model(family, **{**settings, **FAMILIES[family]})
+    torch.manual_seed(0)
+    original = AutoModelForTokenClassification.from_config(config)
+    packed = copy.deepcopy(original)
+    assert kernels.speed_up(packed)["unpadded"] == 1
+    batch = _batch([12, 3, 7, 1])
+    losses, grads = [], []
+    for net in (original, packed):
+        loss = net.train()(**batch).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad for n, p in net.named_parameters() if p.grad is not None})
+    assert len(packed_calls) == 2
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], atol=1e-4), name
+
+
 def test_a_batch_with_little_padding_keeps_the_padded_path(packed_calls) -> None:
     net = _tagger()
     kernels.speed_up(net)

@@ -29,18 +29,22 @@ from torch import nn
 MIN_PADDING = 0.05  # the share of pad tokens from which packing pays (bench/unpadded.py)
 PACKING = "ft_packing"  # the keyword the packed rows' layout travels by to attention
 
-# BERT-style encoders: `layer` holds the layers; attention goes through transformers'
-# attention interface and passes the encoder's keyword arguments on to it.
+# BERT-style encoders (transformers' classes, by module and name): `forward(hidden_states,
+# attention_mask, **kwargs)` runs token-wise layers whose attention goes through
+# transformers' attention interface with those keyword arguments; each is tested. Left
+# out: encoders whose positions live inside them (DeBERTa's, MPNet's relative ones).
 _ENCODERS = frozenset(
-    {
-        "BertEncoder",
-        "RobertaEncoder",
-        "XLMRobertaEncoder",
-        "CamembertEncoder",
-        "ElectraEncoder",
-        "RemBertEncoder",
-        "XmodEncoder",
-    }
+    f"transformers.models.{family}.modeling_{family}.{name}"
+    for family, name in [
+        ("bert", "BertEncoder"),
+        ("roberta", "RobertaEncoder"),
+        ("xlm_roberta", "XLMRobertaEncoder"),
+        ("camembert", "CamembertEncoder"),
+        ("electra", "ElectraEncoder"),
+        ("ernie", "ErnieEncoder"),
+        ("distilbert", "Transformer"),
+        ("albert", "AlbertTransformer"),
+    ]
 )
 
 
@@ -71,6 +75,8 @@ def packing_for(hidden: torch.Tensor, mask: Any) -> Packing | None:
     """The packing of a batch, or None where the padded path is the one to take: no
     padding mask, too little padding, a mask that is more than padding, or a trace."""
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 4:
+        return None
+    if not isinstance(hidden, torch.Tensor):
         return None
     if not torch.is_grad_enabled() or hidden.device.type != "cpu" or hidden.dim() != 3:
         return None  # inference, and CUDA (not measured there), keep the padded path
@@ -111,9 +117,10 @@ def unpad_encoders(net: nn.Module, attention: str) -> int:
     hooked. The state dict and the saved config do not change."""
     hooked = 0
     for module in net.modules():
-        config = getattr(module, "config", None)
+        # Its own config, or (DistilBERT's encoder holds none) its first layer's.
+        config = next((m.config for m in module.modules() if hasattr(m, "config")), None)
         if (
-            type(module).__name__ in _ENCODERS
+            f"{type(module).__module__}.{type(module).__qualname__}" in _ENCODERS
             and getattr(config, "_attn_implementation", None) == attention
             and not getattr(config, "is_decoder", False)
             and not getattr(module, "_ft_unpadded", False)
@@ -127,15 +134,21 @@ def _hook(encoder: nn.Module) -> None:
     pending: list[Packing | None] = []  # one per call in flight (checkpointed reruns nest)
 
     def pack(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        hidden = args[0] if args else kwargs.get("hidden_states")
-        plain = kwargs.get("encoder_hidden_states") is None and kwargs.get("cache") is None
-        packing = packing_for(hidden, kwargs.get("attention_mask")) if plain else None
+        # Models pass the hidden states and the mask by position or by name.
+        named = dict(zip(("hidden_states", "attention_mask"), args[:2], strict=False))
+        given = {**named, **kwargs}
+        plain = (
+            len(args) <= 2
+            and given.get("encoder_hidden_states") is None
+            and given.get("cache") is None
+        )
+        packing = packing_for(given.get("hidden_states"), given.get("attention_mask"))
+        packing = packing if plain else None
         pending.append(packing)
         if packing is None:
             return None
-        kwargs = {**kwargs, "attention_mask": None, PACKING: packing}
-        kwargs.pop("hidden_states", None)
-        return (packing.gather(hidden).unsqueeze(0), *args[1:]), kwargs
+        hidden = packing.gather(given.pop("hidden_states")).unsqueeze(0)
+        return (hidden,), {**given, "attention_mask": None, PACKING: packing}
 
     def spread(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         packing = pending.pop()
