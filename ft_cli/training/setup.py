@@ -26,7 +26,7 @@ from ft_cli import augment, strategies, tasks
 from ft_cli.config.schema import RunSpec, StrategyConfig, run_data
 from ft_cli.data import dataset
 from ft_cli.data.encoded import EncodedSplit
-from ft_cli.hardware import distributed, kernels
+from ft_cli.hardware import allocator, distributed, kernels
 from ft_cli.hardware.device import Hardware
 from ft_cli.hardware.distributed import Dist
 from ft_cli.hardware.parallel import Backend
@@ -145,6 +145,8 @@ def build(
     )
     if spec.hardware.fast_paths and not spec.hardware.compile:  # inductor fuses its own
         kernels.speed_up(net)  # before wrapping: LoRA's own dropouts are plain too
+    if spec.hardware.fast_paths and purpose == Purpose.train and hw.device.type == "cpu":
+        allocator.keep_freed_memory()
     net = hooks.wrap(net)
     if purpose != Purpose.explain:
         net = net.to(hw.device)
