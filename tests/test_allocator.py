@@ -44,3 +44,17 @@ def test_a_freed_large_block_stays_with_the_process() -> None:
         pytest.skip("not glibc: the C library keeps its own policy")
     assert float(mapped) > 60  # unmapped at once, to be mapped and faulted in again
     assert float(kept_back) < 1
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_training_asks_for_the_policy_only_when_the_key_says_so(
+    tmp_path, monkeypatch, keep
+) -> None:
+    from conftest import run_train
+
+    from ft_cli.hardware import allocator
+
+    asked: list[bool] = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: asked.append(True) or True)
+    run_train(tmp_path, ["train.max_steps=1", f"hardware.keep_freed_memory={keep}"])
+    assert asked == ([True] if keep else [])

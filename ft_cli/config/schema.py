@@ -757,10 +757,15 @@ class HardwareConfig:
         True,
         "CPU training: ft's dropout masks (16-bit random draws, same keep probability),"
         " matmul attention, contiguous feature-encoder activations (wav2vec2's"
-        " layer-normalised convolutions), GPT-2's GELU in one kernel, BERT-style"
-        " encoder layers on real tokens only for batches at least 5% padding, and"
-        " freed memory kept for the next step (glibc); false = PyTorch's and"
-        " transformers' own (so does hardware.compile=true).",
+        " layer-normalised convolutions), GPT-2's GELU in one kernel and BERT-style"
+        " encoder layers on real tokens only for batches at least 5% padding; false ="
+        " PyTorch's and transformers' own (so does hardware.compile=true).",
+    )
+    keep_freed_memory: bool = _help(
+        True,
+        "CPU training: glibc keeps the large blocks a step frees for the next step"
+        " instead of unmapping them (no page faults anew each step; up to 1.3x on"
+        " small steps, peak RSS up to 13% higher); false = glibc's own policy.",
     )
     distributed: Parallel = _help(
         Parallel.ddp,

@@ -145,7 +145,7 @@ def build(
     )
     if spec.hardware.fast_paths and not spec.hardware.compile:  # inductor fuses its own
         kernels.speed_up(net)  # before wrapping: LoRA's own dropouts are plain too
-    if spec.hardware.fast_paths and purpose == Purpose.train and hw.device.type == "cpu":
+    if spec.hardware.keep_freed_memory and purpose == Purpose.train and hw.device.type == "cpu":
         allocator.keep_freed_memory()
     net = hooks.wrap(net)
     if purpose != Purpose.explain:
