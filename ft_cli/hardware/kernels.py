@@ -25,6 +25,8 @@ Costs the profile (`bench/profile_step.py`) found in a CPU training step:
 - A BERT-style encoder spends the same work on a pad token as on a real one; with
   random batches of short rows that is a quarter to a third of the step. Its layers run
   on the real tokens only (`unpadding`), attention on the padded layout.
+- A classification head reads the encoder's output at the first token only; the last
+  layer computes it for that token alone (`first_token`).
 
 On CUDA dropout and attention stay PyTorch's own (already fused there); the two
 activation swaps compute the same values on any device.
@@ -39,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ft_cli.hardware import unpadding
+from ft_cli.hardware import first_token, unpadding
 
 ATTENTION = "ft_matmul"  # the name registered with transformers' attention interfaces
 _SWAPPABLE = ("sdpa", "eager")  # implementations the matmul path computes exactly
@@ -120,6 +122,7 @@ def matmul_attention(
     is causal as SDPA's is (`is_causal`, else the module's own flag).
     """
     packing = kwargs.pop(unpadding.PACKING, None)
+    kwargs.pop(first_token.FIRST_TOKEN, None)  # for the last layer's hooks (first_token)
     if packing is not None:  # packed rows (see unpadding): attention on the padded layout
 
         def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor):
@@ -187,6 +190,7 @@ def speed_up(net: nn.Module) -> dict[str, int]:
 
     register()
     swapped = {"dropout": 0, "attention": 0, "activation": 0, "gelu": 0, "unpadded": 0}
+    swapped["first_token"] = 0
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout:
@@ -206,6 +210,7 @@ def speed_up(net: nn.Module) -> dict[str, int]:
             swapped["attention"] += 1
     if swapped["attention"]:  # packed rows need ATTENTION's packed path
         swapped["unpadded"] = unpadding.unpad_encoders(net, ATTENTION)
+        swapped["first_token"] = sum(first_token.is_narrowed(m) for m in net.modules())
     return swapped
 
 

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ft_cli.hardware import first_token
+
 MIN_PADDING = 0.05  # the share of pad tokens from which packing pays (bench/unpadded.py)
 PACKING = "ft_packing"  # the keyword the packed rows' layout travels by to attention
 
@@ -70,18 +72,33 @@ class Packing:
             0, self.index
         )
 
+    def first_tokens(self) -> first_token.FirstTokens | None:
+        """Each row's first position in the packed row; None where a row's first position
+        is padding (left-padded rows), which the packed row does not hold."""
+        keep = self.mask[:, 0, 0, :]
+        if not bool(keep[:, 0].all()):
+            return None
+        counts = keep.sum(1)
+        return first_token.FirstTokens(counts.cumsum(0) - counts)
+
+
+def training_on_cpu(hidden: Any) -> bool:
+    """A training forward on the CPU, neither traced nor compiled: the only kind changed."""
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+        return False
+    if not torch.is_grad_enabled() or hidden.device.type != "cpu":
+        return False  # inference, and CUDA (not measured there), keep the model's path
+    # torch.export (ONNX) traces under is_compiling too.
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
 
 def packing_for(hidden: torch.Tensor, mask: Any) -> Packing | None:
     """The packing of a batch, or None where the padded path is the one to take: no
     padding mask, too little padding, a mask that is more than padding, or a trace."""
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 4:
         return None
-    if not isinstance(hidden, torch.Tensor):
+    if not training_on_cpu(hidden):
         return None
-    if not torch.is_grad_enabled() or hidden.device.type != "cpu" or hidden.dim() != 3:
-        return None  # inference, and CUDA (not measured there), keep the padded path
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return None  # torch.export (ONNX) traces under is_compiling too
     rows, length = hidden.shape[:2]
     if mask.shape != (rows, 1, length, length):
         return None
@@ -113,8 +130,10 @@ def packed_attention(
 
 def unpad_encoders(net: nn.Module, attention: str) -> int:
     """Hook every BERT-style encoder in `net` whose attention is `attention` (a function
-    that takes the packed path) to run its layers on real tokens only; the number
-    hooked. The state dict and the saved config do not change."""
+    that takes the packed path) to run its layers on real tokens only, and its last
+    layer on the first token where the model's head reads only that; the number hooked.
+    The state dict and the saved config do not change."""
+    narrowed = first_token.first_token_parts(net)
     hooked = 0
     for module in net.modules():
         # Its own config, or (DistilBERT's encoder holds none) its first layer's.
@@ -125,13 +144,25 @@ def unpad_encoders(net: nn.Module, attention: str) -> int:
             and not getattr(config, "is_decoder", False)
             and not getattr(module, "_ft_unpadded", False)
         ):
-            _hook(module)
+            last = first_token.last_layer(module) if id(module) in narrowed else None
+            _hook(module, last is not None)
+            if last is not None:
+                first_token.hook_last_layer(last)
             hooked += 1
     return hooked
 
 
-def _hook(encoder: nn.Module) -> None:
-    pending: list[Packing | None] = []  # one per call in flight (checkpointed reruns nest)
+@dataclass(frozen=True)
+class _Call:
+    """How one encoder call runs: packed or not, its last layer narrowed or not."""
+
+    packing: Packing | None
+    first: first_token.FirstTokens | None
+    length: int = 0
+
+
+def _hook(encoder: nn.Module, narrow_last: bool) -> None:
+    pending: list[_Call] = []  # one per call in flight (checkpointed reruns nest)
 
     def pack(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         # Models pass the hidden states and the mask by position or by name.
@@ -142,18 +173,33 @@ def _hook(encoder: nn.Module) -> None:
             and given.get("encoder_hidden_states") is None
             and given.get("cache") is None
         )
-        packing = packing_for(given.get("hidden_states"), given.get("attention_mask"))
-        packing = packing if plain else None
-        pending.append(packing)
-        if packing is None:
+        hidden, mask = given.get("hidden_states"), given.get("attention_mask")
+        packing = packing_for(hidden, mask) if plain else None
+        first = None
+        if narrow_last and plain and training_on_cpu(hidden):
+            first = packing.first_tokens() if packing is not None else None
+            if first is None:  # the head reads position 0, a pad in left-padded rows
+                packing, first = None, first_token.FirstTokens()
+        call = _Call(packing, first, hidden.shape[1] if first is not None else 0)
+        pending.append(call)
+        if packing is None and first is None:
             return None
-        hidden = packing.gather(given.pop("hidden_states")).unsqueeze(0)
-        return (hidden,), {**given, "attention_mask": None, PACKING: packing}
+        hidden = given.pop("hidden_states")
+        if packing is not None:
+            hidden = packing.gather(hidden).unsqueeze(0)
+            given.update({"attention_mask": None, PACKING: packing})
+        if first is not None:
+            given[first_token.FIRST_TOKEN] = first
+        return (hidden,), given
 
     def spread(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-        packing = pending.pop()
-        if packing is not None:
-            output.last_hidden_state = packing.spread(output.last_hidden_state[0])
+        call = pending.pop()
+        out = output.last_hidden_state
+        if call.first is not None:  # (1, B, H) packed or (B, 1, H) padded
+            rows = out[0] if call.packing is not None else out[:, 0]
+            output.last_hidden_state = first_token.spread(rows, call.length)
+        elif call.packing is not None:
+            output.last_hidden_state = call.packing.spread(out[0])
         return output
 
     encoder.register_forward_pre_hook(pack, with_kwargs=True)
