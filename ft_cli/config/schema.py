@@ -757,9 +757,10 @@ class HardwareConfig:
         True,
         "CPU training: ft's dropout masks (16-bit random draws, same keep probability),"
         " matmul attention, contiguous feature-encoder activations (wav2vec2's"
-        " layer-normalised convolutions), GPT-2's GELU in one kernel and BERT-style"
-        " encoder layers on real tokens only for batches at least 5% padding; false ="
-        " PyTorch's and transformers' own (so does hardware.compile=true).",
+        " layer-normalised convolutions), GPT-2's GELU in one kernel, BERT-style"
+        " encoder layers on real tokens only for batches at least 5% padding, and their"
+        " last layer on the first token alone under a classification or multiple-choice"
+        " head; false = PyTorch's and transformers' own (so does hardware.compile=true).",
     )
     keep_freed_memory: bool = _help(
         False,

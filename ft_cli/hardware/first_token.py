@@ -2,13 +2,14 @@
 
 A sequence-classification or multiple-choice head of a BERT-style model reads the
 encoder's output at the first position ([CLS], <s>) and nowhere else, yet the last layer
-computes every position's output: its query, attention output projection and
-feed-forward block, five sixths of the layer's matrix work, for values no loss reads.
-Here that layer runs on the first token: its keys and values still come from every
-token (its attention reads them all), the rest from the first token's row alone. The
-first position's value and every gradient are the model's own (up to the order of
-floating-point sums); the other positions of `last_hidden_state` are zeros, as nothing
-reads them.
+computes every position's output: its attention output projection, residuals, layer
+norms and feed-forward block, three quarters of the layer's matrix work, for values no
+loss reads. Here that layer's attention still runs on every token (its keys and values
+need them all, and transformers' attention modules shape their outputs by their input),
+and its output is cut to the first tokens, so the rest of the layer runs on those rows
+alone. The first position's value and every gradient are the model's own (up to the
+order of floating-point sums); the other positions of `last_hidden_state` are zeros, as
+nothing reads them.
 
 The encoder's hooks (`unpadding`) decide per call and pass a `FirstTokens` down to the
 layers by the FIRST_TOKEN keyword, in the padded or the packed layout: training forwards
