@@ -137,7 +137,8 @@ def test_int8_copy_keeps_the_demo_models_accuracy(tmp_path: Path) -> None:
     fp32, int8 = checks["onnx fp32"]["metrics"], checks["onnx int8"]["metrics"]
     assert fp32["accuracy"] == pytest.approx(checks["torch"]["metrics"]["accuracy"])
     assert fp32["accuracy"] > 0.8, fp32  # a trained model: quantization has something to lose
-    assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.05
+    # Accuracies are float32 fractions of the 200 rows: 10 rows apart reads 0.05000001.
+    assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.05 + 1e-6
     assert (run / "onnx" / "model.int8.onnx").stat().st_size < 0.5 * (
         run / "onnx" / "model.onnx"
     ).stat().st_size
