@@ -155,7 +155,7 @@ def test_lora_adapters_and_checkpointed_layers_compute_the_same() -> None:
             adapted.append(_step(net, batch))
         _assert_same(*adapted)
     checkpointed = copy.deepcopy(narrowed)
-    checkpointed.gradient_checkpointing_enable({"use_reentrant": False})
+    checkpointed.activation_checkpointing_enable({"use_reentrant": False})
     for batch in (_batch(PACKED), _batch(PADDED)):
         _assert_same(_step(original, batch), _step(checkpointed, batch))
 
