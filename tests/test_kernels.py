@@ -246,3 +246,60 @@ def test_a_swapped_decoder_stays_causal_while_training(name: str) -> None:
     early = net(input_ids=ids, use_cache=False).logits[:, :6]
     assert early.requires_grad
     assert torch.equal(early, net(input_ids=later, use_cache=False).logits[:, :6])
+
+
+def _attention_case(name: str) -> nn.Module:
+    """A model whose attention carries more than queries, keys and values: T5's relative
+    position bias, grouped-query heads (two queries a key), Gemma 2's logit soft-capping."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        Gemma2Config,
+        LlamaConfig,
+    )
+
+    from ft_cli.paths import resolve_path
+
+    torch.manual_seed(0)
+    small = dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    if name == "t5":
+        config = AutoConfig.from_pretrained(resolve_path("pkg:ft_cli/assets/tiny_t5", "model"))
+        config.dropout_rate = 0.0
+        return AutoModelForSeq2SeqLM.from_config(config)
+    if name == "gqa":
+        config = LlamaConfig(**small, num_attention_heads=4, num_key_value_heads=2)
+    else:
+        config = Gemma2Config(
+            **small, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+            attn_logit_softcapping=5.0, query_pre_attn_scalar=8,
+        )  # fmt: skip
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("name", ["t5", "gqa", "softcap"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_with_bias_groups_or_capping_computes_the_originals(name, dtype) -> None:
+    original = _attention_case(name)
+    swapped = copy.deepcopy(original)
+    assert kernels.speed_up(swapped)["attention"] >= 1
+    ids = torch.randint(1, 100, (3, 10), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0  # a padded row: the bias or the capping meets a mask
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": ids}
+    if name == "t5":
+        batch["labels"] = batch["decoder_input_ids"] = ids[:, :6].contiguous()
+    losses, grads = [], []
+    for net in (original, swapped):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            loss = net.train()(**batch).loss  # bf16: ft's matmul path; fp32: SDPA
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad for n, p in net.named_parameters() if p.grad is not None})
+    # bf16: either side is 5 to 7% off fp32's gradients in this tiny model (rounding).
+    tolerance = 1e-5 if dtype == torch.float32 else 0.15
+    assert math.isclose(losses[0], losses[1], rel_tol=min(tolerance, 1e-2)), losses
+    assert grads[0].keys() == grads[1].keys()
+    for key, grad in grads[0].items():
+        off = (grad - grads[1][key]).norm() / (grad.norm() + 1e-12)
+        assert off <= tolerance, (key, off.item())

@@ -36,6 +36,7 @@ transformers.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -119,7 +120,9 @@ def matmul_attention(
 
     `attention_mask`: SDPA's layout (True = attend, or an additive float mask),
     broadcast over heads; None when nothing is padded, and then a decoder's attention
-    is causal as SDPA's is (`is_causal`, else the module's own flag).
+    is causal as SDPA's is (`is_causal`, else the module's own flag). Fewer key and
+    value heads than query heads (grouped-query attention) are shared by groups, and a
+    `position_bias` (T5's relative positions) is added to the scores, as in SDPA's.
     """
     packing = kwargs.pop(unpadding.PACKING, None)
     kwargs.pop(first_token.FIRST_TOKEN, None)  # for the last layer's hooks (first_token)
@@ -136,6 +139,27 @@ def matmul_attention(
         attention_mask = torch.ones(
             length, key.shape[2], dtype=torch.bool, device=query.device
         ).tril(key.shape[2] - length)
+    if any(kwargs.get(name) is not None for name in _THEIRS_ONLY):
+        if attention_mask is not None and attention_mask.dtype == torch.bool:
+            additive = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
+            attention_mask = additive.masked_fill(
+                ~attention_mask, torch.finfo(query.dtype).min
+            )  # the eager functions add their mask
+        attend = _models_own(module)
+        return attend(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    if key.shape[1] != query.shape[1]:  # each key and value head serves a group of queries
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    bias = kwargs.get("position_bias")
+    if bias is not None:  # one additive mask: the bias where attended, the minimum elsewhere
+        if attention_mask is None:
+            attention_mask = bias
+        elif attention_mask.dtype == torch.bool:
+            attention_mask = bias.masked_fill(~attention_mask, torch.finfo(bias.dtype).min)
+        else:
+            attention_mask = bias + attention_mask
     # SDPA where it is the faster: inference, CUDA, and fp32 without dropout (its
     # flash kernel's backward is slow only in bf16).
     if (
@@ -150,6 +174,20 @@ def matmul_attention(
     scale = query.size(-1) ** -0.5 if scaling is None else scaling
     out = attention_by_matmul(query, key, value, attention_mask, scale, dropout, module.training)
     return out.transpose(1, 2).contiguous(), None
+
+
+# Attention arguments this path does not compute (logit soft-capping, attention sinks):
+# a call that has them runs the model's own function.
+_THEIRS_ONLY = ("softcap", "s_aux", "sinks")
+
+
+def _models_own(module: nn.Module) -> Any:
+    """The eager attention function of `module`'s modeling file (transformers' reference
+    for it), else SDPA's."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    modeling = sys.modules.get(type(module).__module__)
+    return getattr(modeling, "eager_attention_forward", sdpa_attention_forward)
 
 
 def attention_by_matmul(
