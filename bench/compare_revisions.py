@@ -7,6 +7,10 @@ git worktree; both sides use this environment's packages.
 
     python bench/compare_revisions.py --base 7756cb6            # MiniLM on MRPC, 40 steps
     python bench/compare_revisions.py --base HEAD~3 --repeats 3 --steps 60 --precision bf16
+    python bench/compare_revisions.py --base HEAD~1 --recipe demo_ner --steps 60 --repeats 5
+
+`--recipe` runs that recipe's own job (its data, model and settings) for `--steps`
+steps instead of MiniLM on MRPC.
 """
 
 from __future__ import annotations
@@ -24,13 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 MRPC = REPO.parent / "shared" / "data" / "glue" / "MRPC"
 
 
-def run(source: Path, run_dir: Path, steps: int, precision: str) -> dict:
+def run(source: Path, run_dir: Path, steps: int, precision: str, recipe: str | None) -> dict:
     # The same job whatever the recipe of a revision says: plain fine-tuning at 5e-5.
+    mrpc = ["+recipe=minilm_mrpc", "strategy=full", "optimizer.lr=5e-5", f"data.path={MRPC}"]
     args = [
-        "+recipe=minilm_mrpc",
-        "strategy=full",
-        "optimizer.lr=5e-5",
-        f"data.path={MRPC}",
+        *(mrpc if recipe is None else [f"+recipe={recipe}"]),
         f"train.max_steps={steps}",
         "train.log_every=10",
         f"hardware.precision={precision}",
@@ -57,8 +59,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    parser.add_argument("--recipe", default=None, help="a recipe's own job instead of MRPC's")
     args = parser.parse_args()
-    if not MRPC.is_dir():
+    if args.recipe is None and not MRPC.is_dir():
         sys.exit(f"needs the GLUE MRPC TSVs in {MRPC}")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
@@ -71,13 +74,16 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for name, source in sides.items():
                     run_dir = Path(tmp) / f"{name.replace(' ', '_')}-{repeat}"
-                    results[name].append(run(source, run_dir, args.steps, args.precision))
+                    results[name].append(
+                        run(source, run_dir, args.steps, args.precision, args.recipe)
+                    )
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO)
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "?")
     precision = args.precision
-    print(f"MiniLM on MRPC, {args.steps} steps, {precision}, medians of {args.repeats}; {cpu}")
+    job = "MiniLM on MRPC" if args.recipe is None else f"+recipe={args.recipe}"
+    print(f"{job}, {args.steps} steps, {precision}, medians of {args.repeats}; {cpu}")
     print(f"{'metric':<26}{args.base:>16}{'this checkout':>16}{'ratio':>9}")
     for key in ("train_samples_per_s", "time_to_first_step_s"):
         a, b = (statistics.median(r[key] for r in results[name]) for name in sides)

@@ -303,3 +303,29 @@ def test_attention_with_bias_groups_or_capping_computes_the_originals(name, dtyp
     for key, grad in grads[0].items():
         off = (grad - grads[1][key]).norm() / (grad.norm() + 1e-12)
         assert off <= tolerance, (key, off.item())
+
+
+@pytest.mark.parametrize("family", ["mpnet", "deberta-v2"])
+def test_a_model_computing_its_own_attention_keeps_its_masks(family) -> None:
+    # The implementation's name also sets the layout of the masks a model is handed:
+    # MPNet adds its mask to the scores, so a boolean one would unmask the padding.
+    from transformers import AutoModelForSequenceClassification, DebertaV2Config, MPNetConfig
+
+    small = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    config = (MPNetConfig if family == "mpnet" else DebertaV2Config)(**small, intermediate_size=64)
+    torch.manual_seed(0)
+    net = AutoModelForSequenceClassification.from_config(config)
+    name = net.config._attn_implementation
+    assert kernels.speed_up(net)["attention"] == 0
+    assert net.config._attn_implementation == name
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    ids = torch.randint(3, 100, (2, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    other = ids.clone()
+    other[0, 6:] = 7  # what the padding holds must not matter
+    logits = [net.train()(input_ids=x, attention_mask=mask).logits for x in (ids, other)]
+    assert logits[0].requires_grad  # the training path
+    assert torch.allclose(logits[0], logits[1], atol=1e-6)

@@ -250,16 +250,37 @@ def speed_up(net: nn.Module) -> dict[str, int]:
         if _norm_conv_layer(parent):
             parent.activation = ContiguousActivation(parent.activation)
             swapped["activation"] += 1
-    held = (getattr(m, "config", None) for m in net.modules())
-    configs = {id(c): c for c in held if _is_config(c)}
-    for config in configs.values():
-        if getattr(config, "_attn_implementation", None) in _SWAPPABLE:
+    configs: dict[int, Any] = {}
+    computes_own: set[int] = set()  # configs of models that compute attention themselves
+    for module in net.modules():
+        config = getattr(module, "config", None)
+        if _is_config(config):
+            configs[id(config)] = config
+            if _is_model(module) and not _routes_attention(module):
+                computes_own.add(id(config))
+    for key, config in configs.items():
+        if getattr(config, "_attn_implementation", None) in _SWAPPABLE and key not in computes_own:
             config._attn_implementation = ATTENTION
             swapped["attention"] += 1
     if swapped["attention"]:  # packed rows need ATTENTION's packed path
         swapped["unpadded"] = unpadding.unpad_encoders(net, ATTENTION)
         swapped["first_token"] = sum(first_token.is_narrowed(m) for m in net.modules())
     return swapped
+
+
+def _routes_attention(model: nn.Module) -> bool:
+    """Whether `model`'s modeling file calls attention through transformers' interface.
+    One that computes its own (MPNet, DeBERTa, WavLM) keeps its implementation's name:
+    the name also sets the layout of the masks it is handed (additive for eager, boolean
+    for SDPA and ATTENTION), and its own attention adds them."""
+    modeling = sys.modules.get(type(model).__module__)
+    return hasattr(modeling, "ALL_ATTENTION_FUNCTIONS")
+
+
+def _is_model(value: Any) -> bool:
+    from transformers import PreTrainedModel
+
+    return isinstance(value, PreTrainedModel)
 
 
 def _is_config(value: Any) -> bool:
