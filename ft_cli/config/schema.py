@@ -760,8 +760,7 @@ class HardwareConfig:
         " layer-normalised convolutions), GPT-2's GELU in one kernel, BERT-style"
         " encoder layers on real tokens only for batches at least 5% padding, and their"
         " last layer on the first token alone under a classification or multiple-choice"
-        " head, and a vocabulary embedding's gradient in the last step's memory;"
-        " false = PyTorch's and transformers' own (so does hardware.compile=true).",
+        " head; false = PyTorch's and transformers' own (so does hardware.compile=true).",
     )
     keep_freed_memory: bool = _help(
         False,

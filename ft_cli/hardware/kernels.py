@@ -27,12 +27,9 @@ Costs the profile (`bench/profile_step.py`) found in a CPU training step:
   on the real tokens only (`unpadding`), attention on the padded layout.
 - A classification head reads the encoder's output at the first token only; the last
   layer computes it for that token alone (`first_token`).
-- A vocabulary embedding's gradient is tens of MB, mapped afresh and zero-filled at
-  every step; it reuses the last step's memory instead (`embedding_grad`).
 
-On CUDA dropout, attention and embeddings stay PyTorch's own (already fused there, and
-the caching allocator keeps memory); the two activation swaps compute the same values
-on any device.
+On CUDA dropout and attention stay PyTorch's own (already fused there); the two
+activation swaps compute the same values on any device.
 The swap changes no parameter and no saved config: exports load in plain
 transformers.
 """
@@ -45,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ft_cli.hardware import embedding_grad, first_token, unpadding
+from ft_cli.hardware import first_token, unpadding
 
 ATTENTION = "ft_matmul"  # the name registered with transformers' attention interfaces
 _SWAPPABLE = ("sdpa", "eager")  # implementations the matmul path computes exactly
@@ -222,9 +219,8 @@ def register() -> None:
 
 
 def speed_up(net: nn.Module) -> dict[str, int]:
-    """Swap `net`'s dropout modules, attention, feature-encoder activations, GPT-2's GELU
-    and vocabulary embeddings for the paths above, and hook its BERT-style encoders to
-    skip padding, in place.
+    """Swap `net`'s dropout modules, attention, feature-encoder activations and GPT-2's
+    GELU for the paths above, and hook its BERT-style encoders to skip padding, in place.
 
     Returns how many of each were swapped (for `ft explain` and tests).
     """
@@ -232,16 +228,10 @@ def speed_up(net: nn.Module) -> dict[str, int]:
 
     register()
     swapped = {"dropout": 0, "attention": 0, "activation": 0, "gelu": 0, "unpadded": 0}
-    swapped["first_token"] = swapped["embedding_grad"] = 0
-    embeddings: dict[nn.Module, nn.Module] = {}  # a table shared by modules stays shared
+    swapped["first_token"] = 0
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
-            if embedding_grad.takes_over(child):
-                if child not in embeddings:
-                    embeddings[child] = embedding_grad.ReusedGradEmbedding.taking_over(child)
-                    swapped["embedding_grad"] += 1
-                setattr(parent, name, embeddings[child])
-            elif type(child) is nn.Dropout:
+            if type(child) is nn.Dropout:
                 setattr(parent, name, MaskDropout(child.p, child.inplace))
                 swapped["dropout"] += 1
             elif type(child) is NewGELUActivation:
