@@ -91,6 +91,25 @@ def test_matmul_attention_drops_attention_weights_when_training() -> None:
     assert torch.allclose(kernels.matmul_attention(module, q, k, v, mask, dropout=0.5)[0], clean)
 
 
+def test_attention_dropout_is_the_masked_weights_scaled_forward_and_backward() -> None:
+    q, k, v, mask = _sdpa_inputs()
+    torch.manual_seed(7)
+    ours = kernels.attention_by_matmul(q, k, v, mask, 0.3, 0.25, True)
+    ours.square().sum().backward()
+    mine = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    torch.manual_seed(7)  # the same draw: the definition, op by op
+    scores = (q @ k.transpose(-1, -2) * 0.3).masked_fill(~mask, torch.finfo(q.dtype).min)
+    weights = scores.softmax(-1)
+    keep = kernels.keep_mask(weights.shape, 0.25, weights.device)
+    want = (weights * keep / 0.75) @ v
+    want.square().sum().backward()
+    assert torch.allclose(ours, want, atol=1e-6)
+    for got, grad in zip(mine, (q.grad, k.grad, v.grad), strict=True):
+        assert torch.allclose(got, grad, atol=1e-5)
+
+
 # A BERT of two small layers (tests/test_unpadding.py builds its tagger from it too).
 TINY_BERT = dict(
     vocab_size=99,

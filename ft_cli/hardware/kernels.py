@@ -199,14 +199,23 @@ def attention_by_matmul(
     p: float,
     training: bool,
 ) -> torch.Tensor:
-    """softmax(Q K^T * scale + mask) V with `dropout` on the weights; (B, H, L, D)."""
+    """softmax(Q K^T * scale + mask) V with `dropout` on the weights; (B, H, L, D).
+
+    Each pass over the (B, H, L, L) weights costs more than one over the output: the
+    mask is applied by `where` (one pass each way, where masked_fill clones first), and
+    dropout keeps or zeroes the weights by `where` too, its 1 / (1 - p) applied to the
+    (B, H, L, D) output instead (the same product; the bool mask is never converted).
+    """
     scores = torch.matmul(query * scale, key.transpose(-1, -2))
     if mask is not None and mask.dtype == torch.bool:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        scores = torch.where(mask, scores, torch.finfo(scores.dtype).min)
     elif mask is not None:
         scores = scores + mask
     weights = scores.softmax(dim=-1).to(value.dtype)
-    return torch.matmul(dropout(weights, p, training), value)
+    if not training or p == 0.0 or p >= 1.0 or weights.device.type != "cpu":
+        return torch.matmul(dropout(weights, p, training), value)
+    kept = torch.where(keep_mask(weights.shape, p, weights.device), weights, 0.0)
+    return torch.matmul(kept, value).mul_(1 / (1 - p))
 
 
 def register() -> None:
