@@ -289,10 +289,8 @@ def _attention_case(name: str) -> nn.Module:
     if name == "gqa":
         config = LlamaConfig(**small, num_attention_heads=4, num_key_value_heads=2)
     else:
-        config = Gemma2Config(
-            **small, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-            attn_logit_softcapping=5.0, query_pre_attn_scalar=8,
-        )  # fmt: skip
+        capping = dict(head_dim=8, attn_logit_softcapping=5.0, query_pre_attn_scalar=8)
+        config = Gemma2Config(**small, num_attention_heads=4, num_key_value_heads=2, **capping)
     return AutoModelForCausalLM.from_config(config)
 
 
