@@ -141,10 +141,8 @@ def matmul_attention(
         ).tril(key.shape[2] - length)
     if any(kwargs.get(name) is not None for name in _THEIRS_ONLY):
         if attention_mask is not None and attention_mask.dtype == torch.bool:
-            additive = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
-            attention_mask = additive.masked_fill(
-                ~attention_mask, torch.finfo(query.dtype).min
-            )  # the eager functions add their mask
+            zero = torch.zeros((), dtype=query.dtype, device=query.device)
+            attention_mask = _additive(attention_mask, zero)  # the eager functions add it
         attend = _models_own(module)
         return attend(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
@@ -157,7 +155,7 @@ def matmul_attention(
         if attention_mask is None:
             attention_mask = bias
         elif attention_mask.dtype == torch.bool:
-            attention_mask = bias.masked_fill(~attention_mask, torch.finfo(bias.dtype).min)
+            attention_mask = _additive(attention_mask, bias)
         else:
             attention_mask = bias + attention_mask
     # SDPA where it is the faster: inference, CUDA, and fp32 without dropout (its
@@ -181,13 +179,22 @@ def matmul_attention(
 _THEIRS_ONLY = ("softcap", "s_aux", "sinks")
 
 
+def _additive(mask: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A boolean mask (True = attend) as an additive one: `bias` where attended, the
+    dtype's minimum elsewhere."""
+    return torch.where(mask, bias, torch.finfo(bias.dtype).min)
+
+
+def _modeling_file(module: nn.Module) -> Any:
+    return sys.modules.get(type(module).__module__)
+
+
 def _models_own(module: nn.Module) -> Any:
     """The eager attention function of `module`'s modeling file (transformers' reference
     for it), else SDPA's."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    modeling = sys.modules.get(type(module).__module__)
-    return getattr(modeling, "eager_attention_forward", sdpa_attention_forward)
+    return getattr(_modeling_file(module), "eager_attention_forward", sdpa_attention_forward)
 
 
 def attention_by_matmul(
@@ -272,8 +279,7 @@ def _routes_attention(model: nn.Module) -> bool:
     One that computes its own (MPNet, DeBERTa, WavLM) keeps its implementation's name:
     the name also sets the layout of the masks it is handed (additive for eager, boolean
     for SDPA and ATTENTION), and its own attention adds them."""
-    modeling = sys.modules.get(type(model).__module__)
-    return hasattr(modeling, "ALL_ATTENTION_FUNCTIONS")
+    return hasattr(_modeling_file(model), "ALL_ATTENTION_FUNCTIONS")
 
 
 def _is_model(value: Any) -> bool:
