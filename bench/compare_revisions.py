@@ -1,8 +1,8 @@
 """ft at another git revision against this checkout, on the same job, side by side.
 
 Each side runs `python -m ft_cli train` in a fresh process (its own imports),
-alternating, and the medians of train samples/s and time to first step are
-printed with their ratio. The other revision is checked out into a temporary
+alternating, and the medians of train samples/s, time to first step and the
+process's peak RSS are printed with their ratio. The other revision is checked out into a temporary
 git worktree; both sides use this environment's packages.
 
     python bench/compare_revisions.py --base 7756cb6            # MiniLM on MRPC, 40 steps
@@ -41,16 +41,20 @@ def run(source: Path, run_dir: Path, steps: int, precision: str, recipe: str | N
         f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "PYTHONPATH": str(source), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "ft_cli", "train", *args],
-        env=env,
-        cwd=run_dir.parent,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        sys.exit(f"{source}: ft train failed: {done.stderr.strip().splitlines()[-1]}")
-    return json.loads((run_dir / "metrics.json").read_text())
+    errors = run_dir.parent / f"{run_dir.name}.stderr"
+    with open(errors, "w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ft_cli", "train", *args],
+            env=env,
+            cwd=run_dir.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{source}: ft train failed: {errors.read_text().strip().splitlines()[-1]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {**metrics, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -85,7 +89,7 @@ def main() -> None:
     job = "MiniLM on MRPC" if args.recipe is None else f"+recipe={args.recipe}"
     print(f"{job}, {args.steps} steps, {precision}, medians of {args.repeats}; {cpu}")
     print(f"{'metric':<26}{args.base:>16}{'this checkout':>16}{'ratio':>9}")
-    for key in ("train_samples_per_s", "time_to_first_step_s"):
+    for key in ("train_samples_per_s", "time_to_first_step_s", "peak_rss_mib"):
         a, b = (statistics.median(r[key] for r in results[name]) for name in sides)
         print(f"{key:<26}{a:>16.2f}{b:>16.2f}{b / a:>8.2f}x")
 

@@ -30,6 +30,7 @@ SMALL = [
     "data.max_seconds=1.0",
 ]
 CLASSES = ("beeps", "hum", "noise")
+INPUTS = ("input_values", "attention_mask")
 
 
 def write_tree(root: Path, per_class: int, rate: int = 16_000) -> Path:
@@ -132,6 +133,38 @@ def test_crops_windows_and_their_inputs(tmp_path) -> None:
     assert batch["input_values"].shape == (2, 16_000)
     assert batch["attention_mask"].tolist()[1] == [1] * 8000 + [0] * 8000  # padding masked
     assert batch["window"].tolist() == [0, 4] and batch["labels"].tolist() == [0, 1]
+
+
+def test_batches_are_padded_to_a_multiple_only_where_the_padding_is_masked(tmp_path) -> None:
+    from transformers import AutoConfig, AutoModelForAudioClassification, Wav2Vec2FeatureExtractor
+
+    rng = np.random.default_rng(5)
+    paths = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for path, size in zip(paths, (9_000, 12_345), strict=True):
+        soundfile.write(path, rng.normal(0, 0.3, size).astype(np.float32), 16_000, "FLOAT")
+    split = sounds.SoundSplit([str(p) for p in paths], [0, 1])
+    extract = features()
+    assert extract.pads_freely  # the tiny wav2vec2's extractor masks its padding
+    longest = sounds.SoundCollator(split, extract, 2.0)([0, 1])
+    rounded = sounds.SoundCollator(split, extract, 2.0, multiple=2_560)([0, 1])
+    assert longest["input_values"].shape == (2, 12_345)
+    assert rounded["input_values"].shape == (2, 12_800)  # 5 x 2,560
+    assert rounded["attention_mask"].sum(-1).tolist() == [9_000, 12_345]
+    capped = sounds.SoundCollator(split, extract, 0.78, multiple=2_560)([0, 1])
+    assert capped["input_values"].shape == (2, 12_480)  # not past max_seconds' samples
+    from ft_cli.paths import resolve_path
+
+    path = resolve_path("pkg:ft_cli/assets/tiny_wav2vec2", "model")
+    config = AutoConfig.from_pretrained(path, num_labels=2)
+    torch.manual_seed(0)
+    model = AutoModelForAudioClassification.from_config(config).eval()
+    with torch.no_grad():
+        wide, narrow = (model(**{k: b[k] for k in INPUTS}).logits for b in (rounded, longest))
+    assert torch.allclose(wide, narrow, atol=1e-5)  # the extra padding changes nothing
+    unmasked = sounds.Features(Wav2Vec2FeatureExtractor(return_attention_mask=False))
+    assert not unmasked.pads_freely  # the model would read its padding: kept to the longest
+    plain = sounds.SoundCollator(split, unmasked, 2.0, multiple=2_560)([0, 1])
+    assert plain["input_values"].shape == (2, 12_345)
 
 
 def test_each_clip_is_decoded_once_and_its_windows_share_it(tmp_path, monkeypatch) -> None:

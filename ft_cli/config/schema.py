@@ -838,8 +838,10 @@ class TrainConfig:
     )
     pad_to_multiple_of: int = _help(
         8,
-        "Pad each batch's length up to a multiple of this (not past the longest row): fewer"
-        " shapes, less memory for per-shape kernels; 1 = to the longest row only.",
+        "Pad each batch's length up to a multiple of this many tokens, or of model frames"
+        " for clips whose padding is masked (not past the longest row or"
+        " data.max_seconds): fewer shapes, less memory for per-shape kernels; 1 = to the"
+        " longest row only.",
         AT_LEAST_1,
     )
     max_grad_norm: float | None = _help(

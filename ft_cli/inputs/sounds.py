@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ft_cli.data import batching
 from ft_cli.inputs.decoded import DecodedCache
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -247,6 +248,7 @@ class Features:
         self.extractor = extractor
         self.rate = int(extractor.sampling_rate)
         self.batched = False  # waveforms padded and normalised here, the batch at once
+        self.pads_freely = False  # padding past the longest clip is masked: changes nothing
         short, long = self._probe(1.0), self._probe(2.0)
         self.name = next(k for k in short if k.startswith("input_"))
         shape = short[self.name].shape
@@ -259,26 +261,31 @@ class Features:
             self.frequency_axis = 3 - self.time_axis
         else:
             self.batched = self._batch_path_matches()
+            self.pads_freely = self.batched and bool(extractor.return_attention_mask)
 
     def _probe(self, duration: float) -> dict[str, Any]:
         return self(np.zeros(int(self.rate * duration), dtype=np.float32)[None])
 
-    def __call__(self, clips: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, clips: Any, width: int = 0) -> dict[str, torch.Tensor]:
+        """The batch's inputs; `width`: pad the clips to that many samples where the
+        padding is masked (`pads_freely`), else to the longest clip."""
         if self.batched:
-            return self._waveforms(list(clips))
+            return self._waveforms(list(clips), width if self.pads_freely else 0)
         return dict(
             self.extractor(
                 list(clips), sampling_rate=self.rate, return_tensors="pt", padding=True
             ).items()
         )
 
-    def _waveforms(self, clips: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    def _waveforms(self, clips: list[np.ndarray], width: int = 0) -> dict[str, torch.Tensor]:
         """A waveform extractor's work on the whole batch: clips padded on the right to
-        the longest, each normalised to zero mean and unit variance over its own samples
-        (over the padded row when the extractor makes no attention mask, as it does)."""
+        the longest (or to `width` if wider), each normalised to zero mean and unit
+        variance over its own samples (over the padded row when the extractor makes no
+        attention mask, as it does)."""
         extractor = self.extractor
         masked = bool(extractor.return_attention_mask)
-        values = np.full((len(clips), max(map(len, clips))), extractor.padding_value, np.float32)
+        width = max(width, *map(len, clips))
+        values = np.full((len(clips), width), extractor.padding_value, np.float32)
         mask = np.zeros(values.shape, dtype=np.int32)
         for row, clip in enumerate(clips):
             values[row, : len(clip)] = clip
@@ -351,9 +358,14 @@ class SoundCollator:
         windows: bool = False,
         samples: bool = False,
         keep_decoded: bool = False,
+        multiple: int = 1,
     ) -> None:
         self.split, self.features, self.seed = split, features, seed
         self.longest = None if max_seconds is None else round(max_seconds * features.rate)
+        # Batches padded to a multiple of this many samples where padding is masked: fewer
+        # shapes, so fewer convolution kernels built and cached per shape (oneDNN's cache
+        # only grows: the audio demo peaked at 1.3 GB with every batch a new length).
+        self.multiple = multiple
         self.augmentation = augmentation if augmentation and augmentation.active else None
         self.crop = crop
         self.targets = targets or class_ids
@@ -470,11 +482,19 @@ class SoundCollator:
                 plane.narrow(frequency, start, end - start).fill_(fill)
         return values
 
+    def width(self, longest: int) -> int:
+        """The batch's padded samples: `longest` up to a multiple of `multiple`, but not
+        past `max_seconds` (past which no clip is read)."""
+        cap = self.longest if self.longest is not None else longest + self.multiple
+        return batching.padded_width(longest, self.multiple, cap)
+
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         clips = [self.load(i) for i in indices]
         if self.augmentation is not None:
             clips = [self.augmented(c, i) for c, i in zip(clips, indices, strict=True)]
-        batch = self.features(clips)
+        longest = max(len(c) for c in clips)
+        padded = self.width(longest) if self.features.pads_freely else longest
+        batch = self.features(clips, padded)
         aug = self.augmentation
         if aug is not None and self.features.spectrogram and (aug.time_mask or aug.freq_mask):
             name = self.features.name
@@ -483,6 +503,5 @@ class SoundCollator:
         if self.windows:
             batch["window"] = torch.tensor(indices)
         if self.samples:
-            longest = max(len(c) for c in clips)
-            batch["samples"] = torch.tensor([[len(c), longest] for c in clips])
+            batch["samples"] = torch.tensor([[len(c), padded] for c in clips])
         return batch

@@ -134,18 +134,40 @@ class AudioObjective(Objective):
         super().__init__(net, task, num_labels, 0, compile_model, label_smoothing, class_weights)
         self.features = sounds.Features(processor)
         self.max_seconds, self.crop = 10.0, "random"
+        # Samples per output frame (20 ms for wav2vec2-style encoders): the unit that
+        # train.pad_to_multiple_of counts for clips, as it counts tokens for text.
+        config = getattr(net, "config", None)
+        self.frame = getattr(config, "inputs_to_logits_ratio", 0) or self.features.rate // 50
 
     def configure(self, cfg: DataConfig) -> None:
         super().configure(cfg)
         self.max_seconds, self.crop = cfg.max_seconds, cfg.audio_crop.value
 
+    @property
+    def pad_samples(self) -> int:
+        """What a batch's padded length is a multiple of, in samples."""
+        return self.pad_multiple * self.frame
+
     def collator(self, split: Any, seed: int) -> Any:
         windows = split.rows is not None
-        return sounds.SoundCollator(split, self.features, self.max_seconds, seed, windows=windows)
+        return sounds.SoundCollator(
+            split,
+            self.features,
+            self.max_seconds,
+            seed,
+            windows=windows,
+            multiple=self.pad_samples,
+        )
 
     def train_collator(self, split: Any, seed: int) -> Any:
         return sounds.SoundCollator(
-            split, self.features, self.max_seconds, seed, crop=self.crop, keep_decoded=True
+            split,
+            self.features,
+            self.max_seconds,
+            seed,
+            crop=self.crop,
+            keep_decoded=True,
+            multiple=self.pad_samples,
         )
 
     def count(self, batch: Any) -> tuple[int, int, int]:

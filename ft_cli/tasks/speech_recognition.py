@@ -256,7 +256,13 @@ class CTCObjective(AudioObjective):
 
     def collator(self, split: Any, seed: int, keep_decoded: bool = False) -> Any:
         return sounds.SoundCollator(
-            split, self.features, None, seed, targets=padded_targets, keep_decoded=keep_decoded
+            split,
+            self.features,
+            None,
+            seed,
+            targets=padded_targets,
+            keep_decoded=keep_decoded,
+            multiple=self.pad_samples,
         )
 
     def train_collator(self, split: Any, seed: int) -> Any:
