@@ -109,3 +109,31 @@ def test_padded_batches_hold_the_same_rows_and_mask_the_rest() -> None:
     width = masked["input_ids"].shape[1]
     real = masked["attention_mask"].view(-1)[masked["mlm_positions"]]
     assert width == 28 and len(masked["mlm_positions"]) > 0 and real.all()
+
+
+def test_pairs_and_choices_are_padded_to_a_multiple_too() -> None:
+    import torch
+
+    from ft_cli.tasks.multiple_choice import ChoiceCollator, ChoiceSplit
+    from ft_cli.tasks.seq2seq import Seq2SeqCollator
+
+    sources = [[5] * n for n in (3, 9, 20)]
+    targets = [[6] * n for n in (2, 5, 11)]
+    pairs = EncodedSplit(input_ids=sources, token_type_ids=None, labels=targets)
+    plain, padded = Seq2SeqCollator(pairs, 0)([0, 1]), Seq2SeqCollator(pairs, 0, 8)([0, 1])
+    assert plain["input_ids"].shape[1] == 9 and padded["input_ids"].shape[1] == 16
+    assert plain["labels"].shape[1] == 5 and padded["labels"].shape[1] == 8
+    assert torch.equal(padded["input_ids"][:, :9], plain["input_ids"])
+    assert not padded["attention_mask"][:, 9:].any() and (padded["labels"][:, 5:] == -100).all()
+    widest = Seq2SeqCollator(pairs, 0, 8)([1, 2])  # capped at the split's longest of each
+    assert widest["input_ids"].shape[1] == 20 and widest["labels"].shape[1] == 11
+    choices = [[[7] * a, [8] * b] for a, b in ((3, 4), (9, 2), (13, 1))]
+    longest = [max(row, key=len) for row in choices]
+    split = ChoiceSplit(input_ids=longest, token_type_ids=None, labels=[0, 1, 0])
+    split.choice_ids = choices
+    a, b = ChoiceCollator(split, 0)([0, 1]), ChoiceCollator(split, 0, 8)([0, 1])
+    assert a["input_ids"].shape == (2, 2, 9) and b["input_ids"].shape == (2, 2, 13)
+    assert (
+        torch.equal(b["input_ids"][..., :9], a["input_ids"])
+        and not b["attention_mask"][..., 9:].any()
+    )

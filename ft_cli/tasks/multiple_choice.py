@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ft_cli.config.schema import DataConfig, TaskConfig
-from ft_cli.data.batching import Collate
+from ft_cli.data.batching import Collate, padded_width
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.tasks import metrics
@@ -34,15 +34,18 @@ class ChoiceSplit(EncodedSplit):
 
 
 class ChoiceCollator:
-    """Pads a batch of rows to [rows, choices, longest choice]."""
+    """Pads a batch of rows to [rows, choices, longest choice], the longest rounded up to
+    a multiple of `multiple` tokens (not past the split's longest choice)."""
 
-    def __init__(self, split: ChoiceSplit, pad_id: int) -> None:
-        self.split, self.pad_id = split, pad_id
+    def __init__(self, split: ChoiceSplit, pad_id: int, multiple: int = 1) -> None:
+        self.split, self.pad_id, self.multiple = split, pad_id, multiple
+        self.cap = max(split.lengths(), default=0) if multiple > 1 else 0
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = [self.split.choice_ids[i] for i in indices]
         count = len(rows[0])
-        width = max(len(ids) for row in rows for ids in row)
+        longest = max(len(ids) for row in rows for ids in row)
+        width = padded_width(longest, self.multiple, self.cap)
         input_ids = torch.full((len(rows), count, width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), count, width), dtype=torch.long)
         types = torch.zeros_like(attention) if self.split.choice_types is not None else None
@@ -65,7 +68,7 @@ class ChoiceObjective(Objective):
 
     def collator(self, split: EncodedSplit, seed: int) -> Collate:
         assert isinstance(split, ChoiceSplit)
-        return ChoiceCollator(split, self.pad_id)
+        return ChoiceCollator(split, self.pad_id, self.pad_multiple)
 
     def input_shape(self, batch: dict[str, torch.Tensor]) -> str:
         _, choices, width = batch["attention_mask"].shape

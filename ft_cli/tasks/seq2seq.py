@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from ft_cli.config.schema import DataConfig, TaskConfig
 from ft_cli.data import token_cache
+from ft_cli.data.batching import padded_width
 from ft_cli.data.encoded import EncodedSplit
 from ft_cli.errors import FtError
 from ft_cli.tasks import generation
@@ -114,15 +115,24 @@ class Seq2Seq(CausalLM):
 
 
 class Seq2SeqCollator:
-    """Sources padded with their attention mask; targets padded with -100."""
+    """Sources padded with their attention mask; targets padded with -100; each up to a
+    multiple of `multiple` tokens (not past the split's longest source or target)."""
 
-    def __init__(self, split: EncodedSplit, pad_id: int) -> None:
-        self.split, self.pad_id = split, pad_id
+    def __init__(self, split: EncodedSplit, pad_id: int, multiple: int = 1) -> None:
+        self.split, self.pad_id, self.multiple = split, pad_id, multiple
+        rounded = multiple > 1 and len(split.input_ids) > 0
+        self.caps = (
+            (max(split.lengths()), max(len(a) for a in split.labels))  # type: ignore[arg-type]
+            if rounded
+            else (0, 0)
+        )
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = [self.split.input_ids[i] for i in indices]
         answers = [list(self.split.labels[i]) for i in indices]  # type: ignore[arg-type]
         width, long = max(len(r) for r in rows), max(1, max(len(a) for a in answers))
+        width = padded_width(width, self.multiple, self.caps[0])
+        long = padded_width(long, self.multiple, self.caps[1])
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         labels = torch.full((len(rows), long), -100, dtype=torch.long)
@@ -161,7 +171,7 @@ class Seq2SeqObjective(Objective):
         self.forward = torch.compile(net, dynamic=True) if compile_model else net
 
     def collator(self, split: EncodedSplit, seed: int) -> Any:
-        return Seq2SeqCollator(split, self.pad_id)
+        return Seq2SeqCollator(split, self.pad_id, self.pad_multiple)
 
     def train_collator(self, split: Any, seed: int) -> Any:
         return self.collator(split, seed)
