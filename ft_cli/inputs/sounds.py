@@ -364,7 +364,7 @@ class SoundCollator:
         self.longest = None if max_seconds is None else round(max_seconds * features.rate)
         # Batches padded to a multiple of this many samples where padding is masked: fewer
         # shapes, so fewer convolution kernels built and cached per shape (oneDNN's cache
-        # only grows: the audio demo peaked at 1.3 GB with every batch a new length).
+        # only grows: the audio demo peaked at 1.7 GB with every batch a new length).
         self.multiple = multiple
         self.augmentation = augmentation if augmentation and augmentation.active else None
         self.crop = crop
