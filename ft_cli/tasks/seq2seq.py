@@ -120,12 +120,9 @@ class Seq2SeqCollator:
 
     def __init__(self, split: EncodedSplit, pad_id: int, multiple: int = 1) -> None:
         self.split, self.pad_id, self.multiple = split, pad_id, multiple
-        rounded = multiple > 1 and len(split.input_ids) > 0
-        self.caps = (
-            (max(split.lengths()), max(len(a) for a in split.labels))  # type: ignore[arg-type]
-            if rounded
-            else (0, 0)
-        )
+        targets = [len(a) for a in split.labels]  # type: ignore[arg-type]
+        longest = (max(split.lengths(), default=0), max(targets, default=0))
+        self.caps = longest if multiple > 1 else (0, 0)
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = [self.split.input_ids[i] for i in indices]
