@@ -2,8 +2,8 @@
 
 Each side runs `python -m ft_cli train` in a fresh process (its own imports),
 alternating, and the medians of train samples/s, time to first step and the
-process's peak RSS are printed with their ratio. The other revision is checked out into a temporary
-git worktree; both sides use this environment's packages.
+process's peak RSS are printed with their ratio. The other revision is checked
+out into a temporary git worktree; both sides use this environment's packages.
 
     python bench/compare_revisions.py --base 7756cb6            # MiniLM on MRPC, 40 steps
     python bench/compare_revisions.py --base HEAD~3 --repeats 3 --steps 60 --precision bf16

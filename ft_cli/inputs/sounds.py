@@ -18,6 +18,7 @@ import copy
 import hashlib
 import io
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -485,7 +486,7 @@ class SoundCollator:
     def width(self, longest: int) -> int:
         """The batch's padded samples: `longest` up to a multiple of `multiple`, but not
         past `max_seconds` (past which no clip is read)."""
-        cap = self.longest if self.longest is not None else longest + self.multiple  # none
+        cap = self.longest if self.longest is not None else sys.maxsize  # read whole
         return batching.padded_width(longest, self.multiple, cap)
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:

@@ -120,9 +120,10 @@ class Seq2SeqCollator:
 
     def __init__(self, split: EncodedSplit, pad_id: int, multiple: int = 1) -> None:
         self.split, self.pad_id, self.multiple = split, pad_id, multiple
-        targets = [len(a) for a in split.labels]  # type: ignore[arg-type]
-        longest = (max(split.lengths(), default=0), max(targets, default=0))
-        self.caps = longest if multiple > 1 else (0, 0)
+        self.caps = (0, 0)  # the split's longest source and target, when rounding
+        if multiple > 1:
+            targets = [len(a) for a in split.labels]  # type: ignore[arg-type]
+            self.caps = (max(split.lengths(), default=0), max(targets, default=0))
 
     def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = [self.split.input_ids[i] for i in indices]
